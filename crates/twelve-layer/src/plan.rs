@@ -388,13 +388,14 @@ impl Plan {
                     });
                 }
             }
-            if s.group.is_some() || s.group_id.is_some() {
-                if s.user.is_none() && s.user_id.is_none() {
-                    return Err(LayerError::BadService {
-                        service: name.clone(),
-                        problem: "must specify user, not just group".into(),
-                    });
-                }
+            if (s.group.is_some() || s.group_id.is_some())
+                && s.user.is_none()
+                && s.user_id.is_none()
+            {
+                return Err(LayerError::BadService {
+                    service: name.clone(),
+                    problem: "must specify user, not just group".into(),
+                });
             }
             for (relation, others) in [
                 ("requires", &s.requires),
