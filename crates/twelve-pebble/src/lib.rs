@@ -1,0 +1,3 @@
+//! The unit supervisor (`twelve pebble`). See reference/pebble.md.
+
+pub mod cli;
