@@ -3,7 +3,12 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "twelve", version, about = "Deploy and operate 12-factor web apps", propagate_version = true)]
+#[command(
+    name = "twelve",
+    version,
+    about = "Deploy and operate 12-factor web apps",
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -1,0 +1,277 @@
+//! Reading projects: every `init` profile, and the errors a user gets for bad files.
+
+use std::path::Path;
+
+use twelve_project::{init, Framework, OptionType, Project, ALL_FRAMEWORKS};
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+fn project(
+    rock: &str,
+    charm: &str,
+) -> (
+    tempfile::TempDir,
+    Result<Project, twelve_project::Diagnostic>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "rockcraft.yaml", rock);
+    write(dir.path(), "charm/charmcraft.yaml", charm);
+    let p = Project::load(dir.path());
+    (dir, p)
+}
+
+const FLASK_ROCK: &str = "name: web\nbase: ubuntu@22.04\nversion: '0.1'\nplatforms:\n  amd64:\nextensions:\n  - flask-framework\n";
+
+#[test]
+fn every_profile_inits_and_loads_without_notes() {
+    for fw in ALL_FRAMEWORKS {
+        let dir = tempfile::tempdir().unwrap();
+        let files = init::init(fw.extension(), "hello-world", dir.path()).unwrap();
+        assert!(files.iter().any(|f| f.ends_with("rockcraft.yaml")));
+        assert!(files.iter().any(|f| f.ends_with("charm/charmcraft.yaml")));
+        let p = Project::load(dir.path()).unwrap_or_else(|e| panic!("{fw}: {e}"));
+        assert_eq!(p.framework, fw);
+        assert_eq!(p.name, "hello-world");
+        assert!(p.notes.is_empty(), "{fw}: {:?}", p.notes);
+        assert!(p.services.contains_key(fw.service_name()), "{fw}");
+    }
+}
+
+#[test]
+fn init_refuses_to_overwrite_and_names_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "app.py", "# mine\n");
+    let err = init::init("flask-framework", "web", dir.path()).unwrap_err();
+    assert!(err.message.contains("app.py"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("app.py")).unwrap(),
+        "# mine\n"
+    );
+    assert!(
+        !dir.path().join("rockcraft.yaml").exists(),
+        "nothing is written when refusing"
+    );
+}
+
+#[test]
+fn init_refuses_unknown_profiles_and_lists_the_known_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = init::init("rails-framework", "web", dir.path()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("flask-framework, django-framework"),
+        "{err}"
+    );
+}
+
+#[test]
+fn init_makes_migrate_scripts_executable_and_substitutes_the_name() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    init::init("django-framework", "my-site", dir.path()).unwrap();
+    assert!(dir.path().join("my_site/my_site/settings.py").is_file());
+    let rock = std::fs::read_to_string(dir.path().join("rockcraft.yaml")).unwrap();
+    assert!(rock.contains("name: my-site"));
+    for entry in walk(dir.path()) {
+        let text = std::fs::read_to_string(&entry).unwrap_or_default();
+        assert!(
+            !text.contains("{{name"),
+            "{} keeps a placeholder",
+            entry.display()
+        );
+        if entry.extension().is_some_and(|e| e == "sh") {
+            assert!(std::fs::metadata(&entry).unwrap().permissions().mode() & 0o111 != 0);
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn extension_options_and_user_options_are_combined() {
+    let (_d, p) = project(FLASK_ROCK, "name: web\ntype: charm\nextensions: [flask-framework]\nconfig:\n  options:\n    token:\n      type: string\n      optional: false\n    api-token:\n      type: secret\n");
+    let p = p.unwrap();
+    assert_eq!(p.options["flask-debug"].type_, OptionType::Boolean);
+    assert_eq!(
+        p.options["flask-preferred-url-scheme"].default,
+        Some("HTTPS".into())
+    );
+    assert!(p.options["token"].required());
+    assert_eq!(p.user_option_names, ["token", "api-token"]);
+    assert!(p.actions.contains_key("rotate-secret-key"));
+    assert!(p.requires.contains_key("ingress"));
+}
+
+#[test]
+fn a_charmcraft_yaml_written_in_full_takes_the_framework_from_rockcraft() {
+    let (_d, p) = project(FLASK_ROCK, "name: web\ntype: charm\nconfig:\n  options:\n    webserver-workers:\n      type: int\n      default: 2\nrequires:\n  postgresql:\n    interface: postgresql_client\n    optional: false\n    limit: 1\n");
+    let p = p.unwrap();
+    assert_eq!(p.framework, Framework::Flask);
+    assert!(
+        !p.options.contains_key("flask-debug"),
+        "no extension, so only the options written out"
+    );
+    assert_eq!(p.options["webserver-workers"].default, Some(2.into()));
+    assert!(p.requires["postgresql"].required());
+}
+
+#[test]
+fn non_optional_option_with_a_default_is_refused_at_its_line() {
+    let (_d, p) = project(FLASK_ROCK, "name: web\nextensions: [flask-framework]\nconfig:\n  options:\n    token:\n      type: string\n      default: x\n      optional: false\n");
+    let err = p.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("charmcraft.yaml:5:5"), "{text}");
+    assert!(
+        text.contains("Non-optional configuration options can not have default values"),
+        "{text}"
+    );
+}
+
+#[test]
+fn unknown_extension_is_refused_with_the_known_ones() {
+    let (_d, p) = project(
+        "name: web\nextensions:\n  - rails-framework\n",
+        "name: web\n",
+    );
+    let err = p.unwrap_err().to_string();
+    assert!(
+        err.contains("unknown extension \"rails-framework\""),
+        "{err}"
+    );
+    assert!(err.contains("rockcraft.yaml:3:5"), "{err}");
+    assert!(
+        err.contains("help: twelve knows the extensions flask-framework"),
+        "{err}"
+    );
+}
+
+#[test]
+fn options_with_the_framework_prefix_are_refused() {
+    for name in ["flask-foo", "webserver-foo"] {
+        let (_d, p) = project(FLASK_ROCK, &format!("name: web\nextensions: [flask-framework]\nconfig:\n  options:\n    {name}:\n      type: string\n"));
+        let err = p.unwrap_err().to_string();
+        assert!(err.contains("prefix reserved"), "{err}");
+        assert!(err.contains("charmcraft.yaml:5:"), "{err}");
+    }
+}
+
+#[test]
+fn wrong_option_type_and_malformed_yaml_point_at_the_line() {
+    let (_d, p) = project(
+        FLASK_ROCK,
+        "name: web\nconfig:\n  options:\n    n:\n      type: integer\n",
+    );
+    let err = p.unwrap_err().to_string();
+    assert!(err.contains("charmcraft.yaml:5:"), "{err}");
+    let (_d, p) = project(FLASK_ROCK, "name: web\nconfig: [\n");
+    let err = p.unwrap_err().to_string();
+    assert!(err.contains("error: invalid charmcraft.yaml"), "{err}");
+    assert!(err.contains("charmcraft.yaml:"), "{err}");
+}
+
+#[test]
+fn unknown_top_level_keys_are_notes_not_errors() {
+    let (_d, p) = project(&format!("{FLASK_ROCK}sevices: {{}}\n"), "name: web\n");
+    let p = p.unwrap();
+    assert_eq!(p.notes.len(), 1);
+    let note = p.notes[0].to_string();
+    assert!(
+        note.contains("unknown key `sevices`") && note.contains("rockcraft.yaml:8:1"),
+        "{note}"
+    );
+}
+
+#[test]
+fn extra_services_merge_over_the_framework_service() {
+    let rock = format!("{FLASK_ROCK}services:\n  flask:\n    override: merge\n    environment: {{EXTRA: '1'}}\n  celery-worker:\n    override: replace\n    command: celery -A app worker\n    startup: enabled\n");
+    let (_d, p) = project(&rock, "name: web\n");
+    let p = p.unwrap();
+    let flask = &p.services["flask"];
+    assert!(flask
+        .command
+        .as_deref()
+        .unwrap()
+        .starts_with("/bin/python3 -m gunicorn -c /flask/gunicorn.conf.py"));
+    assert_eq!(flask.environment["EXTRA"], "1");
+    assert_eq!(
+        p.services["celery-worker"].command.as_deref(),
+        Some("celery -A app worker")
+    );
+}
+
+#[test]
+fn a_service_without_override_is_refused() {
+    let rock = format!("{FLASK_ROCK}services:\n  my-worker:\n    command: x\n");
+    let (_d, p) = project(&rock, "name: web\n");
+    let err = p.unwrap_err().to_string();
+    assert!(err.contains("must define \"override\""), "{err}");
+    assert!(err.contains("rockcraft.yaml:9:"), "{err}");
+}
+
+#[test]
+fn migration_files_gevent_and_entry_point_are_found() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "rockcraft.yaml", FLASK_ROCK);
+    write(dir.path(), "requirements.txt", "flask\ngunicorn[gevent]\n");
+    write(dir.path(), "migrate.sh", "true\n");
+    write(
+        dir.path(),
+        "src/__init__.py",
+        "from flask import Flask\n\ndef create_app():\n    return Flask(__name__)\n",
+    );
+    let p = Project::load(dir.path()).unwrap();
+    assert!(p.files.migrate_sh && !p.files.migrate_py && !p.files.manage_py);
+    assert!(p.files.gevent);
+    assert!(p.services["flask"]
+        .command
+        .as_deref()
+        .unwrap()
+        .contains("'src:create_app()'"));
+}
+
+#[test]
+fn a_directory_without_rockcraft_yaml_is_not_a_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Project::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("is not a twelve project"), "{err}");
+    assert!(err.contains("twelve init --profile"), "{err}");
+}
+
+#[test]
+fn paas_config_is_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "rockcraft.yaml", FLASK_ROCK);
+    write(dir.path(), "charm/charmcraft.yaml", "name: web\n");
+    write(dir.path(), "charm/paas-config.yaml", "port: 8001\nprometheus:\n  scrape_configs:\n    - job_name: a\n      static_configs:\n        - targets: ['*:9090', '@scheduler:8082']\n");
+    let p = Project::load(dir.path()).unwrap();
+    assert_eq!(p.paas_config.port, Some(8001));
+    assert_eq!(
+        p.paas_config.prometheus.unwrap().scrape_configs[0].metrics_path,
+        "/metrics"
+    );
+    write(
+        dir.path(),
+        "charm/paas-config.yaml",
+        "prometheus:\n  scrape_configs:\n    - job_name: a\n    - job_name: a\n",
+    );
+    let err = Project::load(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("Invalid paas-config.yaml: duplicate job_name"),
+        "{err}"
+    );
+}

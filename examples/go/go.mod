@@ -1,0 +1,3 @@
+module go-example
+
+go 1.19

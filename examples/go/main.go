@@ -1,0 +1,104 @@
+// go-example: the Go example application of twelve (standard library only).
+//
+//	go-example            serve HTTP on APP_PORT (v1), else PORT (v2), else 8080
+//	go-example worker     log "worker alive" every few seconds
+//	go-example scheduler  log "scheduler alive" every few seconds
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"log"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func port() string {
+	for _, name := range []string{"APP_PORT", "PORT"} {
+		if p := os.Getenv(name); p != "" {
+			return p
+		}
+	}
+	return "8080"
+}
+
+func getenv(name, fallback string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return fallback
+}
+
+// environ returns the whole process environment as a map.
+func environ() map[string]string {
+	env := make(map[string]string)
+	for _, kv := range os.Environ() {
+		if i := strings.IndexByte(kv, '='); i >= 0 {
+			env[kv[:i]] = kv[i+1:]
+		}
+	}
+	return env
+}
+
+func serve() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "%s from go-example\n", getenv("APP_GREETING", "hello"))
+	})
+	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(environ())
+	})
+	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	addr := ":" + port()
+	log.Printf("go-example listening on %s", addr)
+	log.Fatal(http.ListenAndServe(addr, mux))
+}
+
+func heartbeat(kind string) {
+	interval := 3 * time.Second
+	if v := os.Getenv("HEARTBEAT_INTERVAL"); v != "" {
+		if d, err := time.ParseDuration(v + "s"); err == nil && d > 0 {
+			interval = d
+		}
+	}
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, os.Interrupt)
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	greeting := getenv("APP_GREETING", "<unset>")
+	for beat := 1; ; beat++ {
+		fmt.Printf("%s alive beat=%d pid=%d greeting=%s\n", kind, beat, os.Getpid(), greeting)
+		select {
+		case <-stop:
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "worker", "scheduler":
+			heartbeat(os.Args[1])
+			return
+		default:
+			fmt.Fprintf(os.Stderr, "usage: %s [worker|scheduler]\n", os.Args[0])
+			os.Exit(2)
+		}
+	}
+	serve()
+}

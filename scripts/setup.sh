@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Install what twelve needs to build, test and benchmark on Debian 12.
+#
+#   scripts/setup.sh              install missing tools (fast no-op when all present)
+#   scripts/setup.sh --services   also make sure PostgreSQL, MariaDB, Redis and
+#                                 RabbitMQ are running (scripts/services.sh)
+#
+# Runs as root, or through sudo otherwise. Idempotent: apt-get update and
+# apt-get install run only when something is missing. nginx and supervisor are
+# installed for the benchmarks but never started or enabled.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+with_services=0
+for arg in "$@"; do
+  case "$arg" in
+    --services) with_services=1 ;;
+    -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "setup: unknown argument: $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+if [ "$(id -u)" -eq 0 ]; then
+  SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+  SUDO=(sudo)
+else
+  echo "setup: must run as root (or have sudo)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+
+# "test to run" -> Debian package providing it
+checks=(
+  "command -v go:golang-go"
+  "command -v wrk:wrk"
+  "command -v hyperfine:hyperfine"
+  "test -x /usr/sbin/nginx:nginx"
+  "command -v supervisord:supervisor"
+  "command -v curl:curl"
+  "command -v psql:postgresql-client"
+  "command -v jq:jq"
+  "command -v node:nodejs"
+  "command -v npm:npm"
+  "command -v javac:openjdk-17-jdk-headless"
+  "dpkg-query -W -f='\${Status}' python3-venv 2>/dev/null | grep -q 'ok installed':python3-venv"
+)
+
+missing=()
+for entry in "${checks[@]}"; do
+  test_cmd=${entry%:*}
+  pkg=${entry##*:}
+  if ! bash -c "$test_cmd" >/dev/null 2>&1; then
+    missing+=("$pkg")
+  fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  for pkg in "${missing[@]}"; do echo "setup: installing $pkg"; done
+  # Keep package maintainer scripts from starting nginx/supervisor.
+  created_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+    "${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  cleanup() { if [ "$created_policy" = 1 ]; then "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d; fi; }
+  trap cleanup EXIT
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+  cleanup
+  trap - EXIT
+else
+  echo "setup: all tools already installed"
+fi
+
+# nginx and supervisor are for benchmarks only: never leave them enabled.
+for svc in nginx supervisor; do
+  if [ -e "/etc/init.d/$svc" ] && command -v update-rc.d >/dev/null 2>&1; then
+    "${SUDO[@]}" update-rc.d "$svc" disable >/dev/null 2>&1 || true
+  fi
+done
+
+# The venvs twelve builds use the python3 on PATH (pyenv CPython here).
+venv_probe=$(mktemp -d)
+if python3 -m venv --without-pip "$venv_probe/v" >/dev/null 2>&1 && python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  rm -rf "$venv_probe"
+else
+  rm -rf "$venv_probe"
+  echo "setup: '$(command -v python3) -m venv' cannot create a virtual environment with pip;" >&2
+  echo "setup: install the venv/ensurepip modules for that interpreter (Debian: python3-venv)" >&2
+  exit 1
+fi
+
+echo "setup: go $(go version | awk '{print $3}'), $(python3 --version), node $(node --version 2>/dev/null || echo missing), $(java -version 2>&1 | head -1 || echo 'java missing')"
+
+if [ "$with_services" = 1 ]; then
+  exec "$here/services.sh"
+fi
