@@ -1,0 +1,699 @@
+//! The 12-factor charm rules, as tables of inputs and expected outputs. Each test is named
+//! for the behaviour it pins; reference/paas-charm.md is the source of the expectations.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use twelve_charm::{ActionRun, SecretView, ServicesAction, State};
+use twelve_layer::Startup;
+use twelve_project::Framework;
+use twelve_project::ALL_FRAMEWORKS;
+
+const TOKEN_OPTION: &str = "config:\n  options:\n    token:\n      type: string\n";
+
+#[test]
+fn user_options_get_the_framework_prefix() {
+    for (fw, var) in [
+        (Framework::Flask, "FLASK_TOKEN"),
+        (Framework::Django, "DJANGO_TOKEN"),
+        (Framework::FastApi, "APP_TOKEN"),
+        (Framework::Go, "APP_TOKEN"),
+        (Framework::ExpressJs, "APP_TOKEN"),
+        (Framework::SpringBoot, "APP_TOKEN"),
+    ] {
+        let f = project(fw, TOKEN_OPTION, "", &[]);
+        let mut s = state();
+        set(&mut s, "token", json!("abc"));
+        let p = plan(&f, &s);
+        assert_eq!(
+            p.environment.get(var).map(String::as_str),
+            Some("abc"),
+            "{fw}"
+        );
+        assert_eq!(
+            env(&p, fw.service_name()).get(var).map(String::as_str),
+            Some("abc"),
+            "{fw}"
+        );
+    }
+}
+
+#[test]
+fn option_names_map_dashes_to_underscores_and_values_are_json_encoded() {
+    let f = project(
+        Framework::FastApi,
+        "config:\n  options:\n    config-option-name: {type: string}\n    is-on: {type: boolean}\n    count: {type: int}\n    ratio: {type: float}\n    unset: {type: string}\n    with-default: {type: int, default: 7}\n",
+        "",
+        &[],
+    );
+    let mut s = state();
+    set(&mut s, "config-option-name", json!("x y"));
+    set(&mut s, "is-on", json!(true));
+    set(&mut s, "count", json!(42));
+    set(&mut s, "ratio", json!(2.0));
+    let p = plan(&f, &s);
+    let e = &p.environment;
+    assert_eq!(e["APP_CONFIG_OPTION_NAME"], "x y");
+    assert_eq!(e["APP_IS_ON"], "true");
+    assert_eq!(e["APP_COUNT"], "42");
+    assert_eq!(e["APP_RATIO"], "2.0");
+    assert_eq!(e["APP_WITH_DEFAULT"], "7");
+    assert!(
+        !e.contains_key("APP_UNSET"),
+        "options with no value are absent"
+    );
+}
+
+#[test]
+fn user_option_named_app_something_is_exported_unlike_paas_charm() {
+    let f = flask("config:\n  options:\n    app-mode: {type: string}\n");
+    let mut s = state();
+    set(&mut s, "app-mode", json!("fast"));
+    assert_eq!(plan(&f, &s).environment["FLASK_APP_MODE"], "fast");
+}
+
+#[test]
+fn a_user_option_cannot_override_a_built_in() {
+    let f = flask("config:\n  options:\n    base-url: {type: string}\n");
+    let mut s = state();
+    set(&mut s, "base-url", json!("http://evil"));
+    assert_eq!(
+        plan(&f, &s).environment["FLASK_BASE_URL"],
+        "http://web.default:8000"
+    );
+}
+
+#[test]
+fn base_url_defaults_to_app_model_and_port_and_follows_the_ingress() {
+    for fw in ALL_FRAMEWORKS {
+        let f = project(fw, "", "", &[]);
+        let p = plan(&f, &state());
+        let var = format!("{}BASE_URL", fw.prefix());
+        assert_eq!(
+            p.environment[&var],
+            format!("http://web.default:{}", fw.default_port()),
+            "{fw}"
+        );
+        let mut s = state();
+        s.base_url = Some("http://web.localhost:8080".into());
+        assert_eq!(
+            plan(&f, &s).environment[&var],
+            "http://web.localhost:8080",
+            "{fw}"
+        );
+    }
+}
+
+#[test]
+fn secret_key_is_the_generated_one_unless_configured() {
+    let f = flask("");
+    assert_eq!(
+        plan(&f, &state()).environment["FLASK_SECRET_KEY"],
+        "generated-key"
+    );
+    let mut s = state();
+    set(&mut s, "flask-secret-key", json!("mine"));
+    assert_eq!(plan(&f, &s).environment["FLASK_SECRET_KEY"], "mine");
+    let g = project(Framework::Go, "", "", &[]);
+    let mut s = state();
+    set(&mut s, "app-secret-key", json!("go-key"));
+    assert_eq!(plan(&g, &s).environment["APP_SECRET_KEY"], "go-key");
+}
+
+#[test]
+fn no_generated_secret_key_yet_means_waiting_for_peer_integration() {
+    let f = flask("");
+    let mut s = state();
+    s.secret_key = None;
+    let p = plan(&f, &s);
+    assert_eq!(p.status.state, State::Waiting);
+    assert_eq!(p.status.message, "Waiting for peer integration");
+}
+
+#[test]
+fn secret_key_id_takes_a_secret_with_one_value() {
+    let f = flask("");
+    let secret = |content: &[(&str, &str)]| SecretView {
+        name: Some("key".into()),
+        content: Some(
+            content
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+    };
+    let cases: Vec<(Vec<(&str, &str)>, bool, Result<&str, &str>)> = vec![
+        (vec![("value", "from-secret")], false, Ok("from-secret")),
+        (
+            vec![("value", "a"), ("other", "b")],
+            false,
+            Err("flask-secret-key-id secret contains multiple values"),
+        ),
+        (
+            vec![("other", "b")],
+            false,
+            Err("flask-secret-key-id missing 'value' key in the secret content"),
+        ),
+        (
+            vec![("value", "a")],
+            true,
+            Err("flask-secret-key-id and flask-secret-key are defined in the same time"),
+        ),
+    ];
+    for (content, also_direct, want) in cases {
+        let mut s = state();
+        s.secrets.insert("s1".into(), secret(&content));
+        set(&mut s, "flask-secret-key-id", json!("secret:s1"));
+        if also_direct {
+            set(&mut s, "flask-secret-key", json!("direct"));
+        }
+        let p = plan(&f, &s);
+        match want {
+            Ok(v) => assert_eq!(p.environment["FLASK_SECRET_KEY"], v),
+            Err(m) => {
+                assert_eq!(p.status.state, State::Blocked);
+                assert_eq!(p.status.message, m);
+            }
+        }
+    }
+}
+
+#[test]
+fn peer_fqdns_list_the_other_units_sorted() {
+    let f = flask("");
+    let mut s = state();
+    s.units = vec![2, 0, 1];
+    s.unit = 1;
+    let p = plan(&f, &s);
+    assert_eq!(
+        p.environment["FLASK_PEER_FQDNS"],
+        "web-0.web-endpoints.default.svc.cluster.local,web-2.web-endpoints.default.svc.cluster.local"
+    );
+    assert!(
+        !plan(&f, &state())
+            .environment
+            .contains_key("FLASK_PEER_FQDNS"),
+        "absent on a single unit"
+    );
+    s.network.peer_addresses = [
+        (0, "127.0.0.1:9000".to_string()),
+        (2, "127.0.0.1:9002".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        plan(&f, &s).environment["FLASK_PEER_FQDNS"],
+        "127.0.0.1:9000,127.0.0.1:9002"
+    );
+}
+
+#[test]
+fn proxy_settings_are_given_in_both_cases() {
+    let f = flask("");
+    let mut s = state();
+    s.proxy.http_proxy = Some("http://proxy:3128".into());
+    s.proxy.no_proxy = Some("localhost".into());
+    let e = plan(&f, &s).environment;
+    assert_eq!(e["http_proxy"], "http://proxy:3128");
+    assert_eq!(e["HTTP_PROXY"], "http://proxy:3128");
+    assert_eq!(e["no_proxy"], "localhost");
+    assert_eq!(e["NO_PROXY"], "localhost");
+    assert!(!e.contains_key("HTTPS_PROXY"));
+}
+
+#[test]
+fn flask_options_become_flask_variables() {
+    let f = flask("");
+    let mut s = state();
+    set(&mut s, "flask-env", json!("staging"));
+    set(&mut s, "flask-debug", json!(true));
+    set(&mut s, "flask-permanent-session-lifetime", json!(3600));
+    set(&mut s, "flask-application-root", json!("/app"));
+    set(&mut s, "flask-session-cookie-secure", json!(false));
+    set(&mut s, "flask-preferred-url-scheme", json!("http"));
+    let e = plan(&f, &s).environment;
+    assert_eq!(e["FLASK_ENV"], "staging");
+    assert_eq!(e["FLASK_DEBUG"], "true");
+    assert_eq!(e["FLASK_PERMANENT_SESSION_LIFETIME"], "3600");
+    assert_eq!(e["FLASK_APPLICATION_ROOT"], "/app");
+    assert_eq!(e["FLASK_SESSION_COOKIE_SECURE"], "false");
+    assert_eq!(e["FLASK_PREFERRED_URL_SCHEME"], "HTTP", "upper-cased");
+    assert_eq!(
+        plan(&f, &state()).environment["FLASK_PREFERRED_URL_SCHEME"],
+        "HTTPS",
+        "extension default"
+    );
+}
+
+#[test]
+fn django_allowed_hosts_is_a_json_list_with_the_base_url_host() {
+    let f = project(Framework::Django, "", "", &[]);
+    let mut s = state();
+    s.integrations
+        .insert("postgresql".into(), Default::default());
+    let e = plan(&f, &s).environment;
+    assert_eq!(e["DJANGO_ALLOWED_HOSTS"], r#"["web.default"]"#);
+    assert_eq!(e["DJANGO_DEBUG"], "false");
+    set(
+        &mut s,
+        "django-allowed-hosts",
+        json!("test.local, web.default"),
+    );
+    assert_eq!(
+        plan(&f, &s).environment["DJANGO_ALLOWED_HOSTS"],
+        r#"["test.local", "web.default"]"#,
+        "not duplicated"
+    );
+    s.base_url = Some("http://Web.LocalHost:8080/".into());
+    assert_eq!(
+        plan(&f, &s).environment["DJANGO_ALLOWED_HOSTS"],
+        r#"["test.local", "web.default", "web.localhost"]"#
+    );
+}
+
+#[test]
+fn fastapi_uvicorn_variables() {
+    let f = project(Framework::FastApi, "", "", &[]);
+    let mut s = state();
+    set(&mut s, "webserver-workers", json!(4));
+    set(&mut s, "webserver-log-level", json!("debug"));
+    let e = plan(&f, &s).environment;
+    assert_eq!(e["UVICORN_PORT"], "8080");
+    assert_eq!(e["UVICORN_HOST"], "0.0.0.0");
+    assert_eq!(e["WEB_CONCURRENCY"], "4");
+    assert_eq!(e["UVICORN_LOG_LEVEL"], "debug");
+    assert_eq!(e["METRICS_PORT"], "8080");
+    assert_eq!(e["METRICS_PATH"], "/metrics");
+    set(&mut s, "webserver-log-level", json!("loud"));
+    let p = plan(&f, &s);
+    assert_eq!(
+        (p.status.state, p.status.message.as_str()),
+        (State::Blocked, "invalid options: webserver-log-level")
+    );
+}
+
+#[test]
+fn go_uses_app_port_and_app_metrics_variables() {
+    let f = project(Framework::Go, "", "", &[]);
+    let mut s = state();
+    set(&mut s, "app-port", json!(9000));
+    let e = plan(&f, &s).environment;
+    assert_eq!(e["APP_PORT"], "9000");
+    assert_eq!(e["APP_METRICS_PORT"], "8080");
+    assert_eq!(e["APP_METRICS_PATH"], "/metrics");
+    assert!(!e.contains_key("PORT"));
+}
+
+#[test]
+fn expressjs_gets_port_and_node_env() {
+    let f = project(Framework::ExpressJs, "", "", &[]);
+    let mut s = state();
+    set(&mut s, "app-port", json!(3000));
+    let e = plan(&f, &s).environment;
+    assert_eq!(e["PORT"], "3000", "app-port wired (paas-charm 1.12.1 fix)");
+    assert_eq!(e["NODE_ENV"], "production");
+    assert_eq!(e["METRICS_PORT"], "8080");
+}
+
+#[test]
+fn spring_boot_gets_server_and_management_properties() {
+    let f = project(Framework::SpringBoot, "", "", &[]);
+    let mut s = state();
+    set(&mut s, "app-profiles", json!("prod"));
+    let e = plan(&f, &s).environment;
+    assert_eq!(e["SERVER_PORT"], "8080");
+    assert_eq!(e["APP_PROFILES"], "prod");
+    assert_eq!(e["spring.profiles.active"], "prod");
+    assert_eq!(e["MANAGEMENT_SERVER_PORT"], "8080");
+    assert_eq!(e["METRICS_PATH"], "/actuator/prometheus");
+    assert_eq!(e["server.forward-headers-strategy"], "framework");
+    assert_eq!(e["management.endpoints.web.exposure.include"], "prometheus");
+    assert_eq!(e["management.endpoints.web.base-path"], "/actuator");
+    assert_eq!(
+        e["management.endpoints.web.path-mapping.prometheus"],
+        "prometheus"
+    );
+    assert_eq!(e["OTEL_TRACES_EXPORTER"], "none");
+    assert_eq!(e["APP_SECRET_KEY"], "generated-key");
+    assert!(
+        !e.contains_key("APP_METRICS_PORT"),
+        "metrics-port is the framework's, not leaked as a user option"
+    );
+}
+
+#[test]
+fn secret_options_expose_each_key() {
+    let f = flask("config:\n  options:\n    api-token: {type: secret}\n");
+    let mut s = state();
+    s.secrets.insert(
+        "cru00lvmp25c77qa0qrg".into(),
+        SecretView {
+            name: Some("my-api-token".into()),
+            content: Some(
+                [
+                    ("value".into(), "1234".into()),
+                    ("othervalue".into(), "5678".into()),
+                ]
+                .into_iter()
+                .collect(),
+            ),
+        },
+    );
+    set(&mut s, "api-token", json!("secret:cru00lvmp25c77qa0qrg"));
+    let p = plan(&f, &s);
+    assert_eq!(p.environment["FLASK_API_TOKEN_VALUE"], "1234");
+    assert_eq!(p.environment["FLASK_API_TOKEN_OTHERVALUE"], "5678");
+    assert!(p.redact("token 1234").contains("<redacted>"));
+
+    s.secrets["cru00lvmp25c77qa0qrg"].content = None;
+    let p = plan(&f, &s);
+    assert_eq!(
+        (p.status.state, p.status.message.as_str()),
+        (State::Blocked, "secret my-api-token is not granted to web")
+    );
+    assert_eq!(p.status.services, ServicesAction::Stop);
+
+    set(&mut s, "api-token", json!("1234"));
+    let p = plan(&f, &s);
+    assert_eq!(p.status.message, "invalid options: api-token");
+}
+
+#[test]
+fn missing_required_options_stop_the_app_without_trailing_spaces() {
+    let f = flask("config:\n  options:\n    token: {type: string, optional: false}\n    other: {type: string, optional: false}\n");
+    let p = plan(&f, &state());
+    assert_eq!(p.status.state, State::Blocked);
+    assert_eq!(p.status.message, "missing options: token, other");
+    assert_eq!(p.status.services, ServicesAction::Stop);
+    assert!(
+        p.services
+            .values()
+            .all(|s| s.startup == Some(Startup::Disabled)),
+        "the app waits for its configuration"
+    );
+    let mut s = state();
+    set(&mut s, "token", json!("t"));
+    set(&mut s, "other", json!("o"));
+    let p = plan(&f, &s);
+    assert_eq!(p.status.state, State::Active);
+    assert_eq!(p.services["flask"].startup, Some(Startup::Enabled));
+}
+
+#[test]
+fn missing_and_invalid_options_share_one_message() {
+    let f = flask("config:\n  options:\n    token: {type: string, optional: false}\n");
+    let mut s = state();
+    set(&mut s, "flask-permanent-session-lifetime", json!(0));
+    let p = plan(&f, &s);
+    assert_eq!(
+        p.status.message,
+        "missing options: token, invalid options: flask-permanent-session-lifetime"
+    );
+}
+
+#[test]
+fn missing_required_integrations_are_listed_in_paas_charm_order() {
+    let f = flask(
+        "requires:\n  redis: {interface: redis, optional: false}\n  postgresql: {interface: postgresql_client, optional: false}\n  s3: {interface: s3, optional: true}\n  valkey: {interface: valkey_client, optional: false}\n",
+    );
+    let p = plan(&f, &state());
+    assert_eq!(p.status.message, "missing integrations: postgresql, redis");
+    assert_eq!(p.status.services, ServicesAction::Stop);
+    assert!(p
+        .services
+        .values()
+        .all(|s| s.startup == Some(Startup::Disabled)));
+}
+
+#[test]
+fn django_requires_a_database() {
+    let f = project(Framework::Django, "", "", &[]);
+    let p = plan(&f, &state());
+    assert_eq!(
+        (p.status.state, p.status.message.as_str()),
+        (
+            State::Blocked,
+            "Django requires a database integration to work"
+        )
+    );
+}
+
+#[test]
+fn worker_class_rules() {
+    let cases: Vec<(Option<&str>, &str, Result<&str, &str>)> = vec![
+        (None, "flask\n", Ok("sync")),
+        (None, "flask\ngevent\n", Ok("gevent")),
+        (Some("sync"), "flask\ngevent\n", Ok("sync")),
+        (
+            Some("gevent"),
+            "flask\n",
+            Err("gunicorn[gevent] must be installed in the rock. https://bit.ly/flask-async-doc"),
+        ),
+        (
+            Some("eventlet"),
+            "flask\n",
+            Err("Only 'gevent' and 'sync' are allowed. https://bit.ly/flask-async-doc"),
+        ),
+    ];
+    for (class, reqs, want) in cases {
+        let f = project(Framework::Flask, "", "", &[("requirements.txt", reqs)]);
+        let mut s = state();
+        if let Some(c) = class {
+            set(&mut s, "webserver-worker-class", json!(c));
+        }
+        let p = plan(&f, &s);
+        match want {
+            Ok(k) => assert!(
+                p.services["flask"]
+                    .command
+                    .as_deref()
+                    .unwrap()
+                    .ends_with(&format!("-k [ {k} ]")),
+                "{:?}",
+                p.services["flask"].command
+            ),
+            Err(m) => assert_eq!(p.status.message, m),
+        }
+    }
+    let f = project(
+        Framework::Flask,
+        "",
+        "services:\n  flask:\n    override: merge\n    command: /bin/python3 -m gunicorn app:app\n",
+        &[],
+    );
+    let mut s = state();
+    set(&mut s, "webserver-worker-class", json!("sync"));
+    assert_eq!(
+        plan(&f, &s).status.message,
+        "Worker class is set through `juju config` but the `-k` worker class argument is not in the service command."
+    );
+}
+
+#[test]
+fn gunicorn_config_carries_the_port_and_webserver_options() {
+    let f = flask("");
+    let mut s = state();
+    set(&mut s, "webserver-workers", json!(3));
+    set(&mut s, "webserver-timeout", json!(30));
+    s.network.app_port = Some(18001);
+    s.network.bind_host = Some("127.0.0.1".into());
+    let p = plan(&f, &s);
+    let conf = &p.files["/flask/gunicorn.conf.py"];
+    assert!(conf.contains("bind = ['127.0.0.1:18001']"), "{conf}");
+    assert!(
+        conf.contains("workers = 3\n") && conf.contains("timeout = 30\n"),
+        "{conf}"
+    );
+    assert_eq!(p.environment["FLASK_BASE_URL"], "http://web.default:18001");
+}
+
+#[test]
+fn assigned_ports_reach_every_framework_port_variable() {
+    for (fw, var) in [
+        (Framework::FastApi, "UVICORN_PORT"),
+        (Framework::Go, "APP_PORT"),
+        (Framework::ExpressJs, "PORT"),
+        (Framework::SpringBoot, "SERVER_PORT"),
+    ] {
+        let f = project(fw, "", "", &[]);
+        let mut s = state();
+        s.network.app_port = Some(18080);
+        let p = plan(&f, &s);
+        assert_eq!(p.environment[var], "18080", "{fw}");
+        assert_eq!(
+            p.ports.metrics, 18080,
+            "{fw}: metrics served on the app port follow it"
+        );
+    }
+}
+
+const WORKERS: &str = "services:\n  celery-worker:\n    override: replace\n    command: celery -A app worker\n    startup: enabled\n  celery-beat-scheduler:\n    override: replace\n    command: celery -A app beat\n    startup: enabled\n  other:\n    override: replace\n    command: sleep 1000\n    startup: enabled\n    environment: {OWN: '1'}\n";
+
+#[test]
+fn workers_get_the_app_env_on_every_unit_and_other_services_none() {
+    let f = project(Framework::Flask, TOKEN_OPTION, WORKERS, &[]);
+    let mut s = state();
+    s.units = vec![0, 1, 2];
+    set(&mut s, "token", json!("t"));
+    for unit in [0, 1, 2] {
+        s.unit = unit;
+        let p = plan(&f, &s);
+        assert_eq!(
+            p.services["celery-worker"].startup,
+            Some(Startup::Enabled),
+            "unit {unit}"
+        );
+        assert_eq!(env(&p, "celery-worker")["FLASK_TOKEN"], "t");
+        assert_eq!(env(&p, "other").len(), 1, "untouched: only its own env");
+    }
+}
+
+#[test]
+fn scheduler_runs_only_on_unit_zero_or_the_lowest_live_unit() {
+    let f = project(Framework::Flask, "", WORKERS, &[]);
+    for (units, expected) in [(vec![0, 1, 2], 0), (vec![1, 2], 1), (vec![3, 2, 5], 2)] {
+        let mut s = state();
+        s.units = units.clone();
+        for &unit in &units {
+            s.unit = unit;
+            let p = plan(&f, &s);
+            let want = if unit == expected {
+                Startup::Enabled
+            } else {
+                Startup::Disabled
+            };
+            assert_eq!(
+                p.services["celery-beat-scheduler"].startup,
+                Some(want),
+                "units {units:?} unit {unit}"
+            );
+            assert_eq!(p.scheduler_unit, Some(expected));
+            assert!(env(&p, "celery-beat-scheduler").contains_key("FLASK_SECRET_KEY"));
+        }
+    }
+}
+
+#[test]
+fn migration_precedence_follows_paas_charm() {
+    let cases: Vec<(Framework, Vec<&str>, Option<Vec<&str>>)> = vec![
+        (Framework::Flask, vec![], None),
+        (
+            Framework::Flask,
+            vec!["migrate"],
+            Some(vec!["/flask/app/migrate"]),
+        ),
+        (
+            Framework::Flask,
+            vec!["migrate", "migrate.sh"],
+            Some(vec!["bash", "-eo", "pipefail", "migrate.sh"]),
+        ),
+        (
+            Framework::FastApi,
+            vec!["migrate.sh", "migrate.py"],
+            Some(vec!["python3", "migrate.py"]),
+        ),
+        (Framework::Go, vec!["migrate"], Some(vec!["/app/migrate"])),
+    ];
+    for (fw, files, want) in cases {
+        let files: Vec<(&str, &str)> = files.iter().map(|f| (*f, "true\n")).collect();
+        let f = project(fw, "", "", &files);
+        let p = plan(&f, &state());
+        assert_eq!(
+            p.migration.as_ref().map(|m| m.command.clone()),
+            want.map(|w| w.iter().map(|s| s.to_string()).collect()),
+            "{fw} {files:?}"
+        );
+    }
+    // Django: manage.py in the project directory wins over migrate.sh.
+    let f = project(
+        Framework::Django,
+        "",
+        "",
+        &[("web/manage.py", ""), ("web/migrate.sh", "")],
+    );
+    let m = plan(&f, &state()).migration.unwrap();
+    assert_eq!(m.command, ["python3", "manage.py", "migrate"]);
+    assert_eq!(
+        (m.working_dir.as_str(), m.user.as_str()),
+        ("/django/app", "_daemon_")
+    );
+}
+
+#[test]
+fn actions_include_the_extensions_and_the_projects() {
+    let f = project(
+        Framework::Django,
+        "actions:\n  clearsession:\n    description: Clear sessions.\n  undeclared-handler:\n    description: no file\n",
+        "",
+        &[("web/actions/clearsession.sh", "true\n")],
+    );
+    let p = plan(&f, &state());
+    assert_eq!(p.actions["rotate-secret-key"].run, ActionRun::Builtin);
+    match &p.actions["create-superuser"].run {
+        ActionRun::Command {
+            command,
+            working_dir,
+        } => {
+            assert_eq!(
+                command,
+                &["python3", "manage.py", "createsuperuser", "--noinput"]
+            );
+            assert_eq!(working_dir, "/django/app");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        p.actions["create-superuser"].required,
+        ["username", "email"]
+    );
+    assert!(
+        matches!(&p.actions["clearsession"].run, ActionRun::Command { command, .. } if command == &["bash", "-eo", "pipefail", "actions/clearsession.sh"])
+    );
+    assert_eq!(p.actions["undeclared-handler"].run, ActionRun::Missing);
+}
+
+#[test]
+fn every_profile_plans_active_with_an_empty_state_except_django() {
+    for fw in ALL_FRAMEWORKS {
+        let dir = tempfile::tempdir().unwrap();
+        twelve_project::init::init(fw.extension(), "hello", dir.path()).unwrap();
+        let project = twelve_project::Project::load(dir.path()).unwrap();
+        let p = twelve_charm::plan_unit(&project, &state());
+        if fw == Framework::Django {
+            assert_eq!(
+                p.status.message,
+                "Django requires a database integration to work"
+            );
+        } else {
+            assert_eq!(p.status.state, State::Active, "{fw}: {}", p.status.message);
+            assert!(p.services[fw.service_name()].startup == Some(Startup::Enabled));
+        }
+    }
+}
+
+#[test]
+fn the_ready_check_is_tcp_unless_the_project_names_a_path() {
+    let f = flask("");
+    let p = plan(&f, &state());
+    assert_eq!(
+        p.checks["flask-ready"].tcp.as_ref().unwrap().port,
+        Some(8000)
+    );
+    let f = project(
+        Framework::Flask,
+        "",
+        "",
+        &[("charm/paas-config.yaml", "healthcheck:\n  path: /health\n")],
+    );
+    let p = plan(&f, &state());
+    assert_eq!(
+        p.checks["flask-ready"]
+            .http
+            .as_ref()
+            .unwrap()
+            .url
+            .as_deref(),
+        Some("http://127.0.0.1:8000/health")
+    );
+}
