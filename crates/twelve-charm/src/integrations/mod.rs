@@ -81,7 +81,10 @@ impl IntegrationKind {
     /// (paas-charm's "with migrations" events).
     pub fn triggers_migration(self) -> bool {
         use IntegrationKind::*;
-        matches!(self, Postgresql | Mysql | Mongodb | Redis | Valkey | S3 | Saml | Rabbitmq)
+        matches!(
+            self,
+            Postgresql | Mysql | Mongodb | Redis | Valkey | S3 | Saml | Rabbitmq
+        )
     }
 }
 
@@ -118,7 +121,7 @@ pub enum RelationDataError {
 }
 
 pub use env::integration_env;
-pub use env::validate_data;
 pub use env::oauth_options;
+pub use env::validate_data;
 
 mod env;
