@@ -8,6 +8,8 @@ pub(crate) const REQUIRED: [&str; 2] = ["host", "port"];
 pub(crate) const AUTH_TYPES: [&str; 3] = ["none", "not_provided", "plain"];
 pub(crate) const TRANSPORT_SECURITIES: [&str; 3] = ["none", "starttls", "tls"];
 
+/// paas-charm filters with `v not in ("none")`, a substring test that also drops values such as
+/// `on`, `no`, `n` or `e`. twelve drops only absent values and the word `none`.
 fn keep(v: Option<&str>) -> Option<&str> {
     v.filter(|v| *v != "none")
 }
@@ -56,8 +58,6 @@ pub(crate) fn smtp(
     let password = get(data, "password");
     let domain = get(data, "domain");
 
-    // paas-charm filters with `v not in ("none")`, a substring test that also drops values
-    // such as `on`, `no`, `n` or `e`. twelve drops only absent values and the word `none`.
     let mut b = EnvBuilder::default();
     b.set_opt("SMTP_HOST", keep(get(data, "host")));
     b.set("SMTP_PORT", port.to_string());
