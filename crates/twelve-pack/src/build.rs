@@ -1,0 +1,583 @@
+//! The per-framework build steps, run inside the release's temporary directory.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use twelve_project::{Framework, Project};
+
+use crate::inputs::{self, Entry, Hasher};
+use crate::run::{self, require_tool, run, version_of};
+use crate::{next_suffix, PackError, PackOptions, Release};
+
+/// Builds the release content into `dir` and fills in `release`'s tools and paths.
+pub(crate) fn build(
+    project: &Project,
+    entries: &[Entry],
+    dir: &Path,
+    cache_dir: &Path,
+    opts: &PackOptions,
+    release: &mut Release,
+) -> Result<(), PackError> {
+    let app = dir.join("app");
+    mkdir(&app)?;
+    release
+        .paths
+        .insert(project.framework.app_dir().to_string(), "app".into());
+    match project.framework {
+        Framework::Flask | Framework::Django | Framework::FastApi => {
+            opts.say("copying the app");
+            inputs::copy_entries(entries, &app)?;
+            python(project, dir, cache_dir, opts, release)
+        }
+        Framework::ExpressJs => {
+            opts.say("copying the app");
+            inputs::copy_entries(entries, &app)?;
+            express(&app, opts, release)
+        }
+        Framework::Go => {
+            opts.say("copying the app");
+            inputs::copy_entries(entries, &app)?;
+            go(project, dir, cache_dir, opts, release)
+        }
+        Framework::SpringBoot => spring(project, dir, opts, release),
+    }
+}
+
+fn mkdir(p: &Path) -> Result<(), PackError> {
+    fs::create_dir_all(p).map_err(|e| PackError::io(format!("creating {}", p.display()), e))
+}
+
+// ---------------------------------------------------------------- Python
+
+/// The packages the rock extensions add to the requirements.
+fn python_extras(framework: Framework) -> &'static [&'static str] {
+    match framework {
+        Framework::Flask | Framework::Django => &["gunicorn"],
+        Framework::FastApi => &["uvicorn"],
+        _ => &[],
+    }
+}
+
+enum PyDeps {
+    Requirements(PathBuf),
+    Project(PathBuf),
+    None,
+}
+
+fn python_deps(project: &Project) -> PyDeps {
+    for dir in [&project.root, &project.files.app_source_dir] {
+        if dir.join("requirements.txt").is_file() {
+            return PyDeps::Requirements(dir.join("requirements.txt"));
+        }
+    }
+    for dir in [&project.root, &project.files.app_source_dir] {
+        if dir.join("pyproject.toml").is_file() {
+            return PyDeps::Project(dir.clone());
+        }
+    }
+    PyDeps::None
+}
+
+fn python(
+    project: &Project,
+    dir: &Path,
+    cache_dir: &Path,
+    opts: &PackOptions,
+    release: &mut Release,
+) -> Result<(), PackError> {
+    let python = require_tool("python3", "python3-venv")?;
+    let probe = run(
+        Command::new(&python).args([
+            "-c",
+            "import sys, platform; print(platform.python_version()); print(sys.base_prefix)",
+        ]),
+        "python3 -c 'import sys'",
+        "python3-venv",
+    )?;
+    let mut lines = probe.lines();
+    let version = lines.next().unwrap_or("").trim().to_string();
+    let base = lines.next().unwrap_or("").trim().to_string();
+    release.tools.insert("python3".into(), version.clone());
+
+    let deps = python_deps(project);
+    let extras = python_extras(project.framework);
+    let mut h = Hasher::new("twelve-venv/1");
+    h.str(&version);
+    h.str(&base);
+    for e in extras {
+        h.str(e);
+    }
+    match &deps {
+        PyDeps::Requirements(p) => {
+            h.str("requirements.txt");
+            h.file(p)?;
+        }
+        PyDeps::Project(d) => {
+            h.str("pyproject.toml");
+            h.file(&d.join("pyproject.toml"))?;
+        }
+        PyDeps::None => h.str("none"),
+    }
+    let key = h.hex()[..16].to_string();
+    let venvs = cache_dir.join("venvs");
+    let venv = venvs.join(&key);
+
+    if venv_ready(&venv) {
+        opts.say(&format!("reusing virtual environment {key}"));
+    } else {
+        build_venv(&python, &venvs, &venv, &deps, extras, opts)?;
+    }
+
+    std::os::unix::fs::symlink(&venv, dir.join("venv"))
+        .map_err(|e| PackError::io(format!("linking {}", dir.join("venv").display()), e))?;
+    release.venv = Some(venv);
+    release
+        .paths
+        .insert("/bin/python3".into(), "venv/bin/python3".into());
+    release
+        .paths
+        .insert("/usr/bin/python3".into(), "venv/bin/python3".into());
+    Ok(())
+}
+
+const VENV_MARKER: &str = ".twelve-complete";
+
+fn venv_ready(venv: &Path) -> bool {
+    venv.join(VENV_MARKER).is_file() && fs::metadata(venv.join("bin/python3")).is_ok()
+}
+
+fn build_venv(
+    python: &Path,
+    venvs: &Path,
+    venv: &Path,
+    deps: &PyDeps,
+    extras: &[&str],
+    opts: &PackOptions,
+) -> Result<(), PackError> {
+    mkdir(venvs)?;
+    crate::remove_stale(venvs);
+    let name = venv
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = venvs.join(format!("{name}.tmp-{}", next_suffix()));
+    let result = (|| {
+        opts.say("creating virtual environment");
+        let mut cmd = Command::new(python);
+        cmd.arg("-m").arg("venv").arg(&tmp);
+        let shown = "python3 -m venv";
+        match run(&mut cmd, shown, "python3-venv") {
+            Err(PackError::StepFailed { tail, .. })
+                if tail.contains("ensurepip") || tail.contains("No module named venv") =>
+            {
+                return Err(PackError::ToolMissing {
+                    tool: "python3 venv".into(),
+                    package: "python3-venv".into(),
+                    why: format!("`{shown}` cannot create a virtual environment:\n{tail}"),
+                });
+            }
+            other => {
+                other?;
+            }
+        }
+        let mut cmd = Command::new(tmp.join("bin/python3"));
+        cmd.args(["-m", "pip", "install", "--disable-pip-version-check", "-q"]);
+        let mut shown = String::from("pip install");
+        match deps {
+            PyDeps::Requirements(req) => {
+                if let Some(parent) = req.parent() {
+                    cmd.current_dir(parent);
+                }
+                cmd.arg("-r").arg(req);
+                shown.push_str(" -r requirements.txt");
+            }
+            PyDeps::Project(d) => {
+                cmd.current_dir(d);
+                cmd.arg(d);
+                shown.push_str(" .");
+            }
+            PyDeps::None => {}
+        }
+        cmd.args(extras);
+        for e in extras {
+            shown.push(' ');
+            shown.push_str(e);
+        }
+        opts.say(&shown);
+        run(&mut cmd, &shown, "python3-pip")?;
+        relocate_venv(&tmp, venv)?;
+        inputs::write_synced(&tmp.join(VENV_MARKER), b"")
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    // A half-built or broken venv from earlier is moved aside first.
+    if venv.exists() && !venv_ready(venv) {
+        let aside = venvs.join(format!("{name}.old-{}", next_suffix()));
+        if fs::rename(venv, &aside).is_ok() {
+            let _ = fs::remove_dir_all(&aside);
+        }
+    }
+    match fs::rename(&tmp, venv) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            // Another pack built the same venv meanwhile: use theirs.
+            if venv_ready(venv) {
+                Ok(())
+            } else {
+                Err(PackError::io(
+                    format!("moving the venv to {}", venv.display()),
+                    e,
+                ))
+            }
+        }
+    }
+}
+
+/// Rewrites the temporary venv path to its final one in the scripts of `bin/` (console
+/// script shebangs, activate scripts) and in pyvenv.cfg, as venvs are not relocatable.
+fn relocate_venv(tmp: &Path, venv: &Path) -> Result<(), PackError> {
+    let from = tmp.as_os_str().as_encoded_bytes();
+    let to = venv.as_os_str().as_encoded_bytes();
+    let mut files: Vec<PathBuf> = vec![tmp.join("pyvenv.cfg")];
+    if let Ok(rd) = fs::read_dir(tmp.join("bin")) {
+        files.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()));
+    }
+    for f in files {
+        let Ok(meta) = fs::symlink_metadata(&f) else {
+            continue;
+        };
+        if !meta.file_type().is_file() || meta.len() > 1024 * 1024 {
+            continue;
+        }
+        let bytes =
+            fs::read(&f).map_err(|e| PackError::io(format!("reading {}", f.display()), e))?;
+        if let Some(new) = replace_bytes(&bytes, from, to) {
+            fs::write(&f, new).map_err(|e| PackError::io(format!("writing {}", f.display()), e))?;
+        }
+    }
+    Ok(())
+}
+
+fn replace_bytes(hay: &[u8], from: &[u8], to: &[u8]) -> Option<Vec<u8>> {
+    if from.is_empty() || !hay.windows(from.len()).any(|w| w == from) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(hay.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(hay[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+// ---------------------------------------------------------------- ExpressJS
+
+fn express(app: &Path, opts: &PackOptions, release: &mut Release) -> Result<(), PackError> {
+    let manifest = app.join("package.json");
+    let text = fs::read_to_string(&manifest).map_err(|_| {
+        PackError::Invalid(
+            "an ExpressJS project needs app/package.json (the rock's npm package)".into(),
+        )
+    })?;
+    let npm = require_tool("npm", "npm")?;
+    if let Some(v) = version_of(&npm, &["--version"]) {
+        release.tools.insert("npm".into(), v);
+    }
+    if let Some(node) = run::which("node") {
+        if let Some(v) = version_of(&node, &["--version"]) {
+            release.tools.insert("node".into(), v);
+        }
+    }
+    let locked =
+        app.join("package-lock.json").is_file() || app.join("npm-shrinkwrap.json").is_file();
+    let verb = if locked { "ci" } else { "install" };
+    let mut cmd = Command::new(&npm);
+    cmd.current_dir(app).args([
+        verb,
+        "--omit=dev",
+        "--no-audit",
+        "--no-fund",
+        "--prefer-offline",
+    ]);
+    let shown = format!("npm {verb} --omit=dev");
+    opts.say(&shown);
+    run(&mut cmd, &shown, "npm")?;
+    // The rock's /app is a symlink to /lib/node_modules/<package>.
+    if let Some(pkg) = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("name")?.as_str().map(str::to_string))
+    {
+        release
+            .paths
+            .insert(format!("/lib/node_modules/{pkg}"), "app".into());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- Go
+
+fn go(
+    project: &Project,
+    dir: &Path,
+    cache_dir: &Path,
+    opts: &PackOptions,
+    release: &mut Release,
+) -> Result<(), PackError> {
+    let go = require_tool("go", "golang-go")?;
+    if let Some(v) = version_of(&go, &["version"]) {
+        release.tools.insert("go".into(), v);
+    }
+    let bin = dir.join("bin");
+    mkdir(&bin)?;
+    let out = bin.join(&project.name);
+    let mut cmd = Command::new(&go);
+    cmd.current_dir(dir.join("app"))
+        .arg("build")
+        .arg("-o")
+        .arg(&out)
+        .arg(".")
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-buildvcs=false")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOCACHE", cache_dir.join("go-build"))
+        .env("GOPATH", cache_dir.join("go"));
+    if std::env::var_os("CGO_ENABLED").is_none() {
+        cmd.env("CGO_ENABLED", "0");
+    }
+    let shown = format!("go build -o bin/{} .", project.name);
+    opts.say(&shown);
+    run(&mut cmd, &shown, "golang-go")?;
+    let rel = format!("bin/{}", project.name);
+    release
+        .paths
+        .insert(format!("/usr/local/bin/{}", project.name), rel.clone());
+    release.binary = Some(rel);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- Spring Boot
+
+/// Jars in `target/` that are the application (not plain/sources/javadoc side jars).
+fn target_jars(root: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = fs::read_dir(root.join("target")) else {
+        return vec![];
+    };
+    let mut jars: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            p.is_file()
+                && n.ends_with(".jar")
+                && !n.starts_with("original-")
+                && !["-plain.jar", "-sources.jar", "-javadoc.jar", "-tests.jar"]
+                    .iter()
+                    .any(|s| n.ends_with(s))
+        })
+        .collect();
+    jars.sort();
+    jars
+}
+
+fn one_jar(root: &Path, after: &str) -> Result<Option<PathBuf>, PackError> {
+    let jars = target_jars(root);
+    match jars.len() {
+        0 => Ok(None),
+        1 => Ok(jars.into_iter().next()),
+        _ => Err(PackError::Invalid(format!(
+            "{after}target/ holds several application jars ({}); leave exactly one",
+            jars.iter()
+                .filter_map(|j| j.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// For a Spring Boot project without build.sh, the prebuilt jar is an input of the release.
+pub(crate) fn prebuilt_jar_input(project: &Project) -> Result<Option<PathBuf>, PackError> {
+    if project.framework != Framework::SpringBoot || project.root.join("build.sh").is_file() {
+        return Ok(None);
+    }
+    one_jar(&project.root, "")
+}
+
+fn spring(
+    project: &Project,
+    dir: &Path,
+    opts: &PackOptions,
+    release: &mut Release,
+) -> Result<(), PackError> {
+    let root = &project.root;
+    if let Some(v) = run::which("javac").and_then(|j| version_of(&j, &["-version"])) {
+        release.tools.insert("javac".into(), v);
+    }
+    let app = dir.join("app");
+    let jar_name;
+    if root.join("build.sh").is_file() {
+        opts.say("bash build.sh");
+        let mut cmd = Command::new("bash");
+        cmd.current_dir(root).arg("build.sh");
+        run(&mut cmd, "bash build.sh", "bash")?;
+        let jar = one_jar(root, "after build.sh, ")?
+            .ok_or_else(|| PackError::Invalid("build.sh ran but left no jar in target/".into()))?;
+        jar_name = copy_jar(&jar, &app)?;
+    } else if let Some(jar) = one_jar(root, "")? {
+        opts.say("using the jar in target/");
+        jar_name = copy_jar(&jar, &app)?;
+    } else {
+        jar_name = compile_java(project, dir, &app, opts)?;
+    }
+    release.jar = Some(format!("app/{jar_name}"));
+    Ok(())
+}
+
+fn copy_jar(jar: &Path, app: &Path) -> Result<String, PackError> {
+    let name = jar
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "app.jar".into());
+    fs::copy(jar, app.join(&name))
+        .map_err(|e| PackError::io(format!("copying {}", jar.display()), e))?;
+    Ok(name)
+}
+
+/// `javac` every source under src/main/java and `jar` them with the one main class.
+fn compile_java(
+    project: &Project,
+    dir: &Path,
+    app: &Path,
+    opts: &PackOptions,
+) -> Result<String, PackError> {
+    let src = project.root.join("src/main/java");
+    let mut sources = Vec::new();
+    collect_java(&src, &mut sources);
+    sources.sort();
+    if sources.is_empty() {
+        return Err(PackError::Invalid(format!(
+            "nothing to pack for Spring Boot in {}: no build.sh, no jar in target/ and no sources in src/main/java\nhelp: build the jar first (mvn package / gradle bootJar) or add a build.sh that leaves it in target/",
+            project.root.display()
+        )));
+    }
+    let mains: Vec<String> = sources.iter().filter_map(|f| main_class(&src, f)).collect();
+    let main = match mains.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            return Err(PackError::Invalid(
+                "no class in src/main/java has a `public static void main` method".into(),
+            ))
+        }
+        many => {
+            return Err(PackError::Invalid(format!(
+                "several classes have a main method ({}); add a build.sh that builds the jar with the right Main-Class",
+                many.join(", ")
+            )))
+        }
+    };
+    let javac = require_tool("javac", "openjdk-17-jdk-headless")?;
+    let jar_tool = require_tool("jar", "openjdk-17-jdk-headless")?;
+    let classes = dir.join(".build/classes");
+    mkdir(&classes)?;
+    opts.say(&format!("javac ({} files)", sources.len()));
+    let mut cmd = Command::new(&javac);
+    cmd.arg("-d").arg(&classes).args(&sources);
+    run(
+        &mut cmd,
+        "javac -d classes src/main/java/**/*.java",
+        "openjdk-17-jdk-headless",
+    )?;
+    let name = format!("{}.jar", project.name);
+    let shown = format!("jar --create --file app/{name} --main-class {main}");
+    opts.say(&shown);
+    let mut cmd = Command::new(&jar_tool);
+    cmd.arg("--create")
+        .arg("--file")
+        .arg(app.join(&name))
+        .arg("--main-class")
+        .arg(&main)
+        .arg("-C")
+        .arg(&classes)
+        .arg(".");
+    run(&mut cmd, &shown, "openjdk-17-jdk-headless")?;
+    let _ = fs::remove_dir_all(dir.join(".build"));
+    Ok(name)
+}
+
+fn collect_java(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.filter_map(|e| e.ok()) {
+        let p = e.path();
+        if p.is_dir() {
+            collect_java(&p, out);
+        } else if p.extension().is_some_and(|x| x == "java") {
+            out.push(p);
+        }
+    }
+}
+
+/// The fully qualified class of `file` when it declares `public static void main(`.
+fn main_class(src: &Path, file: &Path) -> Option<String> {
+    let text = fs::read_to_string(file).ok()?;
+    let squeezed: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let has_main = squeezed.contains("public static void main(")
+        || squeezed.contains("public static void main (")
+        || squeezed.contains("static public void main(");
+    if !has_main {
+        return None;
+    }
+    let rel = file.strip_prefix(src).ok()?.with_extension("");
+    Some(
+        rel.components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("."),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_every_occurrence() {
+        let out = replace_bytes(
+            b"#!/a/tmp-1/bin/python3\nX=/a/tmp-1\n",
+            b"/a/tmp-1",
+            b"/a/v",
+        )
+        .unwrap();
+        assert_eq!(out, b"#!/a/v/bin/python3\nX=/a/v\n");
+        assert!(replace_bytes(b"nothing", b"/a/tmp-1", b"/a/v").is_none());
+    }
+
+    #[test]
+    fn finds_main_classes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src/main/java");
+        fs::create_dir_all(src.join("com/x")).unwrap();
+        let f = src.join("com/x/App.java");
+        fs::write(
+            &f,
+            "package com.x;\npublic class App {\n  public static void main(String[] a) {}\n}\n",
+        )
+        .unwrap();
+        let g = src.join("com/x/Lib.java");
+        fs::write(&g, "package com.x;\npublic class Lib {}\n").unwrap();
+        assert_eq!(main_class(&src, &f).as_deref(), Some("com.x.App"));
+        assert_eq!(main_class(&src, &g), None);
+    }
+}

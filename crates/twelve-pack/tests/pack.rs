@@ -1,0 +1,398 @@
+//! Real packs of the example apps with the real tools (python3, pip, npm, go, javac).
+//! Each test packs into its own releases dir; the caches (venvs, Go build cache) are shared
+//! across tests and runs under ~/.cache/twelve/test-pack-cache.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use twelve_pack::{gc, list_releases, pack, PackError, PackOptions, Release};
+use twelve_project::Project;
+
+fn cache_dir() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    home.join(".cache/twelve/test-pack-cache")
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if name == "node_modules" || name == "target" || name == "__pycache__" {
+            continue;
+        }
+        let (src, dst) = (e.path(), to.join(&name));
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+/// A copy of examples/<name> in a temp dir, and a releases dir beside it.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    releases: PathBuf,
+}
+
+fn fixture(example: &str) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join(example);
+    copy_tree(&examples().join(example), &root);
+    let releases = tmp.path().join("releases");
+    Fixture {
+        _tmp: tmp,
+        root,
+        releases,
+    }
+}
+
+impl Fixture {
+    fn opts(&self) -> PackOptions {
+        PackOptions::new(&self.releases, cache_dir())
+    }
+
+    fn pack(&self) -> Release {
+        let project = Project::load(&self.root).unwrap_or_else(|d| panic!("{d:?}"));
+        pack(&project, &self.opts()).unwrap_or_else(|e| panic!("pack failed: {e}"))
+    }
+}
+
+fn python_ok(release: &Release, code: &str) {
+    let py = release.dir.join("venv/bin/python3");
+    let out = Command::new(&py).args(["-c", code]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} -c {code:?}: {}",
+        py.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GET http://127.0.0.1:<port><path>, retrying the connection for up to `wait`.
+fn http_get(port: u16, path: &str, wait: Duration) -> String {
+    let deadline = Instant::now() + wait;
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(mut s) => {
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+                let mut body = String::new();
+                s.read_to_string(&mut body).unwrap();
+                return body;
+            }
+            Err(e) if Instant::now() > deadline => panic!("nothing listens on {port}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+#[test]
+fn flask_pack_reuse_new_id_and_shared_venv() {
+    let f = fixture("flask");
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = lines.clone();
+    let project = Project::load(&f.root).unwrap();
+    let opts = f
+        .opts()
+        .with_progress(move |l| seen.lock().unwrap().push(l.to_string()));
+    let first = pack(&project, &opts).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!first.reused);
+    assert!(
+        first.id.starts_with("r-") && first.id.len() == 14,
+        "{}",
+        first.id
+    );
+    assert_eq!(&first.inputs_hash[..12], &first.id[2..]);
+    assert_eq!(first.dir, f.releases.join(&first.id));
+    assert!(first.dir.join("release.json").is_file());
+    assert!(first.dir.join("app/app.py").is_file());
+    assert!(first.dir.join("app/rockcraft.yaml").is_file());
+    assert!(
+        !first.dir.join("app/charm").exists(),
+        "the charm is not part of the app"
+    );
+    assert!(lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("building release")));
+    python_ok(&first, "import flask, gunicorn");
+
+    // The path map: longest rock path first, python from the venv.
+    let paths = first.rock_paths();
+    assert_eq!(paths[0].0, "/usr/bin/python3");
+    assert!(paths.windows(2).all(|w| w[0].0.len() >= w[1].0.len()));
+    let get = |rock: &str| {
+        paths
+            .iter()
+            .find(|(r, _)| r == rock)
+            .map(|(_, h)| h.clone())
+    };
+    assert_eq!(get("/flask/app"), Some(first.dir.join("app")));
+    assert_eq!(
+        get("/bin/python3"),
+        Some(first.dir.join("venv/bin/python3"))
+    );
+    assert_eq!(
+        first.path_env(),
+        first.dir.join("venv/bin").display().to_string()
+    );
+    // Console scripts in the venv work from the venv's final place.
+    let out = Command::new(first.dir.join("venv/bin/gunicorn"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Unchanged inputs: the same release, at once.
+    let t = Instant::now();
+    let again = f.pack();
+    assert!(again.reused);
+    assert_eq!(again.id, first.id);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "reuse took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        Release::load(&f.releases, &first.id).unwrap().created,
+        first.created
+    );
+
+    // Skipped files do not change the id.
+    fs::create_dir_all(f.root.join("__pycache__")).unwrap();
+    fs::write(f.root.join("__pycache__/app.cpython-311.pyc"), b"junk").unwrap();
+    fs::write(f.root.join("charm/notes.txt"), b"charm-only").unwrap();
+    assert_eq!(f.pack().id, first.id);
+
+    // A changed app.py: a new release sharing the venv.
+    let mut src = fs::read_to_string(f.root.join("app.py")).unwrap();
+    src.push_str("\n# changed\n");
+    fs::write(f.root.join("app.py"), src).unwrap();
+    let second = f.pack();
+    assert!(!second.reused);
+    assert_ne!(second.id, first.id);
+    assert_eq!(
+        fs::read_link(second.dir.join("venv")).unwrap(),
+        fs::read_link(first.dir.join("venv")).unwrap()
+    );
+    assert_eq!(second.venv, first.venv);
+    assert!(fs::read_to_string(second.dir.join("app/app.py"))
+        .unwrap()
+        .ends_with("# changed\n"));
+
+    // list and gc.
+    let ids: Vec<String> = list_releases(&f.releases)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&first.id) && ids.contains(&second.id));
+    // What a killed pack leaves behind goes too.
+    fs::create_dir_all(f.releases.join("r-0123456789ab.tmp-999999999-0/app")).unwrap();
+    let deleted = gc(&f.releases, std::slice::from_ref(&second.id)).unwrap();
+    assert_eq!(deleted, vec![first.id.clone()]);
+    assert!(!first.dir.exists());
+    assert!(
+        second.dir.join("venv/bin/python3").exists(),
+        "gc keeps the shared venv"
+    );
+    assert!(matches!(
+        Release::load(&f.releases, &first.id),
+        Err(PackError::NotFound { .. })
+    ));
+    let left: Vec<_> = fs::read_dir(&f.releases)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from(&second.id)]);
+}
+
+#[test]
+fn fastapi_venv_has_uvicorn() {
+    let f = fixture("fastapi");
+    let r = f.pack();
+    assert!(r.dir.join("app/app.py").is_file());
+    python_ok(&r, "import fastapi, uvicorn");
+    assert!(r
+        .rock_paths()
+        .iter()
+        .any(|(p, h)| p == "/app" && *h == r.dir.join("app")));
+}
+
+#[test]
+fn django_venv_has_django_and_gunicorn() {
+    let f = fixture("django");
+    let r = f.pack();
+    // The rock's /django/app is the contents of the project's django_example/ dir.
+    assert!(r.dir.join("app/manage.py").is_file());
+    assert!(r.dir.join("app/django_example/wsgi.py").is_file());
+    python_ok(&r, "import django, gunicorn");
+    assert!(r.rock_paths().iter().any(|(p, _)| p == "/django/app"));
+}
+
+#[test]
+fn express_installs_node_modules() {
+    let f = fixture("expressjs");
+    let r = f.pack();
+    assert!(r.dir.join("app/app.js").is_file());
+    assert!(r
+        .dir
+        .join("app/node_modules/express/package.json")
+        .is_file());
+    assert!(
+        r.path_env().ends_with("app/node_modules/.bin"),
+        "{}",
+        r.path_env()
+    );
+    assert!(r.tools.contains_key("npm"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&fs::read(r.dir.join("release.json")).unwrap()).unwrap();
+    assert_eq!(json["framework"], "expressjs");
+    assert_eq!(json["paths"]["/app"], "app");
+    assert_eq!(json["paths"]["/lib/node_modules/expressjs-example"], "app");
+}
+
+#[test]
+fn go_binary_serves_health() {
+    let f = fixture("go");
+    let r = f.pack();
+    let bin = r.dir.join("bin/go-example");
+    assert!(bin.is_file());
+    assert_eq!(r.binary.as_deref(), Some("bin/go-example"));
+    let paths = r.rock_paths();
+    assert_eq!(
+        paths[0],
+        ("/usr/local/bin/go-example".to_string(), bin.clone())
+    );
+    assert_eq!(r.path_env(), r.dir.join("bin").display().to_string());
+    let port = free_port();
+    let _child = Killed(
+        Command::new(&bin)
+            .current_dir(r.dir.join("app"))
+            .env("APP_PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let resp = http_get(port, "/health", Duration::from_secs(10));
+    assert!(
+        resp.starts_with("HTTP/1.") && resp.contains(" 200 "),
+        "{resp}"
+    );
+}
+
+#[test]
+fn go_compile_error_is_reported_and_leaves_nothing() {
+    let f = fixture("go");
+    fs::write(
+        f.root.join("broken.go"),
+        "package main\n\nfunc broken() { undefinedThing() }\n",
+    )
+    .unwrap();
+    let project = Project::load(&f.root).unwrap();
+    let err = pack(&project, &f.opts()).unwrap_err();
+    let PackError::StepFailed { command, tail, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(command.starts_with("go build"), "{command}");
+    assert!(tail.contains("undefinedThing"), "{tail}");
+    assert!(tail.lines().count() <= 20);
+    let left: Vec<_> = fs::read_dir(&f.releases).unwrap().collect();
+    assert!(left.is_empty(), "a failed pack leaves no release behind");
+}
+
+#[test]
+fn spring_boot_jar_serves_health() {
+    let f = fixture("spring-boot");
+    let r = f.pack();
+    let jar = r.dir.join(r.jar.as_deref().unwrap());
+    assert_eq!(jar, r.dir.join("app/spring-boot-example.jar"));
+    assert!(jar.is_file());
+    // build.sh's output in target/ is not an input: packing again reuses.
+    assert!(f.pack().reused);
+    let port = free_port();
+    let _child = Killed(
+        Command::new("java")
+            .current_dir(r.dir.join("app"))
+            .args(["-jar", "spring-boot-example.jar"])
+            .env("SERVER_PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let resp = http_get(port, "/health", Duration::from_secs(20));
+    assert!(resp.contains(" 200 "), "{resp}");
+}
+
+#[test]
+fn spring_boot_without_build_sh_compiles_the_one_main_class() {
+    let f = fixture("spring-boot");
+    fs::remove_file(f.root.join("build.sh")).unwrap();
+    // The example has three main classes: that is ambiguous.
+    let project = Project::load(&f.root).unwrap();
+    let err = pack(&project, &f.opts()).unwrap_err();
+    assert!(matches!(err, PackError::Invalid(_)), "{err}");
+    assert!(err.to_string().contains("com.example.Application"), "{err}");
+
+    let java = f.root.join("src/main/java/com/example");
+    fs::remove_file(java.join("Worker.java")).unwrap();
+    fs::remove_file(java.join("Scheduler.java")).unwrap();
+    let project = Project::load(&f.root).unwrap();
+    let r = match pack(&project, &f.opts()) {
+        Ok(r) => r,
+        Err(e) => panic!("{e}"),
+    };
+    let jar = r.dir.join("app/spring-boot-example.jar");
+    assert!(jar.is_file());
+    // The Main-Class in the manifest is checked by running it.
+    let port = free_port();
+    let _child = Killed(
+        Command::new("java")
+            .args(["-jar"])
+            .arg(&jar)
+            .env("SERVER_PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(http_get(port, "/health", Duration::from_secs(20)).contains(" 200 "));
+}
