@@ -404,3 +404,61 @@ async fn exec_check(
         Err(format!("exit status {}; {}", out.exit_code, excerpt(&both)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(level: Option<CheckLevel>, status: CheckStatus) -> Entry {
+        let mut e = new_entry(&Check {
+            level,
+            ..Check::default()
+        });
+        e.status = status;
+        e
+    }
+
+    #[test]
+    fn health_levels_follow_pebble() {
+        use CheckLevel::{Alive, Ready};
+        use CheckStatus::{Down, Inactive, Up};
+        // (checks, level asked, healthy)
+        type Row = (
+            Vec<(Option<CheckLevel>, CheckStatus)>,
+            Option<CheckLevel>,
+            bool,
+        );
+        let table: Vec<Row> = vec![
+            (vec![], None, true),
+            (vec![], Some(Ready), true),
+            (vec![(Some(Ready), Down)], Some(Alive), true),
+            (vec![(Some(Ready), Down)], Some(Ready), false),
+            (vec![(Some(Alive), Down)], Some(Ready), false),
+            (vec![(None, Down)], Some(Ready), true),
+            (vec![(None, Down)], None, false),
+            (vec![(Some(Alive), Inactive)], Some(Alive), true),
+            (
+                vec![(Some(Alive), Up), (Some(Ready), Up)],
+                Some(Ready),
+                true,
+            ),
+        ];
+        for (checks, level, healthy) in table {
+            let c = Checks::default();
+            for (i, (l, s)) in checks.iter().enumerate() {
+                c.lock().insert(format!("c{i}"), entry(*l, *s));
+            }
+            assert_eq!(c.healthy(level, &[]), healthy, "{checks:?} {level:?}");
+        }
+    }
+
+    #[test]
+    fn error_excerpts_keep_the_last_five_lines_of_512_bytes() {
+        let out = (1..=8).map(|i| format!("line {i}\n")).collect::<String>();
+        assert_eq!(
+            excerpt(out.as_bytes()),
+            "line 4\nline 5\nline 6\nline 7\nline 8"
+        );
+        assert_eq!(excerpt(&[b'x'; 600]).len(), 512);
+    }
+}

@@ -54,27 +54,59 @@ pub fn become_subreaper() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reaps exited children that nobody waits for (orphans re-parented to the daemon).
-pub fn reap_orphans() {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return;
+/// The pids of the daemon's children, from `/proc/self/task/*/children`, or by scanning
+/// `/proc` for our ppid where that file is missing (CONFIG_PROC_CHILDREN off).
+fn child_pids() -> Vec<u32> {
+    let mut pids: Vec<u32> = Vec::new();
+    let mut found = false;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            if let Ok(children) = std::fs::read_to_string(task.path().join("children")) {
+                found = true;
+                pids.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    if found {
+        return pids;
+    }
+    let me = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return pids;
     };
-    for task in tasks.flatten() {
-        let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        for pid in children
-            .split_whitespace()
-            .filter_map(|p| p.parse::<u32>().ok())
-        {
-            if is_tracked(pid) {
-                continue;
-            }
-            let _ = nix::sys::wait::waitpid(
-                nix::unistd::Pid::from_raw(pid as i32),
-                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-            );
+        let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the ")" that closes the command name: state, ppid, ...
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().nth(1));
+        if ppid == Some(me.as_str()) {
+            pids.push(pid);
         }
+    }
+    pids
+}
+
+/// Reaps exited children that nobody waits for (orphans re-parented to the daemon).
+pub fn reap_orphans() {
+    for pid in child_pids() {
+        if is_tracked(pid) {
+            continue;
+        }
+        let _ = nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(pid as i32),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
     }
 }
 
@@ -242,6 +274,12 @@ pub fn spawn(spec: &Spec, stdin: bool, kill_on_drop: bool) -> Result<Child, Stri
         .kill_on_drop(kill_on_drop)
         .process_group(0);
     if let Some(dir) = &spec.working_dir {
+        if !dir.is_dir() {
+            return Err(format!(
+                "working directory {:?} does not exist",
+                dir.display().to_string()
+            ));
+        }
         cmd.current_dir(dir);
     }
     if let Some(id) = &spec.identity {

@@ -478,6 +478,25 @@ fn replan_restarts_only_changed_services() {
 }
 
 #[test]
+fn start_pulls_in_requires_and_stop_takes_dependents_along() {
+    let d = Daemon::start(&[(
+        "001-base.yaml",
+        "services:\n  db:\n    override: replace\n    command: sleep 1000\n  app:\n    override: replace\n    command: sleep 1000\n    requires: [db]\n    after: [db]\n  lone:\n    override: replace\n    command: sleep 1000\n",
+    )]);
+    d.ok(&["start", "app"]);
+    assert!(d.service("db").is_active());
+    assert!(d.service("app").is_active());
+    assert_eq!(d.service("lone").current, "inactive");
+    let log = d.log();
+    let db_at = log.find("Service \"db\" starting").unwrap();
+    let app_at = log.find("Service \"app\" starting").unwrap();
+    assert!(db_at < app_at, "{log}");
+    d.ok(&["stop", "db"]);
+    assert_eq!(d.service("app").current, "inactive");
+    assert_eq!(d.service("db").current, "inactive");
+}
+
+#[test]
 fn http_check_goes_down_and_restarts_the_service() {
     let port = free_port();
     let d = Daemon::start(&[(
@@ -682,6 +701,13 @@ fn exec_returns_exit_code_output_and_uses_the_service_context() {
     assert_eq!(out, "prod exec /tmp\n");
     let out = d.ok(&["exec", "-w", "/", "--", "pwd"]);
     assert_eq!(out, "/\n");
+    let out = d.cli(&["exec", "-w", "/no/such/dir", "--", "pwd"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("working directory \"/no/such/dir\" does not exist"),
+        "{}",
+        stderr_of(&out)
+    );
 
     // Megabytes of output.
     let c = &d.client;
