@@ -333,6 +333,11 @@ pub fn signal_group(pgid: u32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid as i32), sig);
 }
 
+/// Whether any process is left in a process group (zombies count until reaped).
+pub fn group_alive(pgid: u32) -> bool {
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid as i32), None).is_ok()
+}
+
 /// Sends a signal to one process.
 pub fn signal_pid(pid: u32, sig: nix::sys::signal::Signal) -> Result<(), String> {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).map_err(|e| e.to_string())

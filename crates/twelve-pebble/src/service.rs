@@ -122,6 +122,7 @@ pub fn spawn_driver(
         reset: None,
         start_waiters: Vec::new(),
         stop_waiters: Vec::new(),
+        draining: None,
     };
     tokio::spawn(driver.run(rx));
     Handle { tx, info }
@@ -141,7 +142,13 @@ struct Driver {
     reset: Option<Instant>,
     start_waiters: Vec<Reply>,
     stop_waiters: Vec<Reply>,
+    /// The leader exited during a stop but its process group has not: its exit, held
+    /// back until the group is empty.
+    draining: Option<Exit>,
 }
+
+/// How often a stopping service's process group is checked for emptiness.
+const DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 async fn wait_child(child: &mut Option<Child>) -> Exit {
     match child {
@@ -185,7 +192,23 @@ impl Driver {
                 },
                 exit = wait_child(&mut self.child) => {
                     self.child = None;
+                    let stopping = matches!(self.machine.state, State::Terminating | State::Killing);
+                    if stopping && self.pid.is_some_and(process::group_alive) {
+                        // A stop ends when the whole group has: let the rest of it shut
+                        // down gracefully until the kill delay, then SIGKILL it.
+                        self.draining = Some(exit);
+                        continue;
+                    }
                     Event::Exited(exit)
+                }
+                _ = tokio::time::sleep(DRAIN_POLL), if self.draining.is_some() => {
+                    if self.pid.is_some_and(process::group_alive) {
+                        continue;
+                    }
+                    match self.draining.take() {
+                        Some(exit) => Event::Exited(exit),
+                        None => continue,
+                    }
                 }
                 _ = sleep_opt(self.timer) => {
                     self.timer = None;
@@ -241,16 +264,9 @@ impl Driver {
         let mut queue = VecDeque::from([first]);
         while let Some(event) = queue.pop_front() {
             let before = self.machine.state;
-            let exited = matches!(event, Event::Exited(_));
             for effect in self.machine.handle(event) {
                 if let Some(next) = self.apply(effect) {
                     queue.push_back(next);
-                }
-            }
-            if exited && matches!(before, State::Terminating | State::Killing) {
-                // The leader is gone; whatever stayed in its group ignored SIGTERM.
-                if let Some(pid) = self.pid {
-                    process::signal_group(pid, Signal::SIGKILL);
                 }
             }
             self.publish(before);
@@ -262,7 +278,9 @@ impl Driver {
         match effect {
             Effect::Spawn => return Some(self.spawn()),
             Effect::Signal(sig) => {
-                if let (Some(pid), true) = (self.pid, self.child.is_some()) {
+                if let (Some(pid), true) =
+                    (self.pid, self.child.is_some() || self.draining.is_some())
+                {
                     let sig = match sig {
                         Sig::Term => Signal::SIGTERM,
                         Sig::Kill => Signal::SIGKILL,

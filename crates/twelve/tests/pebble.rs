@@ -446,6 +446,24 @@ fn stop_kills_the_whole_process_group_and_orphans_are_reaped() {
 }
 
 #[test]
+fn stop_lets_the_rest_of_the_group_shut_down_gracefully() {
+    // The leader (outer sh) dies on SIGTERM at once; its child traps it and takes 0.5 s.
+    let d = Daemon::start(&[(
+        "001-base.yaml",
+        "services:\n  wrapped:\n    override: replace\n    command: sh -c 'sh -c \"trap \\\"sleep 0.5; echo graceful; exit 0\\\" TERM; echo up; while :; do sleep 0.1; done\" & wait'\n    kill-delay: 5s\n    startup: enabled\n",
+    )]);
+    d.pid("wrapped");
+    d.wait_log("wrapped", "up");
+    let start = Instant::now();
+    d.ok(&["stop", "wrapped"]);
+    let took = start.elapsed();
+    d.wait_log("wrapped", "graceful");
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert!(!d.log().contains("sending SIGKILL"), "{}", d.log());
+}
+
+#[test]
 fn replan_restarts_only_changed_services() {
     let d = Daemon::start(&[(
         "001-base.yaml",
