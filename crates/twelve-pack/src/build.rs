@@ -79,6 +79,29 @@ fn python_deps(project: &Project) -> PyDeps {
     PyDeps::None
 }
 
+/// The interpreter venvs are made from: `$TWELVE_PYTHON`, else the system's
+/// `/usr/bin/python3` when it can make venvs, else `python3` on PATH. Apps run as an
+/// unprivileged user, so an interpreter under a private home (pyenv in /root) would not
+/// start for them; the system one is readable by everyone.
+fn python_interpreter() -> Result<PathBuf, PackError> {
+    if let Some(p) = std::env::var_os("TWELVE_PYTHON").filter(|p| !p.is_empty()) {
+        return require_tool(&PathBuf::from(p).display().to_string(), "python3-venv");
+    }
+    let system = Path::new("/usr/bin/python3");
+    if system.is_file() {
+        let ok = Command::new(system)
+            .args(["-c", "import venv, ensurepip"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Ok(system.to_path_buf());
+        }
+    }
+    require_tool("python3", "python3-venv")
+}
+
 fn python(
     project: &Project,
     dir: &Path,
@@ -86,7 +109,7 @@ fn python(
     opts: &PackOptions,
     release: &mut Release,
 ) -> Result<(), PackError> {
-    let python = require_tool("python3", "python3-venv")?;
+    let python = python_interpreter()?;
     let probe = run(
         Command::new(&python).args([
             "-c",

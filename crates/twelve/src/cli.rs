@@ -92,4 +92,109 @@ pub enum Command {
     },
     /// The Pebble-compatible unit supervisor and its client commands.
     Pebble(twelve_pebble::cli::PebbleArgs),
+    #[command(flatten)]
+    App(AppCommand),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Text,
+    Json,
+}
+
+/// The verbs that talk to the controller (Juju's words, with short aliases).
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Build an immutable release of the project (virtualenv, npm ci, go build, jar).
+    Pack {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[arg(long)]
+        charm_dir: Option<PathBuf>,
+    },
+    /// Deploy a project (packing it when needed), or a new release of a deployed app.
+    Deploy {
+        /// The project directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The app name (default: the project's name).
+        app: Option<String>,
+        /// How many units to run.
+        #[arg(long, short = 'n')]
+        num_units: Option<u32>,
+        /// Config values, `key=value`.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// Roll back to an earlier release (see `twelve releases APP`).
+        #[arg(long)]
+        release: Option<u32>,
+        /// Return once the controller has the new desired state, without waiting.
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long)]
+        charm_dir: Option<PathBuf>,
+    },
+    /// Apps, units, addresses and statuses.
+    Status {
+        app: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: StatusFormat,
+        /// Refresh every DURATION (e.g. 2s) until interrupted.
+        #[arg(long, value_name = "DURATION")]
+        watch: Option<String>,
+    },
+    /// Show an app's config, or set `key=value` values, or `--reset` keys.
+    Config {
+        app: String,
+        #[arg(value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+        /// Options to reset to their defaults (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',')]
+        reset: Vec<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: StatusFormat,
+    },
+    /// Set the number of units of an app.
+    #[command(name = "scale-application", visible_alias = "scale")]
+    ScaleApplication { app: String, units: u32 },
+    /// Remove one unit (`app/N`).
+    RemoveUnit { unit: String },
+    /// Show a unit's service logs (Pebble's format).
+    Logs {
+        /// `app/N`
+        unit: String,
+        /// Services to show (default: all).
+        services: Vec<String>,
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[arg(short = 'n', default_value = "30")]
+        n: i64,
+    },
+    /// Run a command in a unit with the app's environment, user and directory.
+    Exec {
+        /// `app/N`
+        unit: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Remove an app and its units.
+    #[command(name = "remove-application", visible_alias = "remove-app")]
+    RemoveApplication { app: String },
+    /// An app's releases.
+    Releases { app: String },
+    /// The controller daemon.
+    Controller {
+        #[command(subcommand)]
+        command: ControllerCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ControllerCommand {
+    /// Run the controller in the foreground (the CLI starts it on first use).
+    Run,
+    /// Whether the controller runs, and where its state is.
+    Status,
+    /// Stop the controller (apps keep running).
+    Stop,
 }

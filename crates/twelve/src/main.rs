@@ -24,6 +24,7 @@ fn main() -> ExitCode {
             charm_dir,
         } => cmd::render::run(&dir, scenario.as_deref(), unit, format, reveal, charm_dir),
         cli::Command::Pebble(args) => return twelve_pebble::cli::run(args),
+        cli::Command::App(cmd) => cmd::app::run(cmd),
     };
     match result {
         Ok(code) => code,

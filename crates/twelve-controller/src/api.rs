@@ -1,0 +1,150 @@
+//! The controller's API: one JSON request per line on the unix socket, one JSON response
+//! per line back. The CLI is its only client.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    Ping,
+    /// Deploy a packed release of a project (a new app, or a new release of one).
+    Deploy {
+        app: String,
+        project_dir: String,
+        #[serde(default)]
+        charm_dir: Option<String>,
+        release_id: String,
+        #[serde(default)]
+        num_units: Option<u32>,
+        /// `key=value` settings, parsed against the project's options.
+        #[serde(default)]
+        config: IndexMap<String, String>,
+    },
+    /// Go back to an earlier release of an app.
+    Rollback {
+        app: String,
+        release: u32,
+    },
+    Status {
+        #[serde(default)]
+        app: Option<String>,
+    },
+    GetConfig {
+        app: String,
+    },
+    SetConfig {
+        app: String,
+        #[serde(default)]
+        set: IndexMap<String, String>,
+        #[serde(default)]
+        reset: Vec<String>,
+    },
+    Scale {
+        app: String,
+        units: u32,
+    },
+    RemoveUnit {
+        app: String,
+        unit: u32,
+    },
+    Remove {
+        app: String,
+    },
+    Releases {
+        app: String,
+    },
+    Exec {
+        app: String,
+        unit: u32,
+        command: Vec<String>,
+        #[serde(default)]
+        env: IndexMap<String, String>,
+        #[serde(default)]
+        timeout: Option<String>,
+    },
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default)]
+    pub result: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApiError>,
+}
+
+/// An error for the user: what went wrong and what to do.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(message: impl Into<String>) -> ApiError {
+        ApiError {
+            message: message.into(),
+            hint: None,
+        }
+    }
+    pub fn hint(mut self, hint: impl Into<String>) -> ApiError {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl Response {
+    pub fn ok(result: serde_json::Value) -> Response {
+        Response {
+            ok: true,
+            result,
+            error: None,
+        }
+    }
+    pub fn err(e: ApiError) -> Response {
+        Response {
+            ok: false,
+            result: serde_json::Value::Null,
+            error: Some(e),
+        }
+    }
+}
+
+/// `twelve status --format json`, per app.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct AppStatus {
+    pub name: String,
+    pub framework: String,
+    pub status: String,
+    pub message: String,
+    pub url: Option<String>,
+    pub release: Option<u32>,
+    pub scheduler_unit: Option<u32>,
+    pub units: Vec<UnitStatus>,
+    pub integrations: Vec<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct UnitStatus {
+    pub name: String,
+    pub status: String,
+    pub message: String,
+    pub address: String,
+    pub leader: bool,
+    pub scheduler: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct MigrationStatus {
+    pub command: Vec<String>,
+    pub state: String,
+    pub attempts: u32,
+    #[serde(default)]
+    pub output_tail: String,
+}

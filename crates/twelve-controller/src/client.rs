@@ -1,0 +1,149 @@
+//! The CLI side of the API: connect, starting the controller when it is not running.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::api::{ApiError, Request, Response};
+use crate::home::Home;
+
+pub struct ControllerClient {
+    home: Home,
+}
+
+impl ControllerClient {
+    pub fn new(home: Home) -> ControllerClient {
+        ControllerClient { home }
+    }
+
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    /// Whether a controller answers on the socket.
+    pub fn is_running(&self) -> bool {
+        self.call_once(&Request::Ping).is_ok()
+    }
+
+    /// Sends a request, starting the controller first if needed (saying so on stderr).
+    pub fn call(&self, req: &Request) -> Result<serde_json::Value, ApiError> {
+        if !self.is_running() {
+            self.start()?;
+        }
+        let resp = self.call_once(req).map_err(|e| {
+            ApiError::new(format!(
+                "the controller is not reachable at {}: {e}",
+                self.home.socket().display()
+            ))
+            .hint(format!(
+                "see {} and try `twelve controller status`",
+                self.home.log_file().display()
+            ))
+        })?;
+        match resp {
+            Response {
+                ok: true, result, ..
+            } => Ok(result),
+            Response { error: Some(e), .. } => Err(e),
+            Response { .. } => Err(ApiError::new(
+                "the controller answered with an error and no message",
+            )),
+        }
+    }
+
+    /// Sends one request to a running controller.
+    pub fn call_once(&self, req: &Request) -> std::io::Result<Response> {
+        let mut stream = UnixStream::connect(self.home.socket())?;
+        let mut line = serde_json::to_string(req).map_err(std::io::Error::other)?;
+        line.push('\n');
+        stream.write_all(line.as_bytes())?;
+        let mut reader = BufReader::new(stream);
+        let mut answer = String::new();
+        reader.read_line(&mut answer)?;
+        if answer.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the controller closed the connection",
+            ));
+        }
+        serde_json::from_str(&answer).map_err(std::io::Error::other)
+    }
+
+    /// Starts `twelve controller run` detached from this process and waits for its socket.
+    pub fn start(&self) -> Result<(), ApiError> {
+        let exe = std::env::current_exe()
+            .map_err(|e| ApiError::new(format!("cannot find the twelve binary: {e}")))?;
+        self.home.ensure().map_err(|e| {
+            ApiError::new(format!("cannot create {}: {e}", self.home.root.display()))
+                .hint("set TWELVE_HOME to a writable directory")
+        })?;
+        let pid = spawn_detached(
+            &exe,
+            &["controller", "run"],
+            &self.home.root,
+            &self.home.log_file(),
+            false,
+        )
+        .map_err(|e| ApiError::new(format!("cannot start the controller: {e}")))?
+        .id();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.is_running() {
+                eprintln!(
+                    "Started the twelve controller (pid {pid}, state in {}).",
+                    self.home.root.display()
+                );
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(ApiError::new("the controller did not start within 15 s")
+            .hint(format!("see {}", self.home.log_file().display())))
+    }
+}
+
+/// Spawns `exe args` in a new session with output appended to `log`, and does not wait.
+/// With `clean_env`, the child gets only a minimal environment (PATH, LANG, TZ), so that
+/// apps under it do not inherit whatever shell first started the controller.
+pub fn spawn_detached(
+    exe: &Path,
+    args: &[&str],
+    home: &Path,
+    log: &Path,
+    clean_env: bool,
+) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let err = out.try_clone()?;
+    let mut cmd = std::process::Command::new(exe);
+    if clean_env {
+        cmd.env_clear();
+        cmd.env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
+        for keep in ["LANG", "TZ", "RUST_LOG"] {
+            if let Some(v) = std::env::var_os(keep) {
+                cmd.env(keep, v);
+            }
+        }
+    }
+    cmd.args(args)
+        .env("TWELVE_HOME", home)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .current_dir("/");
+    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}

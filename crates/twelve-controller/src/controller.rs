@@ -1,0 +1,1038 @@
+//! The controller daemon: serves the API and reconciles desired state into running units.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use indexmap::IndexMap;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Notify;
+use twelve_charm::config::{effective_options, parse_cli_value};
+use twelve_charm::{plan_unit, AppState, ServicesAction, State, UnitPlan};
+use twelve_pebble::client::Client as Pebble;
+use twelve_project::{LoadOptions, Project};
+
+use crate::api::*;
+use crate::home::Home;
+use crate::model::*;
+use crate::releases::release_map;
+use crate::store::Store;
+use crate::substrate::{host_unit, HostUnit, RunAs};
+
+const MODEL: &str = "local";
+const FIRST_PORT: u16 = 20000;
+
+pub struct Controller {
+    home: Home,
+    store: Store,
+    exe: PathBuf,
+    run_as: RunAs,
+    wake: Notify,
+    shutdown: Notify,
+    projects: Mutex<HashMap<String, (String, Arc<Project>)>>,
+    statuses: Mutex<HashMap<String, AppStatus>>,
+    /// What was last pushed to each unit's supervisor: (boot id, layer).
+    pushed: Mutex<HashMap<String, (String, String)>>,
+    /// Serialises reconciles with requests that change units.
+    reconcile_lock: tokio::sync::Mutex<()>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn generate_secret_key() -> String {
+    use base64::Engine;
+    let bytes: [u8; 64] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!("{} [controller] {}", now_rfc3339(), msg.as_ref());
+}
+
+type ApiResult = Result<Value, ApiError>;
+
+fn store_err(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(format!("cannot update the state store: {e}"))
+}
+
+impl Controller {
+    pub fn new(home: Home) -> anyhow::Result<Arc<Controller>> {
+        home.ensure()?;
+        let store = Store::open(&home.db())?;
+        let run_as = RunAs::detect().map_err(anyhow::Error::msg)?;
+        Ok(Arc::new(Controller {
+            exe: std::env::current_exe()?,
+            home,
+            store,
+            run_as,
+            wake: Notify::new(),
+            shutdown: Notify::new(),
+            projects: Mutex::new(HashMap::new()),
+            statuses: Mutex::new(HashMap::new()),
+            pushed: Mutex::new(HashMap::new()),
+            reconcile_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// Runs until asked to shut down. Units keep running after it exits.
+    pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
+        let sock = self.home.socket();
+        if sock.exists() {
+            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+                anyhow::bail!("a controller is already running on {}", sock.display());
+            }
+            std::fs::remove_file(&sock)?;
+        }
+        let listener = UnixListener::bind(&sock)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
+        }
+        std::fs::write(self.home.pid_file(), std::process::id().to_string())?;
+        log(format!(
+            "started (pid {}, home {})",
+            std::process::id(),
+            self.home.root.display()
+        ));
+
+        let me = self.clone();
+        tokio::spawn(async move { me.reconcile_loop().await });
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    if let Ok((stream, _)) = accepted {
+                        let me = self.clone();
+                        tokio::spawn(async move { me.serve(stream).await });
+                    }
+                }
+                _ = self.shutdown.notified() => break,
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        let _ = std::fs::remove_file(&sock);
+        let _ = std::fs::remove_file(self.home.pid_file());
+        log("stopped; units keep running");
+        Ok(())
+    }
+
+    async fn serve(self: Arc<Self>, stream: UnixStream) {
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let resp = match serde_json::from_str::<Request>(&line) {
+                Ok(req) => match self.clone().handle(req).await {
+                    Ok(v) => Response::ok(v),
+                    Err(e) => Response::err(e),
+                },
+                Err(e) => Response::err(ApiError::new(format!("bad request: {e}"))),
+            };
+            let mut text = serde_json::to_string(&resp).unwrap_or_else(|_| "{\"ok\":false}".into());
+            text.push('\n');
+            if write.write_all(text.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn handle(self: Arc<Self>, req: Request) -> ApiResult {
+        match req {
+            Request::Ping => Ok(json!({"pid": std::process::id(), "home": self.home.root})),
+            Request::Deploy {
+                app,
+                project_dir,
+                charm_dir,
+                release_id,
+                num_units,
+                config,
+            } => {
+                self.deploy(app, project_dir, charm_dir, release_id, num_units, config)
+                    .await
+            }
+            Request::Rollback { app, release } => self.rollback(&app, release),
+            Request::Status { app } => self.status(app.as_deref()),
+            Request::GetConfig { app } => self.get_config(&app),
+            Request::SetConfig { app, set, reset } => self.set_config(&app, set, reset),
+            Request::Scale { app, units } => self.scale(&app, units),
+            Request::RemoveUnit { app, unit } => self.remove_unit(&app, unit),
+            Request::Remove { app } => self.remove(&app).await,
+            Request::Releases { app } => self.releases(&app),
+            Request::Exec {
+                app,
+                unit,
+                command,
+                env,
+                timeout,
+            } => self.exec(&app, unit, command, env, timeout).await,
+            Request::Shutdown => {
+                self.shutdown.notify_one();
+                Ok(json!({"stopping": true}))
+            }
+        }
+    }
+
+    fn app(&self, name: &str) -> Result<AppRecord, ApiError> {
+        self.store.app(name).map_err(store_err)?.ok_or_else(|| {
+            let known: Vec<String> = self
+                .store
+                .apps()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| a.name)
+                .collect();
+            let hint = if known.is_empty() {
+                "no apps are deployed; deploy one with `twelve deploy`".to_string()
+            } else {
+                format!("deployed apps: {}", known.join(", "))
+            };
+            ApiError::new(format!("app {name:?} not found")).hint(hint)
+        })
+    }
+
+    fn update(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut AppRecord) -> Result<Value, String>,
+    ) -> ApiResult {
+        let out = self
+            .store
+            .update_app(name, f)
+            .map_err(store_err)?
+            .map_err(ApiError::new)?;
+        self.wake.notify_one();
+        Ok(out)
+    }
+
+    fn load_project(dir: &str, charm_dir: Option<&str>) -> Result<Project, ApiError> {
+        Project::load_with(
+            Path::new(dir),
+            &LoadOptions {
+                charm_dir: charm_dir.map(PathBuf::from),
+            },
+        )
+        .map_err(|d| ApiError::new(d.to_string()))
+    }
+
+    fn project(&self, app: &AppRecord) -> Result<Arc<Project>, String> {
+        let key = format!(
+            "{}\0{}\0{}",
+            app.project_dir,
+            app.charm_dir.as_deref().unwrap_or(""),
+            app.current_release
+        );
+        if let Some((k, p)) = self
+            .projects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&app.name)
+        {
+            if *k == key {
+                return Ok(p.clone());
+            }
+        }
+        let p = Arc::new(
+            Self::load_project(&app.project_dir, app.charm_dir.as_deref())
+                .map_err(|e| e.message)?,
+        );
+        self.projects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(app.name.clone(), (key, p.clone()));
+        Ok(p)
+    }
+
+    fn parse_config(
+        project: &Project,
+        set: &IndexMap<String, String>,
+    ) -> Result<IndexMap<String, Value>, ApiError> {
+        let options = effective_options(project);
+        let mut out = IndexMap::new();
+        for (k, v) in set {
+            let Some(opt) = options.get(k) else {
+                let mut names: Vec<&str> = options.keys().map(String::as_str).collect();
+                names.sort_unstable();
+                return Err(
+                    ApiError::new(format!("unknown option {k:?} for {}", project.name))
+                        .hint(format!("options: {}", names.join(", "))),
+                );
+            };
+            let value =
+                parse_cli_value(opt, v).map_err(|e| ApiError::new(format!("option {k:?}: {e}")))?;
+            out.insert(k.clone(), value);
+        }
+        Ok(out)
+    }
+
+    fn used_ports(&self) -> Vec<u16> {
+        self.store
+            .apps()
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|a| {
+                a.units
+                    .iter()
+                    .flat_map(|u| std::iter::once(u.app_port).chain(u.metrics_port))
+            })
+            .collect()
+    }
+
+    fn allocate_port(used: &mut Vec<u16>) -> Result<u16, ApiError> {
+        for port in FIRST_PORT..u16::MAX {
+            if used.contains(&port) {
+                continue;
+            }
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                used.push(port);
+                return Ok(port);
+            }
+        }
+        Err(ApiError::new("no free TCP port left for a new unit"))
+    }
+
+    fn new_unit(
+        &self,
+        number: u32,
+        separate_metrics: bool,
+        used: &mut Vec<u16>,
+    ) -> Result<UnitRecord, ApiError> {
+        let app_port = Self::allocate_port(used)?;
+        let metrics_port = if separate_metrics {
+            Some(Self::allocate_port(used)?)
+        } else {
+            None
+        };
+        Ok(UnitRecord {
+            number,
+            app_port,
+            metrics_port,
+        })
+    }
+
+    /// New units that bring `app` up to `n` units, numbered after its highest ever.
+    fn units_to_add(
+        &self,
+        app: &AppRecord,
+        n: u32,
+        separate: bool,
+        used: &mut Vec<u16>,
+    ) -> Result<Vec<UnitRecord>, ApiError> {
+        let missing = n.saturating_sub(app.units.len() as u32);
+        (app.next_unit..app.next_unit + missing)
+            .map(|number| self.new_unit(number, separate, used))
+            .collect()
+    }
+
+    fn separate_metrics(project: &Project) -> bool {
+        let plan = plan_unit(project, &AppState::new(&project.name));
+        plan.ports.metrics != plan.ports.app
+    }
+
+    async fn deploy(
+        &self,
+        name: String,
+        project_dir: String,
+        charm_dir: Option<String>,
+        release_id: String,
+        num_units: Option<u32>,
+        config: IndexMap<String, String>,
+    ) -> ApiResult {
+        let project = Self::load_project(&project_dir, charm_dir.as_deref())?;
+        let values = Self::parse_config(&project, &config)?;
+        let separate = Self::separate_metrics(&project);
+        let _guard = self.reconcile_lock.lock().await;
+        let mut used = self.used_ports();
+        match self.store.app(&name).map_err(store_err)? {
+            Some(existing) => {
+                if existing.framework != project.framework.name() {
+                    return Err(ApiError::new(format!(
+                        "app {name:?} is a {} app; this project is {}",
+                        existing.framework, project.framework
+                    ))
+                    .hint("deploy it under another name, or remove the app first"));
+                }
+                let new_units = match num_units {
+                    Some(n) => self.units_to_add(&existing, n, separate, &mut used)?,
+                    None => vec![],
+                };
+                self.update(&name, move |app| {
+                    app.project_dir = project_dir;
+                    app.charm_dir = charm_dir;
+                    let number = match app.releases.iter().find(|r| r.id == release_id) {
+                        Some(r) if r.number == app.current_release => r.number,
+                        _ => {
+                            let number = app.releases.iter().map(|r| r.number).max().unwrap_or(0) + 1;
+                            app.releases.push(ReleaseRecord { number, id: release_id, created: now_rfc3339() });
+                            number
+                        }
+                    };
+                    app.current_release = number;
+                    app.config.extend(values);
+                    if let Some(n) = num_units {
+                        app.next_unit += new_units.len() as u32;
+                        app.units.extend(new_units);
+                        app.units.truncate(n.max(1) as usize);
+                    }
+                    Ok(json!({"app": app.name, "release": number, "units": app.unit_numbers(), "new": false}))
+                })
+            }
+            None => {
+                let n = num_units.unwrap_or(1).max(1);
+                let mut units = vec![];
+                for i in 0..n {
+                    units.push(self.new_unit(i, separate, &mut used)?);
+                }
+                let record = AppRecord {
+                    name: name.clone(),
+                    project_dir,
+                    charm_dir,
+                    framework: project.framework.name().to_string(),
+                    config: values,
+                    units,
+                    next_unit: n,
+                    releases: vec![ReleaseRecord {
+                        number: 1,
+                        id: release_id,
+                        created: now_rfc3339(),
+                    }],
+                    current_release: 1,
+                    secret_key: generate_secret_key(),
+                    migration: Default::default(),
+                    generation: 1,
+                };
+                self.store.put_app(&record).map_err(store_err)?;
+                self.statuses
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        name.clone(),
+                        AppStatus {
+                            name: name.clone(),
+                            framework: record.framework.clone(),
+                            status: "maintenance".into(),
+                            message: "deploying".into(),
+                            release: Some(1),
+                            ..Default::default()
+                        },
+                    );
+                self.wake.notify_one();
+                Ok(json!({"app": name, "release": 1, "units": record.unit_numbers(), "new": true}))
+            }
+        }
+    }
+
+    fn rollback(&self, name: &str, release: u32) -> ApiResult {
+        let app = self.app(name)?;
+        if app.release_id(release).is_none() {
+            let known: Vec<String> = app.releases.iter().map(|r| r.number.to_string()).collect();
+            return Err(ApiError::new(format!("{name} has no release {release}"))
+                .hint(format!("releases: {}", known.join(", "))));
+        }
+        self.update(name, |app| {
+            app.current_release = release;
+            Ok(json!({"app": app.name, "release": release}))
+        })
+    }
+
+    fn get_config(&self, name: &str) -> ApiResult {
+        let app = self.app(name)?;
+        let project = self.project(&app).map_err(ApiError::new)?;
+        let options = effective_options(&project);
+        let mut out = serde_json::Map::new();
+        for (opt_name, opt) in &options {
+            let value = app.config.get(opt_name).cloned();
+            out.insert(
+                opt_name.clone(),
+                json!({
+                    "type": opt.type_.as_str(),
+                    "value": value.clone().or_else(|| opt.default.clone()),
+                    "default": opt.default,
+                    "source": if value.is_some() { "user" } else if opt.default.is_some() { "default" } else { "unset" },
+                    "description": opt.description,
+                }),
+            );
+        }
+        Ok(Value::Object(out))
+    }
+
+    fn set_config(
+        &self,
+        name: &str,
+        set: IndexMap<String, String>,
+        reset: Vec<String>,
+    ) -> ApiResult {
+        let app = self.app(name)?;
+        let project = self.project(&app).map_err(ApiError::new)?;
+        let values = Self::parse_config(&project, &set)?;
+        let options = effective_options(&project);
+        for r in &reset {
+            if !options.contains_key(r) {
+                return Err(ApiError::new(format!("unknown option {r:?} for {name}")));
+            }
+        }
+        self.update(name, move |app| {
+            for r in &reset {
+                app.config.shift_remove(r);
+            }
+            app.config.extend(values);
+            Ok(json!({"app": app.name}))
+        })
+    }
+
+    fn scale(&self, name: &str, n: u32) -> ApiResult {
+        if n == 0 {
+            return Err(
+                ApiError::new("an app needs at least one unit").hint(format!(
+                    "use `twelve remove-application {name}` to remove it"
+                )),
+            );
+        }
+        let app = self.app(name)?;
+        let project = self.project(&app).map_err(ApiError::new)?;
+        let separate = Self::separate_metrics(&project);
+        let mut used = self.used_ports();
+        let new_units = self.units_to_add(&app, n, separate, &mut used)?;
+        self.update(name, move |app| {
+            app.next_unit += new_units.len() as u32;
+            app.units.extend(new_units);
+            // Scaling down removes the highest-numbered units, as Juju does.
+            app.units.sort_by_key(|u| u.number);
+            app.units.truncate(n as usize);
+            Ok(json!({"app": app.name, "units": app.unit_numbers()}))
+        })
+    }
+
+    fn remove_unit(&self, name: &str, unit: u32) -> ApiResult {
+        let app = self.app(name)?;
+        if !app.units.iter().any(|u| u.number == unit) {
+            return Err(
+                ApiError::new(format!("unit {name}/{unit} not found")).hint(format!(
+                    "units of {name}: {}",
+                    app.units
+                        .iter()
+                        .map(|u| format!("{name}/{}", u.number))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            );
+        }
+        if app.units.len() == 1 {
+            return Err(
+                ApiError::new(format!("{name}/{unit} is the app's last unit"))
+                    .hint(format!("use `twelve remove-application {name}`")),
+            );
+        }
+        self.update(name, move |app| {
+            app.units.retain(|u| u.number != unit);
+            Ok(json!({"app": app.name, "units": app.unit_numbers()}))
+        })
+    }
+
+    async fn remove(&self, name: &str) -> ApiResult {
+        let app = self.app(name)?;
+        let _guard = self.reconcile_lock.lock().await;
+        for u in &app.units {
+            self.stop_unit(&app.name, u.number).await;
+        }
+        self.store.delete_app(name).map_err(store_err)?;
+        self.statuses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        self.projects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        Ok(json!({"removed": name}))
+    }
+
+    fn releases(&self, name: &str) -> ApiResult {
+        let app = self.app(name)?;
+        let list: Vec<Value> = app
+            .releases
+            .iter()
+            .map(|r| json!({"number": r.number, "id": r.id, "created": r.created, "current": r.number == app.current_release}))
+            .collect();
+        Ok(Value::Array(list))
+    }
+
+    async fn exec(
+        &self,
+        name: &str,
+        unit: u32,
+        command: Vec<String>,
+        env: IndexMap<String, String>,
+        timeout: Option<String>,
+    ) -> ApiResult {
+        let app = self.app(name)?;
+        if !app.units.iter().any(|u| u.number == unit) {
+            return Err(ApiError::new(format!("unit {name}/{unit} not found")));
+        }
+        if command.is_empty() {
+            return Err(
+                ApiError::new("no command given").hint(format!("twelve exec {name}/{unit} -- env"))
+            );
+        }
+        let (_, host) = self.unit_plan(&app, unit).map_err(ApiError::new)?;
+        let mut environment = host.environment.clone();
+        environment.extend(env);
+        let req = twelve_pebble::types::ExecRequest {
+            command: crate::releases::map_argv(&self.home, &app, &command),
+            environment,
+            working_dir: Some(host.app_dir.display().to_string()),
+            user: host.user.clone(),
+            timeout,
+            ..Default::default()
+        };
+        let pebble = Pebble::for_dir(self.home.unit_dir(name, unit));
+        let out = pebble
+            .exec(&req)
+            .await
+            .map_err(|e| ApiError::new(format!("exec on {name}/{unit} failed: {e}")))?;
+        Ok(json!({"exit-code": out.exit_code, "stdout": out.stdout, "stderr": out.stderr}))
+    }
+
+    fn status(&self, only: Option<&str>) -> ApiResult {
+        let apps = self.store.apps().map_err(store_err)?;
+        if let Some(name) = only {
+            self.app(name)?;
+        }
+        let statuses = self.statuses.lock().unwrap_or_else(|e| e.into_inner());
+        let list: Vec<AppStatus> = apps
+            .iter()
+            .filter(|a| only.is_none_or(|n| n == a.name))
+            .map(|a| {
+                statuses.get(&a.name).cloned().unwrap_or_else(|| AppStatus {
+                    name: a.name.clone(),
+                    framework: a.framework.clone(),
+                    status: "maintenance".into(),
+                    message: "waiting for the controller".into(),
+                    release: Some(a.current_release),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        Ok(json!({"apps": list, "backing-services": []}))
+    }
+
+    // ---- reconciling -------------------------------------------------------------
+
+    async fn reconcile_loop(self: Arc<Self>) {
+        loop {
+            {
+                let _guard = self.reconcile_lock.lock().await;
+                let apps = self.store.apps().unwrap_or_default();
+                self.remove_stray_units(&apps).await;
+                for app in &apps {
+                    let status = self.reconcile_app(app).await;
+                    self.statuses
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(app.name.clone(), status);
+                }
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
+
+    fn app_state(&self, app: &AppRecord, unit: u32) -> AppState {
+        let mut state = AppState::new(&app.name);
+        state.model = MODEL.into();
+        state.unit = unit;
+        state.units = app.unit_numbers();
+        state.config = app.config.clone();
+        state.secret_key = Some(app.secret_key.clone());
+        state.network.bind_host = Some("127.0.0.1".into());
+        if let Some(u) = app.units.iter().find(|u| u.number == unit) {
+            state.network.app_port = Some(u.app_port);
+            state.network.metrics_port = u.metrics_port;
+        }
+        for u in &app.units {
+            state
+                .network
+                .peer_addresses
+                .insert(u.number, format!("127.0.0.1:{}", u.app_port));
+        }
+        if let Some(first) = app.units.first() {
+            state.base_url = Some(format!("http://127.0.0.1:{}", first.app_port));
+        }
+        for (k, v) in [
+            ("http_proxy", "HTTP_PROXY"),
+            ("https_proxy", "HTTPS_PROXY"),
+            ("no_proxy", "NO_PROXY"),
+        ] {
+            let val = std::env::var(v)
+                .ok()
+                .or_else(|| std::env::var(k).ok())
+                .filter(|s| !s.is_empty());
+            match k {
+                "http_proxy" => state.proxy.http_proxy = val,
+                "https_proxy" => state.proxy.https_proxy = val,
+                _ => state.proxy.no_proxy = val,
+            }
+        }
+        state
+    }
+
+    fn unit_plan(&self, app: &AppRecord, unit: u32) -> Result<(UnitPlan, HostUnit), String> {
+        let project = self.project(app)?;
+        let release_id = app
+            .release_id(app.current_release)
+            .ok_or("the current release is missing")?;
+        let map = release_map(&self.home, release_id, &project)?;
+        let plan = plan_unit(&project, &self.app_state(app, unit));
+        let host = host_unit(
+            &plan,
+            &map,
+            &self.home.unit_dir(&app.name, unit),
+            &self.run_as,
+            project.framework.app_dir(),
+        );
+        Ok((plan, host))
+    }
+
+    async fn reconcile_app(&self, app: &AppRecord) -> AppStatus {
+        let mut status = AppStatus {
+            name: app.name.clone(),
+            framework: app.framework.clone(),
+            release: Some(app.current_release),
+            url: app
+                .units
+                .first()
+                .map(|u| format!("http://127.0.0.1:{}/", u.app_port)),
+            ..Default::default()
+        };
+        let mut plans = vec![];
+        for u in &app.units {
+            match self.unit_plan(app, u.number) {
+                Ok(p) => plans.push((u.clone(), p.0, p.1)),
+                Err(e) => {
+                    status.status = "blocked".into();
+                    status.message = format!("cannot prepare the app: {e}");
+                    return status;
+                }
+            }
+        }
+        let Some((_, first_plan, first_host)) = plans.first() else {
+            status.status = "waiting".into();
+            status.message = "no units".into();
+            return status;
+        };
+        status.scheduler_unit = first_plan.scheduler_unit;
+        status.status = first_plan.status.state.as_str().into();
+        status.message = first_plan.status.message.clone();
+
+        for (u, _, _) in &plans {
+            if let Err(e) = self.ensure_pebble(&app.name, u.number).await {
+                status.status = "blocked".into();
+                status.message = format!(
+                    "cannot start the supervisor of {}/{}: {e}",
+                    app.name, u.number
+                );
+                return status;
+            }
+        }
+
+        // Migrations: once per key, on the first unit, before any unit gets the new plan.
+        let mut hold_all = false;
+        if first_plan.status.services == ServicesAction::Run {
+            if let Some(m) = &first_plan.migration {
+                let key = crate::migration::key(app, first_plan);
+                if app.migration.completed.as_deref() != Some(key.as_str()) {
+                    let due = app.migration.failing.as_deref() != Some(key.as_str())
+                        || now_secs() >= app.migration.retry_at;
+                    let outcome = if due {
+                        Some(
+                            crate::migration::run(
+                                &self.home,
+                                &self.store,
+                                app,
+                                first_plan,
+                                first_host,
+                                m,
+                                &key,
+                                app.units[0].number,
+                            )
+                            .await,
+                        )
+                    } else {
+                        None
+                    };
+                    let rec = self
+                        .store
+                        .app(&app.name)
+                        .ok()
+                        .flatten()
+                        .map(|a| a.migration)
+                        .unwrap_or_default();
+                    status.migration = Some(MigrationStatus {
+                        command: m.command.clone(),
+                        state: if rec.completed.as_deref() == Some(key.as_str()) {
+                            "completed".into()
+                        } else {
+                            "failed".into()
+                        },
+                        attempts: rec.attempts,
+                        output_tail: rec.last_output.clone(),
+                    });
+                    if outcome != Some(true) {
+                        hold_all = true;
+                        status.status = "blocked".into();
+                        status.message = crate::migration::failure_message(
+                            &m.command,
+                            rec.retry_at.saturating_sub(now_secs()),
+                        );
+                    }
+                }
+            }
+        }
+
+        let mut worst: Option<(u8, String, String)> = None;
+        for (u, plan, host) in &plans {
+            let unit_name = format!("{}/{}", app.name, u.number);
+            if !hold_all {
+                if let Err(e) = self.apply(&app.name, u.number, plan, host).await {
+                    log(format!("{unit_name}: {e}"));
+                }
+            }
+            let (st, msg) = if hold_all {
+                (
+                    "blocked".to_string(),
+                    "waiting for the migration".to_string(),
+                )
+            } else {
+                self.unit_health(&app.name, u.number, plan).await
+            };
+            let rank = match st.as_str() {
+                "error" => 4,
+                "blocked" => 3,
+                "waiting" => 2,
+                "maintenance" => 1,
+                _ => 0,
+            };
+            if worst.as_ref().is_none_or(|w| rank > w.0) && rank > 0 {
+                worst = Some((rank, st.clone(), format!("{unit_name}: {msg}")));
+            }
+            status.units.push(UnitStatus {
+                name: unit_name,
+                status: st,
+                message: msg,
+                address: format!("127.0.0.1:{}", u.app_port),
+                leader: Some(u.number) == app.units.first().map(|f| f.number),
+                scheduler: plan.scheduler_unit == Some(u.number),
+            });
+        }
+        if status.status == "active" {
+            if let Some((_, st, msg)) = worst {
+                status.status = st;
+                status.message = msg;
+            }
+        }
+        status
+    }
+
+    /// Pushes the unit's plan to its supervisor when it changed (or the supervisor restarted).
+    async fn apply(
+        &self,
+        app: &str,
+        unit: u32,
+        plan: &UnitPlan,
+        host: &HostUnit,
+    ) -> Result<(), String> {
+        let dir = self.home.unit_dir(app, unit);
+        let pebble = Pebble::for_dir(&dir);
+        let boot = pebble
+            .system_info()
+            .await
+            .map_err(|e| e.to_string())?
+            .boot_id;
+        let layer = serde_saphyr::to_string(&host.layer).map_err(|e| e.to_string())?;
+        let key = format!("{app}/{unit}");
+        let same = self
+            .pushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .is_some_and(|(b, l)| *b == boot && *l == layer);
+        if same {
+            return Ok(());
+        }
+        match plan.status.services {
+            ServicesAction::Hold => return Ok(()),
+            ServicesAction::Run | ServicesAction::Stop => {}
+        }
+        for (path, content) in &host.files {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::write(path, content).map_err(|e| e.to_string())?;
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644));
+        }
+        pebble
+            .add_layer("twelve", &layer, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        if plan.status.services == ServicesAction::Stop {
+            let names: Vec<&str> = host.layer.services.keys().map(String::as_str).collect();
+            let _ = pebble.stop(&names).await;
+        } else if let Err(e) = pebble.replan().await {
+            // A service that exits at once is reported by its state; keep going.
+            log(format!("{key}: replan: {e}"));
+        }
+        self.pushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, (boot, layer));
+        Ok(())
+    }
+
+    async fn unit_health(&self, app: &str, unit: u32, plan: &UnitPlan) -> (String, String) {
+        if plan.status.state != State::Active {
+            return (
+                plan.status.state.as_str().into(),
+                plan.status.message.clone(),
+            );
+        }
+        let pebble = Pebble::for_dir(self.home.unit_dir(app, unit));
+        let services = match pebble.services(&[]).await {
+            Ok(s) => s,
+            Err(e) => return ("error".into(), format!("supervisor not answering: {e}")),
+        };
+        for s in &services {
+            if s.startup == "enabled" && s.current == "backoff" {
+                return (
+                    "maintenance".into(),
+                    format!("service {} is restarting (backoff)", s.name),
+                );
+            }
+            if s.startup == "enabled" && s.current != "active" {
+                return (
+                    "error".into(),
+                    format!("service {} is {}", s.name, s.current),
+                );
+            }
+        }
+        let checks = pebble.checks(&[]).await.unwrap_or_default();
+        if let Some(c) = checks
+            .iter()
+            .find(|c| c.level.as_deref() == Some("ready") && c.status != "up")
+        {
+            let _ = pebble.refresh_check(&c.name).await.map(|(info, _)| info);
+            let now = pebble.checks(&[c.name.as_str()]).await.unwrap_or_default();
+            if now.first().is_none_or(|c| c.status != "up") {
+                return (
+                    "maintenance".into(),
+                    "waiting for the app to be ready".into(),
+                );
+            }
+        }
+        ("active".into(), String::new())
+    }
+
+    async fn ensure_pebble(&self, app: &str, unit: u32) -> Result<(), String> {
+        let dir = self.home.unit_dir(app, unit);
+        let pebble = Pebble::for_dir(&dir);
+        if pebble.system_info().await.is_ok() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir.join("tmp")).map_err(|e| e.to_string())?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
+            let _ =
+                std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o700));
+        }
+        self.run_as.chown(&dir.join("tmp"));
+        let dir_s = dir.display().to_string();
+        let child = crate::client::spawn_detached(
+            &self.exe,
+            &["pebble", "run", "--dir", &dir_s],
+            &self.home.root,
+            &dir.join("pebble.log"),
+            true,
+        )
+        .map_err(|e| e.to_string())?;
+        // Reap it if it ever exits while we live; it runs on after we are gone.
+        std::thread::spawn(move || {
+            let mut child = child;
+            let _ = child.wait();
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if pebble.system_info().await.is_ok() {
+                log(format!("started the supervisor of {app}/{unit}"));
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!(
+            "no answer on {} after 10 s (see {})",
+            dir.join(".pebble.socket").display(),
+            dir.join("pebble.log").display()
+        ))
+    }
+
+    /// Stops a unit's supervisor (which stops its services) and removes its directory.
+    async fn stop_unit(&self, app: &str, unit: u32) {
+        let dir = self.home.unit_dir(app, unit);
+        let pid = std::fs::read_to_string(dir.join(".pebble.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        if let Some(pid) = pid {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while std::time::Instant::now() < deadline
+                    && nix::sys::signal::kill(pid, None).is_ok()
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        self.pushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&format!("{app}/{unit}"));
+        log(format!("removed unit {app}/{unit}"));
+    }
+
+    /// Unit directories with no unit in the store (scaled down, removed while we were away).
+    async fn remove_stray_units(&self, apps: &[AppRecord]) {
+        let Ok(entries) = std::fs::read_dir(self.home.units()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some((app, n)) = name.rsplit_once('-') else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u32>() else { continue };
+            let live = apps
+                .iter()
+                .any(|a| a.name == app && a.units.iter().any(|u| u.number == n));
+            if !live {
+                self.stop_unit(app, n).await;
+            }
+        }
+    }
+}

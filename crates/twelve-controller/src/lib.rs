@@ -1,0 +1,17 @@
+//! The controller: desired state in an embedded store (SQLite), an API on a unix socket,
+//! and the reconciler that turns apps into units supervised by `twelve pebble`.
+
+pub mod api;
+pub mod client;
+pub mod controller;
+pub mod home;
+pub mod migration;
+pub mod model;
+pub mod releases;
+pub mod store;
+pub mod substrate;
+
+pub use api::{ApiError, AppStatus, Request, UnitStatus};
+pub use client::ControllerClient;
+pub use controller::Controller;
+pub use home::Home;

@@ -1,0 +1,82 @@
+//! What the store holds: the desired state of each app, and what the controller recorded
+//! about it (releases, units, migration).
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AppRecord {
+    pub name: String,
+    /// The project directory the app was deployed from.
+    pub project_dir: String,
+    #[serde(default)]
+    pub charm_dir: Option<String>,
+    pub framework: String,
+    /// Config values set by the user (not defaults).
+    #[serde(default)]
+    pub config: IndexMap<String, serde_json::Value>,
+    /// Live units, by number, with the ports assigned to them.
+    #[serde(default)]
+    pub units: Vec<UnitRecord>,
+    /// The next unit number (numbers are never reused, as in Juju).
+    pub next_unit: u32,
+    /// Releases in the order they were deployed; `current` indexes into the numbers.
+    #[serde(default)]
+    pub releases: Vec<ReleaseRecord>,
+    pub current_release: u32,
+    /// The generated app secret key (`<P>SECRET_KEY`).
+    pub secret_key: String,
+    #[serde(default)]
+    pub migration: MigrationRecord,
+    /// Bumped on every change of desired state, so the reconciler knows what is new.
+    #[serde(default)]
+    pub generation: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UnitRecord {
+    pub number: u32,
+    pub app_port: u16,
+    #[serde(default)]
+    pub metrics_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReleaseRecord {
+    pub number: u32,
+    pub id: String,
+    pub created: String,
+}
+
+/// The migration's last outcome: it runs once per key (release + the integration data that
+/// triggers migrations), on one unit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct MigrationRecord {
+    /// The key of the last successful run.
+    #[serde(default)]
+    pub completed: Option<String>,
+    /// The key being attempted and how it went.
+    #[serde(default)]
+    pub failing: Option<String>,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub last_output: String,
+    /// Unix seconds before which no retry happens.
+    #[serde(default)]
+    pub retry_at: u64,
+    #[serde(default)]
+    pub last_command: Vec<String>,
+}
+
+impl AppRecord {
+    pub fn release_id(&self, number: u32) -> Option<&str> {
+        self.releases
+            .iter()
+            .find(|r| r.number == number)
+            .map(|r| r.id.as_str())
+    }
+    pub fn unit_numbers(&self) -> Vec<u32> {
+        self.units.iter().map(|u| u.number).collect()
+    }
+}

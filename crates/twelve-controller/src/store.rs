@@ -1,0 +1,132 @@
+//! The embedded store: SQLite with full synchronous commits, one JSON document per app.
+//! Every change is one transaction, so the state survives a kill -9 at any point.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::model::AppRecord;
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("state store holds a record it cannot read: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             PRAGMA synchronous=FULL;
+             PRAGMA busy_timeout=5000;
+             CREATE TABLE IF NOT EXISTS apps (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+        )?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn app(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
+        let doc: Option<String> = self
+            .conn()
+            .query_row("SELECT doc FROM apps WHERE name = ?1", params![name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(match doc {
+            Some(d) => Some(serde_json::from_str(&d)?),
+            None => None,
+        })
+    }
+
+    pub fn apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT doc FROM apps ORDER BY name")?;
+        let docs: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        docs.iter()
+            .map(|d| serde_json::from_str(d).map_err(StoreError::from))
+            .collect()
+    }
+
+    pub fn put_app(&self, app: &AppRecord) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(app)?;
+        self.conn().execute(
+            "INSERT INTO apps (name, doc) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET doc = excluded.doc",
+            params![app.name, doc],
+        )?;
+        Ok(())
+    }
+
+    /// Reads, changes and writes one app in a single transaction.
+    pub fn update_app<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut AppRecord) -> Result<T, String>,
+    ) -> Result<Result<T, String>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let doc: Option<String> = tx
+            .query_row("SELECT doc FROM apps WHERE name = ?1", params![name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(doc) = doc else {
+            return Ok(Err(format!("app {name:?} not found")));
+        };
+        let mut app: AppRecord = serde_json::from_str(&doc)?;
+        let out = match f(&mut app) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        app.generation += 1;
+        tx.execute(
+            "UPDATE apps SET doc = ?2 WHERE name = ?1",
+            params![name, serde_json::to_string(&app)?],
+        )?;
+        tx.commit()?;
+        Ok(Ok(out))
+    }
+
+    pub fn delete_app(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM apps WHERE name = ?1", params![name])?
+            > 0)
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+}

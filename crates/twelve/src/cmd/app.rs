@@ -1,0 +1,554 @@
+//! The verbs that talk to the controller: deploy, status, config, scale, logs, exec, ...
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use indexmap::IndexMap;
+use serde_json::Value;
+use twelve_controller::{ApiError, AppStatus, ControllerClient, Home, Request};
+use twelve_project::{Diagnostic, LoadOptions, Project};
+
+use crate::cli::{AppCommand, ControllerCommand, StatusFormat};
+use crate::output::{print_notes, CliError, CliResult};
+
+impl From<ApiError> for CliError {
+    fn from(e: ApiError) -> Self {
+        let mut d = Diagnostic::error(e.message);
+        if let Some(h) = e.hint {
+            d = d.with_help(h);
+        }
+        CliError::Diagnostic(d)
+    }
+}
+
+fn client() -> ControllerClient {
+    ControllerClient::new(Home::from_env())
+}
+
+pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
+    match cmd {
+        AppCommand::Pack { dir, charm_dir } => {
+            let project = load(&dir, charm_dir)?;
+            let release = pack(&project)?;
+            println!(
+                "{} release {} ({})",
+                project.name,
+                release.id,
+                if release.reused {
+                    "unchanged, reused"
+                } else {
+                    "built"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AppCommand::Deploy {
+            dir,
+            app,
+            num_units,
+            config,
+            release,
+            no_wait,
+            charm_dir,
+        } => deploy(&dir, app, num_units, config, release, no_wait, charm_dir),
+        AppCommand::Status { app, format, watch } => status(app, format, watch),
+        AppCommand::Config {
+            app,
+            settings,
+            reset,
+            format,
+        } => config(&app, settings, reset, format),
+        AppCommand::ScaleApplication { app, units } => {
+            let r = client().call(&Request::Scale {
+                app: app.clone(),
+                units,
+            })?;
+            println!(
+                "{app} scaled to {units} unit(s): {}",
+                unit_list(&app, &r["units"])
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AppCommand::RemoveUnit { unit } => {
+            let (app, n) = parse_unit(&unit)?;
+            let r = client().call(&Request::RemoveUnit {
+                app: app.clone(),
+                unit: n,
+            })?;
+            println!(
+                "removing {unit}; {app} now has {}",
+                unit_list(&app, &r["units"])
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AppCommand::Logs {
+            unit,
+            services,
+            follow,
+            n,
+        } => logs(&unit, services, follow, n),
+        AppCommand::Exec { unit, command } => {
+            let (app, n) = parse_unit(&unit)?;
+            let r = client().call(&Request::Exec {
+                app,
+                unit: n,
+                command,
+                env: IndexMap::new(),
+                timeout: None,
+            })?;
+            print!("{}", r["stdout"].as_str().unwrap_or(""));
+            eprint!("{}", r["stderr"].as_str().unwrap_or(""));
+            let code = r["exit-code"].as_i64().unwrap_or(1);
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        AppCommand::RemoveApplication { app } => {
+            client().call(&Request::Remove { app: app.clone() })?;
+            println!("removed {app}");
+            Ok(ExitCode::SUCCESS)
+        }
+        AppCommand::Releases { app } => {
+            let r = client().call(&Request::Releases { app })?;
+            println!("{:<8} {:<16} {:<26} ", "Release", "Id", "Created");
+            for rel in r.as_array().into_iter().flatten() {
+                let mark = if rel["current"].as_bool() == Some(true) {
+                    "  (current)"
+                } else {
+                    ""
+                };
+                println!(
+                    "{:<8} {:<16} {:<26}{mark}",
+                    rel["number"],
+                    rel["id"].as_str().unwrap_or(""),
+                    rel["created"].as_str().unwrap_or("")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AppCommand::Controller { command } => controller(command),
+    }
+}
+
+fn load(dir: &Path, charm_dir: Option<PathBuf>) -> CliResult<Project> {
+    let dir =
+        std::path::absolute(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let charm_dir = charm_dir
+        .map(std::path::absolute)
+        .transpose()
+        .context("cannot resolve --charm-dir")?;
+    let project = Project::load_with(&dir, &LoadOptions { charm_dir })?;
+    print_notes(&project.notes);
+    Ok(project)
+}
+
+fn pack(project: &Project) -> CliResult<twelve_pack::Release> {
+    let home = Home::from_env();
+    home.ensure()
+        .with_context(|| format!("cannot create {}", home.root.display()))?;
+    twelve_controller::home::make_traversable(&home.root);
+    let started = Instant::now();
+    let name = project.name.clone();
+    let opts =
+        twelve_pack::PackOptions::new(home.releases(), home.cache()).with_progress(move |step| {
+            eprintln!("  pack {name}: {step}");
+        });
+    let release = twelve_pack::pack(project, &opts)
+        .map_err(|e| anyhow!("cannot pack {}: {e}", project.name))?;
+    if !release.reused {
+        eprintln!(
+            "Packed {} release {} in {:.1}s.",
+            project.name,
+            release.id,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(release)
+}
+
+fn parse_settings(settings: &[String]) -> CliResult<IndexMap<String, String>> {
+    let mut out = IndexMap::new();
+    for s in settings {
+        let Some((k, v)) = s.split_once('=') else {
+            return Err(Diagnostic::error(format!("{s:?} is not key=value"))
+                .with_help("write settings like token=abc")
+                .into());
+        };
+        if k.is_empty() {
+            return Err(Diagnostic::error(format!("{s:?} has no key"))
+                .with_help("write settings like token=abc")
+                .into());
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+pub fn parse_unit(unit: &str) -> CliResult<(String, u32)> {
+    match unit.rsplit_once('/') {
+        Some((app, n)) if !app.is_empty() => match n.parse::<u32>() {
+            Ok(n) => Ok((app.to_string(), n)),
+            Err(_) => Err(Diagnostic::error(format!("{unit:?} is not a unit name"))
+                .with_help("units are named app/N, like web/0")
+                .into()),
+        },
+        _ => Err(Diagnostic::error(format!("{unit:?} is not a unit name"))
+            .with_help("units are named app/N, like web/0")
+            .into()),
+    }
+}
+
+fn unit_list(app: &str, units: &Value) -> String {
+    units
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|u| format!("{app}/{u}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn deploy(
+    dir: &Path,
+    app: Option<String>,
+    num_units: Option<u32>,
+    config: Vec<String>,
+    release: Option<u32>,
+    no_wait: bool,
+    charm_dir: Option<PathBuf>,
+) -> CliResult<ExitCode> {
+    let settings = parse_settings(&config)?;
+    let c = client();
+    let name = if let Some(n) = release {
+        let app = match app {
+            Some(a) => a,
+            None => load(dir, charm_dir.clone())?.name,
+        };
+        c.call(&Request::Rollback {
+            app: app.clone(),
+            release: n,
+        })?;
+        println!("{app}: rolling back to release {n}");
+        app
+    } else {
+        let project = load(dir, charm_dir.clone())?;
+        let name = app.unwrap_or_else(|| project.name.clone());
+        if !twelve_project::project::valid_app_name(&name) {
+            return Err(Diagnostic::error(format!("invalid app name {name:?}"))
+                .with_help("use lower-case letters, digits and dashes, starting with a letter")
+                .into());
+        }
+        let release = pack(&project)?;
+        let project_dir =
+            std::path::absolute(dir).context("cannot resolve the project directory")?;
+        let charm_dir = charm_dir
+            .map(|d| std::path::absolute(d).map(|p| p.display().to_string()))
+            .transpose()
+            .context("cannot resolve --charm-dir")?;
+        let r = c.call(&Request::Deploy {
+            app: name.clone(),
+            project_dir: project_dir.display().to_string(),
+            charm_dir,
+            release_id: release.id.clone(),
+            num_units,
+            config: settings,
+        })?;
+        let verb = if r["new"].as_bool() == Some(true) {
+            "deployed"
+        } else {
+            "updated"
+        };
+        println!(
+            "{name}: {verb}, release {} ({}), units {}",
+            r["release"],
+            release.id,
+            unit_list(&name, &r["units"])
+        );
+        name
+    };
+    if no_wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait_settled(&c, &name, Duration::from_secs(180))
+}
+
+/// Waits until the app is no longer in maintenance, then says where it is or why not.
+fn wait_settled(c: &ControllerClient, name: &str, limit: Duration) -> CliResult<ExitCode> {
+    let start = Instant::now();
+    // Give the reconciler a moment to pick up the change before trusting a status.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut last = String::new();
+    loop {
+        let r = c.call(&Request::Status {
+            app: Some(name.to_string()),
+        })?;
+        let st: AppStatus = serde_json::from_value(r["apps"][0].clone())
+            .map_err(|e| anyhow!("bad status from the controller: {e}"))?;
+        let line = format!(
+            "{}: {}{}",
+            name,
+            st.status,
+            if st.message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", st.message)
+            }
+        );
+        match st.status.as_str() {
+            "active" => {
+                println!("{name} is active at {}", st.url.unwrap_or_default());
+                return Ok(ExitCode::SUCCESS);
+            }
+            "blocked" | "waiting" => {
+                println!("{line}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            "error" => {
+                return Err(Diagnostic::error(line)
+                    .with_help(format!(
+                        "see `twelve logs {name}/0` and `twelve status {name}`"
+                    ))
+                    .into());
+            }
+            _ => {}
+        }
+        if line != last {
+            eprintln!("  {line}");
+            last = line;
+        }
+        if start.elapsed() > limit {
+            return Err(anyhow!(
+                "{name} did not settle within {}s; see `twelve status` and `twelve logs {name}/0`",
+                limit.as_secs()
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn status(app: Option<String>, format: StatusFormat, watch: Option<String>) -> CliResult<ExitCode> {
+    let c = client();
+    let interval = watch
+        .map(|w| {
+            twelve_layer::parse_go_duration(&w).map_err(|e| {
+                Diagnostic::error(format!("--watch: {e}"))
+                    .with_help("give a duration like 2s or 500ms")
+            })
+        })
+        .transpose()?;
+    loop {
+        let r = c.call(&Request::Status { app: app.clone() })?;
+        let text = match format {
+            StatusFormat::Json => serde_json::to_string_pretty(&r).unwrap_or_default(),
+            StatusFormat::Text => status_text(&r),
+        };
+        match interval {
+            Some(d) => {
+                println!("\x1b[2J\x1b[H{text}");
+                std::thread::sleep(d.max(Duration::from_millis(100)));
+            }
+            None => {
+                println!("{text}");
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+}
+
+fn status_text(r: &Value) -> String {
+    let apps: Vec<AppStatus> = serde_json::from_value(r["apps"].clone()).unwrap_or_default();
+    if apps.is_empty() {
+        return "No apps. Deploy one with `twelve deploy`.".into();
+    }
+    let mut out = format!(
+        "{:<20} {:<12} {:<8} {:<6} {:<28} {}\n",
+        "App", "Status", "Release", "Units", "URL", "Message"
+    );
+    for a in &apps {
+        out.push_str(&format!(
+            "{:<20} {:<12} {:<8} {:<6} {:<28} {}\n",
+            a.name,
+            a.status,
+            a.release.map(|r| r.to_string()).unwrap_or_default(),
+            a.units.len(),
+            a.url.clone().unwrap_or_default(),
+            a.message
+        ));
+    }
+    out.push_str(&format!(
+        "\n{:<22} {:<12} {:<22} {}\n",
+        "Unit", "Status", "Address", "Message"
+    ));
+    for a in &apps {
+        for u in &a.units {
+            let mut name = u.name.clone();
+            if u.leader {
+                name.push('*');
+            }
+            let mut msg = u.message.clone();
+            if u.scheduler {
+                msg = if msg.is_empty() {
+                    "scheduler".into()
+                } else {
+                    format!("{msg} (scheduler)")
+                };
+            }
+            out.push_str(&format!(
+                "{:<22} {:<12} {:<22} {}\n",
+                name, u.status, u.address, msg
+            ));
+        }
+        if let Some(m) = &a.migration {
+            out.push_str(&format!(
+                "\n{}: migration {:?} {} (attempts: {})\n",
+                a.name,
+                m.command.join(" "),
+                m.state,
+                m.attempts
+            ));
+            for line in m.output_tail.lines() {
+                out.push_str(&format!("  | {line}\n"));
+            }
+        }
+    }
+    out.trim_end().to_string()
+}
+
+fn config(
+    app: &str,
+    settings: Vec<String>,
+    reset: Vec<String>,
+    format: StatusFormat,
+) -> CliResult<ExitCode> {
+    let c = client();
+    if settings.is_empty() && reset.is_empty() {
+        let r = c.call(&Request::GetConfig {
+            app: app.to_string(),
+        })?;
+        match format {
+            StatusFormat::Json => {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default())
+            }
+            StatusFormat::Text => {
+                println!("{:<36} {:<8} {:<8} Value", "Option", "Type", "Source");
+                for (name, o) in r.as_object().into_iter().flatten() {
+                    let value = match &o["value"] {
+                        Value::Null => String::new(),
+                        Value::String(s) => s.clone(),
+                        v => v.to_string(),
+                    };
+                    println!(
+                        "{:<36} {:<8} {:<8} {}",
+                        name,
+                        o["type"].as_str().unwrap_or(""),
+                        o["source"].as_str().unwrap_or(""),
+                        value
+                    );
+                }
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let set = parse_settings(&settings)?;
+    c.call(&Request::SetConfig {
+        app: app.to_string(),
+        set,
+        reset,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn logs(unit: &str, services: Vec<String>, follow: bool, n: i64) -> CliResult<ExitCode> {
+    let (app, num) = parse_unit(unit)?;
+    let home = Home::from_env();
+    // Ask the controller so an unknown unit is a clear error.
+    let r = client().call(&Request::Status {
+        app: Some(app.clone()),
+    })?;
+    let known = r["apps"][0]["units"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|u| u["name"].as_str() == Some(unit));
+    if !known {
+        return Err(Diagnostic::error(format!("unit {unit} not found"))
+            .with_help(format!("see `twelve status {app}`"))
+            .into());
+    }
+    let pebble = twelve_pebble::client::Client::for_dir(home.unit_dir(&app, num));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a runtime")?;
+    let names: Vec<&str> = services.iter().map(String::as_str).collect();
+    rt.block_on(async {
+        if follow {
+            pebble
+                .stream_logs(&names, Some(n), true, |entry| {
+                    println!("{}", entry.to_text());
+                })
+                .await
+                .map_err(|e| anyhow!("cannot read the logs of {unit}: {e}"))?;
+        } else {
+            for entry in pebble
+                .logs(&names, Some(n))
+                .await
+                .map_err(|e| anyhow!("cannot read the logs of {unit}: {e}"))?
+            {
+                println!("{}", entry.to_text());
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn controller(cmd: ControllerCommand) -> CliResult<ExitCode> {
+    let home = Home::from_env();
+    match cmd {
+        ControllerCommand::Run => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("cannot start a runtime")?;
+            rt.block_on(async {
+                let c = twelve_controller::Controller::new(home)?;
+                c.run().await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ControllerCommand::Status => {
+            let c = ControllerClient::new(home.clone());
+            match c.call_once(&Request::Ping) {
+                Ok(r) if r.ok => {
+                    println!(
+                        "controller running (pid {}), state in {}",
+                        r.result["pid"],
+                        home.root.display()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                _ => {
+                    println!("controller not running (state in {})", home.root.display());
+                    Ok(ExitCode::from(3))
+                }
+            }
+        }
+        ControllerCommand::Stop => {
+            let c = ControllerClient::new(home.clone());
+            if c.call_once(&Request::Shutdown).is_err() {
+                println!("controller not running");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && c.is_running() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            println!("controller stopped; apps keep running");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
