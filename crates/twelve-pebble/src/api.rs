@@ -635,7 +635,7 @@ fn metrics(mgr: &Manager) -> String {
     out.push_str("# TYPE pebble_service_start_count counter\n");
     for s in &infos {
         out.push_str(&format!(
-            "pebble_service_start_count_total{{service=\"{}\"}} {}\n",
+            "pebble_service_start_count{{service=\"{}\"}} {}\n",
             s.name, s.start_count
         ));
     }
@@ -652,14 +652,14 @@ fn metrics(mgr: &Manager) -> String {
     out.push_str("# TYPE pebble_check_success_count counter\n");
     for (name, _, successes, _) in &checks {
         out.push_str(&format!(
-            "pebble_check_success_count_total{{check=\"{name}\"}} {successes}\n"
+            "pebble_check_success_count{{check=\"{name}\"}} {successes}\n"
         ));
     }
     out.push_str("# HELP pebble_check_failure_count Number of consecutive failures of the check\n");
     out.push_str("# TYPE pebble_check_failure_count counter\n");
     for (name, _, _, failures) in &checks {
         out.push_str(&format!(
-            "pebble_check_failure_count_total{{check=\"{name}\"}} {failures}\n"
+            "pebble_check_failure_count{{check=\"{name}\"}} {failures}\n"
         ));
     }
     out.push_str("# EOF\n");

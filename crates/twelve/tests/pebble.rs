@@ -564,6 +564,10 @@ fn http_check_goes_down_and_restarts_the_service() {
         metrics.contains("pebble_service_active{service=\"web\"} 1"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("pebble_service_start_count{service=\"worker\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[test]
