@@ -580,7 +580,10 @@ fn logs(mgr: Arc<Manager>, q: &BTreeMap<String, Vec<String>>) -> Response<Body> 
     let mut sub = follow.then(|| mgr.logs.subscribe());
     let history = mgr.logs.last(&services, n);
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let last_seq = history.last().map(|e| e.seq);
+    // Followers resume after the last entry they were sent, by sequence number.
+    let written = mgr.logs.next_seq().checked_sub(1);
+    let mut last_seq = history.last().map(|e| e.seq).max(written);
+    let logs = mgr.logs.clone();
     tokio::spawn(async move {
         for e in &history {
             if tx.send(line(e)).await.is_err() {
@@ -590,24 +593,29 @@ fn logs(mgr: Arc<Manager>, q: &BTreeMap<String, Vec<String>>) -> Response<Body> 
         let Some(sub) = sub.as_mut() else {
             return;
         };
+        let wanted = |e: &crate::logs::Entry| {
+            services.is_empty() || services.iter().any(|s| **s == *e.service)
+        };
         loop {
-            tokio::select! {
+            let batch = tokio::select! {
                 r = sub.recv() => match r {
-                    Ok(e) => {
-                        if last_seq.is_some_and(|s| e.seq <= s) {
-                            continue;
-                        }
-                        if !services.is_empty() && !services.iter().any(|s| **s == *e.service) {
-                            continue;
-                        }
-                        if tx.send(line(&e)).await.is_err() {
-                            return;
-                        }
+                    Ok(e) => vec![e],
+                    // Fell behind the broadcast: take what was missed from the buffers.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        logs.after(&services, last_seq)
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(_) => return,
                 },
                 _ = tx.closed() => return,
+            };
+            for e in batch {
+                if last_seq.is_some_and(|s| e.seq <= s) || !wanted(&e) {
+                    continue;
+                }
+                last_seq = Some(e.seq);
+                if tx.send(line(&e)).await.is_err() {
+                    return;
+                }
             }
         }
     });

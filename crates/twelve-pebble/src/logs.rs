@@ -148,6 +148,24 @@ impl LogStore {
         all
     }
 
+    /// Entries after sequence number `seq` still in the buffers, in order: what a
+    /// follower that fell behind the broadcast missed.
+    pub fn after(&self, services: &[String], seq: Option<u64>) -> Vec<Arc<Entry>> {
+        let rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<Arc<Entry>> = rings
+            .iter()
+            .filter(|(name, _)| services.is_empty() || services.contains(name))
+            .flat_map(|(_, ring)| ring.entries.iter().filter(|e| Some(e.seq) > seq).cloned())
+            .collect();
+        out.sort_by_key(|e| e.seq);
+        out
+    }
+
+    /// The sequence number the next entry will get.
+    pub fn next_seq(&self) -> u64 {
+        self.seq.load(Ordering::Relaxed)
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Entry>> {
         self.tx.subscribe()
     }
@@ -225,6 +243,20 @@ mod tests {
         assert!(last[1].message.starts_with("line 09999"));
         assert!(last[0].message.starts_with("line 09998"));
         assert_eq!(store.last(&[], None).len(), len);
+    }
+
+    #[test]
+    fn a_lagging_follower_recovers_missed_entries_from_the_buffers() {
+        let store = LogStore::new(false);
+        store.write("a", "old".into());
+        let seen = store.next_seq().checked_sub(1);
+        store.write("a", "1".into());
+        store.write("b", "2".into());
+        store.write("a", "3".into());
+        let msgs = |v: Vec<Arc<Entry>>| v.iter().map(|e| e.message.clone()).collect::<Vec<_>>();
+        assert_eq!(msgs(store.after(&[], seen)), ["1", "2", "3"]);
+        assert_eq!(msgs(store.after(&["a".into()], seen)), ["1", "3"]);
+        assert_eq!(msgs(store.after(&[], None)).len(), 4);
     }
 
     #[test]

@@ -646,7 +646,7 @@ fn daemon_exit_codes_follow_the_shutdown_actions() {
 fn logs_are_bounded_and_formatted_like_pebble() {
     let d = Daemon::start(&[(
         "001-base.yaml",
-        "services:\n  chatty:\n    override: replace\n    command: sh -c 'i=0; while [ $i -lt 3000 ]; do echo \"line $i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"; i=$((i+1)); done; echo done >&2; sleep 1000'\n    startup: enabled\n",
+        "services:\n  chatty:\n    override: replace\n    command: sh -c 'i=0; while [ $i -lt 3000 ]; do echo \"line $i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"; i=$((i+1)); done; echo done >&2; sleep 1000'\n    startup: enabled\n  few:\n    override: replace\n    command: sh -c 'echo one; echo two >&2; sleep 1000'\n",
     )]);
     d.wait_log("chatty", "done");
     let all = d.logs("chatty");
@@ -671,16 +671,16 @@ fn logs_are_bounded_and_formatted_like_pebble() {
     d.ok(&["restart", "chatty"]);
     assert!(d.logs("chatty").iter().any(|l| l.starts_with("line 2999 ")));
 
-    // -f follows.
+    // -f follows (all services, only new lines).
     let mut follow = Command::new(BIN)
-        .args(["pebble", "logs", "chatty", "-f", "-n", "0", "--dir"])
+        .args(["pebble", "logs", "-f", "-n", "0", "--dir"])
         .arg(d.path())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    d.ok(&["restart", "chatty"]);
-    d.wait_log("chatty", "done");
+    d.ok(&["start", "few"]);
+    d.wait_log("few", "two");
     std::thread::sleep(Duration::from_millis(300));
     let _ = follow.kill();
     let _ = follow.wait();
@@ -692,7 +692,7 @@ fn logs_are_bounded_and_formatted_like_pebble() {
         .read_to_string(&mut out)
         .unwrap();
     assert!(
-        out.contains("[chatty] line 0 "),
+        out.contains("[few] one\n") && out.contains("[few] two\n") && !out.contains("[chatty]"),
         "{}",
         &out[..out.len().min(300)]
     );
