@@ -796,6 +796,46 @@ fn services_switch_user_when_running_as_root() {
     assert_eq!(out.trim(), "0");
 }
 
+#[test]
+fn other_users_may_read_but_not_change() {
+    if unsafe_geteuid() != 0 || Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start(&[(
+        "001-base.yaml",
+        "services:\n  srv:\n    override: replace\n    command: sleep 1000\n    startup: enabled\n",
+    )]);
+    d.pid("srv");
+    // Let uid 65534 reach the socket (the daemon makes it 0600) and run a copy of the binary.
+    let perms = |p: &Path, mode| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+    perms(d.path(), 0o755).unwrap();
+    perms(&d.path().join(".pebble.socket"), 0o666).unwrap();
+    let bin_dir = tempfile::tempdir().unwrap();
+    perms(bin_dir.path(), 0o755).unwrap();
+    let bin = bin_dir.path().join("twelve");
+    std::fs::copy(BIN, &bin).unwrap();
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .arg("pebble")
+            .args(args)
+            .arg("--dir")
+            .arg(d.path())
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody(&["services"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("srv"));
+    let out = as_nobody(&["stop", "srv"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr_of(&out).trim(), "error: access denied");
+    assert!(d.service("srv").is_active());
+}
+
 fn nobody_exists() -> bool {
     Command::new("id")
         .arg("nobody")
