@@ -13,6 +13,8 @@ use crate::timefmt;
 
 /// How many finished changes are kept.
 const KEEP_READY: usize = 200;
+/// How much change data (exec output) is kept, newest first; older changes lose theirs.
+const KEEP_DATA_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Change {
@@ -25,6 +27,8 @@ pub struct Change {
     pub ready_time: Option<SystemTime>,
     /// Results of the change (exec output).
     pub data: Option<Value>,
+    /// The size of `data` as JSON.
+    data_bytes: usize,
 }
 
 impl Change {
@@ -97,6 +101,7 @@ impl Changes {
                         spawn_time: SystemTime::now(),
                         ready_time: None,
                         data: None,
+                        data_bytes: 0,
                     },
                     ready,
                 },
@@ -117,14 +122,25 @@ impl Changes {
             let c = &mut entry.change;
             c.ready = true;
             c.ready_time = Some(SystemTime::now());
-            match outcome {
-                Ok(data) => c.data = data,
+            let data = match outcome {
+                Ok(data) => data,
                 Err((err, data)) => {
                     c.err = Some(err);
-                    c.data = data;
+                    data
                 }
-            }
+            };
+            c.data_bytes = data.as_ref().map(|d| d.to_string().len()).unwrap_or(0);
+            c.data = data;
             entry.ready.send_replace(true);
+        }
+        let mut budget = KEEP_DATA_BYTES;
+        for entry in inner.1.values_mut().rev().filter(|e| e.change.ready) {
+            let c = &mut entry.change;
+            if c.data_bytes > budget {
+                c.data = None;
+                c.data_bytes = 0;
+            }
+            budget -= c.data_bytes;
         }
         let ready: Vec<u64> = inner
             .1
@@ -165,4 +181,27 @@ pub fn tasks_error(failures: &[(String, String)]) -> String {
         s.push_str(&format!("\n- {task} ({err})"));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn changes_finish_and_old_data_is_dropped_past_the_budget() {
+        let changes = std::sync::Arc::new(Changes::default());
+        let big = "x".repeat(KEEP_DATA_BYTES / 3);
+        let mut ids = vec![];
+        for _ in 0..4 {
+            let data = json!({ "stdout": big });
+            ids.push(changes.spawn("exec", "big".into(), async move { Ok(Some(data)) }));
+            changes.wait(*ids.last().unwrap()).await.unwrap();
+        }
+        let failed = changes.spawn("start", "s".into(), async { Err(("boom".into(), None)) });
+        let c = changes.wait(failed).await.unwrap();
+        assert_eq!((c.status(), c.err.as_deref()), ("Error", Some("boom")));
+        assert!(changes.get(ids[0]).unwrap().data.is_none());
+        assert!(changes.get(ids[3]).unwrap().data.is_some());
+        assert_eq!(changes.get(ids[3]).unwrap().status(), "Done");
+    }
 }
