@@ -290,8 +290,9 @@ impl Machine {
             (S::Starting, Event::Exited(exit)) => {
                 let action = self.exit_action(exit);
                 let msg = format!(
-                    "cannot start service: exited quickly with code {}",
-                    exit.code_or_minus_one()
+                    "cannot start service: exited quickly with code {}, will {}",
+                    exit.code_or_minus_one(),
+                    action_name(action)
                 );
                 let mut out = vec![E::StartDone(Err(msg))];
                 out.extend(self.after_exit(exit, action));
@@ -538,7 +539,7 @@ mod tests {
         assert_eq!(
             out[0],
             E::StartDone(Err(
-                "cannot start service: exited quickly with code 3".into()
+                "cannot start service: exited quickly with code 3, will restart".into()
             ))
         );
         assert!(out.contains(&E::BackoffTimer(Duration::from_millis(100))));

@@ -363,7 +363,7 @@ fn okay_delay_backoff_growth_and_reset() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr_of(&out)
-            .contains("Start service \"quick\" (cannot start service: exited quickly with code 3)"),
+            .contains("Start service \"quick\" (cannot start service: exited quickly with code 3, will restart)"),
         "{}",
         stderr_of(&out)
     );
