@@ -574,22 +574,33 @@ fn http_check_goes_down_and_restarts_the_service() {
 fn tcp_check_goes_down_after_its_threshold() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let closed = free_port();
     let d = Daemon::start(&[(
         "001-base.yaml",
         &format!(
-            "checks:\n  port:\n    override: replace\n    level: alive\n    period: 200ms\n    threshold: 3\n    tcp: {{port: {port}, host: 127.0.0.1}}\n"
+            "checks:\n  port:\n    override: replace\n    level: alive\n    period: 200ms\n    threshold: 3\n    tcp: {{port: {port}, host: 127.0.0.1}}\n  later:\n    override: replace\n    startup: disabled\n    period: 200ms\n    threshold: 1\n    tcp: {{port: {closed}, host: 127.0.0.1}}\n"
         ),
     )]);
     let c = &d.client;
-    d.wait_for("the tcp check to succeed", || {
-        c.block_on(c.client().checks(&[])).unwrap()[0].successes >= 1
-    });
+    let check = |name: &str| c.block_on(c.client().checks(&[name])).unwrap()[0].clone();
+    d.wait_for("the tcp check to succeed", || check("port").successes >= 1);
+    // A disabled check stays inactive, and inactive checks don't count for health.
+    assert_eq!(check("later").status, "inactive");
+    assert!(c.block_on(c.client().health(None)).unwrap());
     drop(listener);
     d.wait_for("the tcp check to go down", || {
-        let info = &c.block_on(c.client().checks(&[])).unwrap()[0];
+        let info = check("port");
         info.status == "down" && info.failures >= 3
     });
     assert!(!c.block_on(c.client().health(None)).unwrap());
+    assert!(check("port").error.unwrap().contains("cannot connect"));
+    // start-checks starts it; it then fails like any other.
+    assert!(d.ok(&["start-checks", "later"]).contains("later"));
+    d.wait_for("the started check to go down", || {
+        check("later").status == "down"
+    });
+    d.ok(&["stop-checks", "later"]);
+    assert_eq!(check("later").status, "inactive");
 }
 
 #[test]
