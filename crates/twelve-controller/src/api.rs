@@ -128,6 +128,9 @@ pub struct AppStatus {
     pub integrations: Vec<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<MigrationStatus>,
+    /// The generation of desired state this status reflects (see `Deploy`'s answer).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

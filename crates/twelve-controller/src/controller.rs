@@ -23,7 +23,6 @@ use crate::store::Store;
 use crate::substrate::{host_unit, HostUnit, RunAs};
 
 const MODEL: &str = "local";
-const FIRST_PORT: u16 = 20000;
 
 pub struct Controller {
     home: Home,
@@ -210,11 +209,15 @@ impl Controller {
         name: &str,
         f: impl FnOnce(&mut AppRecord) -> Result<Value, String>,
     ) -> ApiResult {
-        let out = self
+        let mut out = self
             .store
             .update_app(name, f)
             .map_err(store_err)?
             .map_err(ApiError::new)?;
+        // The answer carries the new generation, which `status` reports once acted on.
+        if let (Some(obj), Ok(Some(app))) = (out.as_object_mut(), self.store.app(name)) {
+            obj.insert("generation".into(), json!(app.generation));
+        }
         self.wake.notify_one();
         Ok(out)
     }
@@ -292,12 +295,15 @@ impl Controller {
             .collect()
     }
 
+    /// A port nothing listens on, asked of the kernel (so that several twelve homes on
+    /// one machine do not hand out the same ports), and not given to another unit.
     fn allocate_port(used: &mut Vec<u16>) -> Result<u16, ApiError> {
-        for port in FIRST_PORT..u16::MAX {
-            if used.contains(&port) {
-                continue;
-            }
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        for _ in 0..100 {
+            let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+                .and_then(|l| l.local_addr())
+                .map_err(|e| ApiError::new(format!("cannot find a free TCP port: {e}")))?
+                .port();
+            if !used.contains(&port) {
                 used.push(port);
                 return Ok(port);
             }
@@ -431,7 +437,9 @@ impl Controller {
                         },
                     );
                 self.wake.notify_one();
-                Ok(json!({"app": name, "release": 1, "units": record.unit_numbers(), "new": true}))
+                Ok(
+                    json!({"app": name, "release": 1, "units": record.unit_numbers(), "new": true, "generation": record.generation}),
+                )
             }
         }
     }
@@ -718,6 +726,7 @@ impl Controller {
                 .units
                 .first()
                 .map(|u| format!("http://127.0.0.1:{}/", u.app_port)),
+            generation: app.generation,
             ..Default::default()
         };
         let mut plans = vec![];

@@ -46,8 +46,13 @@ impl Home {
     pub fn releases(&self) -> PathBuf {
         self.root.join("releases")
     }
+    /// Build caches shared by releases (virtual environments, Go's build cache);
+    /// `TWELVE_PACK_CACHE` puts them elsewhere (tests share one across homes).
     pub fn cache(&self) -> PathBuf {
-        self.root.join("cache")
+        match std::env::var_os("TWELVE_PACK_CACHE").filter(|c| !c.is_empty()) {
+            Some(c) => PathBuf::from(c),
+            None => self.root.join("cache"),
+        }
     }
     pub fn units(&self) -> PathBuf {
         self.root.join("units")

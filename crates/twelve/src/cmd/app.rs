@@ -225,12 +225,12 @@ fn deploy(
             Some(a) => a,
             None => load(dir, charm_dir.clone())?.name,
         };
-        c.call(&Request::Rollback {
+        let r = c.call(&Request::Rollback {
             app: app.clone(),
             release: n,
         })?;
         println!("{app}: rolling back to release {n}");
-        app
+        (app, r["generation"].as_u64().unwrap_or(0))
     } else {
         let project = load(dir, charm_dir.clone())?;
         let name = app.unwrap_or_else(|| project.name.clone());
@@ -265,19 +265,23 @@ fn deploy(
             release.id,
             unit_list(&name, &r["units"])
         );
-        name
+        (name, r["generation"].as_u64().unwrap_or(0))
     };
+    let (name, generation) = name;
     if no_wait {
         return Ok(ExitCode::SUCCESS);
     }
-    wait_settled(&c, &name, Duration::from_secs(180))
+    wait_settled(&c, &name, generation, Duration::from_secs(180))
 }
 
 /// Waits until the app is no longer in maintenance, then says where it is or why not.
-fn wait_settled(c: &ControllerClient, name: &str, limit: Duration) -> CliResult<ExitCode> {
+fn wait_settled(
+    c: &ControllerClient,
+    name: &str,
+    generation: u64,
+    limit: Duration,
+) -> CliResult<ExitCode> {
     let start = Instant::now();
-    // Give the reconciler a moment to pick up the change before trusting a status.
-    std::thread::sleep(Duration::from_millis(300));
     let mut last = String::new();
     loop {
         let r = c.call(&Request::Status {
@@ -285,6 +289,18 @@ fn wait_settled(c: &ControllerClient, name: &str, limit: Duration) -> CliResult<
         })?;
         let st: AppStatus = serde_json::from_value(r["apps"][0].clone())
             .map_err(|e| anyhow!("bad status from the controller: {e}"))?;
+        if st.generation < generation {
+            // The reconciler has not acted on this change yet.
+            if start.elapsed() > limit {
+                return Err(anyhow!(
+                    "the controller did not act on the change within {}s",
+                    limit.as_secs()
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
         let line = format!(
             "{}: {}{}",
             name,

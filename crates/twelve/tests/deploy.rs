@@ -1,0 +1,284 @@
+//! End to end: the real CLI, a real controller in a temporary TWELVE_HOME, real supervisors
+//! and real apps (gunicorn/Flask, uvicorn/FastAPI, Express, Go, Java), asserted over HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[test]
+fn flask_lifecycle_config_scale_schedulers_and_controller_crash() {
+    let t = Twelve::new();
+    let src = t.example("flask");
+    let out = t.ok(&["deploy", src.to_str().unwrap(), "web"]);
+    assert!(out.contains("web is active at http://127.0.0.1:"), "{out}");
+
+    let port = t.port("web/0");
+    let (code, body) = http_get(port, "/").unwrap();
+    assert_eq!((code, body.trim()), (200, "hello from flask-example"));
+    let env = app_env(port);
+    assert_eq!(env["FLASK_GREETING"], "hello", "option default");
+    assert!(
+        env["FLASK_SECRET_KEY"].as_str().unwrap().len() >= 64,
+        "generated secret key"
+    );
+    assert!(env.get("FLASK_TOKEN").is_none());
+
+    // A config change reaches the app.
+    t.ok(&["config", "web", "greeting=bonjour", "token=xyz"]);
+    eventually("the new greeting", LONG, || {
+        http_get(port, "/").filter(|(_, b)| b.contains("bonjour"))
+    });
+    assert_eq!(app_env(port)["FLASK_TOKEN"], "xyz");
+    let listing = t.ok(&["config", "web"]);
+    assert!(
+        listing.contains("greeting") && listing.contains("bonjour") && listing.contains("user"),
+        "{listing}"
+    );
+    t.ok(&["config", "web", "--reset", "token"]);
+    eventually("token reset", LONG, || {
+        try_app_env(port).filter(|e| e.get("FLASK_TOKEN").is_none())
+    });
+
+    // The app runs unprivileged.
+    let uid = t.ok(&["exec", "web/0", "--", "id", "-u"]);
+    let want = if is_root() {
+        "584792".to_string()
+    } else {
+        String::from_utf8_lossy(
+            &std::process::Command::new("id")
+                .arg("-u")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(uid.trim(), want);
+
+    // Scale to 3: workers on every unit, the scheduler on unit 0 only.
+    t.ok(&["scale-application", "web", "3"]);
+    eventually("3 active units", LONG, || {
+        let st = t.status("web");
+        let units = st["units"].as_array()?.clone();
+        (units.len() == 3 && units.iter().all(|u| u["status"] == "active")).then_some(())
+    });
+    for n in 0..3 {
+        let unit = format!("web/{n}");
+        eventually(&format!("a worker heartbeat on {unit}"), LONG, || {
+            t.ok(&["logs", &unit, "heartbeat-worker", "-n", "5"])
+                .contains("worker alive")
+                .then_some(())
+        });
+        let sched = t.ok(&["logs", &unit, "heartbeat-scheduler", "-n", "5"]);
+        assert_eq!(sched.contains("scheduler alive"), n == 0, "{unit}: {sched}");
+        let peers = app_env(t.port(&unit))["FLASK_PEER_FQDNS"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            peers.split(',').count(),
+            2,
+            "{unit} lists the two other units: {peers}"
+        );
+    }
+    let st = t.status("web");
+    assert_eq!(st["scheduler_unit"], 0);
+
+    // Removing unit 0 moves the scheduler to the lowest remaining unit.
+    t.ok(&["remove-unit", "web/0"]);
+    eventually("the scheduler on web/1", LONG, || {
+        t.ok(&["logs", "web/1", "heartbeat-scheduler", "-n", "5"])
+            .contains("scheduler alive")
+            .then_some(())
+    });
+    eventually("status naming web/1 the scheduler unit", LONG, || {
+        (t.status("web")["scheduler_unit"] == 1).then_some(())
+    });
+
+    // kill -9 the controller: apps keep serving, and it comes back with nothing lost.
+    let port1 = t.port("web/1");
+    let pid: i32 = std::fs::read_to_string(t.home.path().join("controller.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        http_get(port1, "/").map(|r| r.0),
+        Some(200),
+        "apps serve without the controller"
+    );
+    let st = t.status("web"); // restarts the controller
+    let names: Vec<&str> = st["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["web/1", "web/2"]);
+    assert_eq!(
+        app_env(port1)["FLASK_GREETING"],
+        "bonjour",
+        "config survived"
+    );
+    let releases = t.ok(&["releases", "web"]);
+    assert!(releases.contains("(current)"), "{releases}");
+}
+
+#[test]
+fn missing_required_option_blocks_then_starts_when_given() {
+    let t = Twelve::new();
+    let src = t.example("flask");
+    let charm = src.join("charm/charmcraft.yaml");
+    let text = std::fs::read_to_string(&charm).unwrap();
+    let text = text.replace("      description: An optional token (exported as FLASK_TOKEN when set).\n      type: string\n", "      description: A required token.\n      type: string\n      optional: false\n");
+    std::fs::write(&charm, text).unwrap();
+    let out = t.ok(&["deploy", src.to_str().unwrap(), "gated"]);
+    assert!(
+        out.contains("gated: blocked: missing options: token"),
+        "{out}"
+    );
+    let port = t.port("gated/0");
+    assert!(
+        http_get(port, "/").is_none(),
+        "nothing runs while the option is missing"
+    );
+    t.ok(&["config", "gated", "token=now"]);
+    eventually("the app starting", LONG, || {
+        http_get(port, "/").filter(|r| r.0 == 200)
+    });
+    assert_eq!(app_env(port)["FLASK_TOKEN"], "now");
+    eventually("active", LONG, || {
+        (t.status("gated")["status"] == "active").then_some(())
+    });
+}
+
+#[test]
+fn failing_migration_blocks_keeps_the_old_release_serving_then_recovers() {
+    let t = Twelve::new();
+    let src = t.example("flask");
+    let s = src.to_str().unwrap();
+    t.ok(&["deploy", s, "mig"]);
+    let port = t.port("mig/0");
+    assert_eq!(
+        http_get(port, "/").unwrap().1.trim(),
+        "hello from flask-example"
+    );
+
+    // A new release whose migration fails.
+    std::fs::write(
+        src.join("migrate.sh"),
+        "#!/bin/bash\necho 'boom: cannot migrate' >&2\nexit 3\n",
+    )
+    .unwrap();
+    let app = std::fs::read_to_string(src.join("app.py")).unwrap();
+    std::fs::write(src.join("app.py"), format!("{app}\n# release 2\n")).unwrap();
+    let out = t.ok(&["deploy", s, "mig", "--config", "greeting=v2"]);
+    assert!(
+        out.contains(
+            "blocked: database migration command ['bash', '-eo', 'pipefail', 'migrate.sh'] failed"
+        ),
+        "{out}"
+    );
+    let st = t.status("mig");
+    assert!(
+        st["migration"]["output_tail"]
+            .as_str()
+            .unwrap()
+            .contains("boom"),
+        "{st}"
+    );
+    assert!(st["migration"]["attempts"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        http_get(port, "/").unwrap().1.trim(),
+        "hello from flask-example",
+        "the old release keeps serving"
+    );
+
+    // Fixed: the next deploy migrates and rolls out.
+    std::fs::write(src.join("migrate.sh"), "#!/bin/bash\necho migrated\n").unwrap();
+    let out = t.ok(&["deploy", s, "mig"]);
+    assert!(out.contains("mig is active"), "{out}");
+    eventually("the new greeting", LONG, || {
+        http_get(port, "/").filter(|r| r.1.contains("v2"))
+    });
+}
+
+#[test]
+fn other_frameworks_deploy_and_see_their_port_variables() {
+    let t = Twelve::new();
+    for (example, var) in [
+        ("fastapi", "UVICORN_PORT"),
+        ("expressjs", "PORT"),
+        ("go", "APP_PORT"),
+        ("spring-boot", "SERVER_PORT"),
+    ] {
+        let src = t.example(example);
+        let out = t.ok(&["deploy", src.to_str().unwrap()]);
+        let app = format!("{example}-example");
+        assert!(
+            out.contains(&format!("{app} is active")),
+            "{example}: {out}"
+        );
+        let port = t.port(&format!("{app}/0"));
+        let env = app_env(port);
+        assert_eq!(env[var], port.to_string(), "{example}");
+        assert_eq!(env["APP_GREETING"], "hello", "{example}");
+        let worker = t.ok(&["logs", &format!("{app}/0"), "-n", "50"]);
+        eventually(&format!("{example} worker heartbeat"), LONG, || {
+            t.ok(&["logs", &format!("{app}/0"), "-n", "50"])
+                .contains("worker alive")
+                .then_some(())
+        });
+        let _ = worker;
+    }
+    // Django waits for its database, as the charm does.
+    let src = t.example("django");
+    let out = t.ok(&["deploy", src.to_str().unwrap()]);
+    assert!(
+        out.contains("blocked: Django requires a database integration to work"),
+        "{out}"
+    );
+}
+
+#[test]
+fn user_mistakes_get_one_clear_error() {
+    let t = Twelve::new();
+    let err = t.fails(&["config", "nope", "a=1"]);
+    assert!(err.contains("app \"nope\" not found"), "{err}");
+    let err = t.fails(&["deploy", t.home.path().to_str().unwrap()]);
+    assert!(err.contains("is not a twelve project"), "{err}");
+    let src = t.example("flask");
+    t.ok(&["deploy", src.to_str().unwrap(), "w", "--no-wait"]);
+    let err = t.fails(&["config", "w", "greeting"]);
+    assert!(err.contains("not key=value"), "{err}");
+    let err = t.fails(&["config", "w", "webserver-workers=lots"]);
+    assert!(
+        err.contains("option \"webserver-workers\": expected an integer"),
+        "{err}"
+    );
+    let err = t.fails(&["config", "w", "colour=blue"]);
+    assert!(
+        err.contains("unknown option \"colour\"") && err.contains("greeting"),
+        "{err}"
+    );
+    let err = t.fails(&["exec", "w/7", "--", "true"]);
+    assert!(err.contains("unit w/7 not found"), "{err}");
+    let err = t.fails(&["logs", "w", "-n", "1"]);
+    assert!(err.contains("is not a unit name"), "{err}");
+    let err = t.fails(&["scale-application", "w", "0"]);
+    assert!(err.contains("at least one unit"), "{err}");
+    let err = t.fails(&["deploy", src.to_str().unwrap(), "w", "--release", "9"]);
+    assert!(err.contains("w has no release 9"), "{err}");
+    let err = t.fails(&["status", "--watch", "soon"]);
+    assert!(err.contains("--watch"), "{err}");
+}
