@@ -200,6 +200,7 @@ async fn route(mgr: Arc<Manager>, admin: bool, req: Request<Incoming>) -> Respon
         (Method::GET, ["v1", "system-info"]) => sync(json!({
             "version": env!("CARGO_PKG_VERSION"),
             "boot-id": mgr.boot_id,
+            "daemon-id": mgr.daemon_id,
         })),
         (Method::GET, ["v1", "health"]) => {
             let level = match parse_level(one(&q, "level")) {

@@ -28,6 +28,8 @@ pub struct Manager {
     /// The uid the daemon runs as: it and root may change things.
     pub uid: u32,
     pub boot_id: String,
+    /// `PID-STARTMILLIS`: unique to this run of the daemon.
+    pub daemon_id: String,
 }
 
 struct Inner {
@@ -118,6 +120,7 @@ impl Manager {
             shutdown,
             uid: nix::unistd::Uid::effective().as_raw(),
             boot_id: boot_id(),
+            daemon_id: format!("{}-{}", std::process::id(), crate::timefmt::now_millis()),
         })
     }
 

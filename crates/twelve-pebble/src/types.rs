@@ -135,6 +135,11 @@ pub struct ChangeInfo {
 #[serde(rename_all = "kebab-case")]
 pub struct SystemInfo {
     pub version: String,
+    /// The kernel's boot id, as Pebble: the same across daemon restarts.
     #[serde(default)]
     pub boot_id: String,
+    /// Differs for each run of the daemon (twelve extension): a change means layers
+    /// added over the API are gone and must be added again.
+    #[serde(default)]
+    pub daemon_id: String,
 }

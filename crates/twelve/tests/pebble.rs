@@ -347,9 +347,20 @@ fn enabled_services_start_unless_held_and_socket_is_private() {
     assert_eq!(pidfile.trim(), d.child.as_ref().unwrap().id().to_string());
     assert!(d.log().contains("[pebble] Started daemon."), "{}", d.log());
 
+    let info = d.client.block_on(d.client.client().system_info()).unwrap();
+    assert!(info
+        .daemon_id
+        .starts_with(&format!("{} ", d.child.as_ref().unwrap().id()).replace(' ', "-")));
+
     let held = Daemon::start_with(&layers, &["--hold"]);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(held.service("on").current, "inactive");
+    let held_info = held
+        .client
+        .block_on(held.client.client().system_info())
+        .unwrap();
+    assert_ne!(held_info.daemon_id, info.daemon_id);
+    assert_eq!(held_info.boot_id, info.boot_id);
 }
 
 #[test]
