@@ -33,7 +33,7 @@ pub struct Controller {
     shutdown: Notify,
     projects: Mutex<HashMap<String, (String, Arc<Project>)>>,
     statuses: Mutex<HashMap<String, AppStatus>>,
-    /// What was last pushed to each unit's supervisor: (boot id, layer).
+    /// What was last pushed to each unit's supervisor: (daemon id, layer).
     pushed: Mutex<HashMap<String, (String, String)>>,
     /// Serialises reconciles with requests that change units.
     reconcile_lock: tokio::sync::Mutex<()>,
@@ -872,7 +872,7 @@ impl Controller {
             .system_info()
             .await
             .map_err(|e| e.to_string())?
-            .boot_id;
+            .daemon_id;
         let layer = serde_saphyr::to_string(&host.layer).map_err(|e| e.to_string())?;
         let key = format!("{app}/{unit}");
         let same = self
