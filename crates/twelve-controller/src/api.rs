@@ -63,6 +63,47 @@ pub enum Request {
         #[serde(default)]
         timeout: Option<String>,
     },
+    AddSecret {
+        name: String,
+        content: IndexMap<String, String>,
+        #[serde(default)]
+        description: Option<String>,
+    },
+    UpdateSecret {
+        secret: String,
+        content: IndexMap<String, String>,
+        #[serde(default)]
+        description: Option<String>,
+    },
+    Secrets,
+    ShowSecret {
+        secret: String,
+        #[serde(default)]
+        reveal: bool,
+        #[serde(default)]
+        revision: Option<u32>,
+    },
+    GrantSecret {
+        secret: String,
+        app: String,
+    },
+    RevokeSecret {
+        secret: String,
+        app: String,
+    },
+    RemoveSecret {
+        secret: String,
+    },
+    Actions {
+        app: String,
+    },
+    RunAction {
+        app: String,
+        unit: u32,
+        action: String,
+        #[serde(default)]
+        params: IndexMap<String, String>,
+    },
     Shutdown,
 }
 

@@ -25,11 +25,12 @@ use crate::substrate::{host_unit, HostUnit, RunAs};
 const MODEL: &str = "local";
 
 pub struct Controller {
-    home: Home,
-    store: Store,
+    pub(crate) home: Home,
+    pub(crate) store: Store,
     exe: PathBuf,
-    run_as: RunAs,
-    wake: Notify,
+    pub(crate) run_as: RunAs,
+    pub(crate) vault: crate::vault::Vault,
+    pub(crate) wake: Notify,
     shutdown: Notify,
     projects: Mutex<HashMap<String, (String, Arc<Project>)>>,
     statuses: Mutex<HashMap<String, AppStatus>>,
@@ -73,11 +74,13 @@ impl Controller {
         home.ensure()?;
         let store = Store::open(&home.db())?;
         let run_as = RunAs::detect().map_err(anyhow::Error::msg)?;
+        let vault = crate::vault::Vault::open(&home.root.join("secret.key"))?;
         Ok(Arc::new(Controller {
             exe: std::env::current_exe()?,
             home,
             store,
             run_as,
+            vault,
             wake: Notify::new(),
             shutdown: Notify::new(),
             projects: Mutex::new(HashMap::new()),
@@ -179,6 +182,32 @@ impl Controller {
                 env,
                 timeout,
             } => self.exec(&app, unit, command, env, timeout).await,
+            Request::AddSecret {
+                name,
+                content,
+                description,
+            } => self.add_secret(&name, content, description),
+            Request::UpdateSecret {
+                secret,
+                content,
+                description,
+            } => self.update_secret(&secret, content, description),
+            Request::Secrets => self.list_secrets(),
+            Request::ShowSecret {
+                secret,
+                reveal,
+                revision,
+            } => self.show_secret(&secret, reveal, revision),
+            Request::GrantSecret { secret, app } => self.grant_secret(&secret, &app, true),
+            Request::RevokeSecret { secret, app } => self.grant_secret(&secret, &app, false),
+            Request::RemoveSecret { secret } => self.remove_secret(&secret),
+            Request::Actions { app } => self.list_actions(&app),
+            Request::RunAction {
+                app,
+                unit,
+                action,
+                params,
+            } => self.run_action(&app, unit, &action, params).await,
             Request::Shutdown => {
                 self.shutdown.notify_one();
                 Ok(json!({"stopping": true}))
@@ -186,7 +215,7 @@ impl Controller {
         }
     }
 
-    fn app(&self, name: &str) -> Result<AppRecord, ApiError> {
+    pub(crate) fn app(&self, name: &str) -> Result<AppRecord, ApiError> {
         self.store.app(name).map_err(store_err)?.ok_or_else(|| {
             let known: Vec<String> = self
                 .store
@@ -204,7 +233,7 @@ impl Controller {
         })
     }
 
-    fn update(
+    pub(crate) fn update(
         &self,
         name: &str,
         f: impl FnOnce(&mut AppRecord) -> Result<Value, String>,
@@ -232,7 +261,7 @@ impl Controller {
         .map_err(|d| ApiError::new(d.to_string()))
     }
 
-    fn project(&self, app: &AppRecord) -> Result<Arc<Project>, String> {
+    pub(crate) fn project(&self, app: &AppRecord) -> Result<Arc<Project>, String> {
         let key = format!(
             "{}\0{}\0{}",
             app.project_dir,
@@ -417,7 +446,7 @@ impl Controller {
                         created: now_rfc3339(),
                     }],
                     current_release: 1,
-                    secret_key: generate_secret_key(),
+                    secret_key: self.vault.seal(&generate_secret_key()),
                     migration: Default::default(),
                     generation: 1,
                 };
@@ -661,13 +690,14 @@ impl Controller {
         }
     }
 
-    fn app_state(&self, app: &AppRecord, unit: u32) -> AppState {
+    pub(crate) fn app_state(&self, app: &AppRecord, unit: u32) -> AppState {
         let mut state = AppState::new(&app.name);
         state.model = MODEL.into();
         state.unit = unit;
         state.units = app.unit_numbers();
         state.config = app.config.clone();
-        state.secret_key = Some(app.secret_key.clone());
+        state.secret_key = self.app_secret_key(app);
+        state.secrets = self.secret_views(app);
         state.network.bind_host = Some("127.0.0.1".into());
         if let Some(u) = app.units.iter().find(|u| u.number == unit) {
             state.network.app_port = Some(u.app_port);
@@ -700,7 +730,11 @@ impl Controller {
         state
     }
 
-    fn unit_plan(&self, app: &AppRecord, unit: u32) -> Result<(UnitPlan, HostUnit), String> {
+    pub(crate) fn unit_plan(
+        &self,
+        app: &AppRecord,
+        unit: u32,
+    ) -> Result<(UnitPlan, HostUnit), String> {
         let project = self.project(app)?;
         let release_id = app
             .release_id(app.current_release)

@@ -1,6 +1,7 @@
 //! The controller: desired state in an embedded store (SQLite), an API on a unix socket,
 //! and the reconciler that turns apps into units supervised by `twelve pebble`.
 
+pub mod actions;
 pub mod api;
 pub mod client;
 pub mod controller;
@@ -8,8 +9,10 @@ pub mod home;
 pub mod migration;
 pub mod model;
 pub mod releases;
+pub mod secrets;
 pub mod store;
 pub mod substrate;
+pub mod vault;
 
 pub use api::{ApiError, AppStatus, Request, UnitStatus};
 pub use client::ControllerClient;

@@ -80,3 +80,30 @@ impl AppRecord {
         self.units.iter().map(|u| u.number).collect()
     }
 }
+
+/// A user secret (`twelve add-secret`): its revisions, sealed, and the apps it is granted to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SecretRecord {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub created: String,
+    pub revisions: Vec<SecretRevision>,
+    #[serde(default)]
+    pub grants: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SecretRevision {
+    pub revision: u32,
+    pub created: String,
+    /// The content as JSON, sealed by the vault.
+    pub sealed: String,
+}
+
+impl SecretRecord {
+    pub fn latest(&self) -> Option<&SecretRevision> {
+        self.revisions.iter().max_by_key(|r| r.revision)
+    }
+}

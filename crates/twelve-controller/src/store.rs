@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::model::AppRecord;
+use crate::model::{AppRecord, SecretRecord};
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -28,7 +28,8 @@ impl Store {
              PRAGMA synchronous=FULL;
              PRAGMA busy_timeout=5000;
              CREATE TABLE IF NOT EXISTS apps (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS secrets (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, doc TEXT NOT NULL);",
         )?;
         {
             use std::os::unix::fs::PermissionsExt;
@@ -128,5 +129,49 @@ impl Store {
             params![key, value],
         )?;
         Ok(())
+    }
+
+    /// A secret by name, or by id (with or without `secret:`).
+    pub fn secret(&self, name_or_id: &str) -> Result<Option<SecretRecord>, StoreError> {
+        let id = name_or_id.strip_prefix("secret:").unwrap_or(name_or_id);
+        let doc: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT doc FROM secrets WHERE name = ?1 OR id = ?2",
+                params![name_or_id, id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(match doc {
+            Some(d) => Some(serde_json::from_str(&d)?),
+            None => None,
+        })
+    }
+
+    pub fn secrets(&self) -> Result<Vec<SecretRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT doc FROM secrets ORDER BY name")?;
+        let docs: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        docs.iter()
+            .map(|d| serde_json::from_str(d).map_err(StoreError::from))
+            .collect()
+    }
+
+    pub fn put_secret(&self, s: &SecretRecord) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO secrets (id, name, doc) VALUES (?1, ?2, ?3)
+             ON CONFLICT(id) DO UPDATE SET name = excluded.name, doc = excluded.doc",
+            params![s.id, s.name, serde_json::to_string(s)?],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_secret(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM secrets WHERE id = ?1", params![id])?
+            > 0)
     }
 }

@@ -182,6 +182,62 @@ pub enum AppCommand {
     RemoveApplication { app: String },
     /// An app's releases.
     Releases { app: String },
+    /// Store a secret (encrypted at rest); prints its `secret:<id>` URI.
+    AddSecret {
+        name: String,
+        /// `key=value` pairs.
+        #[arg(value_name = "KEY=VALUE")]
+        content: Vec<String>,
+        /// `key=path`: the value is read from a file.
+        #[arg(long = "file", value_name = "KEY=PATH")]
+        files: Vec<String>,
+        /// A description.
+        #[arg(long)]
+        info: Option<String>,
+    },
+    /// Add a new revision of a secret; granted apps roll to it.
+    UpdateSecret {
+        secret: String,
+        #[arg(value_name = "KEY=VALUE")]
+        content: Vec<String>,
+        #[arg(long = "file", value_name = "KEY=PATH")]
+        files: Vec<String>,
+        #[arg(long)]
+        info: Option<String>,
+    },
+    /// List secrets: names, ids, revisions and grants (never values).
+    Secrets {
+        #[arg(long, value_enum, default_value = "text")]
+        format: StatusFormat,
+    },
+    /// Show a secret; values only with --reveal.
+    ShowSecret {
+        secret: String,
+        #[arg(long)]
+        reveal: bool,
+        #[arg(long)]
+        revision: Option<u32>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: StatusFormat,
+    },
+    /// Let an app read a secret.
+    GrantSecret { secret: String, app: String },
+    /// Stop an app from reading a secret.
+    RevokeSecret { secret: String, app: String },
+    /// Delete a secret and all its revisions.
+    RemoveSecret { secret: String },
+    /// The actions an app declares, with their parameters.
+    Actions { app: String },
+    /// Run an action on a unit: `twelve run web/0 rotate-secret-key`.
+    Run {
+        /// `app/N`
+        unit: String,
+        action: String,
+        #[arg(value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        #[arg(long, value_enum, default_value = "yaml")]
+        format: crate::cli::Format,
+    },
     /// The controller daemon.
     Controller {
         #[command(subcommand)]

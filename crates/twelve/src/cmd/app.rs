@@ -127,6 +127,165 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AppCommand::Controller { command } => controller(command),
+        AppCommand::AddSecret {
+            name,
+            content,
+            files,
+            info,
+        } => {
+            let content = secret_content(&content, &files)?;
+            let r = client().call(&Request::AddSecret {
+                name,
+                content,
+                description: info,
+            })?;
+            println!("{}", r["uri"].as_str().unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        AppCommand::UpdateSecret {
+            secret,
+            content,
+            files,
+            info,
+        } => {
+            let content = secret_content(&content, &files)?;
+            let r = client().call(&Request::UpdateSecret {
+                secret,
+                content,
+                description: info,
+            })?;
+            println!(
+                "{} revision {}",
+                r["name"].as_str().unwrap_or_default(),
+                r["revision"]
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AppCommand::Secrets { format } => {
+            let r = client().call(&Request::Secrets)?;
+            match format {
+                StatusFormat::Json => {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default())
+                }
+                StatusFormat::Text => {
+                    println!("{:<28} {:<20} {:<8} Granted to", "ID", "Name", "Revision");
+                    for s in r.as_array().into_iter().flatten() {
+                        let grants: Vec<&str> = s["grants"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .collect();
+                        println!(
+                            "{:<28} {:<20} {:<8} {}",
+                            s["uri"].as_str().unwrap_or(""),
+                            s["name"].as_str().unwrap_or(""),
+                            s["revision"],
+                            grants.join(", ")
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AppCommand::ShowSecret {
+            secret,
+            reveal,
+            revision,
+            format,
+        } => {
+            let r = client().call(&Request::ShowSecret {
+                secret,
+                reveal,
+                revision,
+            })?;
+            match format {
+                StatusFormat::Json => {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default())
+                }
+                StatusFormat::Text => print!("{}", serde_saphyr::to_string(&r).unwrap_or_default()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AppCommand::GrantSecret { secret, app } => {
+            client().call(&Request::GrantSecret {
+                secret: secret.clone(),
+                app: app.clone(),
+            })?;
+            println!("granted {secret} to {app}");
+            Ok(ExitCode::SUCCESS)
+        }
+        AppCommand::RevokeSecret { secret, app } => {
+            client().call(&Request::RevokeSecret {
+                secret: secret.clone(),
+                app: app.clone(),
+            })?;
+            println!("revoked {secret} from {app}");
+            Ok(ExitCode::SUCCESS)
+        }
+        AppCommand::RemoveSecret { secret } => {
+            client().call(&Request::RemoveSecret {
+                secret: secret.clone(),
+            })?;
+            println!("removed {secret}");
+            Ok(ExitCode::SUCCESS)
+        }
+        AppCommand::Actions { app } => {
+            let r = client().call(&Request::Actions { app })?;
+            println!("{:<24} {:<30} Description", "Action", "Parameters");
+            for (name, a) in r.as_object().into_iter().flatten() {
+                let required: Vec<&str> = a["required"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let params: Vec<String> = a["params"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(p, spec)| {
+                        let ty = spec["type"].as_str().unwrap_or("string");
+                        if required.contains(&p.as_str()) {
+                            format!("{p}:{ty}*")
+                        } else {
+                            format!("{p}:{ty}")
+                        }
+                    })
+                    .collect();
+                println!(
+                    "{:<24} {:<30} {}",
+                    name,
+                    params.join(" "),
+                    a["description"].as_str().unwrap_or("")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AppCommand::Run {
+            unit,
+            action,
+            params,
+            format,
+        } => {
+            let (app, n) = parse_unit(&unit)?;
+            let params = parse_settings(&params)?;
+            let r = client().call(&Request::RunAction {
+                app,
+                unit: n,
+                action,
+                params,
+            })?;
+            match format {
+                crate::cli::Format::Json => {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default())
+                }
+                crate::cli::Format::Yaml => {
+                    print!("{}", serde_saphyr::to_string(&r).unwrap_or_default())
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -164,6 +323,17 @@ fn pack(project: &Project) -> CliResult<twelve_pack::Release> {
         );
     }
     Ok(release)
+}
+
+/// `key=value` pairs and `key=path` files, as a secret's content.
+fn secret_content(pairs: &[String], files: &[String]) -> CliResult<IndexMap<String, String>> {
+    let mut content = parse_settings(pairs)?;
+    for (k, path) in parse_settings(files)? {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Diagnostic::error(format!("cannot read {path} for key {k}: {e}")))?;
+        content.insert(k, text);
+    }
+    Ok(content)
 }
 
 fn parse_settings(settings: &[String]) -> CliResult<IndexMap<String, String>> {
