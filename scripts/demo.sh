@@ -11,7 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export TWELVE_CACHE=${TWELVE_CACHE:-$HOME/.cache/twelve}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$TWELVE_CACHE/cargo-target}
 scripts/setup.sh >/dev/null
-cargo build --release --locked -q --bin twelve
+cargo build --release -q --bin twelve
 twelve="$CARGO_TARGET_DIR/release/twelve"
 "$twelve" deploy examples/flask
 url=$("$twelve" status flask-example --format json | sed -n 's/.*"url": "\([^"]*\)".*/\1/p' | head -1)

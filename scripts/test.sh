@@ -27,12 +27,12 @@ if [ "$quick" = 0 ]; then
   cargo fmt --all --check
 
   step "cargo clippy -D warnings"
-  cargo clippy --workspace --all-targets --locked -- -D warnings
+  cargo clippy --workspace --all-targets -- -D warnings
 fi
 
 step "cargo test"
 start=$(date +%s)
-cargo test --workspace --locked 2>&1 | tee "$TWELVE_CACHE/last-test.log"
+cargo test --workspace 2>&1 | tee "$TWELVE_CACHE/last-test.log"
 status=${PIPESTATUS[0]}
 passed=$(grep -Eo '^test result: [a-z]+\. [0-9]+ passed' "$TWELVE_CACHE/last-test.log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '; [0-9]+ failed' "$TWELVE_CACHE/last-test.log" | awk '{s+=$2} END {print s+0}')
