@@ -1,0 +1,337 @@
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rand::distr::{Alphanumeric, SampleString};
+
+use crate::{ProviderError, Result};
+
+/// A fresh alphanumeric password (32 characters: quoting is never a problem).
+pub(crate) fn password() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), 32)
+}
+
+/// App names: `^[a-z][a-z0-9_-]{0,47}$`.
+pub(crate) fn validate_app(app: &str) -> Result<()> {
+    let ok = !app.is_empty()
+        && app.len() <= 48
+        && app.as_bytes()[0].is_ascii_lowercase()
+        && app
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ProviderError::InvalidAppName {
+            app: app.to_string(),
+        })
+    }
+}
+
+/// The SQL name of an app: dashes become underscores (`web-app` → `web_app`).
+pub(crate) fn sql_name(app: &str) -> String {
+    app.replace('-', "_")
+}
+
+/// The URL with its password replaced by `***`.
+pub(crate) fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparsable URL>".to_string(),
+    }
+}
+
+/// `msg` with every occurrence of the secrets replaced by `***`.
+pub(crate) fn scrub(msg: impl std::fmt::Display, secrets: &[&str]) -> String {
+    let mut s = msg.to_string();
+    for secret in secrets {
+        if !secret.is_empty() {
+            s = s.replace(secret, "***");
+        }
+    }
+    s
+}
+
+pub(crate) fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Read `dir/admin.secret`, or create it (0600) with a fresh password.
+pub(crate) fn admin_secret(dir: &Path) -> Result<String> {
+    let path = dir.join("admin.secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ProviderError::io(&path, e)),
+    }
+    let pw = password();
+    write_private(&path, &pw)?;
+    Ok(pw)
+}
+
+/// Read `dir/admin.secret` if it exists.
+pub(crate) fn read_admin_secret(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join("admin.secret"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Write a file readable by its owner only, atomically.
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| ProviderError::io(&tmp, e))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| ProviderError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| ProviderError::io(path, e))
+}
+
+pub(crate) fn create_dir(dir: &Path, mode: u32) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| ProviderError::io(dir, e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| ProviderError::io(dir, e))
+}
+
+/// Whether 127.0.0.1:`port` can be bound right now.
+pub(crate) fn port_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// Whether a process with this pid exists.
+pub(crate) fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // A zombie (exited, not yet reaped) counts as dead.
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        if let Some(rest) = stat.rsplit_once(')') {
+            if rest.1.trim_start().starts_with('Z') {
+                return false;
+            }
+        }
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// The first line of a pid file, if that process is alive.
+pub(crate) fn pid_from_file(path: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+    pid_alive(pid).then_some(pid)
+}
+
+/// The last `n` non-empty lines of a log file, joined with ` | `.
+pub(crate) fn tail(path: &Path, n: usize) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+/// Send SIGTERM, wait up to `grace` for the process to go, then SIGKILL.
+pub(crate) async fn terminate(pid: u32, grace: Duration) {
+    use nix::sys::signal::{kill, Signal};
+    let p = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = kill(p, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if !pid_alive(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = kill(p, Signal::SIGKILL);
+    for _ in 0..50 {
+        if !pid_alive(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A command whose process starts a new session (so it survives the controller) and
+/// optionally runs as another user.
+pub(crate) fn detached(
+    program: &Path,
+    as_user: Option<&nix::unistd::User>,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.stdin(std::process::Stdio::null());
+    if let Some(u) = as_user {
+        cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
+        cmd.env("HOME", &u.dir).env("USER", &u.name);
+    }
+    // SAFETY: setsid is async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            let _ = nix::unistd::setsid();
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Append stdout+stderr of a command to a log file.
+pub(crate) fn log_to(cmd: &mut tokio::process::Command, log: &Path) -> Result<()> {
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(log)
+            .map_err(|e| ProviderError::io(log, e))
+    };
+    cmd.stdout(open()?).stderr(open()?);
+    Ok(())
+}
+
+/// Run a short setup command to completion; on failure say what it printed.
+pub(crate) async fn run_setup(
+    mut cmd: tokio::process::Command,
+    server: &str,
+    action: &str,
+) -> Result<()> {
+    cmd.stdin(std::process::Stdio::null());
+    let out = cmd.output().await.map_err(|e| ProviderError::Failed {
+        server: server.to_string(),
+        action: action.to_string(),
+        reason: e.to_string(),
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut text = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if text.is_empty() {
+        text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    }
+    let text: Vec<&str> = text.lines().rev().take(6).collect();
+    let text: Vec<&str> = text.into_iter().rev().collect();
+    Err(ProviderError::Failed {
+        server: server.to_string(),
+        action: action.to_string(),
+        reason: format!("{} ({})", text.join(" | "), out.status),
+    })
+}
+
+/// Poll `f` until it succeeds or `timeout` passes; returns the last error.
+pub(crate) async fn wait_for<F, Fut, T>(timeout: Duration, mut f: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// The account other programs run as when twelve is root.
+pub(crate) fn service_user(preferred: Option<&str>) -> Option<nix::unistd::User> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let names: Vec<&str> = match preferred {
+        Some(p) => vec![p],
+        None => vec!["postgres", "nobody"],
+    };
+    names
+        .into_iter()
+        .find_map(|n| nix::unistd::User::from_name(n).ok().flatten())
+}
+
+pub(crate) fn chown_tree(path: &Path, user: &nix::unistd::User) -> Result<()> {
+    nix::unistd::chown(path, Some(user.uid), Some(user.gid))
+        .map_err(|e| ProviderError::io(path, std::io::Error::from(e)))?;
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).map_err(|e| ProviderError::io(path, e))? {
+            let entry = entry.map_err(|e| ProviderError::io(path, e))?;
+            let p: PathBuf = entry.path();
+            if p.is_dir() && !p.is_symlink() {
+                chown_tree(&p, user)?;
+            } else {
+                nix::unistd::chown(&p, Some(user.uid), Some(user.gid))
+                    .map_err(|e| ProviderError::io(&p, std::io::Error::from(e)))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Host and port of a URL (host defaults to 127.0.0.1).
+pub(crate) fn host_port(u: &url::Url, default_port: u16) -> (String, u16) {
+    let host = match u.host() {
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        Some(h) => h.to_string(),
+        None => "127.0.0.1".to_string(),
+    };
+    (host, u.port().unwrap_or(default_port))
+}
+
+/// `host:port`, bracketing IPv6 addresses.
+pub(crate) fn endpoint(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_alphanumeric_and_long() {
+        let p = password();
+        assert!(p.len() >= 24);
+        assert!(p.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(p, password());
+    }
+
+    #[test]
+    fn app_names() {
+        assert!(validate_app("web-app").is_ok());
+        assert!(validate_app("a1").is_ok());
+        for bad in ["", "1a", "Web", "a;drop", "a b", "a'b", &"a".repeat(49)] {
+            assert!(validate_app(bad).is_err(), "{bad}");
+        }
+        assert_eq!(sql_name("web-app-2"), "web_app_2");
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(
+            redact_url("postgresql://postgres:hunter2@127.0.0.1:5432/postgres"),
+            "postgresql://postgres:***@127.0.0.1:5432/postgres"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(scrub("bad pw hunter2!", &["hunter2"]), "bad pw ***!");
+    }
+}
