@@ -1,0 +1,155 @@
+//! `twelve ingress ...`: run the proxy, or ask a running one through its admin socket.
+
+use std::io::Read;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::admin::client;
+use crate::routes::RouteTable;
+use crate::server::{IngressConfig, IngressHandle, DEFAULT_PORT, SOCKET_FILE};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct IngressArgs {
+    #[command(subcommand)]
+    pub command: IngressCommand,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum IngressCommand {
+    /// Run the ingress in the foreground (the controller starts it and keeps it running)
+    Run(RunArgs),
+    /// Print the route table of a running ingress (JSON)
+    Routes(DirArg),
+    /// Replace the route table of a running ingress with a JSON file ('-' reads stdin)
+    SetRoutes {
+        #[command(flatten)]
+        dir: DirArg,
+        file: PathBuf,
+    },
+    /// Print the requests in flight to each backend (JSON)
+    Inflight(DirArg),
+    /// Print the request metrics (Prometheus text format)
+    Metrics(DirArg),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DirArg {
+    /// The ingress state directory (routes.json, ingress.sock, ingress.pid)
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The public port: http://<app>.localhost:PORT/ and http://localhost:PORT/<app>/
+    #[arg(long, default_value_t = DEFAULT_PORT, env = "TWELVE_INGRESS_PORT")]
+    pub port: u16,
+    /// The address to listen on
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub bind: IpAddr,
+    /// The state directory: routes.json (last routes, loaded at start), ingress.sock (admin
+    /// API), ingress.pid
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Tokio worker threads
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Seconds a stopping ingress (SIGTERM) waits for requests in flight
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub drain_timeout: u64,
+}
+
+pub fn cli_main(args: IngressArgs) -> ExitCode {
+    let workers = match &args.command {
+        IngressCommand::Run(run) => run.workers.max(1),
+        _ => 1,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_command(args.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn socket(dir: &Path) -> PathBuf {
+    dir.join(SOCKET_FILE)
+}
+
+async fn run_command(command: IngressCommand) -> Result<(), BoxError> {
+    match command {
+        IngressCommand::Run(args) => run(args).await,
+        IngressCommand::Routes(d) => {
+            let table = client::get_routes(&socket(&d.dir)).await?;
+            println!("{}", serde_json::to_string_pretty(&table)?);
+            Ok(())
+        }
+        IngressCommand::SetRoutes { dir, file } => {
+            let mut bytes = Vec::new();
+            if file.as_os_str() == "-" {
+                std::io::stdin().read_to_end(&mut bytes)?;
+            } else {
+                bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            }
+            let table = RouteTable::from_json(&bytes)?;
+            client::put_routes(&socket(&dir.dir), &table).await?;
+            Ok(())
+        }
+        IngressCommand::Inflight(d) => {
+            let list = client::get_inflight(&socket(&d.dir)).await?;
+            println!("{}", serde_json::to_string_pretty(&list)?);
+            Ok(())
+        }
+        IngressCommand::Metrics(d) => {
+            print!("{}", client::get_metrics(&socket(&d.dir)).await?);
+            Ok(())
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), BoxError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    // The controller may go away; the ingress stays.
+    let mut hup = signal(SignalKind::hangup())?;
+
+    let config = IngressConfig {
+        bind: args.bind,
+        port: args.port,
+        dir: args.dir,
+        drain_timeout: Duration::from_secs(args.drain_timeout),
+    };
+    let handle = IngressHandle::start(config).await?;
+    eprintln!(
+        "twelve ingress: serving http://{} (admin API on {})",
+        handle.addr(),
+        handle.admin_socket().display()
+    );
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => continue,
+        }
+    }
+    eprintln!("twelve ingress: stopping, draining requests in flight");
+    handle.shutdown().await;
+    Ok(())
+}

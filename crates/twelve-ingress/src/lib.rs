@@ -1,0 +1,31 @@
+//! twelve's ingress: one long-lived reverse proxy in front of every app's units.
+//!
+//! `http://<app>.localhost:<port>/` (routing by the first host label) and
+//! `http://localhost:<port>/<app>/` (routing by path prefix, stripped) go to the app's
+//! ready units, round-robin or least-connections. The controller drives it through the admin
+//! socket ([`admin`]): it puts a whole [`routes::RouteTable`] at each change and waits on
+//! `GET /inflight` before stopping a draining unit. See `docs/ingress.md`.
+//!
+//! Architecture invariant: nothing on the request path takes a lock or does I/O besides the
+//! two sockets of the request; the table is read through arc-swap, figures are atomics.
+
+pub mod admin;
+mod body;
+mod cli;
+mod metrics;
+mod proxy;
+pub mod routes;
+mod server;
+mod table;
+
+pub use admin::client;
+pub use admin::InflightReport;
+pub use body::ResBody;
+pub use cli::{cli_main, DirArg, IngressArgs, IngressCommand, RunArgs};
+pub use proxy::new_traceparent;
+pub use routes::{AppRoute, Backend, BackendState, Policy, RouteTable, RoutesError, Timeouts};
+pub use server::{
+    IngressConfig, IngressError, IngressHandle, DEFAULT_DRAIN_TIMEOUT, DEFAULT_PORT, PID_FILE,
+    ROUTES_FILE, SOCKET_FILE,
+};
+pub use table::{BackendInflight, MAX_REQUEST_HEAD, POOL_IDLE_TIMEOUT};

@@ -1,0 +1,242 @@
+//! The route table: what the controller sends (`PUT /routes`) and what the ingress keeps in
+//! `routes.json` so that a restarted ingress serves the last routes at once.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole routing state. Every `PUT /routes` replaces it in one piece.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTable {
+    /// Apps by name. The name is both the host label (`<app>.localhost`) and the path
+    /// prefix (`/<app>/`).
+    #[serde(default)]
+    pub apps: BTreeMap<String, AppRoute>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppRoute {
+    /// The app's status as the controller sees it (`active`, `blocked`, `waiting`, ...),
+    /// shown on the 503 page when no backend is ready.
+    #[serde(default = "default_status")]
+    pub status: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default)]
+    pub backends: Vec<Backend>,
+}
+
+fn default_status() -> String {
+    "active".to_string()
+}
+
+impl Default for AppRoute {
+    fn default() -> Self {
+        AppRoute {
+            status: default_status(),
+            message: String::new(),
+            policy: Policy::default(),
+            backends: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    #[default]
+    RoundRobin,
+    LeastConnections,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backend {
+    /// The unit name, `web/0`; a metrics label.
+    pub unit: String,
+    /// Where the unit listens: an IP address and port (no host names).
+    pub addr: SocketAddr,
+    #[serde(default)]
+    pub state: BackendState,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendState {
+    /// Gets new requests.
+    #[default]
+    Ready,
+    /// Gets no new request; finishes the ones it has (see `GET /inflight`).
+    Draining,
+}
+
+/// All in milliseconds; each must be above zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Timeouts {
+    /// Connecting to a backend.
+    pub connect_ms: u64,
+    /// From sending the request to a backend to its response headers (then 504).
+    pub request_ms: u64,
+    /// A client connection with no request in flight and no traffic is closed.
+    pub idle_ms: u64,
+    /// A client must send a whole request head within this time (slowloris), and an
+    /// HTTP/1 keep-alive connection waiting for its next request is closed after it.
+    pub header_read_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect_ms: 2000,
+            request_ms: 60_000,
+            idle_ms: 60_000,
+            header_read_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoutesError {
+    #[error("invalid app name {0:?}: use lowercase letters, digits and '-'")]
+    AppName(String),
+    #[error("timeout {0} must be above zero")]
+    Timeout(&'static str),
+    #[error("app {app}: unit {unit} is listed twice")]
+    DuplicateUnit { app: String, unit: String },
+    #[error("invalid route table: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RouteTable {
+    /// Parses and validates a route table.
+    pub fn from_json(bytes: &[u8]) -> Result<RouteTable, RoutesError> {
+        let table: RouteTable = serde_json::from_slice(bytes)?;
+        table.validate()?;
+        Ok(table)
+    }
+
+    pub fn validate(&self) -> Result<(), RoutesError> {
+        for (name, app) in &self.apps {
+            let valid = !name.is_empty()
+                && name.len() <= 63
+                && !name.starts_with('-')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !valid {
+                return Err(RoutesError::AppName(name.clone()));
+            }
+            for (i, b) in app.backends.iter().enumerate() {
+                if app.backends[..i].iter().any(|o| o.unit == b.unit) {
+                    return Err(RoutesError::DuplicateUnit {
+                        app: name.clone(),
+                        unit: b.unit.clone(),
+                    });
+                }
+            }
+        }
+        let t = &self.timeouts;
+        for (value, name) in [
+            (t.connect_ms, "connect_ms"),
+            (t.request_ms, "request_ms"),
+            (t.idle_ms, "idle_ms"),
+            (t.header_read_ms, "header_read_ms"),
+        ] {
+            if value == 0 {
+                return Err(RoutesError::Timeout(name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `path`; `Ok(None)` when it does not exist.
+    pub fn load(path: &Path) -> Result<Option<RouteTable>, RoutesError> {
+        match std::fs::read(path) {
+            Ok(bytes) => RouteTable::from_json(&bytes).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(RoutesError::Io {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Writes `path` so that a crash leaves either the old or the new table: a temporary
+    /// file, fsync, rename, fsync of the directory.
+    pub fn persist(&self, path: &Path) -> Result<(), RoutesError> {
+        let io = |source| RoutesError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let tmp = path.with_extension("json.tmp");
+        let mut bytes = serde_json::to_vec_pretty(self)?;
+        bytes.push(b'\n');
+        let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        file.write_all(&bytes).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(io)?;
+        if let Some(dir) = path.parent() {
+            // The rename is durable only once the directory is.
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let table = RouteTable::from_json(
+            br#"{"apps": {"web": {"status": "active", "message": "", "policy": "least-connections",
+               "backends": [{"unit": "web/0", "addr": "127.0.0.1:34567", "state": "draining"}]}},
+               "timeouts": {"connect_ms": 2000, "request_ms": 60000, "idle_ms": 60000, "header_read_ms": 10000}}"#,
+        )
+        .unwrap();
+        let web = &table.apps["web"];
+        assert_eq!(web.policy, Policy::LeastConnections);
+        assert_eq!(web.backends[0].state, BackendState::Draining);
+        assert_eq!(table.timeouts, Timeouts::default());
+    }
+
+    #[test]
+    fn everything_but_backends_has_a_default() {
+        let table = RouteTable::from_json(
+            br#"{"apps": {"web": {"backends": [{"unit": "web/0", "addr": "127.0.0.1:1"}]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(table.apps["web"].status, "active");
+        assert_eq!(table.apps["web"].backends[0].state, BackendState::Ready);
+    }
+
+    #[test]
+    fn rejects_bad_names_duplicates_and_zero_timeouts() {
+        for bad in [
+            r#"{"apps": {"Web": {}}}"#,
+            r#"{"apps": {"a.b": {}}}"#,
+            r#"{"apps": {"w": {"backends": [{"unit": "w/0", "addr": "127.0.0.1:1"}, {"unit": "w/0", "addr": "127.0.0.1:2"}]}}}"#,
+            r#"{"timeouts": {"request_ms": 0}}"#,
+            r#"{"apps": {"w": {"backends": [{"unit": "w/0", "addr": "localhost:1"}]}}}"#,
+        ] {
+            assert!(RouteTable::from_json(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+}

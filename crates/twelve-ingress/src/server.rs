@@ -1,0 +1,283 @@
+//! The ingress process: the public listener, the admin socket, the route table they share,
+//! and graceful shutdown.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::header::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::ConnState;
+use crate::routes::{RouteTable, RoutesError};
+use crate::table::{BackendInflight, Registry, Snapshot};
+
+/// The public port when none is given.
+pub const DEFAULT_PORT: u16 = 8080;
+/// How long a stopping ingress waits for requests in flight.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub const ROUTES_FILE: &str = "routes.json";
+pub const SOCKET_FILE: &str = "ingress.sock";
+pub const PID_FILE: &str = "ingress.pid";
+
+#[derive(Debug, Clone)]
+pub struct IngressConfig {
+    pub bind: IpAddr,
+    /// 0 picks a free port (tests); see [`IngressHandle::addr`].
+    pub port: u16,
+    /// State directory: `routes.json`, `ingress.sock`, `ingress.pid`.
+    pub dir: PathBuf,
+    pub drain_timeout: Duration,
+}
+
+impl IngressConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> IngressConfig {
+        IngressConfig {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: DEFAULT_PORT,
+            dir: dir.into(),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Routes(#[from] RoutesError),
+}
+
+pub(crate) struct Shared {
+    pub table: ArcSwap<Snapshot>,
+    registry: Mutex<Registry>,
+    routes_path: PathBuf,
+}
+
+impl Shared {
+    /// Validates, persists, then swaps in `table`; requests already routed keep the old one.
+    pub(crate) fn set_routes(&self, table: RouteTable) -> Result<(), RoutesError> {
+        table.validate()?;
+        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        table.persist(&self.routes_path)?;
+        let old = self.table.load();
+        let snapshot = registry.build(table, Some(&old));
+        self.table.store(Arc::new(snapshot));
+        Ok(())
+    }
+
+    pub(crate) fn routes(&self) -> RouteTable {
+        self.table.load().routes.clone()
+    }
+
+    pub(crate) fn inflight(&self) -> Vec<BackendInflight> {
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .inflight()
+    }
+
+    pub(crate) fn metrics(&self) -> String {
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .render_metrics()
+    }
+}
+
+/// A running ingress (in this process).
+pub struct IngressHandle {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    socket: PathBuf,
+    pid_file: PathBuf,
+    cancel: CancellationToken,
+    proxy_task: JoinHandle<()>,
+    admin_task: JoinHandle<()>,
+    drain_timeout: Duration,
+}
+
+impl IngressHandle {
+    /// Binds the public port and the admin socket, loads `routes.json` if there is one and
+    /// serves at once. Must run inside a tokio runtime.
+    pub async fn start(config: IngressConfig) -> Result<IngressHandle, IngressError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| IngressError::Io { path, source }
+        };
+        std::fs::create_dir_all(&config.dir).map_err(io(&config.dir))?;
+        let routes_path = config.dir.join(ROUTES_FILE);
+        let table = RouteTable::load(&routes_path)?.unwrap_or_default();
+
+        let mut registry = Registry::default();
+        let snapshot = registry.build(table, None);
+        let shared = Arc::new(Shared {
+            table: ArcSwap::from_pointee(snapshot),
+            registry: Mutex::new(registry),
+            routes_path,
+        });
+
+        let addr = SocketAddr::new(config.bind, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| IngressError::Listen {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| IngressError::Listen {
+                addr: addr.to_string(),
+                source,
+            })?;
+
+        let socket = config.dir.join(SOCKET_FILE);
+        let admin = crate::admin::bind(&socket).map_err(io(&socket))?;
+        let pid_file = config.dir.join(PID_FILE);
+        std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(io(&pid_file))?;
+
+        let cancel = CancellationToken::new();
+        let proxy_task = tokio::spawn(accept_loop(
+            listener,
+            shared.clone(),
+            cancel.clone(),
+            config.drain_timeout,
+        ));
+        let admin_task = tokio::spawn(crate::admin::serve(admin, shared.clone(), cancel.clone()));
+        Ok(IngressHandle {
+            shared,
+            addr,
+            socket,
+            pid_file,
+            cancel,
+            proxy_task,
+            admin_task,
+            drain_timeout: config.drain_timeout,
+        })
+    }
+
+    /// The public address (with the port picked when the config said 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn admin_socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The same as `PUT /routes` on the admin socket.
+    pub fn set_routes(&self, table: RouteTable) -> Result<(), RoutesError> {
+        self.shared.set_routes(table)
+    }
+
+    pub fn routes(&self) -> RouteTable {
+        self.shared.routes()
+    }
+
+    pub fn inflight(&self) -> Vec<BackendInflight> {
+        self.shared.inflight()
+    }
+
+    pub fn metrics(&self) -> String {
+        self.shared.metrics()
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to the drain timeout), removes
+    /// the socket and pid file.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        let _ = self.proxy_task.await;
+        let _ = tokio::time::timeout(self.drain_timeout, self.admin_task).await;
+        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    drain_timeout: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => {
+                    // Out of file descriptors, most likely: let others finish first.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            peer,
+            shared.clone(),
+            graceful.watcher(),
+        ));
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(drain_timeout, graceful.shutdown()).await;
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    watcher: Watcher,
+) {
+    let _ = stream.set_nodelay(true);
+    let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let conn = Arc::new(ConnState::new(peer_ip));
+    let snap = shared.table.load_full();
+    let (server, idle) = (snap.server.clone(), snap.idle_timeout);
+    drop(snap);
+
+    let service = {
+        let conn = conn.clone();
+        service_fn(move |req| crate::proxy::handle(shared.clone(), conn.clone(), req))
+    };
+    let connection =
+        watcher.watch(server.serve_connection_with_upgrades(TokioIo::new(stream), service));
+    tokio::select! {
+        _ = connection => {}
+        _ = idle_watch(&conn, idle) => {}
+    }
+}
+
+/// Returns once the connection has had no request in flight for `idle`.
+async fn idle_watch(conn: &ConnState, idle: Duration) {
+    let idle_ms = idle.as_millis() as u64;
+    let mut wait = idle;
+    loop {
+        tokio::time::sleep(wait).await;
+        match conn.idle_for_ms() {
+            Some(ms) if ms >= idle_ms => return,
+            Some(ms) => wait = Duration::from_millis(idle_ms - ms),
+            None => wait = idle,
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The live routing table: a [`Snapshot`] built from a [`RouteTable`] and swapped in whole
+//! (arc-swap), plus the [`Registry`] that keeps counters and in-flight gauges alive across
+//! swaps so that a draining backend's requests are still counted after it left the table.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::header::HeaderValue;
+use hyper::http::uri::Authority;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+
+use crate::body::ReqBody;
+use crate::metrics::{AppHistogram, Inflight, UnitCounters};
+use crate::routes::{BackendState, Policy, RouteTable};
+
+/// Request heads larger than this are answered 431.
+pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
+/// Idle pooled upstream connections are dropped after this: below gunicorn's 2 s
+/// keep-alive, so the ingress never reuses a connection the backend is closing.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+pub(crate) type UpstreamClient = Client<HttpConnector, ReqBody>;
+pub(crate) type ServerBuilder = auto::Builder<TokioExecutor>;
+
+/// One unit's listening address. The same `Arc` lives on across table swaps as long as
+/// the (app, unit, addr) triple stays, so its in-flight gauge is exact.
+pub(crate) struct BackendRt {
+    pub app: String,
+    pub unit: String,
+    pub addr: SocketAddr,
+    pub authority: Authority,
+    pub inflight: Inflight,
+    pub counters: Arc<UnitCounters>,
+}
+
+pub(crate) struct AppPool {
+    pub name: String,
+    /// `/<app>`, the `X-Forwarded-Prefix` of path-routed requests.
+    pub prefix: HeaderValue,
+    pub policy: Policy,
+    pub ready: Vec<Arc<BackendRt>>,
+    next: AtomicUsize,
+    pub histogram: Arc<AppHistogram>,
+    /// Counts the answers given without a backend (503).
+    pub no_unit: Arc<UnitCounters>,
+    /// The 503 page.
+    pub unavailable: Bytes,
+}
+
+impl AppPool {
+    /// The backend for the next request, never `exclude` (the one that just refused).
+    pub(crate) fn pick(&self, exclude: Option<SocketAddr>) -> Option<&Arc<BackendRt>> {
+        let n = self.ready.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let candidates = (0..n)
+            .map(|i| &self.ready[(start + i) % n])
+            .filter(|b| Some(b.addr) != exclude);
+        match self.policy {
+            Policy::RoundRobin => candidates.into_iter().next(),
+            // Ties go to the round-robin order, so idle backends share the load.
+            Policy::LeastConnections => candidates.min_by_key(|b| b.inflight.get()),
+        }
+    }
+}
+
+pub(crate) struct Snapshot {
+    pub apps: HashMap<String, Arc<AppPool>>,
+    pub routes: RouteTable,
+    pub client: UpstreamClient,
+    pub server: Arc<ServerBuilder>,
+    pub request_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Default)]
+pub(crate) struct Registry {
+    backends: HashMap<(String, String, SocketAddr), Arc<BackendRt>>,
+    counters: BTreeMap<(String, String), Arc<UnitCounters>>,
+    histograms: BTreeMap<String, Arc<AppHistogram>>,
+}
+
+/// What `GET /inflight` reports for one backend.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BackendInflight {
+    pub app: String,
+    pub unit: String,
+    pub addr: SocketAddr,
+    pub inflight: i64,
+}
+
+impl Registry {
+    fn counters(&mut self, app: &str, unit: &str) -> Arc<UnitCounters> {
+        self.counters
+            .entry((app.to_string(), unit.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// Builds the snapshot for `table`, reusing the old snapshot's client (and its pool)
+    /// and server settings when the timeouts they carry did not change.
+    pub(crate) fn build(&mut self, table: RouteTable, old: Option<&Snapshot>) -> Snapshot {
+        let t = table.timeouts;
+        let client = match old {
+            Some(old) if old.routes.timeouts.connect_ms == t.connect_ms => old.client.clone(),
+            _ => upstream_client(Duration::from_millis(t.connect_ms)),
+        };
+        let server = match old {
+            Some(old) if old.routes.timeouts.header_read_ms == t.header_read_ms => {
+                old.server.clone()
+            }
+            _ => Arc::new(server_builder(Duration::from_millis(t.header_read_ms))),
+        };
+
+        let mut backends = HashMap::new();
+        let mut apps = HashMap::new();
+        for (name, route) in &table.apps {
+            let mut ready = Vec::new();
+            for b in &route.backends {
+                let key = (name.clone(), b.unit.clone(), b.addr);
+                let rt = match self.backends.get(&key) {
+                    Some(rt) => rt.clone(),
+                    None => Arc::new(BackendRt {
+                        app: name.clone(),
+                        unit: b.unit.clone(),
+                        addr: b.addr,
+                        authority: Authority::try_from(b.addr.to_string().as_str())
+                            .expect("a socket address is an authority"),
+                        inflight: Inflight::default(),
+                        counters: self.counters(name, &b.unit),
+                    }),
+                };
+                if b.state == BackendState::Ready {
+                    ready.push(rt.clone());
+                }
+                backends.insert(key, rt);
+            }
+            let headline = if route.message.is_empty() {
+                format!("{name} is {}", route.status)
+            } else {
+                format!("{name} is {}: {}", route.status, route.message)
+            };
+            let page = format!(
+                "503 Service Unavailable\n\n{headline}\nNo unit of {name} is ready to serve requests.\n"
+            );
+            let pool = AppPool {
+                name: name.clone(),
+                prefix: HeaderValue::try_from(format!("/{name}"))
+                    .expect("app names are header-safe"),
+                policy: route.policy,
+                ready,
+                next: AtomicUsize::new(0),
+                histogram: self.histograms.entry(name.clone()).or_default().clone(),
+                no_unit: self.counters(name, ""),
+                unavailable: Bytes::from(page),
+            };
+            apps.insert(name.clone(), Arc::new(pool));
+        }
+        // Backends that left the table stay listed while they still have requests.
+        for (key, rt) in self.backends.drain() {
+            if !backends.contains_key(&key) && rt.inflight.get() > 0 {
+                backends.insert(key, rt);
+            }
+        }
+        self.backends = backends;
+
+        Snapshot {
+            apps,
+            request_timeout: Duration::from_millis(t.request_ms),
+            idle_timeout: Duration::from_millis(t.idle_ms),
+            routes: table,
+            client,
+            server,
+        }
+    }
+
+    pub(crate) fn inflight(&self) -> Vec<BackendInflight> {
+        let mut list: Vec<BackendInflight> = self
+            .backends
+            .values()
+            .map(|b| BackendInflight {
+                app: b.app.clone(),
+                unit: b.unit.clone(),
+                addr: b.addr,
+                inflight: b.inflight.get(),
+            })
+            .collect();
+        list.sort_by(|a, b| (&a.app, &a.unit, a.addr).cmp(&(&b.app, &b.unit, b.addr)));
+        list
+    }
+
+    pub(crate) fn render_metrics(&self) -> String {
+        let units: Vec<_> = self
+            .counters
+            .iter()
+            .map(|((app, unit), c)| (app.as_str(), unit.as_str(), &**c))
+            .collect();
+        let histograms: Vec<_> = self
+            .histograms
+            .iter()
+            .map(|(app, h)| (app.as_str(), &**h))
+            .collect();
+        let mut inflight: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for b in self.backends.values() {
+            *inflight.entry((&b.app, &b.unit)).or_default() += b.inflight.get();
+        }
+        let inflight: Vec<_> = inflight.into_iter().map(|((a, u), n)| (a, u, n)).collect();
+        crate::metrics::render(&units, &histograms, &inflight)
+    }
+}
+
+fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .build(http)
+}
+
+fn server_builder(header_read_timeout: Duration) -> ServerBuilder {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_REQUEST_HEAD as u32);
+    builder
+}
