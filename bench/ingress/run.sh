@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Ingress benchmark: the same wrk load against two upstreams, each reached
+#   direct            wrk -> upstream
+#   twelve ingress    wrk -> twelve ingress -> upstream
+#   nginx             wrk -> nginx (upstream + proxy_pass + keepalive) -> upstream
+# Upstreams: a minimal gunicorn Flask app (2 sync workers) and a tiny static one
+# (nginx, `return 200 "ok"`). Prints a table with ratios to direct.
+#
+#   bench/ingress/run.sh                 (needs wrk, nginx: scripts/setup.sh)
+#   DURATION=10s CONNS=32 THREADS=2 bench/ingress/run.sh
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-32}
+THREADS=${THREADS:-2}
+WARMUP=${WARMUP:-2s}
+VENV=${VENV:-/tmp/twelve-bench-venv}
+NGINX=${NGINX:-/usr/sbin/nginx}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
+
+command -v wrk >/dev/null || { echo "run.sh: wrk missing (scripts/setup.sh)" >&2; exit 1; }
+[ -x "$NGINX" ] || { echo "run.sh: nginx missing (scripts/setup.sh)" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/twelve-ingress-bench.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "run.sh: nothing listens on port $1" >&2; exit 1
+}
+
+echo "building twelve ingress (release)..." >&2
+(cd "$root" && cargo build -q --release -p twelve-ingress --example ingress)
+ingress_bin=$CARGO_TARGET_DIR/release/examples/ingress
+
+if [ ! -x "$VENV/bin/gunicorn" ]; then
+  echo "creating $VENV with flask and gunicorn..." >&2
+  /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q flask gunicorn
+fi
+
+flask_port=$(free_port); static_port=$(free_port); ingress_port=$(free_port); nginx_port=$(free_port)
+
+# Upstream 1: gunicorn Flask, 2 sync workers.
+cat >"$work/app.py" <<'EOF'
+from flask import Flask
+app = Flask(__name__)
+
+@app.route("/")
+def index():
+    return "ok"
+EOF
+(cd "$work" && exec "$VENV/bin/gunicorn" -w 2 -b "127.0.0.1:$flask_port" --log-level warning app:app) &
+pids+=($!)
+
+# Upstream 2: a static answer from nginx, one worker.
+mkdir -p "$work/static/logs"
+cat >"$work/static/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+error_log stderr error;
+pid $work/static/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 100000;
+  server {
+    listen 127.0.0.1:$static_port;
+    location / { default_type text/plain; return 200 "ok"; }
+  }
+}
+EOF
+"$NGINX" -p "$work/static" -c "$work/static/nginx.conf" &
+pids+=($!)
+
+# Proxy 1: twelve ingress.
+cat >"$work/routes.json" <<EOF
+{"apps": {
+  "flask": {"backends": [{"unit": "flask/0", "addr": "127.0.0.1:$flask_port"}]},
+  "static": {"backends": [{"unit": "static/0", "addr": "127.0.0.1:$static_port"}]}
+}}
+EOF
+mkdir -p "$work/ingress"
+cp "$work/routes.json" "$work/ingress/routes.json"
+"$ingress_bin" run --port "$ingress_port" --dir "$work/ingress" 2>"$work/ingress.log" &
+pids+=($!)
+
+# Proxy 2: nginx configured the equivalent way (host routing, forwarded headers, pooled
+# HTTP/1.1 upstream connections, no access log, 2 workers like the ingress' 2 threads).
+mkdir -p "$work/proxy/logs"
+cat >"$work/proxy/nginx.conf" <<EOF
+worker_processes 2;
+daemon off;
+error_log stderr error;
+pid $work/proxy/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 100000;
+  upstream flask { server 127.0.0.1:$flask_port; keepalive 32; }
+  upstream static { server 127.0.0.1:$static_port; keepalive 32; }
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_set_header Host \$host;
+  proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+  proxy_set_header X-Forwarded-Proto \$scheme;
+  proxy_set_header X-Forwarded-Host \$host;
+  proxy_buffering off;
+  server { listen 127.0.0.1:$nginx_port; server_name flask.localhost; location / { proxy_pass http://flask; } }
+  server { listen 127.0.0.1:$nginx_port; server_name static.localhost; location / { proxy_pass http://static; } }
+}
+EOF
+"$NGINX" -p "$work/proxy" -c "$work/proxy/nginx.conf" &
+pids+=($!)
+
+for p in $flask_port $static_port $ingress_port $nginx_port; do wait_port "$p"; done
+
+# "1.23ms" / "812.00us" / "1.02s" -> milliseconds
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    n = v + 0
+    if (v ~ /us$/) n = n / 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n = n * 1000
+    printf "%.3f", n }'
+}
+
+# run NAME PORT HOST -> "rps p50 p99"
+run() {
+  local port=$2 host=$3 out
+  wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -H "Host: $host" "http://127.0.0.1:$port/" >/dev/null
+  out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Host: $host" "http://127.0.0.1:$port/")
+  if echo "$out" | grep -q "Non-2xx"; then
+    echo "run.sh: $1 answered errors:" >&2; echo "$out" >&2; exit 1
+  fi
+  local rps p50 p99
+  rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
+  p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
+  p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
+  echo "$rps $p50 $p99"
+}
+
+printf "\nwrk -t%s -c%s -d%s --latency, %s cores, %s\n\n" "$THREADS" "$CONNS" "$DURATION" "$(nproc)" "$(date -u +%Y-%m-%d)"
+printf "| upstream | path           | req/s    | p50 ms | p99 ms | req/s vs direct | p99 vs direct |\n"
+printf "|----------|----------------|----------|--------|--------|-----------------|---------------|\n"
+for upstream in flask static; do
+  upstream_port=$flask_port
+  [ "$upstream" = static ] && upstream_port=$static_port
+  read -r d_rps d_p50 d_p99 < <(run "$upstream direct" "$upstream_port" "$upstream.localhost")
+  read -r t_rps t_p50 t_p99 < <(run "$upstream via twelve" "$ingress_port" "$upstream.localhost")
+  read -r n_rps n_p50 n_p99 < <(run "$upstream via nginx" "$nginx_port" "$upstream.localhost")
+  for row in "direct $d_rps $d_p50 $d_p99" "twelve-ingress $t_rps $t_p50 $t_p99" "nginx $n_rps $n_p50 $n_p99"; do
+    read -r name rps p50 p99 <<<"$row"
+    awk -v u="$upstream" -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" -v dr="$d_rps" -v db="$d_p99" \
+      'BEGIN { printf "| %-8s | %-14s | %8.0f | %6.2f | %6.2f | %14.2fx | %12.2fx |\n", u, n, r, a, b, r / dr, b / db }'
+  done
+done
