@@ -50,6 +50,8 @@ pub enum Request {
     },
     Remove {
         app: String,
+        #[serde(default)]
+        destroy_data: bool,
     },
     Releases {
         app: String,
@@ -103,6 +105,34 @@ pub enum Request {
         action: String,
         #[serde(default)]
         params: IndexMap<String, String>,
+    },
+    /// Start a managed backing service, or adopt an external one.
+    DeployService {
+        kind: String,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        external: Option<String>,
+        #[serde(default)]
+        management: Option<String>,
+    },
+    /// Integrate an app with a backing service, or give an endpoint's data by hand.
+    Integrate {
+        app: String,
+        target: String,
+        #[serde(default)]
+        data: IndexMap<String, String>,
+    },
+    RemoveRelation {
+        app: String,
+        target: String,
+        #[serde(default)]
+        destroy_data: bool,
+    },
+    RemoveService {
+        name: String,
+        #[serde(default)]
+        destroy_data: bool,
     },
     Shutdown,
 }
@@ -166,7 +196,7 @@ pub struct AppStatus {
     pub release: Option<u32>,
     pub scheduler_unit: Option<u32>,
     pub units: Vec<UnitStatus>,
-    pub integrations: Vec<serde_json::Value>,
+    pub integrations: Vec<IntegrationStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<MigrationStatus>,
     /// The generation of desired state this status reflects (see `Deploy`'s answer).
@@ -191,4 +221,28 @@ pub struct MigrationStatus {
     pub attempts: u32,
     #[serde(default)]
     pub output_tail: String,
+}
+
+/// One integration of an app, in `status`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct IntegrationStatus {
+    pub endpoint: String,
+    pub interface: String,
+    /// The backing service, or `external` for data given by hand.
+    pub provider: String,
+    pub status: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// A backing service, in `status`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub kind: String,
+    pub mode: String,
+    pub address: String,
+    pub status: String,
+    pub message: String,
+    pub integrated_with: Vec<String>,
 }

@@ -30,6 +30,8 @@ pub struct Controller {
     exe: PathBuf,
     pub(crate) run_as: RunAs,
     pub(crate) vault: crate::vault::Vault,
+    pub(crate) providers: twelve_providers::Providers,
+    pub(crate) service_status: Mutex<HashMap<String, ServiceStatus>>,
     pub(crate) wake: Notify,
     shutdown: Notify,
     projects: Mutex<HashMap<String, (String, Arc<Project>)>>,
@@ -81,6 +83,8 @@ impl Controller {
             store,
             run_as,
             vault,
+            providers: twelve_providers::Providers::new(),
+            service_status: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             shutdown: Notify::new(),
             projects: Mutex::new(HashMap::new()),
@@ -173,7 +177,15 @@ impl Controller {
             Request::SetConfig { app, set, reset } => self.set_config(&app, set, reset),
             Request::Scale { app, units } => self.scale(&app, units),
             Request::RemoveUnit { app, unit } => self.remove_unit(&app, unit),
-            Request::Remove { app } => self.remove(&app).await,
+            Request::Remove { app, destroy_data } => {
+                let is_service = self.store.app(&app).map_err(store_err)?.is_none()
+                    && self.service_record(&app)?.is_some();
+                if is_service {
+                    self.remove_service(&app, destroy_data).await
+                } else {
+                    self.remove(&app).await
+                }
+            }
             Request::Releases { app } => self.releases(&app),
             Request::Exec {
                 app,
@@ -208,6 +220,21 @@ impl Controller {
                 action,
                 params,
             } => self.run_action(&app, unit, &action, params).await,
+            Request::DeployService {
+                kind,
+                name,
+                external,
+                management,
+            } => self.deploy_service(&kind, name, external, management).await,
+            Request::Integrate { app, target, data } => self.integrate(&app, &target, data).await,
+            Request::RemoveRelation {
+                app,
+                target,
+                destroy_data,
+            } => self.remove_relation(&app, &target, destroy_data).await,
+            Request::RemoveService { name, destroy_data } => {
+                self.remove_service(&name, destroy_data).await
+            }
             Request::Shutdown => {
                 self.shutdown.notify_one();
                 Ok(json!({"stopping": true}))
@@ -449,6 +476,7 @@ impl Controller {
                     secret_key: self.vault.seal(&generate_secret_key()),
                     migration: Default::default(),
                     generation: 1,
+                    relations: IndexMap::new(),
                 };
                 self.store.put_app(&record).map_err(store_err)?;
                 self.statuses
@@ -664,7 +692,7 @@ impl Controller {
                 })
             })
             .collect();
-        Ok(json!({"apps": list, "backing-services": []}))
+        Ok(json!({"apps": list, "backing-services": self.service_statuses()}))
     }
 
     // ---- reconciling -------------------------------------------------------------
@@ -675,6 +703,7 @@ impl Controller {
                 let _guard = self.reconcile_lock.lock().await;
                 let apps = self.store.apps().unwrap_or_default();
                 self.remove_stray_units(&apps).await;
+                self.reconcile_services().await;
                 for app in &apps {
                     let status = self.reconcile_app(app).await;
                     self.statuses
@@ -698,6 +727,7 @@ impl Controller {
         state.config = app.config.clone();
         state.secret_key = self.app_secret_key(app);
         state.secrets = self.secret_views(app);
+        state.integrations = self.relation_data(app);
         state.network.bind_host = Some("127.0.0.1".into());
         if let Some(u) = app.units.iter().find(|u| u.number == unit) {
             state.network.app_port = Some(u.app_port);
@@ -780,6 +810,7 @@ impl Controller {
             return status;
         };
         status.scheduler_unit = first_plan.scheduler_unit;
+        status.integrations = self.integration_statuses(app);
         status.status = first_plan.status.state.as_str().into();
         status.message = first_plan.status.message.clone();
 

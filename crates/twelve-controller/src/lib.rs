@@ -3,6 +3,7 @@
 
 pub mod actions;
 pub mod api;
+pub mod backing;
 pub mod client;
 pub mod controller;
 pub mod home;

@@ -31,6 +31,9 @@ pub struct AppRecord {
     /// Bumped on every change of desired state, so the reconciler knows what is new.
     #[serde(default)]
     pub generation: u64,
+    /// Integrations by endpoint name.
+    #[serde(default)]
+    pub relations: IndexMap<String, RelationRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -106,4 +109,24 @@ impl SecretRecord {
     pub fn latest(&self) -> Option<&SecretRevision> {
         self.revisions.iter().max_by_key(|r| r.revision)
     }
+}
+
+/// A backing service twelve runs or adopted (`twelve deploy postgresql [--external URL]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceRecord {
+    pub name: String,
+    pub kind: String,
+    /// The `twelve_providers::Server` as JSON, sealed (an adopted server's URL carries
+    /// admin credentials).
+    pub server_sealed: String,
+    pub created: String,
+}
+
+/// One integration of an app: what endpoint, from where, and the relation data (sealed).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RelationRecord {
+    /// The backing service it came from; `None` for data given with `--data`.
+    #[serde(default)]
+    pub service: Option<String>,
+    pub data_sealed: String,
 }

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::model::{AppRecord, SecretRecord};
+use crate::model::{AppRecord, SecretRecord, ServiceRecord};
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -29,7 +29,8 @@ impl Store {
              PRAGMA busy_timeout=5000;
              CREATE TABLE IF NOT EXISTS apps (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS secrets (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, doc TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS secrets (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, doc TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS services (name TEXT PRIMARY KEY, doc TEXT NOT NULL);",
         )?;
         {
             use std::os::unix::fs::PermissionsExt;
@@ -172,6 +173,47 @@ impl Store {
         Ok(self
             .conn()
             .execute("DELETE FROM secrets WHERE id = ?1", params![id])?
+            > 0)
+    }
+
+    pub fn service(&self, name: &str) -> Result<Option<ServiceRecord>, StoreError> {
+        let doc: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT doc FROM services WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(match doc {
+            Some(d) => Some(serde_json::from_str(&d)?),
+            None => None,
+        })
+    }
+
+    pub fn services(&self) -> Result<Vec<ServiceRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT doc FROM services ORDER BY name")?;
+        let docs: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        docs.iter()
+            .map(|d| serde_json::from_str(d).map_err(StoreError::from))
+            .collect()
+    }
+
+    pub fn put_service(&self, s: &ServiceRecord) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO services (name, doc) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET doc = excluded.doc",
+            params![s.name, serde_json::to_string(s)?],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_service(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM services WHERE name = ?1", params![name])?
             > 0)
     }
 }

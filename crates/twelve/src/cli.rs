@@ -112,9 +112,10 @@ pub enum AppCommand {
         #[arg(long)]
         charm_dir: Option<PathBuf>,
     },
-    /// Deploy a project (packing it when needed), or a new release of a deployed app.
+    /// Deploy a project (packing it when needed), a new release of a deployed app, or a
+    /// backing service (`postgresql`, `mysql`, `redis`, `rabbitmq`).
     Deploy {
-        /// The project directory.
+        /// The project directory, or a backing service kind.
         #[arg(default_value = ".")]
         dir: PathBuf,
         /// The app name (default: the project's name).
@@ -131,6 +132,13 @@ pub enum AppCommand {
         /// Return once the controller has the new desired state, without waiting.
         #[arg(long)]
         no_wait: bool,
+        /// Backing services: adopt an existing server given its admin URL instead of
+        /// starting one (e.g. postgresql://postgres@127.0.0.1:5432/postgres).
+        #[arg(long, value_name = "ADMIN_URL")]
+        external: Option<String>,
+        /// RabbitMQ: the management API URL of an adopted broker.
+        #[arg(long, value_name = "URL")]
+        management: Option<String>,
         #[arg(long)]
         charm_dir: Option<PathBuf>,
     },
@@ -179,7 +187,34 @@ pub enum AppCommand {
     },
     /// Remove an app and its units.
     #[command(name = "remove-application", visible_alias = "remove-app")]
-    RemoveApplication { app: String },
+    RemoveApplication {
+        app: String,
+        /// Backing services: also delete the managed server's data.
+        #[arg(long)]
+        destroy_data: bool,
+    },
+    /// Integrate an app with a backing service (`twelve integrate web postgresql`), or give
+    /// an endpoint's data (`twelve integrate web s3 --data bucket=b ...`).
+    #[command(visible_alias = "relate")]
+    Integrate {
+        app: String,
+        /// A deployed backing service, or an endpoint of the app.
+        target: String,
+        /// Endpoint data, `key=value` (see docs/integrations.md).
+        #[arg(long = "data", value_name = "KEY=VALUE", num_args = 1..)]
+        data: Vec<String>,
+        /// Endpoint data from a YAML mapping file.
+        #[arg(long)]
+        data_file: Option<PathBuf>,
+    },
+    /// Remove an integration; a provisioned account is dropped (data kept unless
+    /// --destroy-data).
+    RemoveRelation {
+        app: String,
+        target: String,
+        #[arg(long)]
+        destroy_data: bool,
+    },
     /// An app's releases.
     Releases { app: String },
     /// Store a secret (encrypted at rest); prints its `secret:<id>` URI.

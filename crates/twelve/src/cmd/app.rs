@@ -52,7 +52,85 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
             release,
             no_wait,
             charm_dir,
-        } => deploy(&dir, app, num_units, config, release, no_wait, charm_dir),
+            external,
+            management,
+        } => {
+            let kind = dir.to_string_lossy().to_string();
+            if !dir.exists() && twelve_providers::Kind::parse(&kind).is_some() {
+                let r = client().call(&Request::DeployService {
+                    kind,
+                    name: app,
+                    external,
+                    management,
+                })?;
+                println!(
+                    "{} deployed: {}",
+                    r["name"].as_str().unwrap_or_default(),
+                    r["server"].as_str().unwrap_or_default()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            if external.is_some() || management.is_some() {
+                return Err(Diagnostic::error("--external and --management are for backing services")
+                    .with_help("twelve deploy postgresql --external postgresql://postgres@127.0.0.1:5432/postgres")
+                    .into());
+            }
+            deploy(&dir, app, num_units, config, release, no_wait, charm_dir)
+        }
+        AppCommand::Integrate {
+            app,
+            target,
+            data,
+            data_file,
+        } => {
+            let mut data = parse_settings(&data)?;
+            if let Some(f) = data_file {
+                let text = std::fs::read_to_string(&f)
+                    .map_err(|e| Diagnostic::error(format!("cannot read {}: {e}", f.display())))?;
+                let map: IndexMap<String, Value> =
+                    twelve_project::diagnostic::parse_yaml(&f, &text)?;
+                for (k, v) in map {
+                    let v = match v {
+                        Value::String(s) => s,
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    data.insert(k, v);
+                }
+            }
+            let r = client().call(&Request::Integrate {
+                app: app.clone(),
+                target,
+                data,
+            })?;
+            println!(
+                "{app}:{} integrated with {}",
+                r["endpoint"].as_str().unwrap_or_default(),
+                r["provider"].as_str().unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AppCommand::RemoveRelation {
+            app,
+            target,
+            destroy_data,
+        } => {
+            let r = client().call(&Request::RemoveRelation {
+                app: app.clone(),
+                target,
+                destroy_data,
+            })?;
+            let note = if destroy_data {
+                " (data destroyed)"
+            } else {
+                " (data kept)"
+            };
+            println!(
+                "{app}:{} removed{note}",
+                r["endpoint"].as_str().unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         AppCommand::Status { app, format, watch } => status(app, format, watch),
         AppCommand::Config {
             app,
@@ -103,8 +181,11 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
             let code = r["exit-code"].as_i64().unwrap_or(1);
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
-        AppCommand::RemoveApplication { app } => {
-            client().call(&Request::Remove { app: app.clone() })?;
+        AppCommand::RemoveApplication { app, destroy_data } => {
+            client().call(&Request::Remove {
+                app: app.clone(),
+                destroy_data,
+            })?;
             println!("removed {app}");
             Ok(ExitCode::SUCCESS)
         }
@@ -545,7 +626,11 @@ fn status(app: Option<String>, format: StatusFormat, watch: Option<String>) -> C
 
 fn status_text(r: &Value) -> String {
     let apps: Vec<AppStatus> = serde_json::from_value(r["apps"].clone()).unwrap_or_default();
-    if apps.is_empty() {
+    if apps.is_empty()
+        && r["backing-services"]
+            .as_array()
+            .is_none_or(|s| s.is_empty())
+    {
         return "No apps. Deploy one with `twelve deploy`.".into();
     }
     let mut out = format!(
@@ -598,6 +683,54 @@ fn status_text(r: &Value) -> String {
                 out.push_str(&format!("  | {line}\n"));
             }
         }
+    }
+    let services = r["backing-services"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !services.is_empty() {
+        out.push_str(&format!(
+            "\n{:<20} {:<12} {:<10} {:<28} {}\n",
+            "Service", "Status", "Mode", "Address", "Integrated with"
+        ));
+        for s in &services {
+            let users: Vec<&str> = s["integrated_with"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let mut status = s["status"].as_str().unwrap_or("").to_string();
+            if let Some(m) = s["message"].as_str().filter(|m| !m.is_empty()) {
+                status = format!("{status}: {m}");
+            }
+            out.push_str(&format!(
+                "{:<20} {:<12} {:<10} {:<28} {}\n",
+                s["name"].as_str().unwrap_or(""),
+                status,
+                s["mode"].as_str().unwrap_or(""),
+                s["address"].as_str().unwrap_or(""),
+                users.join(", ")
+            ));
+        }
+    }
+    let mut rels = String::new();
+    for a in &apps {
+        for i in &a.integrations {
+            rels.push_str(&format!(
+                "{:<28} {:<20} {:<20} {}\n",
+                format!("{}:{}", a.name, i.endpoint),
+                i.interface,
+                i.provider,
+                i.status
+            ));
+        }
+    }
+    if !rels.is_empty() {
+        out.push_str(&format!(
+            "\n{:<28} {:<20} {:<20} Status\n{rels}",
+            "Integration", "Interface", "Provider"
+        ));
     }
     out.trim_end().to_string()
 }
