@@ -293,23 +293,24 @@ impl AmqpConn {
         }
     }
 
-    /// Declare a (non-durable) queue on channel 1.
+    /// Declare a durable queue on channel 1.
     pub async fn queue_declare(&mut self, queue: &str) -> R<()> {
         self.ensure_channel().await?;
         let mut b = Buf::default();
-        b.u16(50).u16(10).u16(0).short(queue).u8(0).u32(0);
+        b.u16(50).u16(10).u16(0).short(queue).u8(0b10).u32(0);
         self.send_method(1, &b.0).await?;
         self.expect(50, 11).await.map(|_| ())
     }
 
-    /// Publish `body` to `queue` through the default exchange.
+    /// Publish `body` (persistent) to `queue` through the default exchange.
     pub async fn publish(&mut self, queue: &str, body: &[u8]) -> R<()> {
         self.ensure_channel().await?;
         let mut b = Buf::default();
         b.u16(60).u16(40).u16(0).short("").short(queue).u8(0);
         self.send_method(1, &b.0).await?;
         let mut h = Buf::default();
-        h.u16(60).u16(0).u64(body.len() as u64).u16(0);
+        // Property flags: delivery-mode only, 2 = persistent.
+        h.u16(60).u16(0).u64(body.len() as u64).u16(0x1000).u8(2);
         self.send_frame(2, 1, &h.0).await?;
         self.send_frame(3, 1, body).await
     }

@@ -231,7 +231,7 @@ impl Providers {
             Kind::Postgresql => postgres::stop(self, dir, *port).await,
             Kind::Mysql => mysql::stop(dir, *port).await,
             Kind::Redis => redis::stop(dir, *port).await,
-            Kind::Rabbitmq => Ok(()),
+            Kind::Rabbitmq => rabbitmq::stop(dir).await,
         }
     }
 
@@ -325,7 +325,7 @@ fn managed_pid(kind: Kind, dir: &Path) -> Option<u32> {
         Kind::Postgresql => postgres::running_pid(dir),
         Kind::Mysql => mysql::running_pid(dir),
         Kind::Redis => redis::running_pid(dir),
-        Kind::Rabbitmq => None,
+        Kind::Rabbitmq => rabbitmq::running_pid(dir),
     }
 }
 

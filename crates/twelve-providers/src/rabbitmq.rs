@@ -13,8 +13,8 @@ use crate::util::{self, scrub};
 use crate::{Kind, ManagedInfo, ProviderError, Providers, RelationData, Result, Server};
 
 enum Admin {
-    /// `rabbitmqctl` against the local node.
-    Ctl { ctl: PathBuf },
+    /// `rabbitmqctl` against the local node (`-n node` for managed brokers).
+    Ctl { ctl: PathBuf, node: Option<String> },
     /// The management HTTP API.
     Http {
         base: url::Url,
@@ -37,20 +37,34 @@ fn is_local(host: &str) -> bool {
 }
 
 fn target(p: &Providers, server: &Server) -> Result<Target> {
-    let Server::External {
-        admin_url,
-        management_url,
-        ..
-    } = server
-    else {
-        return Err(unsupported_managed());
+    let (admin_url, management_url, node) = match server {
+        Server::External {
+            admin_url,
+            management_url,
+            ..
+        } => (admin_url.clone(), management_url.clone(), None),
+        Server::Managed { dir, port, .. } => {
+            let pw = util::read_admin_secret(dir).ok_or_else(|| ProviderError::Unreachable {
+                server: server.describe(),
+                reason: format!(
+                    "{} is missing: the server was never started by twelve; start it first",
+                    dir.join("admin.secret").display()
+                ),
+            })?;
+            (
+                format!("amqp://{ADMIN_USER}:{pw}@127.0.0.1:{port}/"),
+                None,
+                Some(node_name(*port)),
+            )
+        }
     };
+    let admin_url = &admin_url;
     let parsed = amqp::parse_url(admin_url).map_err(|e| ProviderError::InvalidUrl {
         kind: "rabbitmq".into(),
         url: util::redact_url(admin_url),
         reason: e.to_string(),
     })?;
-    let how = if let Some(m) = management_url {
+    let how = if let Some(m) = &management_url {
         let bad = |reason: String| ProviderError::InvalidUrl {
             kind: "rabbitmq management".into(),
             url: util::redact_url(m),
@@ -82,6 +96,7 @@ fn target(p: &Providers, server: &Server) -> Result<Target> {
             ctl: p
                 .binaries
                 .find("rabbitmqctl", Kind::Rabbitmq.debian_package())?,
+            node,
         }
     } else {
         return Err(ProviderError::Unsupported {
@@ -100,25 +115,19 @@ fn target(p: &Providers, server: &Server) -> Result<Target> {
     })
 }
 
-fn unsupported_managed() -> ProviderError {
-    ProviderError::Unsupported {
-        what: "a RabbitMQ broker managed by twelve".into(),
-        hint: "adopt an existing broker instead: `twelve deploy rabbitmq --external amqp://USER:PASSWORD@HOST:5672/` \
-               (on Debian: `apt-get install rabbitmq-server` starts one on 127.0.0.1:5672)"
-            .into(),
-    }
-}
-
 /// `rabbitmqctl -q ARGS`, with `stdin` written to its standard input (passwords never go
 /// on a command line).
-async fn ctl(
+async fn run_ctl(
     t: &Target,
-    ctl: &Path,
+    (ctl, node): (&Path, &Option<String>),
     args: &[&str],
     stdin: Option<&str>,
     action: &str,
 ) -> Result<std::result::Result<(), String>> {
     let mut cmd = tokio::process::Command::new(ctl);
+    if let Some(n) = node {
+        cmd.arg("-n").arg(n);
+    }
     cmd.arg("-q")
         .args(args)
         .stdin(Stdio::piped())
@@ -157,12 +166,12 @@ async fn ctl(
 
 async fn ctl_ok(
     t: &Target,
-    ctl_path: &Path,
+    ctl_path: (&Path, &Option<String>),
     args: &[&str],
     stdin: Option<&str>,
     action: &str,
 ) -> Result<()> {
-    ctl(t, ctl_path, args, stdin, action)
+    run_ctl(t, ctl_path, args, stdin, action)
         .await?
         .map_err(|reason| ProviderError::Failed {
             server: t.server.clone(),
@@ -269,8 +278,15 @@ pub(crate) async fn check(p: &Providers, server: &Server) -> Result<()> {
         .await
         .map_err(|e| login_error(&t, e))?;
     match &t.how {
-        Admin::Ctl { ctl: c } => {
-            ctl_ok(&t, c, &["list_vhosts"], None, "rabbitmqctl list_vhosts").await
+        Admin::Ctl { ctl, node } => {
+            ctl_ok(
+                &t,
+                (ctl, node),
+                &["list_vhosts"],
+                None,
+                "rabbitmqctl list_vhosts",
+            )
+            .await
         }
         Admin::Http { .. } => {
             let h = http(&t).expect("http");
@@ -311,17 +327,18 @@ pub(crate) async fn provision(p: &Providers, server: &Server, app: &str) -> Resu
     refuse_admin_name(&t, app)?;
     let pw = util::password();
     match &t.how {
-        Admin::Ctl { ctl: c } => {
-            ctl_ok(
-                &t,
-                c,
-                &["add_vhost", app],
-                None,
-                &format!("creating vhost {app}"),
-            )
-            .await?;
+        Admin::Ctl { ctl, node } => {
+            let c = (ctl.as_path(), node);
+            let vhost_action = format!("creating vhost {app}");
             let action = format!("creating user {app}");
-            if let Err(e) = ctl(&t, c, &["add_user", app], Some(&pw), &action).await? {
+            // Each rabbitmqctl call takes about a second: run independent ones together.
+            let (add_vhost, add_user) = (["add_vhost", app], ["add_user", app]);
+            let (vhost, user) = tokio::join!(
+                ctl_ok(&t, c, &add_vhost, None, &vhost_action),
+                run_ctl(&t, c, &add_user, Some(&pw), &action),
+            );
+            vhost?;
+            if let Err(e) = user? {
                 if !e.contains("already exists") {
                     return Err(ProviderError::Failed {
                         server: t.server.clone(),
@@ -331,7 +348,6 @@ pub(crate) async fn provision(p: &Providers, server: &Server, app: &str) -> Resu
                 }
                 ctl_ok(&t, c, &["change_password", app], Some(&pw), &action).await?;
             }
-            ctl_ok(&t, c, &["set_user_tags", app], None, &action).await?;
             ctl_ok(
                 &t,
                 c,
@@ -390,21 +406,22 @@ pub(crate) async fn revoke(
     let t = target(p, server)?;
     refuse_admin_name(&t, app)?;
     match &t.how {
-        Admin::Ctl { ctl: c } => {
-            let action = format!("deleting user {app}");
+        Admin::Ctl { ctl, node } => {
+            let c = (ctl.as_path(), node);
+            let user_action = format!("deleting user {app}");
+            let vhost_action = format!("deleting vhost {app}");
             // Deleting a user closes its connections.
-            if let Err(e) = ctl(&t, c, &["delete_user", app], None, &action).await? {
-                if !e.contains("does not exist") {
-                    return Err(ProviderError::Failed {
-                        server: t.server.clone(),
-                        action,
-                        reason: e,
-                    });
-                }
-            }
-            if destroy_data {
-                let action = format!("deleting vhost {app}");
-                if let Err(e) = ctl(&t, c, &["delete_vhost", app], None, &action).await? {
+            let (delete_user, delete_vhost) = (["delete_user", app], ["delete_vhost", app]);
+            let (user, vhost) =
+                tokio::join!(run_ctl(&t, c, &delete_user, None, &user_action), async {
+                    if destroy_data {
+                        run_ctl(&t, c, &delete_vhost, None, &vhost_action).await
+                    } else {
+                        Ok(Ok(()))
+                    }
+                });
+            for (res, action) in [(user?, user_action), (vhost?, vhost_action)] {
+                if let Err(e) = res {
                     if !e.contains("does not exist") {
                         return Err(ProviderError::Failed {
                             server: t.server.clone(),
@@ -441,9 +458,207 @@ pub(crate) async fn revoke(
     Ok(())
 }
 
-pub(crate) async fn start(p: &Providers, _dir: &Path, _port: u16) -> Result<ManagedInfo> {
-    // Say what is missing first, then that managed brokers are not supported.
-    p.binaries
-        .find("rabbitmq-server", Kind::Rabbitmq.debian_package())?;
-    Err(unsupported_managed())
+// ---- managed broker ----
+
+const ADMIN_USER: &str = "twelve-admin";
+
+/// The Erlang node of the managed broker on `port`.
+fn node_name(port: u16) -> String {
+    format!("twelve-{port}@localhost")
+}
+
+pub(crate) fn running_pid(dir: &Path) -> Option<u32> {
+    util::pid_from_file(&dir.join("rabbit.pid"))
+}
+
+fn admin_url(port: u16) -> String {
+    format!("amqp://{ADMIN_USER}@127.0.0.1:{port}/")
+}
+
+/// A broker of its own: Erlang node `twelve-<port>@localhost` with its Mnesia database,
+/// logs and config under `dir`, AMQP on 127.0.0.1:`port`, distribution on loopback. Run as
+/// the `rabbitmq` user when twelve is root (the Debian wrapper does so), sharing that
+/// user's Erlang cookie so `rabbitmqctl -n` can administer it.
+pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<ManagedInfo> {
+    let server = Server::managed(Kind::Rabbitmq, dir, port);
+    let desc = server.describe();
+    let pkg = Kind::Rabbitmq.debian_package();
+    let rabbitmq_server = p.binaries.find("rabbitmq-server", pkg)?;
+    let ctl_path = p.binaries.find("rabbitmqctl", pkg)?;
+    if let Some(pid) = running_pid(dir) {
+        return Ok(ManagedInfo {
+            pid,
+            admin_url: admin_url(port),
+        });
+    }
+    if !util::port_free(port) {
+        return Err(ProviderError::PortInUse {
+            kind: "RabbitMQ".into(),
+            port,
+        });
+    }
+    util::create_dir(dir, 0o700)?;
+    let pw = util::admin_secret(dir)?;
+    let log = dir.join("server.log");
+    let w = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| ProviderError::io(&path, e))
+    };
+    w("enabled_plugins", "[].\n")?;
+    w(
+        "rabbitmq.conf",
+        &format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users.guest = true\n"),
+    )?;
+    w("rabbitmq-env.conf", "")?;
+    let root = nix::unistd::geteuid().is_root();
+    let rabbit_user = if root {
+        nix::unistd::User::from_name("rabbitmq").ok().flatten()
+    } else {
+        None
+    };
+    // The Debian wrapper runs the broker as `rabbitmq` when started by root.
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| ProviderError::io(&log, e))?;
+    if let Some(u) = &rabbit_user {
+        util::chown_tree(dir, u)?;
+        nix::unistd::chown(
+            dir.join("admin.secret").as_path(),
+            Some(nix::unistd::Uid::from_raw(0)),
+            None,
+        )
+        .map_err(|e| ProviderError::io(dir.join("admin.secret"), std::io::Error::from(e)))?;
+    }
+    let dist_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| ProviderError::io(dir, e))?;
+    let node = node_name(port);
+    let d = |name: &str| dir.join(name);
+    let mut cmd = util::detached(&rabbitmq_server, None);
+    cmd.env("RABBITMQ_NODENAME", &node)
+        .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+        .env("RABBITMQ_NODE_PORT", port.to_string())
+        .env("RABBITMQ_DIST_PORT", dist_port.to_string())
+        .env("RABBITMQ_MNESIA_BASE", d("mnesia"))
+        .env("RABBITMQ_LOG_BASE", d("log"))
+        .env("RABBITMQ_PID_FILE", d("rabbit.pid"))
+        .env("RABBITMQ_ENABLED_PLUGINS_FILE", d("enabled_plugins"))
+        .env("RABBITMQ_CONFIG_FILE", d("rabbitmq"))
+        .env("RABBITMQ_ADVANCED_CONFIG_FILE", d("advanced.config"))
+        .env("RABBITMQ_CONF_ENV_FILE", d("rabbitmq-env.conf"))
+        .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+        .env("ERL_FLAGS", "-kernel inet_dist_use_interface {127,0,0,1}")
+        .stdout(
+            log_file
+                .try_clone()
+                .map_err(|e| ProviderError::io(&log, e))?,
+        )
+        .stderr(log_file);
+    let mut child = cmd.spawn().map_err(|e| ProviderError::StartFailed {
+        server: desc.clone(),
+        reason: e.to_string(),
+        log: log.clone(),
+    })?;
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+
+    let started = util::wait_for(std::time::Duration::from_secs(30), || async {
+        if running_pid(dir).is_none() {
+            return Err("no pid yet".to_string());
+        }
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    if let Err(reason) = started {
+        if let Some(pid) = running_pid(dir) {
+            util::terminate(pid, std::time::Duration::from_secs(5)).await;
+        }
+        return Err(ProviderError::StartFailed {
+            server: desc.clone(),
+            reason: format!(
+                "{reason}; last log lines: {}; if managed brokers do not work on this machine, \
+                 adopt one with `--external amqp://USER:PASSWORD@HOST:5672/`",
+                util::tail(&log, 5)
+            ),
+            log: log.clone(),
+        });
+    }
+
+    // The admin user (password in dir/admin.secret); guest is removed.
+    let t = Target {
+        server: desc.clone(),
+        admin_url: String::new(),
+        admin_user: ADMIN_USER.into(),
+        host: "127.0.0.1".into(),
+        port,
+        how: Admin::Ctl {
+            ctl: ctl_path.clone(),
+            node: Some(node.clone()),
+        },
+    };
+    let node = Some(node);
+    let c = (ctl_path.as_path(), &node);
+    let action = "creating the admin user";
+    if amqp::amqp_login(&format!("amqp://{ADMIN_USER}:{pw}@127.0.0.1:{port}/"))
+        .await
+        .is_ok()
+    {
+        let pid = running_pid(dir).unwrap_or_default();
+        return Ok(ManagedInfo {
+            pid,
+            admin_url: admin_url(port),
+        });
+    }
+    if let Err(e) = run_ctl(&t, c, &["add_user", ADMIN_USER], Some(&pw), action).await? {
+        if !e.contains("already exists") {
+            return Err(ProviderError::Failed {
+                server: desc,
+                action: action.into(),
+                reason: e,
+            });
+        }
+        ctl_ok(&t, c, &["change_password", ADMIN_USER], Some(&pw), action).await?;
+    }
+    let (tags, perms, _) = tokio::join!(
+        ctl_ok(
+            &t,
+            c,
+            &["set_user_tags", ADMIN_USER, "administrator"],
+            None,
+            action
+        ),
+        ctl_ok(
+            &t,
+            c,
+            &["set_permissions", "-p", "/", ADMIN_USER, ".*", ".*", ".*"],
+            None,
+            action,
+        ),
+        run_ctl(&t, c, &["delete_user", "guest"], None, "removing guest"),
+    );
+    tags?;
+    perms?;
+    let pid = running_pid(dir).ok_or_else(|| ProviderError::StartFailed {
+        server: desc.clone(),
+        reason: "the broker stopped right after starting".into(),
+        log: log.clone(),
+    })?;
+    Ok(ManagedInfo {
+        pid,
+        admin_url: admin_url(port),
+    })
+}
+
+pub(crate) async fn stop(dir: &Path) -> Result<()> {
+    if let Some(pid) = running_pid(dir) {
+        util::terminate(pid, std::time::Duration::from_secs(30)).await;
+    }
+    Ok(())
 }
