@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 
 use crate::metrics::{AppHistogram, UnitCounters};
-use crate::table::BackendRt;
+use crate::table::{BackendRt, UpstreamClient};
 
 /// The body sent upstream: the client's, streamed, or none.
 pub(crate) enum ReqBody {
@@ -118,17 +118,20 @@ fn now_ms() -> u64 {
     EPOCH.elapsed().as_millis() as u64
 }
 
-/// One client connection: its peer address and whether it is idle.
+/// One client connection: its peer address, its thread's upstream client, whether it is
+/// idle.
 pub(crate) struct ConnState {
     pub peer_ip: HeaderValue,
+    pub client: UpstreamClient,
     inflight: AtomicUsize,
     last_ms: AtomicU64,
 }
 
 impl ConnState {
-    pub(crate) fn new(peer_ip: HeaderValue) -> ConnState {
+    pub(crate) fn new(peer_ip: HeaderValue, client: UpstreamClient) -> ConnState {
         ConnState {
             peer_ip,
+            client,
             inflight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(now_ms()),
         }

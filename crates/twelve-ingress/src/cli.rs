@@ -53,7 +53,7 @@ pub struct RunArgs {
     /// API), ingress.pid
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
-    /// Tokio worker threads
+    /// Threads serving client connections (each with its own event loop and upstream pool)
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
     /// Seconds a stopping ingress (SIGTERM) waits for requests in flight
@@ -62,15 +62,10 @@ pub struct RunArgs {
 }
 
 pub fn cli_main(args: IngressArgs) -> ExitCode {
-    let workers = match &args.command {
-        IngressCommand::Run(run) => run.workers.max(1),
-        _ => 1,
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-    {
+    // Client connections are served on `--workers` threads of their own; this runtime
+    // accepts them and serves the admin socket.
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -135,6 +130,7 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         port: args.port,
         dir: args.dir,
         drain_timeout: Duration::from_secs(args.drain_timeout),
+        workers: args.workers.max(1),
     };
     let handle = IngressHandle::start(config).await?;
     eprintln!(

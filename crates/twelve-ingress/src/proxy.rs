@@ -146,11 +146,12 @@ async fn forward(
         headers.insert(TRACEPARENT.clone(), new_traceparent());
     }
 
-    // A request without a body can be sent again: on another backend when its backend
-    // refused the connection (it just stopped), or, for GET/HEAD/OPTIONS, when a pooled
-    // connection failed under it.
+    // A request without a body can be sent again on another ready backend: when its
+    // backend refused the connection (it just stopped), or, for GET/HEAD/OPTIONS, when a
+    // pooled connection failed under it.
     let bodyless = upgrade || body.is_end_stream();
-    let retry_headers = bodyless.then(|| parts.headers.clone());
+    // Keeping a copy costs an allocation per request: only when a retry could go elsewhere.
+    let retry_headers = (bodyless && pool.ready.len() > 1).then(|| parts.headers.clone());
     let method = parts.method.clone();
     parts.version = Version::HTTP_11;
     parts.uri = upstream_uri(&backend, path_and_query.clone());
@@ -163,7 +164,7 @@ async fn forward(
     guard.set_backend(backend.clone(), &pool.histogram);
     let deadline = tokio::time::Instant::now() + snap.request_timeout;
     let request = Request::from_parts(parts, body);
-    let mut result = tokio::time::timeout_at(deadline, snap.client.request(request)).await;
+    let mut result = tokio::time::timeout_at(deadline, conn.client.request(request)).await;
 
     if let (Ok(Err(e)), Some(headers)) = (&result, retry_headers) {
         let refused = e.is_connect();
@@ -175,19 +176,14 @@ async fn forward(
             .get(&pool.name)
             .and_then(|p| p.pick(Some(backend.addr)))
             .cloned();
-        let next = match (refused, idempotent) {
-            (true, _) => other,
-            (false, true) => other.or_else(|| Some(backend.clone())),
-            (false, false) => None,
-        };
-        if let Some(next) = next {
+        if let (true, Some(next)) = (refused || idempotent, other) {
             backend = next;
             guard.set_backend(backend.clone(), &pool.histogram);
             let mut request = Request::new(ReqBody::Empty);
             *request.method_mut() = method;
             *request.uri_mut() = upstream_uri(&backend, path_and_query);
             *request.headers_mut() = headers;
-            result = tokio::time::timeout_at(deadline, snap.client.request(request)).await;
+            result = tokio::time::timeout_at(deadline, conn.client.request(request)).await;
         }
     }
 

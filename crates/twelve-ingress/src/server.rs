@@ -36,6 +36,10 @@ pub struct IngressConfig {
     /// State directory: `routes.json`, `ingress.sock`, `ingress.pid`.
     pub dir: PathBuf,
     pub drain_timeout: Duration,
+    /// Threads serving client connections, each with its own single-threaded runtime and
+    /// upstream pool; connections are handed to them in turn. 0 serves them on the
+    /// caller's runtime.
+    pub workers: usize,
 }
 
 impl IngressConfig {
@@ -45,6 +49,7 @@ impl IngressConfig {
             port: DEFAULT_PORT,
             dir: dir.into(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            workers: 0,
         }
     }
 }
@@ -156,11 +161,19 @@ impl IngressHandle {
         std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(io(&pid_file))?;
 
         let cancel = CancellationToken::new();
+        let workers = (0..config.workers)
+            .map(|i| Worker::spawn(i, shared.clone(), config.drain_timeout))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| IngressError::Io {
+                path: "worker thread".into(),
+                source,
+            })?;
         let proxy_task = tokio::spawn(accept_loop(
             listener,
             shared.clone(),
             cancel.clone(),
             config.drain_timeout,
+            workers,
         ));
         let admin_task = tokio::spawn(crate::admin::serve(admin, shared.clone(), cancel.clone()));
         Ok(IngressHandle {
@@ -212,13 +225,56 @@ impl IngressHandle {
     }
 }
 
+/// A thread with its own single-threaded runtime serving the connections it is handed.
+struct Worker {
+    streams: tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Worker {
+    fn spawn(
+        index: usize,
+        shared: Arc<Shared>,
+        drain_timeout: Duration,
+    ) -> std::io::Result<Worker> {
+        let (streams, mut incoming) = tokio::sync::mpsc::unbounded_channel();
+        let (finished, done) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("ingress-{index}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let graceful = GracefulShutdown::new();
+                    while let Some((stream, peer)) = incoming.recv().await {
+                        let Ok(stream) = TcpStream::from_std(stream) else {
+                            continue;
+                        };
+                        tokio::spawn(serve_connection(
+                            stream,
+                            peer,
+                            shared.clone(),
+                            graceful.watcher(),
+                        ));
+                    }
+                    let _ = tokio::time::timeout(drain_timeout, graceful.shutdown()).await;
+                });
+                let _ = finished.send(());
+            })?;
+        Ok(Worker { streams, done })
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     cancel: CancellationToken,
     drain_timeout: Duration,
+    workers: Vec<Worker>,
 ) {
     let graceful = GracefulShutdown::new();
+    let mut next = 0;
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -231,15 +287,33 @@ async fn accept_loop(
                 }
             },
         };
-        tokio::spawn(serve_connection(
-            stream,
-            peer,
-            shared.clone(),
-            graceful.watcher(),
-        ));
+        if workers.is_empty() {
+            tokio::spawn(serve_connection(
+                stream,
+                peer,
+                shared.clone(),
+                graceful.watcher(),
+            ));
+            continue;
+        }
+        if let Ok(stream) = stream.into_std() {
+            let _ = workers[next % workers.len()].streams.send((stream, peer));
+            next += 1;
+        }
     }
     drop(listener);
-    let _ = tokio::time::timeout(drain_timeout, graceful.shutdown()).await;
+    let mut done = Vec::new();
+    for worker in workers {
+        drop(worker.streams);
+        done.push(worker.done);
+    }
+    let drained = async {
+        graceful.shutdown().await;
+        for d in done {
+            let _ = d.await;
+        }
+    };
+    let _ = tokio::time::timeout(drain_timeout + Duration::from_secs(1), drained).await;
 }
 
 async fn serve_connection(
@@ -251,10 +325,11 @@ async fn serve_connection(
     let _ = stream.set_nodelay(true);
     let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    let conn = Arc::new(ConnState::new(peer_ip));
     let snap = shared.table.load_full();
     let (server, idle) = (snap.server.clone(), snap.idle_timeout);
+    let client = crate::table::thread_client(snap.routes.timeouts.connect_ms);
     drop(snap);
+    let conn = Arc::new(ConnState::new(peer_ip, client));
 
     let service = {
         let conn = conn.clone();

@@ -77,7 +77,6 @@ impl AppPool {
 pub(crate) struct Snapshot {
     pub apps: HashMap<String, Arc<AppPool>>,
     pub routes: RouteTable,
-    pub client: UpstreamClient,
     pub server: Arc<ServerBuilder>,
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
@@ -107,14 +106,10 @@ impl Registry {
             .clone()
     }
 
-    /// Builds the snapshot for `table`, reusing the old snapshot's client (and its pool)
-    /// and server settings when the timeouts they carry did not change.
+    /// Builds the snapshot for `table`, reusing the old snapshot's server settings when the
+    /// timeout they carry did not change.
     pub(crate) fn build(&mut self, table: RouteTable, old: Option<&Snapshot>) -> Snapshot {
         let t = table.timeouts;
-        let client = match old {
-            Some(old) if old.routes.timeouts.connect_ms == t.connect_ms => old.client.clone(),
-            _ => upstream_client(Duration::from_millis(t.connect_ms)),
-        };
         let server = match old {
             Some(old) if old.routes.timeouts.header_read_ms == t.header_read_ms => {
                 old.server.clone()
@@ -179,7 +174,6 @@ impl Registry {
             request_timeout: Duration::from_millis(t.request_ms),
             idle_timeout: Duration::from_millis(t.idle_ms),
             routes: table,
-            client,
             server,
         }
     }
@@ -217,6 +211,27 @@ impl Registry {
         let inflight: Vec<_> = inflight.into_iter().map(|((a, u), n)| (a, u, n)).collect();
         crate::metrics::render(&units, &histograms, &inflight)
     }
+}
+
+thread_local! {
+    static CLIENT: std::cell::RefCell<Option<(u64, UpstreamClient)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// This thread's upstream client. Each worker thread keeps its own pool, so a request and
+/// its upstream connection stay on one thread (as nginx workers do).
+pub(crate) fn thread_client(connect_ms: u64) -> UpstreamClient {
+    CLIENT.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        match &*cell {
+            Some((ms, client)) if *ms == connect_ms => client.clone(),
+            _ => {
+                let client = upstream_client(Duration::from_millis(connect_ms));
+                *cell = Some((connect_ms, client.clone()));
+                client
+            }
+        }
+    })
 }
 
 fn upstream_client(connect_timeout: Duration) -> UpstreamClient {

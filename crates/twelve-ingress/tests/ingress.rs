@@ -666,3 +666,24 @@ async fn shutdown_lets_requests_in_flight_finish() {
     assert_eq!(held.await.unwrap().status, StatusCode::OK);
     stopping.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_ingress_serves_on_the_callers_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = TestBackend::start("web/0").await;
+    let mut config = twelve_ingress::IngressConfig::new(dir.path());
+    config.port = 0;
+    config.workers = 0;
+    let ingress = twelve_ingress::IngressHandle::start(config).await.unwrap();
+    ingress
+        .set_routes(table(vec![(
+            "web",
+            app(Policy::RoundRobin, vec![web.route(Ready)]),
+        )]))
+        .unwrap();
+    assert_eq!(
+        get(ingress.addr(), "web.localhost", "/").await.unit(),
+        "web/0"
+    );
+    ingress.shutdown().await;
+}

@@ -202,6 +202,8 @@ pub fn table(apps: Vec<(&str, AppRoute)>) -> RouteTable {
 pub async fn start_ingress(dir: &Path) -> IngressHandle {
     let mut config = IngressConfig::new(dir);
     config.port = 0;
+    // As `twelve ingress run` does: connections served on threads of their own.
+    config.workers = 2;
     IngressHandle::start(config).await.unwrap()
 }
 
