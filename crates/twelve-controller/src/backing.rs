@@ -396,15 +396,30 @@ impl Controller {
             .collect()
     }
 
+    /// Every backing service, with its last checked status (or `maintenance: checking`
+    /// before the first check after a controller start).
     pub(crate) fn service_statuses(&self) -> Vec<ServiceStatus> {
-        let mut v: Vec<ServiceStatus> = self
+        let cache = self
             .service_status
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
+            .clone();
+        self.store
+            .services()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|rec| {
+                cache
+                    .get(&rec.name)
+                    .cloned()
+                    .unwrap_or_else(|| ServiceStatus {
+                        name: rec.name.clone(),
+                        kind: rec.kind.clone(),
+                        status: "maintenance".into(),
+                        message: "checking".into(),
+                        ..Default::default()
+                    })
+            })
+            .collect()
     }
 }
