@@ -143,24 +143,24 @@ impl Drop for Twelve {
         {
             if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
                 for app in v["apps"].as_array().into_iter().flatten() {
-                    let _ = self.cmd(&[
-                        "remove-application",
-                        app["name"].as_str().unwrap_or_default(),
-                    ]);
+                    let name = app["name"].as_str().unwrap_or_default();
+                    for i in app["integrations"].as_array().into_iter().flatten() {
+                        let endpoint = i["endpoint"].as_str().unwrap_or_default();
+                        let _ = self.cmd(&["remove-relation", name, endpoint, "--destroy-data"]);
+                    }
+                    let _ = self.cmd(&["remove-application", name]);
+                }
+                for s in v["backing-services"].as_array().into_iter().flatten() {
+                    let name = s["name"].as_str().unwrap_or_default();
+                    let _ = self.cmd(&["remove-application", name, "--destroy-data"]);
                 }
             }
         }
         let _ = self.cmd(&["controller", "stop"]);
         for pid in self.pids_of_units() {
-            unsafe {
-                libc_kill(pid);
-            }
+            let _ = Command::new("kill").arg(pid.to_string()).status();
         }
     }
-}
-
-unsafe fn libc_kill(pid: i32) {
-    let _ = Command::new("kill").arg(pid.to_string()).status();
 }
 
 pub fn copy_dir(src: &Path, dst: &Path) {
