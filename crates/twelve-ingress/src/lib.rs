@@ -12,6 +12,7 @@
 pub mod admin;
 mod body;
 mod cli;
+mod connector;
 mod metrics;
 mod proxy;
 pub mod routes;

@@ -11,12 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::header::HeaderValue;
 use hyper::http::uri::Authority;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 
 use crate::body::ReqBody;
+use crate::connector::Connector;
 use crate::metrics::{AppHistogram, Inflight, UnitCounters};
 use crate::routes::{BackendState, Policy, RouteTable};
 
@@ -27,7 +27,7 @@ pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// keep-alive, so the ingress never reuses a connection the backend is closing.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_millis(1000);
 
-pub(crate) type UpstreamClient = Client<HttpConnector, ReqBody>;
+pub(crate) type UpstreamClient = Client<Connector, ReqBody>;
 pub(crate) type ServerBuilder = auto::Builder<TokioExecutor>;
 
 /// One unit's listening address. The same `Arc` lives on across table swaps as long as
@@ -235,13 +235,13 @@ pub(crate) fn thread_client(connect_ms: u64) -> UpstreamClient {
 }
 
 fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
+    let connector = Connector {
+        timeout: connect_timeout,
+    };
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_timer(TokioTimer::new())
-        .build(http)
+        .build(connector)
 }
 
 fn server_builder(header_read_timeout: Duration) -> ServerBuilder {
