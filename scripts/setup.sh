@@ -43,6 +43,7 @@ checks=(
   "command -v node:nodejs"
   "command -v npm:npm"
   "command -v javac:openjdk-17-jdk-headless"
+  "command -v chromium:chromium"
   "dpkg-query -W -f='\${Status}' python3-venv 2>/dev/null | grep -q 'ok installed':python3-venv"
 )
 

@@ -363,3 +363,62 @@ impl Events {
         }
     }
 }
+
+/// Five apps of every framework and several statuses, for the screenshot.
+pub fn showcase() -> Snapshot {
+    let base = two_apps();
+    let web = base.apps[0].clone();
+    let api = base.apps[1].clone();
+    let app = |name: &str, fw: &str, status: &str, msg: &str, release: u32, port: u16| {
+        let n = |i: u16| format!("{name}/{i}");
+        let units = (0..2)
+            .map(|i| UnitView {
+                message: msg.into(),
+                ..unit(&n(i), status, &format!("127.0.0.1:{}", port + i), i == 0, 0)
+            })
+            .collect();
+        let metrics = format!("127.0.0.1:{}", port + 100);
+        AppView {
+            name: name.into(),
+            framework: fw.into(),
+            status: status.into(),
+            message: msg.into(),
+            url: Some(format!("http://{name}.localhost:8000/")),
+            release: Some(release),
+            units,
+            relations: Vec::new(),
+            scrape: vec![group(name, &n(0), fw, name, &metrics, "/metrics")],
+            requests_per_second: None,
+        }
+    };
+    let mut shop = app(
+        "shop",
+        "django",
+        "maintenance",
+        "Preparing service for restart",
+        12,
+        20020,
+    );
+    shop.relations = vec!["postgresql".into(), "s3".into(), "smtp".into()];
+    shop.requests_per_second = Some(8.2);
+    let mut gateway = app("gateway", "go", "active", "", 31, 20030);
+    gateway.relations = vec!["redis".into(), "tracing".into()];
+    gateway.requests_per_second = Some(118.3);
+    gateway
+        .units
+        .push(unit("gateway/2", "active", "127.0.0.1:20032", false, 1));
+    let mut billing = app(
+        "billing",
+        "spring-boot",
+        "blocked",
+        "database migration command ['bash', '-eo', 'pipefail', 'migrate.sh'] failed, will retry in next update-status",
+        4,
+        20040,
+    );
+    billing.units.truncate(1);
+    billing.relations = vec!["mysql".into(), "rabbitmq".into()];
+    Snapshot {
+        apps: vec![web, gateway, shop, api, billing],
+        ..base
+    }
+}
