@@ -7,7 +7,7 @@
 # (nginx, `return 200 "ok"`). Prints a table with ratios to direct.
 #
 #   bench/ingress/run.sh                 (needs wrk, nginx: scripts/setup.sh)
-#   DURATION=10s CONNS=32 THREADS=2 bench/ingress/run.sh
+#   DURATION=10s CONNS=32 THREADS=2 INGRESS_WORKERS=2 bench/ingress/run.sh
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -16,6 +16,7 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-2s}
+INGRESS_WORKERS=${INGRESS_WORKERS:-2}
 VENV=${VENV:-/tmp/twelve-bench-venv}
 NGINX=${NGINX:-/usr/sbin/nginx}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
@@ -94,7 +95,7 @@ cat >"$work/routes.json" <<EOF
 EOF
 mkdir -p "$work/ingress"
 cp "$work/routes.json" "$work/ingress/routes.json"
-"$ingress_bin" run --port "$ingress_port" --dir "$work/ingress" 2>"$work/ingress.log" &
+"$ingress_bin" run --workers "$INGRESS_WORKERS" --port "$ingress_port" --dir "$work/ingress" 2>"$work/ingress.log" &
 pids+=($!)
 
 # Proxy 2: nginx configured the equivalent way (host routing, forwarded headers, pooled
@@ -150,7 +151,8 @@ run() {
   echo "$rps $p50 $p99"
 }
 
-printf "\nwrk -t%s -c%s -d%s --latency, %s cores, %s\n\n" "$THREADS" "$CONNS" "$DURATION" "$(nproc)" "$(date -u +%Y-%m-%d)"
+printf "\nwrk -t%s -c%s -d%s --latency, ingress --workers %s, %s cores, load average %s, %s\n\n" \
+  "$THREADS" "$CONNS" "$DURATION" "$INGRESS_WORKERS" "$(nproc)" "$(cut -d' ' -f1 /proc/loadavg)" "$(date -u +%Y-%m-%d)"
 printf "| upstream | path           | req/s    | p50 ms | p99 ms | req/s vs direct | p99 vs direct |\n"
 printf "|----------|----------------|----------|--------|--------|-----------------|---------------|\n"
 for upstream in flask static; do
