@@ -418,7 +418,7 @@ async fn a_slowloris_client_does_not_delay_others_and_is_cut() {
         "web",
         app(Policy::RoundRobin, vec![web.route(Ready)]),
     )]);
-    routes.timeouts.header_read_ms = 2000;
+    routes.timeouts.header_read_ms = 3000;
     ingress.set_routes(routes).unwrap();
 
     let started = Instant::now();
@@ -446,7 +446,7 @@ async fn a_slowloris_client_does_not_delay_others_and_is_cut() {
         "others were served while the slow client was still connected"
     );
     let after = tokio::time::timeout(DEADLINE, cut).await.unwrap().unwrap();
-    assert!(after >= Duration::from_millis(1900), "cut after {after:?}");
+    assert!(after >= Duration::from_millis(2900), "cut after {after:?}");
     assert_eq!(web.hits(), 5);
 }
 
@@ -686,4 +686,32 @@ async fn an_embedded_ingress_serves_on_the_callers_runtime() {
         "web/0"
     );
     ingress.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed_but_not_one_waiting_for_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = TestBackend::start("web/0").await;
+    let ingress = start_ingress(dir.path()).await;
+    let mut routes = table(vec![(
+        "web",
+        app(Policy::RoundRobin, vec![web.route(Ready)]),
+    )]);
+    routes.timeouts.idle_ms = 300;
+    ingress.set_routes(routes).unwrap();
+
+    let mut stream = TcpStream::connect(ingress.addr()).await.unwrap();
+    // Waiting 1 s for the backend is not idling.
+    let answer = raw(
+        &mut stream,
+        b"GET /slow?1000 HTTP/1.1\r\nHost: web.localhost\r\n\r\n",
+        "slow\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    let idle_since = Instant::now();
+    let rest = read_until(&mut stream, "never sent").await;
+    assert_eq!(rest, "", "the connection closes without another byte");
+    assert!(idle_since.elapsed() >= Duration::from_millis(250));
+    assert!(idle_since.elapsed() < DEADLINE);
 }
