@@ -83,6 +83,13 @@ pub fn cli_main(args: IngressArgs) -> ExitCode {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Prints a result; a closed pipe (`| head`) is not an error.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{text}").and_then(|()| stdout.flush());
+}
+
 fn socket(dir: &Path) -> PathBuf {
     dir.join(SOCKET_FILE)
 }
@@ -92,7 +99,7 @@ async fn run_command(command: IngressCommand) -> Result<(), BoxError> {
         IngressCommand::Run(args) => run(args).await,
         IngressCommand::Routes(d) => {
             let table = client::get_routes(&socket(&d.dir)).await?;
-            println!("{}", serde_json::to_string_pretty(&table)?);
+            out(&serde_json::to_string_pretty(&table)?);
             Ok(())
         }
         IngressCommand::SetRoutes { dir, file } => {
@@ -108,11 +115,11 @@ async fn run_command(command: IngressCommand) -> Result<(), BoxError> {
         }
         IngressCommand::Inflight(d) => {
             let list = client::get_inflight(&socket(&d.dir)).await?;
-            println!("{}", serde_json::to_string_pretty(&list)?);
+            out(&serde_json::to_string_pretty(&list)?);
             Ok(())
         }
         IngressCommand::Metrics(d) => {
-            print!("{}", client::get_metrics(&socket(&d.dir)).await?);
+            out(client::get_metrics(&socket(&d.dir)).await?.trim_end());
             Ok(())
         }
     }
