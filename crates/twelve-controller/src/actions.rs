@@ -205,7 +205,7 @@ impl Controller {
                     timeout: Some("1h".into()),
                     ..Default::default()
                 };
-                let pebble = Pebble::for_dir(self.home.unit_dir(name, unit));
+                let pebble = Pebble::for_dir(app.unit_dir(&self.home, unit));
                 let out = pebble.exec(&req).await.map_err(|e| {
                     ApiError::new(format!("cannot run {action} on {name}/{unit}: {e}"))
                 })?;

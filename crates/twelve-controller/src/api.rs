@@ -212,6 +212,9 @@ pub struct UnitStatus {
     pub address: String,
     pub leader: bool,
     pub scheduler: bool,
+    /// The unit's supervisor directory (`twelve pebble --dir`, and where `logs` reads).
+    #[serde(default)]
+    pub supervisor: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

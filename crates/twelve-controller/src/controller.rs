@@ -23,19 +23,37 @@ use crate::store::Store;
 use crate::substrate::{host_unit, HostUnit, RunAs};
 
 const MODEL: &str = "local";
+/// How long a restarted unit may take to pass its ready check before it rejoins anyway.
+const READY_TIMEOUT_DEFAULT: u64 = 60;
+
+/// `TWELVE_READY_TIMEOUT` seconds, else 60.
+fn ready_timeout() -> Duration {
+    Duration::from_secs(
+        std::env::var("TWELVE_READY_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(READY_TIMEOUT_DEFAULT),
+    )
+}
 
 pub struct Controller {
     pub(crate) home: Home,
     pub(crate) store: Store,
-    exe: PathBuf,
+    pub(crate) exe: PathBuf,
     pub(crate) run_as: RunAs,
     pub(crate) vault: crate::vault::Vault,
     pub(crate) providers: twelve_providers::Providers,
     pub(crate) service_status: Mutex<HashMap<String, ServiceStatus>>,
+    pub(crate) ingress_port: u16,
+    pub(crate) routes_pushed: Mutex<Option<twelve_ingress::RouteTable>>,
+    /// Units taken out of rotation while they restart or stop.
+    pub(crate) draining: Mutex<std::collections::BTreeSet<String>>,
+    /// Units being replaced beside their old incarnation right now.
+    pub(crate) surging: Mutex<std::collections::BTreeSet<String>>,
     pub(crate) wake: Notify,
     shutdown: Notify,
     projects: Mutex<HashMap<String, (String, Arc<Project>)>>,
-    statuses: Mutex<HashMap<String, AppStatus>>,
+    pub(crate) statuses: Mutex<HashMap<String, AppStatus>>,
     /// What was last pushed to each unit's supervisor: (daemon id, layer).
     pushed: Mutex<HashMap<String, (String, String)>>,
     /// Serialises reconciles with requests that change units.
@@ -85,6 +103,10 @@ impl Controller {
             vault,
             providers: twelve_providers::Providers::new(),
             service_status: Mutex::new(HashMap::new()),
+            ingress_port: crate::ingress::port_from_env(),
+            routes_pushed: Mutex::new(None),
+            draining: Mutex::new(Default::default()),
+            surging: Mutex::new(Default::default()),
             wake: Notify::new(),
             shutdown: Notify::new(),
             projects: Mutex::new(HashMap::new()),
@@ -267,7 +289,10 @@ impl Controller {
     ) -> ApiResult {
         let mut out = self
             .store
-            .update_app(name, f)
+            .update_app(name, |a| {
+                a.rollback_note = None;
+                f(a)
+            })
             .map_err(store_err)?
             .map_err(ApiError::new)?;
         // The answer carries the new generation, which `status` reports once acted on.
@@ -383,6 +408,7 @@ impl Controller {
             number,
             app_port,
             metrics_port,
+            incarnation: 0,
         })
     }
 
@@ -477,6 +503,8 @@ impl Controller {
                     migration: Default::default(),
                     generation: 1,
                     relations: IndexMap::new(),
+                    last_good: None,
+                    rollback_note: None,
                 };
                 self.store.put_app(&record).map_err(store_err)?;
                 self.statuses
@@ -664,7 +692,7 @@ impl Controller {
             timeout,
             ..Default::default()
         };
-        let pebble = Pebble::for_dir(self.home.unit_dir(name, unit));
+        let pebble = Pebble::for_dir(app.unit_dir(&self.home, unit));
         let out = pebble
             .exec(&req)
             .await
@@ -702,14 +730,22 @@ impl Controller {
             {
                 let _guard = self.reconcile_lock.lock().await;
                 let apps = self.store.apps().unwrap_or_default();
+                if let Err(e) = self.ensure_ingress().await {
+                    log(format!("ingress: {e}"));
+                }
+                // Units that are going away leave rotation before they stop.
+                self.push_routes(&apps).await;
                 self.remove_stray_units(&apps).await;
                 self.reconcile_services().await;
                 for app in &apps {
-                    let status = self.reconcile_app(app).await;
+                    let status = self.reconcile_app(app, &apps).await;
                     self.statuses
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(app.name.clone(), status);
+                    // Re-read: a replacement may have moved units to new ports.
+                    let fresh = self.store.apps().unwrap_or_else(|_| apps.clone());
+                    self.push_routes(&fresh).await;
                 }
             }
             tokio::select! {
@@ -739,9 +775,7 @@ impl Controller {
                 .peer_addresses
                 .insert(u.number, format!("127.0.0.1:{}", u.app_port));
         }
-        if let Some(first) = app.units.first() {
-            state.base_url = Some(format!("http://127.0.0.1:{}", first.app_port));
-        }
+        state.base_url = Some(self.app_url(&app.name));
         for (k, v) in [
             ("http_proxy", "HTTP_PROXY"),
             ("https_proxy", "HTTPS_PROXY"),
@@ -774,22 +808,19 @@ impl Controller {
         let host = host_unit(
             &plan,
             &map,
-            &self.home.unit_dir(&app.name, unit),
+            &app.unit_dir(&self.home, unit),
             &self.run_as,
             project.framework.app_dir(),
         );
         Ok((plan, host))
     }
 
-    async fn reconcile_app(&self, app: &AppRecord) -> AppStatus {
+    async fn reconcile_app(&self, app: &AppRecord, apps: &[AppRecord]) -> AppStatus {
         let mut status = AppStatus {
             name: app.name.clone(),
             framework: app.framework.clone(),
             release: Some(app.current_release),
-            url: app
-                .units
-                .first()
-                .map(|u| format!("http://127.0.0.1:{}/", u.app_port)),
+            url: Some(format!("{}/", self.app_url(&app.name))),
             generation: app.generation,
             ..Default::default()
         };
@@ -815,7 +846,10 @@ impl Controller {
         status.message = first_plan.status.message.clone();
 
         for (u, _, _) in &plans {
-            if let Err(e) = self.ensure_pebble(&app.name, u.number).await {
+            if let Err(e) = self
+                .ensure_pebble(&app.unit_dir(&self.home, u.number))
+                .await
+            {
                 status.status = "blocked".into();
                 status.message = format!(
                     "cannot start the supervisor of {}/{}: {e}",
@@ -880,20 +914,35 @@ impl Controller {
         }
 
         let mut worst: Option<(u8, String, String)> = None;
+        let mut rollout_failed = false;
         for (u, plan, host) in &plans {
             let unit_name = format!("{}/{}", app.name, u.number);
-            if !hold_all {
-                if let Err(e) = self.apply(&app.name, u.number, plan, host).await {
+            if !hold_all && !rollout_failed {
+                if let Err(e) = self.apply(app, apps, u.number, plan, host).await {
                     log(format!("{unit_name}: {e}"));
+                    status.message = e;
+                    // Do not take more units down with a change that does not come up.
+                    rollout_failed = true;
                 }
             }
+            // A replacement may have moved the unit to a new incarnation and port.
+            let current = self
+                .store
+                .app(&app.name)
+                .ok()
+                .flatten()
+                .and_then(|a| a.units.iter().find(|x| x.number == u.number).cloned())
+                .unwrap_or_else(|| u.clone());
+            let dir = self
+                .home
+                .unit_dir_at(&app.name, u.number, current.incarnation);
             let (st, msg) = if hold_all {
                 (
                     "blocked".to_string(),
                     "waiting for the migration".to_string(),
                 )
             } else {
-                self.unit_health(&app.name, u.number, plan).await
+                self.unit_health(&dir, plan).await
             };
             let rank = match st.as_str() {
                 "error" => 4,
@@ -909,10 +958,28 @@ impl Controller {
                 name: unit_name,
                 status: st,
                 message: msg,
-                address: format!("127.0.0.1:{}", u.app_port),
+                address: format!("127.0.0.1:{}", current.app_port),
                 leader: Some(u.number) == app.units.first().map(|f| f.number),
                 scheduler: plan.scheduler_unit == Some(u.number),
+                supervisor: dir.display().to_string(),
             });
+        }
+        if status.status == "active" && worst.is_none() {
+            let good = GoodState {
+                release: app.current_release,
+                config: app.config.clone(),
+            };
+            if app.last_good.as_ref() != Some(&good) {
+                let _ = self.store.update_app(&app.name, move |a| {
+                    a.last_good = Some(good);
+                    Ok(())
+                });
+            }
+        }
+        if let Some(note) = &app.rollback_note {
+            if status.status == "active" {
+                status.message = note.clone();
+            }
         }
         if status.status == "active" {
             if let Some((_, st, msg)) = worst {
@@ -924,14 +991,19 @@ impl Controller {
     }
 
     /// Pushes the unit's plan to its supervisor when it changed (or the supervisor restarted).
+    /// Pushes the unit's plan to its supervisor when it changed (or the supervisor
+    /// restarted). A unit in rotation leaves it first and comes back once ready, so units
+    /// restart one at a time behind the ingress.
     async fn apply(
         &self,
-        app: &str,
+        app_rec: &AppRecord,
+        apps: &[AppRecord],
         unit: u32,
         plan: &UnitPlan,
         host: &HostUnit,
     ) -> Result<(), String> {
-        let dir = self.home.unit_dir(app, unit);
+        let app = app_rec.name.as_str();
+        let dir = app_rec.unit_dir(&self.home, unit);
         let pebble = Pebble::for_dir(&dir);
         let boot = pebble
             .system_info()
@@ -961,10 +1033,39 @@ impl Controller {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644));
         }
-        pebble
+        let serving = self
+            .routes_pushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|t| t.apps.get(app))
+            .is_some_and(|r| r.backends.iter().any(|b| b.unit == key));
+        let others_ready = self
+            .routes_pushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|t| t.apps.get(app))
+            .is_some_and(|r| {
+                r.backends
+                    .iter()
+                    .any(|b| b.unit != key && b.state == twelve_ingress::BackendState::Ready)
+            });
+        if serving && !others_ready && plan.status.services == ServicesAction::Run {
+            // The only unit in rotation: start its replacement beside it instead.
+            return self.surge(app_rec, apps, unit).await;
+        }
+        if serving {
+            self.drain_unit(app_rec, unit, apps).await;
+        }
+        let pushed = pebble
             .add_layer("twelve", &layer, true)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string());
+        if let Err(e) = pushed {
+            self.undrain_unit(app, unit);
+            return Err(e);
+        }
         if plan.status.services == ServicesAction::Stop {
             let names: Vec<&str> = host.layer.services.keys().map(String::as_str).collect();
             let _ = pebble.stop(&names).await;
@@ -975,18 +1076,189 @@ impl Controller {
         self.pushed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key, (boot, layer));
+            .insert(key.clone(), (boot, layer));
+        if serving {
+            // Back in rotation only once the ready check passes; if it never does, the
+            // rollout stops here and the app goes back to its last good state.
+            let ready =
+                plan.status.services != ServicesAction::Run || wait_ready(&pebble, host).await;
+            self.undrain_unit(app, unit);
+            // Back in the table before the next unit leaves it.
+            self.push_routes(apps).await;
+            if !ready {
+                self.roll_back(app_rec, &key);
+                return Err(format!(
+                    "{key} did not become ready within {}s",
+                    ready_timeout().as_secs()
+                ));
+            }
+        }
         Ok(())
     }
 
-    async fn unit_health(&self, app: &str, unit: u32, plan: &UnitPlan) -> (String, String) {
+    /// Replaces the only serving unit without a gap: a new incarnation on new ports starts
+    /// beside the old one, takes the traffic once ready, and the old one drains and stops.
+    /// If the new one never becomes ready, it is stopped and the old one keeps serving.
+    /// Restores the last good release and config after a change whose unit never became
+    /// ready, and records why.
+    fn roll_back(&self, app_rec: &AppRecord, unit: &str) {
+        let Some(good) = app_rec.last_good.clone() else {
+            return;
+        };
+        if good.release == app_rec.current_release && good.config == app_rec.config {
+            return;
+        }
+        let what = match (
+            good.release == app_rec.current_release,
+            good.config == app_rec.config,
+        ) {
+            (false, true) => format!("release {}", app_rec.current_release),
+            (true, false) => "the new config".to_string(),
+            _ => format!("release {} with the new config", app_rec.current_release),
+        };
+        let note = format!(
+            "{what} did not become ready on {unit} within {}s; rolled back to release {} and its config",
+            ready_timeout().as_secs(),
+            good.release
+        );
+        log(format!("{}: {note}", app_rec.name));
+        let _ = self.store.update_app(&app_rec.name, move |a| {
+            a.current_release = good.release;
+            a.config = good.config;
+            a.rollback_note = Some(note);
+            Ok(())
+        });
+        self.wake.notify_one();
+    }
+
+    async fn surge(
+        &self,
+        app_rec: &AppRecord,
+        apps: &[AppRecord],
+        unit: u32,
+    ) -> Result<(), String> {
+        let key = format!("{}/{unit}", app_rec.name);
+        self.surging
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone());
+        let result = self.surge_inner(app_rec, apps, unit).await;
+        self.surging
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        result
+    }
+
+    async fn surge_inner(
+        &self,
+        app_rec: &AppRecord,
+        apps: &[AppRecord],
+        unit: u32,
+    ) -> Result<(), String> {
+        let key = format!("{}/{unit}", app_rec.name);
+        let old = app_rec
+            .units
+            .iter()
+            .find(|u| u.number == unit)
+            .cloned()
+            .ok_or("unit vanished")?;
+        let mut used = self.used_ports();
+        let app_port = Self::allocate_port(&mut used).map_err(|e| e.message)?;
+        let metrics_port = match old.metrics_port {
+            Some(_) => Some(Self::allocate_port(&mut used).map_err(|e| e.message)?),
+            None => None,
+        };
+        let next = UnitRecord {
+            number: unit,
+            app_port,
+            metrics_port,
+            incarnation: old.incarnation + 1,
+        };
+        let mut rec2 = app_rec.clone();
+        for u in rec2.units.iter_mut().filter(|u| u.number == unit) {
+            *u = next.clone();
+        }
+        let (plan2, host2) = self.unit_plan(&rec2, unit)?;
+        let dir2 = rec2.unit_dir(&self.home, unit);
+        self.ensure_pebble(&dir2).await?;
+        let pebble2 = Pebble::for_dir(&dir2);
+        for (path, content) in &host2.files {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::write(path, content).map_err(|e| e.to_string())?;
+        }
+        let layer2 = serde_saphyr::to_string(&host2.layer).map_err(|e| e.to_string())?;
+        pebble2
+            .add_layer("twelve", &layer2, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = pebble2.replan().await {
+            log(format!("{key} (new): replan: {e}"));
+        }
+        if !wait_ready(&pebble2, &host2).await || plan2.status.services != ServicesAction::Run {
+            self.stop_supervisor(&dir2).await;
+            self.roll_back(app_rec, &key);
+            return Err(format!("the new instance of {key} did not become ready within {}s; the old one keeps serving", ready_timeout().as_secs()));
+        }
+        let boot2 = pebble2
+            .system_info()
+            .await
+            .map_err(|e| e.to_string())?
+            .daemon_id;
+        // Commit: the unit now lives in the new incarnation.
+        let committed = next.clone();
+        self.store
+            .update_app(&app_rec.name, move |a| {
+                for u in a.units.iter_mut().filter(|u| u.number == unit) {
+                    *u = committed.clone();
+                }
+                Ok(())
+            })
+            .map_err(|e| e.to_string())??;
+        self.pushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), (boot2, layer2));
+        // Switch traffic, then let the old instance finish what it has.
+        let fresh: Vec<AppRecord> = self.store.apps().unwrap_or_else(|_| apps.to_vec());
+        self.push_routes(&fresh).await;
+        let old_addr = format!("127.0.0.1:{}", old.app_port);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            let busy = match twelve_ingress::client::get_inflight(
+                &self.home.root.join("ingress/ingress.sock"),
+            )
+            .await
+            {
+                Ok(list) => list
+                    .iter()
+                    .any(|b| b.unit == key && b.addr.to_string() == old_addr && b.inflight > 0),
+                Err(_) => false,
+            };
+            if !busy {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.stop_supervisor(&app_rec.unit_dir(&self.home, unit))
+            .await;
+        log(format!(
+            "{key} replaced beside its old instance (port {} -> {})",
+            old.app_port, app_port
+        ));
+        Ok(())
+    }
+
+    async fn unit_health(&self, dir: &Path, plan: &UnitPlan) -> (String, String) {
         if plan.status.state != State::Active {
             return (
                 plan.status.state.as_str().into(),
                 plan.status.message.clone(),
             );
         }
-        let pebble = Pebble::for_dir(self.home.unit_dir(app, unit));
+        let pebble = Pebble::for_dir(dir);
         let services = match pebble.services(&[]).await {
             Ok(s) => s,
             Err(e) => return ("error".into(), format!("supervisor not answering: {e}")),
@@ -1022,8 +1294,8 @@ impl Controller {
         ("active".into(), String::new())
     }
 
-    async fn ensure_pebble(&self, app: &str, unit: u32) -> Result<(), String> {
-        let dir = self.home.unit_dir(app, unit);
+    async fn ensure_pebble(&self, dir: &Path) -> Result<(), String> {
+        let dir = dir.to_path_buf();
         let pebble = Pebble::for_dir(&dir);
         if pebble.system_info().await.is_ok() {
             return Ok(());
@@ -1053,7 +1325,7 @@ impl Controller {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
             if pebble.system_info().await.is_ok() {
-                log(format!("started the supervisor of {app}/{unit}"));
+                log(format!("started the supervisor in {}", dir.display()));
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1065,9 +1337,32 @@ impl Controller {
         ))
     }
 
-    /// Stops a unit's supervisor (which stops its services) and removes its directory.
+    /// Stops every incarnation of a unit and removes their directories.
     async fn stop_unit(&self, app: &str, unit: u32) {
-        let dir = self.home.unit_dir(app, unit);
+        let prefix = format!("{app}-{unit}");
+        if let Ok(entries) = std::fs::read_dir(self.home.units()) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let ours = name == prefix
+                    || name
+                        .strip_prefix(&prefix)
+                        .and_then(|r| r.strip_prefix('.'))
+                        .is_some_and(|k| k.parse::<u32>().is_ok());
+                if ours {
+                    self.stop_supervisor(&e.path()).await;
+                }
+            }
+        }
+        self.pushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&format!("{app}/{unit}"));
+        log(format!("removed unit {app}/{unit}"));
+    }
+
+    /// Stops one supervisor (which stops its services within their kill delays) and
+    /// removes its directory.
+    pub(crate) async fn stop_supervisor(&self, dir: &Path) {
         let pid = std::fs::read_to_string(dir.join(".pebble.pid"))
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok());
@@ -1082,12 +1377,7 @@ impl Controller {
                 }
             }
         }
-        let _ = std::fs::remove_dir_all(&dir);
-        self.pushed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&format!("{app}/{unit}"));
-        log(format!("removed unit {app}/{unit}"));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// Unit directories with no unit in the store (scaled down, removed while we were away).
@@ -1097,16 +1387,77 @@ impl Controller {
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some((app, n)) = name.rsplit_once('-') else {
+            // `<app>-<n>` (incarnation 0) or `<app>-<n>.<k>`.
+            let (base, k) = match name.rsplit_once('.') {
+                Some((b, k)) => match k.parse::<u32>() {
+                    Ok(k) => (b.to_string(), k),
+                    Err(_) => continue,
+                },
+                None => (name.clone(), 0),
+            };
+            let Some((app, n)) = base.rsplit_once('-') else {
                 continue;
             };
             let Ok(n) = n.parse::<u32>() else { continue };
-            let live = apps
+            let unit = apps
                 .iter()
-                .any(|a| a.name == app && a.units.iter().any(|u| u.number == n));
-            if !live {
-                self.stop_unit(app, n).await;
+                .find(|a| a.name == app)
+                .and_then(|a| a.units.iter().find(|u| u.number == n));
+            match unit {
+                None => self.stop_unit(app, n).await,
+                // An older incarnation left behind (e.g. a crash during a replacement).
+                Some(u)
+                    if u.incarnation != k
+                        && !self
+                            .surging
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .contains(&format!("{app}/{n}")) =>
+                {
+                    self.stop_supervisor(&e.path()).await
+                }
+                Some(_) => {}
             }
         }
     }
+}
+
+/// Waits until every check of the unit passes when run now and every enabled service is
+/// running, and stays so for a moment (a gunicorn whose workers cannot boot accepts
+/// connections for a second before it exits), or `TWELVE_READY_TIMEOUT`.
+async fn wait_ready(pebble: &Pebble, host: &HostUnit) -> bool {
+    let checks: Vec<String> = host.layer.checks.keys().cloned().collect();
+    let deadline = std::time::Instant::now() + ready_timeout();
+    let healthy = |pebble: &Pebble| {
+        let checks = checks.clone();
+        let pebble = pebble.clone();
+        async move {
+            for c in &checks {
+                if !matches!(pebble.refresh_check(c).await, Ok((_, None))) {
+                    return None;
+                }
+            }
+            let services = pebble.services(&[]).await.ok()?;
+            let mut starts = vec![];
+            for s in &services {
+                if s.startup == "enabled" {
+                    if s.current != "active" {
+                        return None;
+                    }
+                    starts.push((s.name.clone(), s.pid));
+                }
+            }
+            Some(starts)
+        }
+    };
+    while std::time::Instant::now() < deadline {
+        if let Some(first) = healthy(pebble).await {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            if healthy(pebble).await.as_ref() == Some(&first) {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }

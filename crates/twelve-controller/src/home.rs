@@ -61,6 +61,16 @@ impl Home {
         self.units().join(format!("{app}-{unit}"))
     }
 
+    /// The supervisor directory of one incarnation of a unit (a unit gets a new one when
+    /// it is replaced beside the old one: `<app>-<n>.<k>`).
+    pub fn unit_dir_at(&self, app: &str, unit: u32, incarnation: u32) -> PathBuf {
+        if incarnation == 0 {
+            self.unit_dir(app, unit)
+        } else {
+            self.units().join(format!("{app}-{unit}.{incarnation}"))
+        }
+    }
+
     /// Creates the directories. They are world-traversable (0755) so that app processes
     /// running as an unprivileged user can read releases; the store and socket are 0600.
     pub fn ensure(&self) -> std::io::Result<()> {

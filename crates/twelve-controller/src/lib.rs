@@ -7,6 +7,7 @@ pub mod backing;
 pub mod client;
 pub mod controller;
 pub mod home;
+pub mod ingress;
 pub mod migration;
 pub mod model;
 pub mod releases;

@@ -71,7 +71,7 @@ pub async fn run(
     key: &str,
     unit: u32,
 ) -> bool {
-    let pebble = Pebble::for_dir(home.unit_dir(&app.name, unit));
+    let pebble = Pebble::for_dir(app.unit_dir(home, unit));
     let command = crate::releases::map_argv(home, app, &m.command);
     let req = ExecRequest {
         command,

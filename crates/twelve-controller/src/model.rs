@@ -34,6 +34,18 @@ pub struct AppRecord {
     /// Integrations by endpoint name.
     #[serde(default)]
     pub relations: IndexMap<String, RelationRecord>,
+    /// The last release and config every unit ran and passed its ready check with.
+    #[serde(default)]
+    pub last_good: Option<GoodState>,
+    /// Why the app was rolled back, shown by `status` until the next change.
+    #[serde(default)]
+    pub rollback_note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GoodState {
+    pub release: u32,
+    pub config: IndexMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -42,6 +54,9 @@ pub struct UnitRecord {
     pub app_port: u16,
     #[serde(default)]
     pub metrics_port: Option<u16>,
+    /// Which supervisor directory runs it (see `Home::unit_dir_at`).
+    #[serde(default)]
+    pub incarnation: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -81,6 +96,17 @@ impl AppRecord {
     }
     pub fn unit_numbers(&self) -> Vec<u32> {
         self.units.iter().map(|u| u.number).collect()
+    }
+    pub fn incarnation(&self, unit: u32) -> u32 {
+        self.units
+            .iter()
+            .find(|u| u.number == unit)
+            .map(|u| u.incarnation)
+            .unwrap_or(0)
+    }
+    /// The supervisor directory of a unit's current incarnation.
+    pub fn unit_dir(&self, home: &crate::home::Home, unit: u32) -> std::path::PathBuf {
+        home.unit_dir_at(&self.name, unit, self.incarnation(unit))
     }
 }
 

@@ -92,6 +92,8 @@ pub enum Command {
     },
     /// The Pebble-compatible unit supervisor and its client commands.
     Pebble(twelve_pebble::cli::PebbleArgs),
+    /// The ingress (reverse proxy) and its admin commands; the controller runs it.
+    Ingress(twelve_ingress::IngressArgs),
     #[command(flatten)]
     App(AppCommand),
 }

@@ -13,6 +13,23 @@ mod output;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    let daemon = matches!(
+        &cli.command,
+        cli::Command::Pebble(_)
+            | cli::Command::Ingress(_)
+            | cli::Command::App(cli::AppCommand::Controller { .. })
+    );
+    if !daemon {
+        // `twelve status | head` ends quietly, as other command-line tools do; daemons keep
+        // ignoring SIGPIPE so a closed client socket never kills them.
+        // SAFETY: setting a signal disposition to its default at start-up, before threads.
+        unsafe {
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
+        }
+    }
     let result = match cli.command {
         cli::Command::Init { profile, name, dir } => cmd::init::run(profile, name, &dir),
         cli::Command::Render {
@@ -24,6 +41,7 @@ fn main() -> ExitCode {
             charm_dir,
         } => cmd::render::run(&dir, scenario.as_deref(), unit, format, reveal, charm_dir),
         cli::Command::Pebble(args) => return twelve_pebble::cli::run(args),
+        cli::Command::Ingress(args) => return twelve_ingress::cli_main(args),
         cli::Command::App(cmd) => cmd::app::run(cmd),
     };
     match result {

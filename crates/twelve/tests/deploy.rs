@@ -14,7 +14,10 @@ fn flask_lifecycle_config_scale_schedulers_and_controller_crash() {
     let t = Twelve::new();
     let src = t.example("flask");
     let out = t.ok(&["deploy", src.to_str().unwrap(), "web"]);
-    assert!(out.contains("web is active at http://127.0.0.1:"), "{out}");
+    assert!(
+        out.contains("web is active at http://web.localhost:"),
+        "{out}"
+    );
 
     let port = t.port("web/0");
     let (code, body) = http_get(port, "/").unwrap();
@@ -30,9 +33,12 @@ fn flask_lifecycle_config_scale_schedulers_and_controller_crash() {
     // A config change reaches the app.
     t.ok(&["config", "web", "greeting=bonjour", "token=xyz"]);
     eventually("the new greeting", LONG, || {
-        http_get(port, "/").filter(|(_, b)| b.contains("bonjour"))
+        via_ingress(&t, "web", "/").filter(|(_, b)| b.contains("bonjour"))
     });
-    assert_eq!(app_env(port)["FLASK_TOKEN"], "xyz");
+    let env = eventually("the token", LONG, || {
+        try_app_env(t.port("web/0")).filter(|e| e["FLASK_TOKEN"] == "xyz")
+    });
+    assert_eq!(env["FLASK_TOKEN"], "xyz");
     let listing = t.ok(&["config", "web"]);
     assert!(
         listing.contains("greeting") && listing.contains("bonjour") && listing.contains("user"),
@@ -40,7 +46,7 @@ fn flask_lifecycle_config_scale_schedulers_and_controller_crash() {
     );
     t.ok(&["config", "web", "--reset", "token"]);
     eventually("token reset", LONG, || {
-        try_app_env(port).filter(|e| e.get("FLASK_TOKEN").is_none())
+        try_app_env(t.port("web/0")).filter(|e| e.get("FLASK_TOKEN").is_none())
     });
 
     // The app runs unprivileged.
@@ -209,7 +215,7 @@ fn failing_migration_blocks_keeps_the_old_release_serving_then_recovers() {
     let out = t.ok(&["deploy", s, "mig"]);
     assert!(out.contains("mig is active"), "{out}");
     eventually("the new greeting", LONG, || {
-        http_get(port, "/").filter(|r| r.1.contains("v2"))
+        via_ingress(&t, "mig", "/").filter(|r| r.1.contains("v2"))
     });
 }
 

@@ -147,9 +147,8 @@ fn rotate_secret_key_changes_the_key_on_every_unit() {
     let out = t.ok(&["run", "rot/0", "rotate-secret-key", "--format", "json"]);
     assert!(out.contains("\"status\": \"success\""), "{out}");
     for unit in ["rot/0", "rot/1"] {
-        let port = t.port(unit);
         let after = eventually("the new key", LONG, || {
-            try_app_env(port)
+            try_app_env(t.port(unit))
                 .and_then(|e| e["FLASK_SECRET_KEY"].as_str().map(str::to_string))
                 .filter(|k| *k != before[0])
         });

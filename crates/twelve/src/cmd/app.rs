@@ -781,22 +781,27 @@ fn config(
 
 fn logs(unit: &str, services: Vec<String>, follow: bool, n: i64) -> CliResult<ExitCode> {
     let (app, num) = parse_unit(unit)?;
-    let home = Home::from_env();
-    // Ask the controller so an unknown unit is a clear error.
+    // Ask the controller where the unit's supervisor is (and so that an unknown unit is a
+    // clear error).
     let r = client().call(&Request::Status {
         app: Some(app.clone()),
     })?;
-    let known = r["apps"][0]["units"]
+    let found = r["apps"][0]["units"]
         .as_array()
         .into_iter()
         .flatten()
-        .any(|u| u["name"].as_str() == Some(unit));
-    if !known {
+        .find(|u| u["name"].as_str() == Some(unit))
+        .cloned();
+    let Some(found) = found else {
         return Err(Diagnostic::error(format!("unit {unit} not found"))
             .with_help(format!("see `twelve status {app}`"))
             .into());
-    }
-    let pebble = twelve_pebble::client::Client::for_dir(home.unit_dir(&app, num));
+    };
+    let dir = match found["supervisor"].as_str().filter(|s| !s.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => Home::from_env().unit_dir(&app, num),
+    };
+    let pebble = twelve_pebble::client::Client::for_dir(dir);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -12,6 +12,8 @@ use serde_json::Value;
 
 pub struct Twelve {
     pub home: tempfile::TempDir,
+    /// This home's ingress port (each test home runs its own ingress).
+    pub ingress_port: u16,
 }
 
 pub fn repo() -> PathBuf {
@@ -49,7 +51,12 @@ impl Twelve {
             .tempdir()
             .unwrap();
         std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        Twelve { home }
+        let ingress_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Twelve { home, ingress_port }
     }
 
     pub fn cmd(&self, args: &[&str]) -> Output {
@@ -57,6 +64,8 @@ impl Twelve {
             .args(args)
             .env("TWELVE_HOME", self.home.path())
             .env("TWELVE_PACK_CACHE", pack_cache())
+            .env("TWELVE_INGRESS_PORT", self.ingress_port.to_string())
+            .env("TWELVE_READY_TIMEOUT", "15")
             .current_dir(self.home.path())
             .output()
             .unwrap()
@@ -90,6 +99,18 @@ impl Twelve {
         let out = self.ok(&["status", app, "--format", "json"]);
         let v: Value = serde_json::from_str(&out).unwrap();
         v["apps"][0].clone()
+    }
+
+    /// The port of a unit, or `None` while the unit is not in the status yet.
+    pub fn try_port(&self, unit: &str) -> Option<u16> {
+        let app = unit.split('/').next()?;
+        let st = self.status(app);
+        let u = st["units"]
+            .as_array()?
+            .iter()
+            .find(|u| u["name"] == unit)?
+            .clone();
+        u["address"].as_str()?.rsplit(':').next()?.parse().ok()
     }
 
     /// The port of a unit (`app/N`).
@@ -157,6 +178,9 @@ impl Drop for Twelve {
             }
         }
         let _ = self.cmd(&["controller", "stop"]);
+        if let Ok(pid) = std::fs::read_to_string(self.home.path().join("ingress/ingress.pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
         for pid in self.pids_of_units() {
             let _ = Command::new("kill").arg(pid.to_string()).status();
         }
@@ -180,12 +204,25 @@ pub fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
+/// GET through the ingress with `Host: <app>.localhost`.
+pub fn via_ingress(t: &Twelve, app: &str, path: &str) -> Option<(u16, String)> {
+    http_get_host(
+        t.ingress_port,
+        path,
+        &format!("{app}.localhost:{}", t.ingress_port),
+    )
+}
+
 /// GET http://127.0.0.1:port/path; `None` when nothing answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_host(port, path, "127.0.0.1")
+}
+
+pub fn http_get_host(port: u16, path: &str, host: &str) -> Option<(u16, String)> {
     let mut s =
         TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let (head, body) = buf.split_once("\r\n\r\n")?;

@@ -1,0 +1,185 @@
+//! The ingress: one long-lived `twelve ingress run` that routes `http://<app>.localhost:PORT/`
+//! to ready units. The controller keeps it running and sends it the route table; units
+//! leave rotation (draining) before they restart or stop, and come back once ready.
+
+use std::time::{Duration, Instant};
+
+use twelve_ingress::client;
+use twelve_ingress::{AppRoute, Backend, BackendState, RouteTable};
+
+use crate::controller::Controller;
+use crate::model::AppRecord;
+
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// The ingress port: `TWELVE_INGRESS_PORT`, else 8080.
+pub fn port_from_env() -> u16 {
+    std::env::var("TWELVE_INGRESS_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(DEFAULT_PORT)
+}
+
+impl Controller {
+    fn ingress_socket(&self) -> std::path::PathBuf {
+        self.home.root.join("ingress").join("ingress.sock")
+    }
+
+    /// The app's URL through the ingress.
+    pub(crate) fn app_url(&self, app: &str) -> String {
+        format!("http://{app}.localhost:{}", self.ingress_port)
+    }
+
+    /// Starts the ingress when it does not answer.
+    pub(crate) async fn ensure_ingress(&self) -> Result<(), String> {
+        let sock = self.ingress_socket();
+        if client::get_routes(&sock).await.is_ok() {
+            return Ok(());
+        }
+        let dir = self.home.root.join("ingress");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let port = self.ingress_port.to_string();
+        let dir_s = dir.display().to_string();
+        let child = crate::client::spawn_detached(
+            &self.exe,
+            &["ingress", "run", "--dir", &dir_s, "--port", &port],
+            &self.home.root,
+            &dir.join("ingress.log"),
+            true,
+        )
+        .map_err(|e| e.to_string())?;
+        std::thread::spawn(move || {
+            let mut child = child;
+            let _ = child.wait();
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if client::get_routes(&sock).await.is_ok() {
+                eprintln!("[controller] started the ingress on port {port}");
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!(
+            "the ingress did not start on port {port} (see {})",
+            dir.join("ingress.log").display()
+        ))
+    }
+
+    /// The table as it should be now: ready units in rotation, units being changed out.
+    pub(crate) fn route_table(&self, apps: &[AppRecord]) -> RouteTable {
+        let statuses = self
+            .statuses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let draining = self
+            .draining
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut table = RouteTable::default();
+        for app in apps {
+            let st = statuses.get(&app.name);
+            let mut backends = vec![];
+            for u in &app.units {
+                let unit = format!("{}/{}", app.name, u.number);
+                let ready = st
+                    .and_then(|s| s.units.iter().find(|x| x.name == unit))
+                    .is_some_and(|x| x.status == "active");
+                let Ok(addr) = format!("127.0.0.1:{}", u.app_port).parse() else {
+                    continue;
+                };
+                if draining.contains(&unit) {
+                    backends.push(Backend {
+                        unit,
+                        addr,
+                        state: BackendState::Draining,
+                    });
+                } else if ready {
+                    backends.push(Backend {
+                        unit,
+                        addr,
+                        state: BackendState::Ready,
+                    });
+                }
+            }
+            table.apps.insert(
+                app.name.clone(),
+                AppRoute {
+                    status: st
+                        .map(|s| s.status.clone())
+                        .unwrap_or_else(|| "maintenance".into()),
+                    message: st.map(|s| s.message.clone()).unwrap_or_default(),
+                    backends,
+                    ..Default::default()
+                },
+            );
+        }
+        table
+    }
+
+    /// Sends the table when it changed.
+    pub(crate) async fn push_routes(&self, apps: &[AppRecord]) {
+        let table = self.route_table(apps);
+        let same = self
+            .routes_pushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            == Some(&table);
+        if same {
+            return;
+        }
+        if std::env::var_os("TWELVE_DEBUG_ROUTES").is_some() {
+            let summary: Vec<String> = table
+                .apps
+                .iter()
+                .map(|(a, r)| {
+                    format!(
+                        "{a}: {}",
+                        r.backends
+                            .iter()
+                            .map(|b| format!("{}@{}:{:?}", b.unit, b.addr, b.state))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )
+                })
+                .collect();
+            eprintln!("[controller] routes: {}", summary.join("; "));
+        }
+        match client::put_routes(&self.ingress_socket(), &table).await {
+            Ok(()) => *self.routes_pushed.lock().unwrap_or_else(|e| e.into_inner()) = Some(table),
+            Err(e) => eprintln!("[controller] cannot update the ingress routes: {e}"),
+        }
+    }
+
+    /// Takes a unit out of rotation and waits (bounded) for its requests to finish.
+    pub(crate) async fn drain_unit(&self, app: &AppRecord, unit: u32, apps: &[AppRecord]) {
+        let name = format!("{}/{}", app.name, unit);
+        self.draining
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone());
+        self.push_routes(apps).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let busy = match client::get_inflight(&self.ingress_socket()).await {
+                Ok(list) => list.iter().any(|b| b.unit == name && b.inflight > 0),
+                Err(_) => false,
+            };
+            if !busy {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Puts a unit back (it is added again once its status is active).
+    pub(crate) fn undrain_unit(&self, app: &str, unit: u32) {
+        self.draining
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&format!("{app}/{unit}"));
+    }
+}

@@ -1,0 +1,221 @@
+//! Zero downtime behind the ingress: a real client keeps requesting while the app changes,
+//! and not one request fails.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(90);
+
+/// Requests `app` through the ingress in a loop until stopped; counts successes and failures.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    last_error: Arc<std::sync::Mutex<String>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(t: &Twelve, app: &str) -> Load {
+        let (stop, ok, failed) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let last_error = Arc::new(std::sync::Mutex::new(String::new()));
+        let (s, o, f, e) = (stop.clone(), ok.clone(), failed.clone(), last_error.clone());
+        let port = t.ingress_port;
+        let host = format!("{app}.localhost:{port}");
+        let handle = std::thread::spawn(move || {
+            let started = Instant::now();
+            while !s.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
+                match http_get_host(port, "/", &host) {
+                    Some((200, _)) => {
+                        o.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => {
+                        f.fetch_add(1, Ordering::Relaxed);
+                        *e.lock().unwrap() = format!("{other:?}");
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Load {
+            stop,
+            ok,
+            failed,
+            last_error,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> (u64, u64, String) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.last_error.lock().unwrap().clone(),
+        )
+    }
+}
+
+fn all_serve(t: &Twelve, app: &str, n: u32, needle: &str) -> Option<()> {
+    for u in 0..n {
+        let port = t.try_port(&format!("{app}/{u}"))?;
+        http_get(port, "/").filter(|(_, b)| b.contains(needle))?;
+    }
+    let st = t.status(app);
+    st["units"]
+        .as_array()?
+        .iter()
+        .all(|u| u["status"] == "active")
+        .then_some(())
+}
+
+#[test]
+fn config_change_and_scaling_on_three_units_fail_no_request() {
+    let t = Twelve::new();
+    let src = t.example("flask");
+    let out = t.ok(&["deploy", src.to_str().unwrap(), "zd", "-n", "3"]);
+    assert!(
+        out.contains(&format!("http://zd.localhost:{}", t.ingress_port)),
+        "{out}"
+    );
+    eventually("routing through the ingress", LONG, || {
+        via_ingress(&t, "zd", "/").filter(|r| r.0 == 200)
+    });
+    eventually("3 units in rotation", LONG, || {
+        all_serve(&t, "zd", 3, "hello")
+    });
+
+    let load = Load::start(&t, "zd");
+    std::thread::sleep(Duration::from_millis(500));
+    t.ok(&["config", "zd", "greeting=rolled"]);
+    eventually("every unit on the new config", LONG, || {
+        all_serve(&t, "zd", 3, "rolled")
+    });
+    t.ok(&["scale-application", "zd", "1"]);
+    eventually("one unit left", LONG, || {
+        (t.status("zd")["units"].as_array()?.len() == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failed, last) = load.finish();
+    assert!(ok > 50, "the load ran ({ok} requests)");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed; last: {last}",
+        ok + failed
+    );
+    let (_, body) = via_ingress(&t, "zd", "/").unwrap();
+    assert!(body.contains("rolled"), "{body}");
+}
+
+#[test]
+fn one_unit_config_release_rotation_and_a_broken_release_fail_no_request() {
+    let t = Twelve::new();
+    let src = t.example("flask");
+    let s = src.to_str().unwrap();
+    t.ok(&["deploy", s, "one"]);
+    eventually("routing through the ingress", LONG, || {
+        via_ingress(&t, "one", "/").filter(|r| r.0 == 200)
+    });
+    let load = Load::start(&t, "one");
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A config change: the new instance starts beside the old one.
+    t.ok(&["config", "one", "greeting=second"]);
+    eventually("the new greeting", LONG, || {
+        via_ingress(&t, "one", "/").filter(|r| r.1.contains("second"))
+    });
+
+    // A new release.
+    let app = std::fs::read_to_string(src.join("app.py")).unwrap();
+    std::fs::write(src.join("app.py"), format!("{app}\n# release 2\n")).unwrap();
+    let out = t.ok(&["deploy", s, "one"]);
+    assert!(out.contains("release 2"), "{out}");
+    eventually("release 2 active", LONG, || {
+        (t.status("one")["release"] == 2 && t.status("one")["status"] == "active").then_some(())
+    });
+
+    // Rotating the secret key.
+    let key = |t: &Twelve| {
+        via_ingress(t, "one", "/env")
+            .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .and_then(|e| e["FLASK_SECRET_KEY"].as_str().map(str::to_string))
+    };
+    let before = key(&t).unwrap();
+    t.ok(&["run", "one/0", "rotate-secret-key"]);
+    eventually("the rotated key", LONG, || key(&t).filter(|k| *k != before));
+
+    // A release that never becomes ready is rolled back; the old one serves throughout.
+    std::fs::write(
+        src.join("app.py"),
+        "raise SystemExit('this release is broken')\n",
+    )
+    .unwrap();
+    t.ok(&["deploy", s, "one", "--no-wait"]);
+    let st = eventually("the automatic rollback", LONG, || {
+        let st = t.status("one");
+        st["message"]
+            .as_str()
+            .filter(|m| m.contains("rolled back to release 2"))
+            .map(|_| st.clone())
+    });
+    assert_eq!(st["release"], 2, "{st}");
+    assert!(
+        st["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not become ready"),
+        "{st}"
+    );
+
+    // Scaling out.
+    t.ok(&["scale-application", "one", "3"]);
+    eventually("3 units in rotation", LONG, || {
+        all_serve(&t, "one", 3, "second")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, failed, last) = load.finish();
+    assert!(ok > 100, "the load ran ({ok} requests)");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed; last: {last}",
+        ok + failed
+    );
+}
+
+#[test]
+fn an_app_with_no_ready_unit_answers_503_naming_its_status() {
+    let t = Twelve::new();
+    let src = t.example("flask");
+    let charm = src.join("charm/charmcraft.yaml");
+    let text = std::fs::read_to_string(&charm).unwrap().replace(
+        "      description: An optional token (exported as FLASK_TOKEN when set).\n      type: string\n",
+        "      description: A required token.\n      type: string\n      optional: false\n",
+    );
+    std::fs::write(&charm, text).unwrap();
+    t.ok(&["deploy", src.to_str().unwrap(), "gate"]);
+    let (code, body) = eventually("the 503 page", LONG, || {
+        via_ingress(&t, "gate", "/").filter(|r| r.0 == 503 && r.1.contains("missing options"))
+    });
+    assert_eq!(code, 503);
+    assert!(
+        body.contains("gate is blocked: missing options: token"),
+        "{body}"
+    );
+    // The path-prefix form reaches the same app.
+    let (code, _) = http_get_host(t.ingress_port, "/gate/", "localhost").unwrap();
+    assert_eq!(code, 503);
+}
