@@ -50,6 +50,8 @@ pub struct Controller {
     pub(crate) draining: Mutex<std::collections::BTreeSet<String>>,
     /// Units being replaced beside their old incarnation right now.
     pub(crate) surging: Mutex<std::collections::BTreeSet<String>>,
+    pub(crate) web: Arc<crate::web::WebState>,
+    pub(crate) web_stop: Notify,
     pub(crate) wake: Notify,
     shutdown: Notify,
     projects: Mutex<HashMap<String, (String, Arc<Project>)>>,
@@ -107,6 +109,8 @@ impl Controller {
             routes_pushed: Mutex::new(None),
             draining: Mutex::new(Default::default()),
             surging: Mutex::new(Default::default()),
+            web: Arc::new(Default::default()),
+            web_stop: Notify::new(),
             wake: Notify::new(),
             shutdown: Notify::new(),
             projects: Mutex::new(HashMap::new()),
@@ -137,6 +141,7 @@ impl Controller {
             self.home.root.display()
         ));
 
+        self.start_web().await;
         let me = self.clone();
         tokio::spawn(async move { me.reconcile_loop().await });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -154,8 +159,10 @@ impl Controller {
                 _ = int.recv() => break,
             }
         }
+        self.web_stop.notify_waiters();
         let _ = std::fs::remove_file(&sock);
         let _ = std::fs::remove_file(self.home.pid_file());
+        let _ = std::fs::remove_file(self.home.root.join("web.addr"));
         log("stopped; units keep running");
         Ok(())
     }
@@ -729,6 +736,7 @@ impl Controller {
         loop {
             {
                 let _guard = self.reconcile_lock.lock().await;
+                let started = std::time::Instant::now();
                 let apps = self.store.apps().unwrap_or_default();
                 if let Err(e) = self.ensure_ingress().await {
                     log(format!("ingress: {e}"));
@@ -747,6 +755,16 @@ impl Controller {
                     let fresh = self.store.apps().unwrap_or_else(|_| apps.clone());
                     self.push_routes(&fresh).await;
                 }
+                let micros = started.elapsed().as_micros() as u64;
+                let w = &self.web;
+                w.reconciles
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                w.reconcile_micros_sum
+                    .fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+                w.reconcile_micros_last
+                    .store(micros, std::sync::atomic::Ordering::Relaxed);
+                let fresh = self.store.apps().unwrap_or_default();
+                self.refresh_web(&fresh).await;
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
@@ -884,6 +902,13 @@ impl Controller {
                     } else {
                         None
                     };
+                    if let Some(ok) = outcome {
+                        use std::sync::atomic::Ordering::Relaxed;
+                        self.web.migrations.fetch_add(1, Relaxed);
+                        if !ok {
+                            self.web.migration_failures.fetch_add(1, Relaxed);
+                        }
+                    }
                     let rec = self
                         .store
                         .app(&app.name)

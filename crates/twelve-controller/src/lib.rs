@@ -15,6 +15,7 @@ pub mod secrets;
 pub mod store;
 pub mod substrate;
 pub mod vault;
+pub mod web;
 
 pub use api::{ApiError, AppStatus, Request, UnitStatus};
 pub use client::ControllerClient;

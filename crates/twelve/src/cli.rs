@@ -275,6 +275,14 @@ pub enum AppCommand {
         #[arg(long, value_enum, default_value = "yaml")]
         format: crate::cli::Format,
     },
+    /// Prometheus service discovery: `sd` prints the http_sd JSON, `prometheus-config` a
+    /// ready scrape_configs block.
+    Metrics {
+        #[command(subcommand)]
+        command: MetricsCommand,
+    },
+    /// Print the URL of the live dashboard (apps, units, statuses, logs).
+    Dashboard,
     /// The controller daemon.
     Controller {
         #[command(subcommand)]
@@ -290,4 +298,14 @@ pub enum ControllerCommand {
     Status,
     /// Stop the controller (apps keep running).
     Stop,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MetricsCommand {
+    /// The targets, in Prometheus http_sd format.
+    Sd,
+    /// A scrape_configs block pointing Prometheus at the SD endpoint.
+    PrometheusConfig,
+    /// twelve's own metrics (and the ingress's), in Prometheus text format.
+    Show,
 }

@@ -208,6 +208,22 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AppCommand::Controller { command } => controller(command),
+        AppCommand::Metrics { command } => {
+            let path = match command {
+                crate::cli::MetricsCommand::Sd => "/sd",
+                crate::cli::MetricsCommand::PrometheusConfig => "/prometheus-config",
+                crate::cli::MetricsCommand::Show => "/metrics",
+            };
+            let (addr, body) = web_get(path)?;
+            let _ = addr;
+            print!("{body}");
+            Ok(ExitCode::SUCCESS)
+        }
+        AppCommand::Dashboard => {
+            let (addr, _) = web_get("/api/state")?;
+            println!("http://{addr}/");
+            Ok(ExitCode::SUCCESS)
+        }
         AppCommand::AddSecret {
             name,
             content,
@@ -875,4 +891,29 @@ fn controller(cmd: ControllerCommand) -> CliResult<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// GETs a path of the controller's observability server (its address is in
+/// `TWELVE_HOME/web.addr`), starting the controller if needed.
+fn web_get(path: &str) -> CliResult<(String, String)> {
+    use std::io::{Read, Write};
+    let c = client();
+    c.call(&Request::Ping)?;
+    let home = Home::from_env();
+    let addr = std::fs::read_to_string(home.root.join("web.addr")).map_err(|_| {
+        Diagnostic::error("the controller runs no observability server")
+            .with_help("its address may be taken: see controller.log, set TWELVE_WEB_ADDR and restart the controller")
+    })?;
+    let addr = addr.trim().to_string();
+    let mut s =
+        std::net::TcpStream::connect(&addr).with_context(|| format!("cannot reach {addr}"))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").context("cannot send the request")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .context("cannot read the answer")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((addr, body))
 }
