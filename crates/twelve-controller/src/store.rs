@@ -45,28 +45,38 @@ impl Store {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn app(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
+    /// One JSON document, decoded.
+    fn one<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Option<T>, StoreError> {
         let doc: Option<String> = self
             .conn()
-            .query_row("SELECT doc FROM apps WHERE name = ?1", params![name], |r| {
-                r.get(0)
-            })
+            .query_row(sql, params, |r| r.get(0))
             .optional()?;
-        Ok(match doc {
-            Some(d) => Some(serde_json::from_str(&d)?),
-            None => None,
-        })
+        doc.map(|d| serde_json::from_str(&d).map_err(StoreError::from))
+            .transpose()
     }
 
-    pub fn apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+    /// Every JSON document a query returns, decoded.
+    fn all<T: serde::de::DeserializeOwned>(&self, sql: &str) -> Result<Vec<T>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT doc FROM apps ORDER BY name")?;
+        let mut stmt = conn.prepare(sql)?;
         let docs: Vec<String> = stmt
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         docs.iter()
             .map(|d| serde_json::from_str(d).map_err(StoreError::from))
             .collect()
+    }
+
+    pub fn app(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
+        self.one("SELECT doc FROM apps WHERE name = ?1", params![name])
+    }
+
+    pub fn apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+        self.all("SELECT doc FROM apps ORDER BY name")
     }
 
     pub fn put_app(&self, app: &AppRecord) -> Result<(), StoreError> {
@@ -135,29 +145,14 @@ impl Store {
     /// A secret by name, or by id (with or without `secret:`).
     pub fn secret(&self, name_or_id: &str) -> Result<Option<SecretRecord>, StoreError> {
         let id = name_or_id.strip_prefix("secret:").unwrap_or(name_or_id);
-        let doc: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT doc FROM secrets WHERE name = ?1 OR id = ?2",
-                params![name_or_id, id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(match doc {
-            Some(d) => Some(serde_json::from_str(&d)?),
-            None => None,
-        })
+        self.one(
+            "SELECT doc FROM secrets WHERE name = ?1 OR id = ?2",
+            params![name_or_id, id],
+        )
     }
 
     pub fn secrets(&self) -> Result<Vec<SecretRecord>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT doc FROM secrets ORDER BY name")?;
-        let docs: Vec<String> = stmt
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        docs.iter()
-            .map(|d| serde_json::from_str(d).map_err(StoreError::from))
-            .collect()
+        self.all("SELECT doc FROM secrets ORDER BY name")
     }
 
     pub fn put_secret(&self, s: &SecretRecord) -> Result<(), StoreError> {
@@ -177,29 +172,11 @@ impl Store {
     }
 
     pub fn service(&self, name: &str) -> Result<Option<ServiceRecord>, StoreError> {
-        let doc: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT doc FROM services WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(match doc {
-            Some(d) => Some(serde_json::from_str(&d)?),
-            None => None,
-        })
+        self.one("SELECT doc FROM services WHERE name = ?1", params![name])
     }
 
     pub fn services(&self) -> Result<Vec<ServiceRecord>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT doc FROM services ORDER BY name")?;
-        let docs: Vec<String> = stmt
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        docs.iter()
-            .map(|d| serde_json::from_str(d).map_err(StoreError::from))
-            .collect()
+        self.all("SELECT doc FROM services ORDER BY name")
     }
 
     pub fn put_service(&self, s: &ServiceRecord) -> Result<(), StoreError> {
