@@ -65,7 +65,7 @@ impl Twelve {
             .env("TWELVE_HOME", self.home.path())
             .env("TWELVE_PACK_CACHE", pack_cache())
             .env("TWELVE_INGRESS_PORT", self.ingress_port.to_string())
-            .env("TWELVE_READY_TIMEOUT", "15")
+            .env("TWELVE_READY_TIMEOUT", "30")
             .env("TWELVE_WEB_ADDR", "127.0.0.1:0")
             .current_dir(self.home.path())
             .output()
