@@ -171,14 +171,24 @@ pub enum AppCommand {
     RemoveUnit { unit: String },
     /// Show a unit's service logs (Pebble's format).
     Logs {
-        /// `app/N`
+        /// `app/N` for one unit, or `app` for every unit, merged in time order.
         unit: String,
         /// Services to show (default: all).
         services: Vec<String>,
         #[arg(short = 'f', long)]
         follow: bool,
-        #[arg(short = 'n', default_value = "30")]
+        /// How many lines (per unit, then merged); -1 for all that are kept.
+        #[arg(short = 'n', default_value = "30", allow_hyphen_values = true)]
         n: i64,
+        /// Every unit of the app (the default when no unit number is given).
+        #[arg(long)]
+        all_units: bool,
+        /// Only lines newer than this (e.g. 10m, 30s, 1h).
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// Only lines matching this regular expression.
+        #[arg(long, value_name = "REGEX")]
+        grep: Option<String>,
     },
     /// Run a command in a unit with the app's environment, user and directory.
     Exec {

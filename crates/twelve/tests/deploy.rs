@@ -95,6 +95,34 @@ fn flask_lifecycle_config_scale_schedulers_and_controller_crash() {
     let st = t.status("web");
     assert_eq!(st["scheduler_unit"], 0);
 
+    // `logs APP` merges every unit's lines in time order, naming each unit.
+    let merged = t.ok(&[
+        "logs",
+        "web",
+        "heartbeat-worker",
+        "--grep",
+        "worker alive",
+        "--since",
+        "1h",
+        "-n",
+        "100",
+    ]);
+    for n in 0..3 {
+        assert!(
+            merged.contains(&format!(" web/{n} [heartbeat-worker] worker alive")),
+            "web/{n} missing:\n{merged}"
+        );
+    }
+    let times: Vec<&str> = merged
+        .lines()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "merged in time order");
+    let err = t.fails(&["logs", "web", "--grep", "("]);
+    assert!(err.contains("--grep"), "{err}");
+
     // Removing unit 0 moves the scheduler to the lowest remaining unit.
     t.ok(&["remove-unit", "web/0"]);
     eventually("the scheduler on web/1", LONG, || {
@@ -279,7 +307,7 @@ fn user_mistakes_get_one_clear_error() {
     );
     let err = t.fails(&["exec", "w/7", "--", "true"]);
     assert!(err.contains("unit w/7 not found"), "{err}");
-    let err = t.fails(&["logs", "w", "-n", "1"]);
+    let err = t.fails(&["logs", "w/x", "-n", "1"]);
     assert!(err.contains("is not a unit name"), "{err}");
     let err = t.fails(&["scale-application", "w", "0"]);
     assert!(err.contains("at least one unit"), "{err}");

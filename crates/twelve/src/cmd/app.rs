@@ -166,7 +166,10 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
             services,
             follow,
             n,
-        } => logs(&unit, services, follow, n),
+            all_units,
+            since,
+            grep,
+        } => logs(&unit, services, follow, n, all_units, since, grep),
         AppCommand::Exec { unit, command } => {
             let (app, n) = parse_unit(&unit)?;
             let r = client().call(&Request::Exec {
@@ -795,49 +798,125 @@ fn config(
     Ok(ExitCode::SUCCESS)
 }
 
-fn logs(unit: &str, services: Vec<String>, follow: bool, n: i64) -> CliResult<ExitCode> {
-    let (app, num) = parse_unit(unit)?;
-    // Ask the controller where the unit's supervisor is (and so that an unknown unit is a
-    // clear error).
+/// `twelve logs app/N` (one unit, Pebble's format) or `twelve logs app` (every unit,
+/// merged in time order, each line naming its unit).
+#[allow(clippy::too_many_arguments)]
+fn logs(
+    target: &str,
+    services: Vec<String>,
+    follow: bool,
+    n: i64,
+    all_units: bool,
+    since: Option<String>,
+    grep: Option<String>,
+) -> CliResult<ExitCode> {
+    let (app, only) = match target.split_once('/') {
+        Some(_) => {
+            let (app, num) = parse_unit(target)?;
+            (app, if all_units { None } else { Some(num) })
+        }
+        None => (target.to_string(), None),
+    };
+    let pattern = grep
+        .map(|g| regex::Regex::new(&g).map_err(|e| Diagnostic::error(format!("--grep: {e}"))))
+        .transpose()?;
+    let cutoff = since
+        .map(|s| {
+            twelve_layer::parse_go_duration(&s).map_err(|e| {
+                Diagnostic::error(format!("--since: {e}"))
+                    .with_help("give a duration like 10m, 30s or 1h")
+            })
+        })
+        .transpose()?
+        .map(|d| {
+            let t = time::OffsetDateTime::now_utc() - d;
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        });
+    // Ask the controller where the units' supervisors are (and so that an unknown app or
+    // unit is a clear error).
     let r = client().call(&Request::Status {
         app: Some(app.clone()),
     })?;
-    let found = r["apps"][0]["units"]
+    let units: Vec<(String, PathBuf)> = r["apps"][0]["units"]
         .as_array()
         .into_iter()
         .flatten()
-        .find(|u| u["name"].as_str() == Some(unit))
-        .cloned();
-    let Some(found) = found else {
-        return Err(Diagnostic::error(format!("unit {unit} not found"))
+        .filter(|u| only.is_none() || u["name"].as_str() == Some(target))
+        .filter_map(|u| {
+            Some((
+                u["name"].as_str()?.to_string(),
+                PathBuf::from(u["supervisor"].as_str()?),
+            ))
+        })
+        .collect();
+    if units.is_empty() {
+        return Err(Diagnostic::error(format!("unit {target} not found"))
             .with_help(format!("see `twelve status {app}`"))
             .into());
+    }
+    let many = units.len() > 1 || only.is_none();
+    let keep = move |e: &twelve_pebble::types::LogEntry| {
+        cutoff
+            .as_ref()
+            .is_none_or(|c| e.time.as_str() >= c.as_str())
+            && pattern.as_ref().is_none_or(|p| p.is_match(&e.message))
     };
-    let dir = match found["supervisor"].as_str().filter(|s| !s.is_empty()) {
-        Some(d) => PathBuf::from(d),
-        None => Home::from_env().unit_dir(&app, num),
+    let line = move |unit: &str, e: &twelve_pebble::types::LogEntry| {
+        if many {
+            format!("{} {unit} [{}] {}", e.time, e.service, e.message)
+        } else {
+            e.to_text()
+        }
     };
-    let pebble = twelve_pebble::client::Client::for_dir(dir);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start a runtime")?;
-    let names: Vec<&str> = services.iter().map(String::as_str).collect();
-    rt.block_on(async {
-        if follow {
-            pebble
-                .stream_logs(&names, Some(n), true, |entry| {
-                    println!("{}", entry.to_text());
-                })
-                .await
-                .map_err(|e| anyhow!("cannot read the logs of {unit}: {e}"))?;
-        } else {
-            for entry in pebble
+    rt.block_on(async move {
+        let names: Vec<&str> = services.iter().map(String::as_str).collect();
+        let mut all = vec![];
+        for (unit, dir) in &units {
+            let pebble = twelve_pebble::client::Client::for_dir(dir);
+            for e in pebble
                 .logs(&names, Some(n))
                 .await
                 .map_err(|e| anyhow!("cannot read the logs of {unit}: {e}"))?
             {
-                println!("{}", entry.to_text());
+                if keep(&e) {
+                    all.push((unit.clone(), e));
+                }
+            }
+        }
+        all.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+        if n >= 0 && many {
+            let extra = all.len().saturating_sub(n as usize);
+            all.drain(..extra);
+        }
+        for (unit, e) in &all {
+            println!("{}", line(unit, e));
+        }
+        if follow {
+            let keep = std::sync::Arc::new(keep);
+            let line = std::sync::Arc::new(line);
+            let mut tasks = vec![];
+            for (unit, dir) in units {
+                let (keep, line) = (keep.clone(), line.clone());
+                let services = services.clone();
+                tasks.push(tokio::spawn(async move {
+                    let names: Vec<&str> = services.iter().map(String::as_str).collect();
+                    let pebble = twelve_pebble::client::Client::for_dir(&dir);
+                    let _ = pebble
+                        .stream_logs(&names, Some(0), true, |e| {
+                            if keep(&e) {
+                                println!("{}", line(&unit, &e));
+                            }
+                        })
+                        .await;
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
             }
         }
         Ok::<_, anyhow::Error>(())
