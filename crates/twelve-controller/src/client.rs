@@ -26,10 +26,25 @@ impl ControllerClient {
         self.call_once(&Request::Ping).is_ok()
     }
 
-    /// Sends a request, starting the controller first if needed (saying so on stderr).
+    /// Sends a request, starting the controller first if needed (saying so on stderr), or
+    /// restarting it when it runs an older twelve binary than this one.
     pub fn call(&self, req: &Request) -> Result<serde_json::Value, ApiError> {
-        if !self.is_running() {
-            self.start()?;
+        match self.call_once(&Request::Ping) {
+            Ok(r) if r.ok => {
+                let theirs = r.result["binary"].as_str().unwrap_or_default();
+                if theirs != binary_identity() {
+                    let _ = self.call_once(&Request::Shutdown);
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while Instant::now() < deadline && self.is_running() {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    eprintln!(
+                        "The twelve binary changed: restarting the controller (apps keep running)."
+                    );
+                    self.start()?;
+                }
+            }
+            _ => self.start()?,
         }
         let resp = self.call_once(req).map_err(|e| {
             ApiError::new(format!(
@@ -146,4 +161,25 @@ pub fn spawn_detached(
         });
     }
     cmd.spawn()
+}
+
+/// What identifies the twelve binary this process started from (version, size and
+/// modification time of the executable, read once at start).
+pub fn binary_identity() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let meta = std::env::current_exe().and_then(std::fs::metadata);
+        let (size, mtime) = match meta {
+            Ok(m) => (
+                m.len(),
+                m.modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0),
+            ),
+            Err(_) => (0, 0),
+        };
+        format!("{}-{size}-{mtime}", env!("CARGO_PKG_VERSION"))
+    })
 }

@@ -94,6 +94,8 @@ fn store_err(e: impl std::fmt::Display) -> ApiError {
 impl Controller {
     pub fn new(home: Home) -> anyhow::Result<Arc<Controller>> {
         home.ensure()?;
+        // Remember which binary this controller runs, before it can be replaced on disk.
+        let _ = crate::client::binary_identity();
         let store = Store::open(&home.db())?;
         let run_as = RunAs::detect().map_err(anyhow::Error::msg)?;
         let vault = crate::vault::Vault::open(&home.root.join("secret.key"))?;
@@ -188,7 +190,9 @@ impl Controller {
 
     async fn handle(self: Arc<Self>, req: Request) -> ApiResult {
         match req {
-            Request::Ping => Ok(json!({"pid": std::process::id(), "home": self.home.root})),
+            Request::Ping => Ok(
+                json!({"pid": std::process::id(), "home": self.home.root, "binary": crate::client::binary_identity()}),
+            ),
             Request::Deploy {
                 app,
                 project_dir,
@@ -723,6 +727,21 @@ impl Controller {
                     status: "maintenance".into(),
                     message: "waiting for the controller".into(),
                     release: Some(a.current_release),
+                    url: Some(format!("{}/", self.app_url(&a.name))),
+                    // Units are known from the store before the first reconcile checks them.
+                    units: a
+                        .units
+                        .iter()
+                        .map(|u| UnitStatus {
+                            name: format!("{}/{}", a.name, u.number),
+                            status: "unknown".into(),
+                            message: "not checked yet".into(),
+                            address: format!("127.0.0.1:{}", u.app_port),
+                            leader: Some(u.number) == a.units.first().map(|f| f.number),
+                            scheduler: false,
+                            supervisor: a.unit_dir(&self.home, u.number).display().to_string(),
+                        })
+                        .collect(),
                     ..Default::default()
                 })
             })
