@@ -241,9 +241,19 @@ impl Controller {
 
     /// The app's generated secret key, opened from its sealed form.
     pub(crate) fn app_secret_key(&self, app: &AppRecord) -> Option<String> {
-        self.vault
-            .open_sealed(&app.secret_key)
-            .ok()
-            .map(|s| s.0.clone())
+        match self.vault.open_sealed(&app.secret_key) {
+            Ok(s) => Some(s.0.clone()),
+            // A store written before secrets were sealed holds the key as it is: seal it now.
+            Err(_) if !app.secret_key.starts_with("v1:") && !app.secret_key.is_empty() => {
+                let plain = app.secret_key.clone();
+                let sealed = self.vault.seal(&plain);
+                let _ = self.store.update_app(&app.name, move |a| {
+                    a.secret_key = sealed;
+                    Ok(())
+                });
+                Some(plain)
+            }
+            Err(_) => None,
+        }
     }
 }
