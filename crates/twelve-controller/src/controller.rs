@@ -1113,6 +1113,12 @@ impl Controller {
         if plan.status.services == ServicesAction::Stop {
             let names: Vec<&str> = host.layer.services.keys().map(String::as_str).collect();
             let _ = pebble.stop(&names).await;
+        } else if !serving {
+            // Nothing is served from this unit yet: do not wait out the supervisor's okay
+            // delay; the ready check says when it can take traffic.
+            if let Err(e) = pebble.services_action_no_wait("replan", &[]).await {
+                log(format!("{key}: replan: {e}"));
+            }
         } else if let Err(e) = pebble.replan().await {
             // A service that exits at once is reported by its state; keep going.
             log(format!("{key}: replan: {e}"));
@@ -1314,6 +1320,13 @@ impl Controller {
                     format!("service {} is restarting (backoff)", s.name),
                 );
             }
+            if s.startup == "enabled" && s.current == "inactive" {
+                // Between a replan's stop and start.
+                return (
+                    "maintenance".into(),
+                    format!("service {} is starting", s.name),
+                );
+            }
             if s.startup == "enabled" && s.current != "active" {
                 return (
                     "error".into(),
@@ -1321,14 +1334,14 @@ impl Controller {
                 );
             }
         }
+        // A check is "up" until it has failed `threshold` times, so a fresh one says
+        // nothing: run the ready checks now and trust only that.
         let checks = pebble.checks(&[]).await.unwrap_or_default();
-        if let Some(c) = checks
+        for c in checks
             .iter()
-            .find(|c| c.level.as_deref() == Some("ready") && c.status != "up")
+            .filter(|c| c.level.as_deref() == Some("ready"))
         {
-            let _ = pebble.refresh_check(&c.name).await.map(|(info, _)| info);
-            let now = pebble.checks(&[c.name.as_str()]).await.unwrap_or_default();
-            if now.first().is_none_or(|c| c.status != "up") {
+            if !matches!(pebble.refresh_check(&c.name).await, Ok((_, None))) {
                 return (
                     "maintenance".into(),
                     "waiting for the app to be ready".into(),
