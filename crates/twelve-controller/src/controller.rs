@@ -785,9 +785,22 @@ impl Controller {
                 let fresh = self.store.apps().unwrap_or_default();
                 self.refresh_web(&fresh).await;
             }
+            // While a unit is starting, look again soon so it enters rotation as soon as it
+            // is ready; otherwise every 2 s (or at once when something changes).
+            let starting = self
+                .statuses
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .any(|a| a.units.iter().any(|u| u.status == "maintenance"));
+            let pause = if starting {
+                Duration::from_millis(100)
+            } else {
+                Duration::from_secs(2)
+            };
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     }
