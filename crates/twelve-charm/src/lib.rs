@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod integrations;
+pub mod metrics;
 pub mod plan;
 pub mod scenario;
 pub mod state;

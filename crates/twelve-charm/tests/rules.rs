@@ -699,3 +699,54 @@ fn the_ready_check_is_tcp_unless_the_project_names_a_path() {
         Some("http://127.0.0.1:8000/health")
     );
 }
+
+#[test]
+fn scrape_targets_expand_star_per_unit_and_scheduler_to_one_unit() {
+    use twelve_charm::metrics::{scrape_groups, ScrapeUnit};
+    let paas = "prometheus:\n  scrape_configs:\n    - job_name: custom\n      static_configs:\n        - targets: ['*:9090', '@scheduler:8082', 'db:9187']\n          labels: {team: web}\n";
+    let units: Vec<ScrapeUnit> = [(1, 7001), (2, 7002)]
+        .iter()
+        .map(|(n, p)| ScrapeUnit {
+            number: *n,
+            host: "127.0.0.1".into(),
+            metrics_port: *p,
+        })
+        .collect();
+    let go = project(Framework::Go, "", "", &[("charm/paas-config.yaml", paas)]);
+    let groups = scrape_groups(&go.project, "web", 3, &units, Some(1), "/metrics");
+    let by_job = |job: &str| {
+        groups
+            .iter()
+            .filter(|g| g.labels["job"] == job)
+            .map(|g| (g.labels["unit"].clone(), g.targets[0].clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        by_job("web"),
+        [
+            ("web/1".to_string(), "127.0.0.1:7001".to_string()),
+            ("web/2".into(), "127.0.0.1:7002".into())
+        ]
+    );
+    assert_eq!(
+        by_job("custom"),
+        [
+            ("web/1".to_string(), "127.0.0.1:9090".to_string()),
+            ("web/2".into(), "127.0.0.1:9090".into()),
+            ("web/1".into(), "127.0.0.1:8082".into()),
+            ("web/1".into(), "db:9187".into())
+        ]
+    );
+    assert!(groups
+        .iter()
+        .all(|g| g.labels["release"] == "3" && g.labels["framework"] == "go"));
+    assert!(groups
+        .iter()
+        .filter(|g| g.labels["job"] == "custom")
+        .all(|g| g.labels["team"] == "web"));
+    let flask = project(Framework::Flask, "", "", &[]);
+    assert!(
+        scrape_groups(&flask.project, "web", 1, &units, Some(1), "/metrics").is_empty(),
+        "no statsd exporter: no default job"
+    );
+}

@@ -853,7 +853,7 @@ impl Controller {
         let release_id = app
             .release_id(app.current_release)
             .ok_or("the current release is missing")?;
-        let map = release_map(&self.home, release_id, &project)?;
+        let map = release_map(&self.home, release_id)?;
         let plan = plan_unit(&project, &self.app_state(app, unit));
         let host = host_unit(
             &plan,

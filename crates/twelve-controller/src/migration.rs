@@ -3,7 +3,7 @@
 //! with a backoff.
 
 use sha2::{Digest, Sha256};
-use twelve_charm::integrations::IntegrationKind;
+use twelve_charm::integrations::migration_inputs;
 use twelve_charm::{Migration, UnitPlan};
 use twelve_pebble::client::Client as Pebble;
 use twelve_pebble::types::ExecRequest;
@@ -23,24 +23,11 @@ pub fn backoff(attempts: u32) -> u64 {
 pub fn key(app: &AppRecord, plan: &UnitPlan) -> String {
     let mut h = Sha256::new();
     h.update(app.release_id(app.current_release).unwrap_or_default());
-    let prefixes = [
-        "POSTGRESQL_",
-        "MYSQL_",
-        "MONGODB_",
-        "REDIS_",
-        "VALKEY_",
-        "S3_",
-        "SAML_",
-        "RABBITMQ_",
-    ];
-    let _ = IntegrationKind::Postgresql; // the kinds whose data is hashed, by their env prefixes
-    for (k, v) in &plan.environment {
-        if prefixes.iter().any(|p| k.starts_with(p)) {
-            h.update(k.as_bytes());
-            h.update([0]);
-            h.update(v.as_bytes());
-            h.update([0]);
-        }
+    for (k, v) in migration_inputs(&plan.environment) {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([0]);
     }
     format!("{:x}", h.finalize())[..16].to_string()
 }
@@ -90,11 +77,9 @@ pub async fn run(
         lines[lines.len().saturating_sub(20)..].join("\n")
     };
     let key = key.to_string();
-    let cmd = m.command.clone();
     let _ = store.update_app(&app.name, move |a| {
         let rec = &mut a.migration;
         rec.last_output = tail;
-        rec.last_command = cmd;
         if ok {
             rec.completed = Some(key);
             rec.failing = None;

@@ -83,8 +83,6 @@ pub struct MigrationRecord {
     /// Unix seconds before which no retry happens.
     #[serde(default)]
     pub retry_at: u64,
-    #[serde(default)]
-    pub last_command: Vec<String>,
 }
 
 impl AppRecord {

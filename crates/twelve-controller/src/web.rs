@@ -1,11 +1,12 @@
 //! What the observability server (twelve-web: Prometheus SD, metrics, dashboard) shows:
 //! a snapshot the reconciler rebuilds after every pass, and unit logs read on demand.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use twelve_charm::metrics::{scrape_groups, ScrapeUnit};
 use twelve_pebble::client::Client as Pebble;
 use twelve_web::{
     AppView, BoxFuture, ControllerMetrics, LogLine, Snapshot, Source, TargetGroup, UnitView,
@@ -66,10 +67,7 @@ impl Source for WebSource {
 }
 
 impl Controller {
-    /// Prometheus targets of an app: the framework's default job on each unit (not for
-    /// Flask/Django, whose charms scrape a statsd exporter twelve does not run), and the
-    /// extra jobs of paas-config.yaml with `*:PORT` on every unit and `@scheduler:PORT` on
-    /// the scheduler unit.
+    /// Prometheus targets of an app (the rule is twelve-charm's `scrape_groups`).
     fn scrape_groups(&self, app: &AppRecord) -> Vec<TargetGroup> {
         let Ok(project) = self.project(app) else {
             return vec![];
@@ -80,54 +78,29 @@ impl Controller {
         let Ok((plan, _)) = self.unit_plan(app, first.number) else {
             return vec![];
         };
-        let base = |unit: u32, job: &str, path: &str| {
-            let mut labels = BTreeMap::new();
-            labels.insert("app".to_string(), app.name.clone());
-            labels.insert("unit".to_string(), format!("{}/{unit}", app.name));
-            labels.insert("release".to_string(), app.current_release.to_string());
-            labels.insert("framework".to_string(), app.framework.clone());
-            labels.insert("job".to_string(), job.to_string());
-            labels.insert("__metrics_path__".to_string(), path.to_string());
-            labels
-        };
-        let mut groups = vec![];
-        if !project.framework.is_gunicorn() {
-            for u in &app.units {
-                let port = u.metrics_port.unwrap_or(u.app_port);
-                groups.push(TargetGroup {
-                    targets: vec![format!("127.0.0.1:{port}")],
-                    labels: base(u.number, &app.name, &plan.ports.metrics_path),
-                });
-            }
-        }
-        if let Some(prom) = &project.paas_config.prometheus {
-            for job in &prom.scrape_configs {
-                for sc in &job.static_configs {
-                    for target in &sc.targets {
-                        let mut add = |unit: u32, addr: String| {
-                            let mut labels = base(unit, &job.job_name, &job.metrics_path);
-                            labels.extend(sc.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-                            groups.push(TargetGroup {
-                                targets: vec![addr],
-                                labels,
-                            });
-                        };
-                        if let Some(port) = target.strip_prefix("*:") {
-                            for u in &app.units {
-                                add(u.number, format!("127.0.0.1:{port}"));
-                            }
-                        } else if let Some(port) = target.strip_prefix("@scheduler:") {
-                            if let Some(s) = plan.scheduler_unit {
-                                add(s, format!("127.0.0.1:{port}"));
-                            }
-                        } else {
-                            add(first.number, target.clone());
-                        }
-                    }
-                }
-            }
-        }
-        groups
+        let units: Vec<ScrapeUnit> = app
+            .units
+            .iter()
+            .map(|u| ScrapeUnit {
+                number: u.number,
+                host: "127.0.0.1".into(),
+                metrics_port: u.metrics_port.unwrap_or(u.app_port),
+            })
+            .collect();
+        scrape_groups(
+            &project,
+            &app.name,
+            app.current_release,
+            &units,
+            plan.scheduler_unit,
+            &plan.ports.metrics_path,
+        )
+        .into_iter()
+        .map(|g| TargetGroup {
+            targets: g.targets,
+            labels: g.labels,
+        })
+        .collect()
     }
 
     /// Rebuilds the snapshot the observability server shows.

@@ -77,6 +77,27 @@ impl IntegrationKind {
         !matches!(self, IntegrationKind::Valkey | IntegrationKind::HttpProxy)
     }
 
+    /// The prefix of the variables this kind's data becomes (`POSTGRESQL_DB_*` ...).
+    pub fn env_prefix(self) -> &'static str {
+        use IntegrationKind::*;
+        match self {
+            Postgresql => "POSTGRESQL_",
+            Mysql => "MYSQL_",
+            Mongodb => "MONGODB_",
+            Rabbitmq => "RABBITMQ_",
+            Redis => "REDIS_",
+            S3 => "S3_",
+            Openfga => "FGA_",
+            Saml => "SAML_",
+            Tracing => "OTEL_",
+            Smtp => "SMTP_",
+            Kafka => "KAFKA_",
+            Oauth => "",
+            Valkey => "VALKEY_",
+            HttpProxy => "HTTP",
+        }
+    }
+
     /// A new or changed integration of this kind makes a pending migration run again
     /// (paas-charm's "with migrations" events).
     pub fn triggers_migration(self) -> bool {
@@ -125,3 +146,17 @@ pub use env::oauth_options;
 pub use env::validate_data;
 
 mod env;
+
+/// The variables of an app environment whose change makes the migration run again
+/// (paas-charm's "with migrations" integration events), in order.
+pub fn migration_inputs(env: &IndexMap<String, String>) -> Vec<(&str, &str)> {
+    use IntegrationKind::*;
+    let kinds = [
+        Postgresql, Mysql, Mongodb, Redis, Valkey, S3, Saml, Rabbitmq,
+    ];
+    debug_assert!(kinds.iter().all(|k| k.triggers_migration()));
+    env.iter()
+        .filter(|(k, _)| kinds.iter().any(|kind| k.starts_with(kind.env_prefix())))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}

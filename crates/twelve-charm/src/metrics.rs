@@ -1,0 +1,87 @@
+//! Prometheus scrape targets of an app (reference/paas-charm.md §9): the framework's default
+//! job on every unit, and the extra jobs of `paas-config.yaml`, with `*:PORT` on every unit
+//! and `@scheduler:PORT` on the scheduler unit. Pure: the caller says where units listen.
+
+use std::collections::BTreeMap;
+
+use twelve_project::Project;
+
+/// Where one unit listens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScrapeUnit {
+    pub number: u32,
+    pub host: String,
+    /// The port the framework's metrics are served on.
+    pub metrics_port: u16,
+}
+
+/// One Prometheus http_sd target group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScrapeGroup {
+    pub targets: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The groups of `app`; each carries `app`, `unit`, `release`, `framework`, `job` and
+/// `__metrics_path__` labels plus the job's own. Flask and Django have no default job: the
+/// charms scrape a statsd exporter there, which twelve does not run.
+pub fn scrape_groups(
+    project: &Project,
+    app: &str,
+    release: u32,
+    units: &[ScrapeUnit],
+    scheduler_unit: Option<u32>,
+    metrics_path: &str,
+) -> Vec<ScrapeGroup> {
+    let labels = |unit: u32, job: &str, path: &str| {
+        let mut l = BTreeMap::new();
+        l.insert("app".to_string(), app.to_string());
+        l.insert("unit".to_string(), format!("{app}/{unit}"));
+        l.insert("release".to_string(), release.to_string());
+        l.insert(
+            "framework".to_string(),
+            project.framework.name().to_string(),
+        );
+        l.insert("job".to_string(), job.to_string());
+        l.insert("__metrics_path__".to_string(), path.to_string());
+        l
+    };
+    let mut groups = vec![];
+    if !project.framework.is_gunicorn() {
+        for u in units {
+            groups.push(ScrapeGroup {
+                targets: vec![format!("{}:{}", u.host, u.metrics_port)],
+                labels: labels(u.number, app, metrics_path),
+            });
+        }
+    }
+    let Some(prom) = &project.paas_config.prometheus else {
+        return groups;
+    };
+    for job in &prom.scrape_configs {
+        for sc in &job.static_configs {
+            for target in &sc.targets {
+                let mut add = |unit: u32, addr: String| {
+                    let mut l = labels(unit, &job.job_name, &job.metrics_path);
+                    l.extend(sc.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    groups.push(ScrapeGroup {
+                        targets: vec![addr],
+                        labels: l,
+                    });
+                };
+                if let Some(port) = target.strip_prefix("*:") {
+                    for u in units {
+                        add(u.number, format!("{}:{port}", u.host));
+                    }
+                } else if let Some(port) = target.strip_prefix("@scheduler:") {
+                    if let Some(u) = units.iter().find(|u| Some(u.number) == scheduler_unit) {
+                        add(u.number, format!("{}:{port}", u.host));
+                    }
+                } else if let Some(first) = units.first() {
+                    add(first.number, target.clone());
+                }
+            }
+        }
+    }
+    groups
+}
