@@ -7,7 +7,8 @@
 #
 # Runs as root, or through sudo otherwise. Idempotent: apt-get update and
 # apt-get install run only when something is missing. nginx and supervisor are
-# installed for the benchmarks but never started or enabled.
+# installed for the benchmarks, prometheus for the observability tests; none of
+# them is ever started or enabled as a system service.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -44,6 +45,7 @@ checks=(
   "command -v npm:npm"
   "command -v javac:openjdk-17-jdk-headless"
   "command -v chromium:chromium"
+  "command -v prometheus:prometheus"
   "dpkg-query -W -f='\${Status}' python3-venv 2>/dev/null | grep -q 'ok installed':python3-venv"
 )
 
@@ -76,8 +78,8 @@ else
   echo "setup: all tools already installed"
 fi
 
-# nginx and supervisor are for benchmarks only: never leave them enabled.
-for svc in nginx supervisor; do
+# nginx, supervisor and prometheus are for benchmarks and tests only: never leave them enabled.
+for svc in nginx supervisor prometheus prometheus-node-exporter; do
   if [ -e "/etc/init.d/$svc" ] && command -v update-rc.d >/dev/null 2>&1; then
     "${SUDO[@]}" update-rc.d "$svc" disable >/dev/null 2>&1 || true
   fi
