@@ -1,6 +1,8 @@
 //! Prometheus scrape targets of an app (reference/paas-charm.md §9): the framework's default
 //! job on every unit, and the extra jobs of `paas-config.yaml`, with `*:PORT` on every unit
 //! and `@scheduler:PORT` on the scheduler unit. Pure: the caller says where units listen.
+//! A `*:PORT` naming the charm's metrics port (paas-config `metrics-port`, else the
+//! framework's default) is each unit's own metrics port; any other port is used as is.
 
 use std::collections::BTreeMap;
 
@@ -58,6 +60,10 @@ pub fn scrape_groups(
     let Some(prom) = &project.paas_config.prometheus else {
         return groups;
     };
+    let charm_metrics_port = project
+        .paas_config
+        .metrics_port
+        .unwrap_or(project.framework.default_metrics().0);
     for job in &prom.scrape_configs {
         for sc in &job.static_configs {
             for target in &sc.targets {
@@ -70,7 +76,14 @@ pub fn scrape_groups(
                     });
                 };
                 if let Some(port) = target.strip_prefix("*:") {
+                    // The charm's metrics port is each unit's own metrics port here.
+                    let theirs = port.parse::<u16>().ok() == Some(charm_metrics_port);
                     for u in units {
+                        let port = if theirs {
+                            u.metrics_port.to_string()
+                        } else {
+                            port.to_string()
+                        };
                         add(u.number, format!("{}:{port}", u.host));
                     }
                 } else if let Some(port) = target.strip_prefix("@scheduler:") {
