@@ -92,6 +92,22 @@ def mail():
     return flask.Response(f"sent {subject}\n", mimetype="text/plain")
 
 
+@app.route("/queue")
+def queue():
+    """Publishes ?body= to the queue `probe` of the app's RabbitMQ vhost, reads it back."""
+    import pika  # pylint: disable=import-outside-toplevel
+
+    params = pika.URLParameters(os.environ["RABBITMQ_CONNECT_STRING"])
+    params.socket_timeout = 10
+    body = flask.request.args.get("body", "")
+    with pika.BlockingConnection(params) as connection:
+        channel = connection.channel()
+        channel.queue_declare(queue="probe")
+        channel.basic_publish(exchange="", routing_key="probe", body=body.encode())
+        _, _, got = channel.basic_get(queue="probe", auto_ack=True)
+    return flask.Response(got or b"", mimetype="text/plain")
+
+
 @app.route("/trace")
 def trace():
     """Exports one span, child of the incoming traceparent, as OTLP/HTTP JSON."""

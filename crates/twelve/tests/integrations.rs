@@ -446,3 +446,350 @@ fn endpoints_given_by_hand_are_validated_and_reach_the_app() {
         try_app_env(t.port("ext/0")).filter(|e| e.get("S3_BUCKET").is_none())
     });
 }
+
+/// A PostgreSQL cluster of the test's own (not the machine's shared one), so that it can be
+/// stopped and started again: initdb as `postgres`, trust auth, on a free port.
+struct OwnPostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnPostgres {
+    fn bin(name: &str) -> String {
+        let base = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries (Debian postgresql) under /usr/lib/postgresql")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .max()
+            .unwrap();
+        base.join("bin").join(name).to_string_lossy().into_owned()
+    }
+
+    fn as_postgres(args: &[&str]) -> std::process::Output {
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn new() -> OwnPostgres {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("twelve-own-pg-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let data = dir.path().join("data");
+        Self::as_postgres(&[
+            &Self::bin("initdb"),
+            "-D",
+            data.to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ]);
+        let pg = OwnPostgres { dir, port };
+        pg.start();
+        pg
+    }
+
+    fn ctl(&self, action: &str) {
+        let dir = self.dir.path();
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            dir.display()
+        );
+        Self::as_postgres(&[
+            &Self::bin("pg_ctl"),
+            "-D",
+            dir.join("data").to_str().unwrap(),
+            "-l",
+            dir.join("server.log").to_str().unwrap(),
+            "-o",
+            &opts,
+            "-m",
+            "fast",
+            "-w",
+            action,
+        ]);
+    }
+
+    fn start(&self) {
+        self.ctl("start")
+    }
+
+    fn stop(&self) {
+        self.ctl("stop")
+    }
+
+    fn url(&self) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--", &Self::bin("pg_ctl")])
+            .args(["-D", self.dir.path().join("data").to_str().unwrap()])
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+fn service_status(t: &Twelve, name: &str) -> Option<(String, String)> {
+    let v: serde_json::Value = serde_json::from_str(&t.ok(&["status", "--format", "json"])).ok()?;
+    let s = v["backing-services"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name)?
+        .clone();
+    Some((
+        s["status"].as_str()?.to_string(),
+        s["message"].as_str().unwrap_or("").to_string(),
+    ))
+}
+
+fn relation_status(t: &Twelve, app: &str, endpoint: &str) -> Option<(String, String)> {
+    let i = t.status(app)["integrations"]
+        .as_array()?
+        .iter()
+        .find(|i| i["endpoint"] == endpoint)?
+        .clone();
+    Some((
+        i["status"].as_str()?.to_string(),
+        i["message"].as_str().unwrap_or("").to_string(),
+    ))
+}
+
+const SUM: &str = r#"psql -q "$POSTGRESQL_DB_CONNECT_STRING" -tAc "select sum(x) from t""#;
+
+#[test]
+fn a_server_that_goes_down_blocks_its_relations_and_recovers_with_nothing_lost() {
+    let t = Twelve::new();
+    let own = OwnPostgres::new();
+    let app = uniq("down");
+    let src = t.example("flask");
+    t.ok(&["deploy", src.to_str().unwrap(), &app]);
+    t.ok(&["deploy", "postgresql", "own", "--external", &own.url()]);
+    t.ok(&["integrate", &app, "own"]);
+    let unit = format!("{app}/0");
+    let env = eventually("the database in the env", LONG, || {
+        try_app_env(t.port(&unit)).filter(|e| e.get("POSTGRESQL_DB_CONNECT_STRING").is_some())
+    });
+    let out = sh(
+        &t,
+        &unit,
+        r#"psql -q "$POSTGRESQL_DB_CONNECT_STRING" -tAc "create table t(x int); insert into t values (41), (1)""#,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The server goes away: the service and the app's relation say so, the app keeps
+    // serving what does not need its database.
+    own.stop();
+    let (status, message) = eventually("the service blocked", LONG, || {
+        service_status(&t, "own").filter(|(s, _)| s == "blocked")
+    });
+    assert!(
+        message.contains("cannot reach server"),
+        "{status}: {message}"
+    );
+    let (_, rel_message) = eventually("the relation blocked", LONG, || {
+        relation_status(&t, &app, "postgresql").filter(|(s, _)| s == "blocked")
+    });
+    assert!(rel_message.contains("cannot reach server"), "{rel_message}");
+    assert!(
+        !rel_message.contains(env["POSTGRESQL_DB_PASSWORD"].as_str().unwrap()),
+        "no password in the status"
+    );
+    let text = t.ok(&["status"]);
+    assert!(text.contains("blocked: cannot reach server"), "{text}");
+    let (code, _) = http_get(t.port(&unit), "/").expect("the app still answers");
+    assert_eq!(code, 200);
+
+    // It comes back: active again, same credentials, the data is there.
+    own.start();
+    eventually("the service active again", LONG, || {
+        service_status(&t, "own").filter(|(s, _)| s == "active")
+    });
+    eventually("the relation active again", LONG, || {
+        relation_status(&t, &app, "postgresql").filter(|(s, _)| s == "active")
+    });
+    let after = app_env(t.port(&unit));
+    assert_eq!(
+        after["POSTGRESQL_DB_CONNECT_STRING"], env["POSTGRESQL_DB_CONNECT_STRING"],
+        "the relation survived the outage unchanged"
+    );
+    let out = sh(&t, &unit, SUM);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "42",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.ok(&["remove-relation", &app, "own"]);
+    t.ok(&["remove-application", "own"]);
+}
+
+#[test]
+fn a_managed_server_that_dies_is_restarted_with_its_data() {
+    let t = Twelve::new();
+    let app = uniq("crash");
+    let src = t.example("flask");
+    t.ok(&["deploy", src.to_str().unwrap(), &app]);
+    t.ok(&["deploy", "postgresql", "pg"]);
+    t.ok(&["integrate", &app, "pg"]);
+    let unit = format!("{app}/0");
+    eventually("the database in the env", LONG, || {
+        try_app_env(t.port(&unit)).filter(|e| e.get("POSTGRESQL_DB_CONNECT_STRING").is_some())
+    });
+    let out = sh(
+        &t,
+        &unit,
+        r#"psql -q "$POSTGRESQL_DB_CONNECT_STRING" -tAc "create table t(x int); insert into t values (42)""#,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let pidfile = t.home.path().join("services/pg/data/postmaster.pid");
+    let pid_of = || -> Option<i32> {
+        std::fs::read_to_string(&pidfile)
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let before = pid_of().expect("the managed server's postmaster.pid");
+    let killed = Command::new("kill")
+        .args(["-KILL", &before.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    eventually("a new server process", LONG, || {
+        pid_of().filter(|p| *p != before && std::path::Path::new(&format!("/proc/{p}")).exists())
+    });
+    let sum = eventually("the data back after the restart", LONG, || {
+        let out = sh(&t, &unit, SUM);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    });
+    assert_eq!(sum, "42");
+    eventually("pg active", LONG, || {
+        service_status(&t, "pg").filter(|(s, _)| s == "active")
+    });
+    t.ok(&["remove-relation", &app, "pg", "--destroy-data"]);
+    t.ok(&["remove-application", "pg", "--destroy-data"]);
+}
+
+#[test]
+fn rabbitmq_adopted_apps_queue_in_their_own_vhosts() {
+    let t = Twelve::new();
+    let a = uniq("rmqa");
+    let b = uniq("rmqb");
+    let src = t.example("flask");
+    t.ok(&["deploy", src.to_str().unwrap(), &a]);
+    t.ok(&["deploy", src.to_str().unwrap(), &b]);
+    t.ok(&[
+        "deploy",
+        "rabbitmq",
+        "--external",
+        "amqp://guest:guest@127.0.0.1:5672/",
+    ]);
+    t.ok(&["integrate", &a, "rabbitmq"]);
+    t.ok(&["integrate", &b, "rabbitmq"]);
+    let env_of = |app: &str| {
+        let unit = format!("{app}/0");
+        eventually("RabbitMQ in the env", LONG, || {
+            try_app_env(t.port(&unit)).filter(|e| e.get("RABBITMQ_CONNECT_STRING").is_some())
+        })
+    };
+    let (ea, eb) = (env_of(&a), env_of(&b));
+    assert_eq!(ea["RABBITMQ_VHOST"], a.as_str(), "{ea}");
+    assert_eq!(eb["RABBITMQ_VHOST"], b.as_str(), "{eb}");
+    assert_eq!(ea["RABBITMQ_USERNAME"], a.as_str());
+    assert_ne!(ea["RABBITMQ_PASSWORD"], "guest");
+
+    // The app itself publishes and consumes with pika and the URL it was given.
+    let (code, body) = http_get(t.port(&format!("{a}/0")), "/queue?body=hello-rabbit")
+        .expect("the app answers /queue");
+    assert_eq!((code, body.as_str()), (200, "hello-rabbit"), "{body}");
+
+    // b's account cannot open a's vhost.
+    let probe = format!(
+        r#"python3 -c '
+import os, sys, urllib.parse, pika
+base = os.environ["RABBITMQ_CONNECT_STRING"].rsplit("/", 1)[0]
+url = base + "/" + urllib.parse.quote(sys.argv[1], safe="")
+try:
+    pika.BlockingConnection(pika.URLParameters(url)).close()
+except Exception as e:
+    print("refused", type(e).__name__)
+    sys.exit(3)
+print("opened")
+' {a}"#
+    );
+    let out = sh(&t, &format!("{b}/0"), &probe);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("refused"), "{text}");
+
+    // remove-relation revokes a's account: its old URL no longer logs in.
+    let old = ea["RABBITMQ_CONNECT_STRING"].as_str().unwrap().to_string();
+    t.ok(&["remove-relation", &a, "rabbitmq", "--destroy-data"]);
+    let login = format!(
+        r#"python3 -c '
+import sys, pika
+try:
+    pika.BlockingConnection(pika.URLParameters(sys.argv[1])).close()
+except Exception as e:
+    print("refused", type(e).__name__)
+    sys.exit(3)
+print("opened")
+' '{old}'"#
+    );
+    let out = sh(&t, &format!("{b}/0"), &login);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gone = eventually("RABBITMQ_* gone from a", LONG, || {
+        try_app_env(t.port(&format!("{a}/0")))
+            .filter(|e| e.get("RABBITMQ_CONNECT_STRING").is_none())
+    });
+    assert!(gone.get("RABBITMQ_PASSWORD").is_none());
+    t.ok(&["remove-relation", &b, "rabbitmq", "--destroy-data"]);
+    t.ok(&["remove-application", "rabbitmq"]);
+}

@@ -736,12 +736,17 @@ fn status_text(r: &Value) -> String {
     let mut rels = String::new();
     for a in &apps {
         for i in &a.integrations {
+            let status = if i.message.is_empty() {
+                i.status.clone()
+            } else {
+                format!("{}: {}", i.status, i.message)
+            };
             rels.push_str(&format!(
                 "{:<28} {:<20} {:<20} {}\n",
                 format!("{}:{}", a.name, i.endpoint),
                 i.interface,
                 i.provider,
-                i.status
+                status
             ));
         }
     }
