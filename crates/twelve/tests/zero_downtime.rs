@@ -82,7 +82,7 @@ fn all_serve(t: &Twelve, app: &str, n: u32, needle: &str) -> Option<()> {
 }
 
 #[test]
-fn config_change_and_scaling_on_three_units_fail_no_request() {
+fn config_change_secret_revision_and_scaling_on_three_units_fail_no_request() {
     let t = Twelve::new();
     let src = t.example("flask");
     let out = t.ok(&["deploy", src.to_str().unwrap(), "zd", "-n", "3"]);
@@ -103,6 +103,28 @@ fn config_change_and_scaling_on_three_units_fail_no_request() {
     eventually("every unit on the new config", LONG, || {
         all_serve(&t, "zd", 3, "rolled")
     });
+    // A new revision of a secret the app uses rolls out one unit at a time.
+    let uri = t.ok(&["add-secret", "zd-token", "value=first"]);
+    t.ok(&["grant-secret", "zd-token", "zd"]);
+    t.ok(&["config", "zd", &format!("api-token={}", uri.trim())]);
+    let token_everywhere = |value: &str| {
+        (0..3).all(|u| {
+            t.try_port(&format!("zd/{u}"))
+                .and_then(try_app_env)
+                .is_some_and(|e| e["FLASK_API_TOKEN_VALUE"] == value)
+        })
+    };
+    eventually("the secret on every unit", LONG, || {
+        token_everywhere("first").then_some(())
+    });
+    t.ok(&["update-secret", "zd-token", "value=second"]);
+    eventually("revision 2 on every unit", LONG, || {
+        token_everywhere("second").then_some(())
+    });
+    eventually("every unit active again", LONG, || {
+        all_serve(&t, "zd", 3, "rolled")
+    });
+
     t.ok(&["scale-application", "zd", "1"]);
     eventually("one unit left", LONG, || {
         (t.status("zd")["units"].as_array()?.len() == 1).then_some(())
