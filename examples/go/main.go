@@ -1,6 +1,7 @@
 // go-example: the Go example application of twelve (standard library only).
 //
 //	go-example            serve HTTP on APP_PORT (v1), else PORT (v2), else 8080
+//	                      (Prometheus metrics at /metrics and /metrics/runtime)
 //	go-example worker     log "worker alive" every few seconds
 //	go-example scheduler  log "scheduler alive" every few seconds
 package main
@@ -12,10 +13,41 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
+
+var (
+	started  = time.Now()
+	requests atomic.Uint64
+)
+
+// metrics serves the application's own series in the Prometheus text format (0.0.4),
+// scraped by the charm's default job (metrics-port 8080, metrics-path /metrics).
+func metrics(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	fmt.Fprintf(w, "# HELP go_example_up Whether the application serves.\n")
+	fmt.Fprintf(w, "# TYPE go_example_up gauge\ngo_example_up 1\n")
+	fmt.Fprintf(w, "# HELP go_example_requests_total HTTP requests served, this one included.\n")
+	fmt.Fprintf(w, "# TYPE go_example_requests_total counter\ngo_example_requests_total %d\n", requests.Load())
+}
+
+// runtimeMetrics serves Go runtime series, scraped by the extra job of
+// charm/paas-config.yaml (go-example-runtime).
+func runtimeMetrics(w http.ResponseWriter, r *http.Request) {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	fmt.Fprintf(w, "# HELP go_example_goroutines Goroutines that exist.\n")
+	fmt.Fprintf(w, "# TYPE go_example_goroutines gauge\ngo_example_goroutines %d\n", runtime.NumGoroutine())
+	fmt.Fprintf(w, "# HELP go_example_heap_alloc_bytes Bytes of allocated heap objects.\n")
+	fmt.Fprintf(w, "# TYPE go_example_heap_alloc_bytes gauge\ngo_example_heap_alloc_bytes %d\n", m.HeapAlloc)
+	fmt.Fprintf(w, "# HELP go_example_uptime_seconds Seconds since the process started.\n")
+	fmt.Fprintf(w, "# TYPE go_example_uptime_seconds gauge\ngo_example_uptime_seconds %.3f\n", time.Since(started).Seconds())
+}
 
 func port() string {
 	for _, name := range []string{"APP_PORT", "PORT"} {
@@ -62,9 +94,15 @@ func serve() {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
 	})
+	mux.HandleFunc("/metrics", metrics)
+	mux.HandleFunc("/metrics/runtime", runtimeMetrics)
+	counted := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		mux.ServeHTTP(w, r)
+	})
 	addr := ":" + port()
 	log.Printf("go-example listening on %s", addr)
-	log.Fatal(http.ListenAndServe(addr, mux))
+	log.Fatal(http.ListenAndServe(addr, counted))
 }
 
 func heartbeat(kind string) {
