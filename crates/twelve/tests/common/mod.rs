@@ -268,3 +268,29 @@ pub fn is_root() -> bool {
     }
     unsafe { geteuid() == 0 }
 }
+
+impl Twelve {
+    /// The observability server's address (`host:port`), once the controller wrote it.
+    pub fn web_addr(&self) -> String {
+        eventually("TWELVE_HOME/web.addr", Duration::from_secs(30), || {
+            std::fs::read_to_string(self.home.path().join("web.addr"))
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+    }
+
+    /// The observability server's port.
+    pub fn web_port(&self) -> u16 {
+        self.web_addr().rsplit(':').next().unwrap().parse().unwrap()
+    }
+}
+
+/// A TCP port nothing listened on a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
