@@ -11,4 +11,10 @@ if [ -n "${POSTGRESQL_DB_CONNECT_STRING:-}" ]; then
   echo "visits table ready"
 fi
 
+if [ -n "${MYSQL_DB_CONNECT_STRING:-}" ]; then
+  mariadb -h "$MYSQL_DB_HOSTNAME" -P "$MYSQL_DB_PORT" -u "$MYSQL_DB_USERNAME" -p"$MYSQL_DB_PASSWORD" "$MYSQL_DB_NAME" \
+    -e 'CREATE TABLE IF NOT EXISTS visits (id INT AUTO_INCREMENT PRIMARY KEY, visited_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)'
+  echo "mysql visits table ready"
+fi
+
 echo "migration ran"

@@ -793,3 +793,70 @@ print("opened")
     t.ok(&["remove-relation", &b, "rabbitmq", "--destroy-data"]);
     t.ok(&["remove-application", "rabbitmq"]);
 }
+
+#[test]
+fn managed_mysql_and_rabbitmq_and_adopted_redis_serve_an_app() {
+    let t = Twelve::new();
+    let app = uniq("mgd");
+    let src = t.example("flask");
+    t.ok(&["deploy", src.to_str().unwrap(), &app]);
+    t.ok(&["deploy", "mysql", "my"]);
+    t.ok(&["deploy", "rabbitmq", "mq"]);
+    t.ok(&["deploy", "redis", "--external", "redis://127.0.0.1:6379"]);
+    for target in ["my", "mq", "redis"] {
+        t.ok(&["integrate", &app, target]);
+    }
+    let unit = format!("{app}/0");
+    let env = eventually("all three integrations in the env", LONG, || {
+        try_app_env(t.port(&unit)).filter(|e| {
+            e.get("MYSQL_DB_CONNECT_STRING").is_some()
+                && e.get("RABBITMQ_CONNECT_STRING").is_some()
+                && e.get("REDIS_DB_CONNECT_STRING").is_some()
+        })
+    });
+    assert_ne!(
+        env["MYSQL_DB_PORT"], "3306",
+        "the managed server is twelve's own"
+    );
+    assert_ne!(
+        env["RABBITMQ_PORT"], "5672",
+        "the managed broker is twelve's own"
+    );
+    assert_eq!(env["REDIS_DB_PORT"], "6379", "{env}");
+
+    // migrate.sh created the table in the managed MariaDB before the app started.
+    let my = sh(
+        &t,
+        &unit,
+        r#"mariadb -h "$MYSQL_DB_HOSTNAME" -P "$MYSQL_DB_PORT" -u "$MYSQL_DB_USERNAME" -p"$MYSQL_DB_PASSWORD" "$MYSQL_DB_NAME" -N -e "insert into visits () values (); select count(*) from visits""#,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&my.stdout).trim(),
+        "1",
+        "{}",
+        String::from_utf8_lossy(&my.stderr)
+    );
+    let (code, body) =
+        http_get(t.port(&unit), "/queue?body=managed-broker").expect("the app answers /queue");
+    assert_eq!((code, body.as_str()), (200, "managed-broker"));
+    let rd = sh(
+        &t,
+        &unit,
+        &format!(
+            r#"redis-cli -u "$REDIS_DB_CONNECT_STRING" set {app}:k v >/dev/null && redis-cli -u "$REDIS_DB_CONNECT_STRING" get {app}:k && redis-cli -u "$REDIS_DB_CONNECT_STRING" get other:k"#
+        ),
+    );
+    let out = String::from_utf8_lossy(&rd.stdout);
+    assert!(out.starts_with('v'), "{out}");
+    assert!(
+        out.contains("NOPERM"),
+        "keys outside the app's prefix: {out}"
+    );
+
+    for target in ["my", "mq", "redis"] {
+        t.ok(&["remove-relation", &app, target, "--destroy-data"]);
+    }
+    t.ok(&["remove-application", "my", "--destroy-data"]);
+    t.ok(&["remove-application", "mq", "--destroy-data"]);
+    t.ok(&["remove-application", "redis"]);
+}
