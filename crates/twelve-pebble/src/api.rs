@@ -227,6 +227,7 @@ async fn route(mgr: Arc<Manager>, admin: bool, req: Request<Incoming>) -> Respon
         },
         (Method::POST, ["v1", "layers"]) => post_layers(mgr, req).await,
         (Method::GET, ["v1", "logs"]) => logs(mgr, &q),
+        (Method::GET, ["v1", "log-targets"]) => sync(json!(mgr.logs.forwarder.infos())),
         (Method::POST, ["v1", "exec"]) => post_exec(mgr, req).await,
         (Method::GET, ["v1", "changes"]) => {
             let select = one(&q, "select").unwrap_or("in-progress");

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::client::{Client, Error};
-use crate::types::{ExecRequest, ServiceInfo};
+use crate::types::{ExecRequest, LogTargetInfo, ServiceInfo};
 
 /// Arguments of `twelve pebble`.
 #[derive(Debug, clap::Args)]
@@ -197,6 +197,11 @@ pub enum PebbleCommand {
         names: Vec<String>,
         #[arg(long)]
         level: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List log targets and how forwarding to them goes.
+    LogTargets {
         #[command(flatten)]
         conn: Conn,
     },
@@ -465,6 +470,10 @@ async fn client_command(cmd: PebbleCommand) -> Result<i32, CliError> {
             services,
             conn,
         } => conn.client().signal(&signal, &strs(&services)).await?,
+        PebbleCommand::LogTargets { conn } => {
+            let list = conn.client().log_targets().await?;
+            print_log_targets(&list);
+        }
     }
     Ok(0)
 }
@@ -521,6 +530,44 @@ fn print_services(list: &[ServiceInfo]) {
         })
         .collect();
     print_table(&["Service", "Startup", "Current", "Since"], &rows);
+}
+
+fn print_log_targets(list: &[LogTargetInfo]) {
+    if list.is_empty() {
+        eprintln_safe("Plan has no log targets.");
+        return;
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|t| {
+            let services = if t.services.is_empty() {
+                "-".to_string()
+            } else {
+                t.services.join(",")
+            };
+            vec![
+                t.name.clone(),
+                t.type_.clone(),
+                services,
+                t.status.clone(),
+                t.sent.to_string(),
+                t.dropped.to_string(),
+                t.buffered.to_string(),
+                t.location.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "Target", "Type", "Services", "Status", "Sent", "Dropped", "Buffered", "Location",
+        ],
+        &rows,
+    );
+    for t in list {
+        if let Some(e) = &t.error {
+            print(&format!("{}: {e}", t.name));
+        }
+    }
 }
 
 fn print_table(header: &[&str], rows: &[Vec<String>]) {

@@ -15,7 +15,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::types::{
-    ChangeInfo, CheckInfo, ExecRequest, ExecResult, LogEntry, ServiceInfo, SystemInfo,
+    ChangeInfo, CheckInfo, ExecRequest, ExecResult, LogEntry, LogTargetInfo, ServiceInfo,
+    SystemInfo,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +189,11 @@ impl Client {
     /// The combined plan, as YAML.
     pub async fn plan(&self) -> Result<String> {
         self.get("/v1/plan?format=yaml").await
+    }
+
+    /// The log targets of the plan and how forwarding to each goes (twelve extension).
+    pub async fn log_targets(&self) -> Result<Vec<LogTargetInfo>> {
+        self.get("/v1/log-targets").await
     }
 
     /// The services (all of the plan if `names` is empty), sorted by name.

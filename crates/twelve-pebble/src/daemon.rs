@@ -149,6 +149,8 @@ async fn daemon(opts: RunOptions) -> Result<i32, String> {
         }
     }
     crate::process::reap_orphans();
+    // The services' last lines still go to the log targets (bounded wait).
+    mgr.logs.forwarder.shutdown().await;
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(&pid_path);
     Ok(code)

@@ -4,7 +4,8 @@
 //!
 //! Module map, from pure to effectful:
 //! - `state`: the service state machine (pure, table-tested);
-//! - `logs`: per-service ring buffers; `timefmt`: Pebble's timestamps;
+//! - `logs`: per-service ring buffers; `forward`: log targets (Loki, OpenTelemetry);
+//!   `timefmt`: Pebble's timestamps;
 //! - `layers`: the layer stack on disk and added over the API (on `twelve-layer`);
 //! - `process`: spawning, identities, signals, orphan reaping;
 //! - `service`: the per-service driver task that runs the state machine;
@@ -17,6 +18,7 @@ pub mod checks;
 pub mod cli;
 pub mod client;
 pub mod daemon;
+pub mod forward;
 pub mod layers;
 pub mod logs;
 pub mod manager;
@@ -27,7 +29,9 @@ pub mod timefmt;
 pub mod types;
 
 pub use client::Client;
-pub use types::{ChangeInfo, CheckInfo, ExecRequest, ExecResult, LogEntry, ServiceInfo};
+pub use types::{
+    ChangeInfo, CheckInfo, ExecRequest, ExecResult, LogEntry, LogTargetInfo, ServiceInfo,
+};
 
 /// Writes one of the daemon's own log lines to stderr, as Pebble:
 /// `2022-10-26T01:18:26.904Z [pebble] Started daemon.` Errors are ignored: the daemon

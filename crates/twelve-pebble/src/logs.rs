@@ -1,6 +1,7 @@
 //! Service output: one bounded in-memory ring buffer per service (stdout and stderr
-//! merged), kept across restarts of that service, plus a broadcast for `logs -f`.
-//! Nothing here ever touches the disk.
+//! merged), kept across restarts of that service, plus a broadcast for `logs -f`, and
+//! the log targets each line is offered to (`forward`). Nothing here ever touches the
+//! disk.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +25,8 @@ pub struct Entry {
     pub seq: u64,
     /// Milliseconds since the epoch.
     pub time: i64,
+    /// Nanoseconds since the epoch (for log forwarding).
+    pub nanos: i64,
     pub service: Arc<str>,
     pub message: String,
 }
@@ -86,6 +89,8 @@ pub struct LogStore {
     names: Mutex<BTreeMap<String, Arc<str>>>,
     seq: AtomicU64,
     tx: broadcast::Sender<Arc<Entry>>,
+    /// Log targets: every line is offered to them.
+    pub forwarder: crate::forward::Forwarder,
     /// Also copy every line to the daemon's stdout (`run --verbose`).
     verbose: bool,
 }
@@ -98,6 +103,7 @@ impl LogStore {
             names: Mutex::new(BTreeMap::new()),
             seq: AtomicU64::new(0),
             tx,
+            forwarder: crate::forward::Forwarder::default(),
             verbose,
         }
     }
@@ -111,9 +117,11 @@ impl LogStore {
     }
 
     pub fn write(&self, service: &str, message: String) {
+        let nanos = timefmt::now_nanos();
         let entry = Arc::new(Entry {
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
-            time: timefmt::now_millis(),
+            time: nanos.div_euclid(1_000_000),
+            nanos,
             service: self.service_name(service),
             message,
         });
@@ -128,6 +136,7 @@ impl LogStore {
                 .or_default()
                 .push(entry.clone());
         }
+        self.forwarder.offer(&entry);
         let _ = self.tx.send(entry);
     }
 

@@ -154,10 +154,11 @@ impl Manager {
         Ok(())
     }
 
-    /// Brings checks in line with the plan.
+    /// Brings checks and log targets in line with the plan.
     pub fn plan_changed(self: &Arc<Self>) {
         let plan = self.plan();
         crate::checks::reconcile(self, &plan);
+        self.logs.forwarder.reconcile(&plan);
     }
 
     fn handle(&self, name: &str) -> Option<Handle> {
@@ -259,6 +260,7 @@ impl Manager {
 
     async fn start_one(self: &Arc<Self>, name: &str) -> Result<(), String> {
         let (spec, policy, config) = self.spec_for(name)?;
+        self.logs.forwarder.set_env(name, &spec.env);
         self.handle_or_new(name).start(spec, policy, config).await
     }
 

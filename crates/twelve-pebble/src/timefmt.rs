@@ -14,6 +14,14 @@ pub fn now_millis() -> i64 {
     unix_millis(SystemTime::now())
 }
 
+/// Nanoseconds since the Unix epoch, now (0 before it).
+pub fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
 /// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;

@@ -111,6 +111,34 @@ impl LogEntry {
     }
 }
 
+/// A log target and how forwarding to it goes, as `GET /v1/log-targets` returns it
+/// (twelve extension).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LogTargetInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub location: String,
+    /// The services of the plan whose lines go to this target.
+    pub services: Vec<String>,
+    /// `active`, `failing` (the last request failed; retrying) or `unsupported` (nothing
+    /// is forwarded; see `error`).
+    pub status: String,
+    /// Lines waiting to be sent.
+    pub buffered: u64,
+    /// Lines accepted by the receiver.
+    pub sent: u64,
+    /// Lines dropped: the oldest when the buffer was full, or refused with a 4xx.
+    pub dropped: u64,
+    /// Consecutive failed requests.
+    pub failures: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sent: Option<String>,
+}
+
 /// A change, as `GET /v1/changes/{id}` returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
