@@ -14,7 +14,7 @@ pub struct StatsdArgs {
     /// Receive statsd over UDP only.
     #[arg(long)]
     pub no_tcp: bool,
-    /// Where Prometheus scrapes (statsd_exporter's `--web.listen-address`, default :9102).
+    /// Where Prometheus scrapes (statsd_exporter's `--web.listen-address`).
     #[arg(long, default_value = "0.0.0.0:9102", value_parser = parse_addr)]
     pub web_listen: SocketAddr,
     /// The path of the metrics page.

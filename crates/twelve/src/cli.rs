@@ -94,6 +94,9 @@ pub enum Command {
     Pebble(twelve_pebble::cli::PebbleArgs),
     /// The ingress (reverse proxy) and its admin commands; the controller runs it.
     Ingress(twelve_ingress::IngressArgs),
+    /// The statsd exporter a Flask or Django unit runs beside gunicorn (its plan starts it):
+    /// statsd over UDP/TCP in, Prometheus metrics out.
+    StatsdExporter(twelve_statsd::StatsdArgs),
     #[command(flatten)]
     App(AppCommand),
 }

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         &cli.command,
         cli::Command::Pebble(_)
             | cli::Command::Ingress(_)
+            | cli::Command::StatsdExporter(_)
             | cli::Command::App(cli::AppCommand::Controller { .. })
     );
     if !daemon {
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
         } => cmd::render::run(&dir, scenario.as_deref(), unit, format, reveal, charm_dir),
         cli::Command::Pebble(args) => return twelve_pebble::cli::run(args),
         cli::Command::Ingress(args) => return twelve_ingress::cli_main(args),
+        cli::Command::StatsdExporter(args) => return twelve_statsd::cli_main(args),
         cli::Command::App(cmd) => cmd::app::run(cmd),
     };
     match result {
