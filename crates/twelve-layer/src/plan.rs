@@ -478,6 +478,13 @@ impl Plan {
             if t.location.as_deref().unwrap_or("").is_empty() {
                 return Err(bad("must have a location".into()));
             }
+            for key in t.labels.keys() {
+                if key.starts_with("pebble_") {
+                    return Err(bad(format!(
+                        "has label {key:?} with the reserved prefix \"pebble_\""
+                    )));
+                }
+            }
             for svc in &t.services {
                 let svc = svc.strip_prefix('-').unwrap_or(svc);
                 if svc != "all" && !self.services.contains_key(svc) {

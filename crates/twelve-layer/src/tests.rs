@@ -174,3 +174,38 @@ fn plan_yaml_round_trips() {
     let again = Plan::from_layers([&Layer::parse(1, "again", &yaml).unwrap()]).unwrap();
     assert_eq!(plan.services, again.services);
 }
+
+#[test]
+fn log_targets_merge_services_and_labels_and_reserve_pebble_labels() {
+    let base = layer(
+        1,
+        "base",
+        "services:\n  a: {override: replace, command: a}\n  b: {override: replace, command: b}\nlog-targets:\n  t:\n    override: replace\n    type: loki\n    location: http://loki:3100/loki/api/v1/push\n    services: [all]\n    labels: {unit: $UNIT, app: x}\n",
+    );
+    let over = layer(
+        2,
+        "over",
+        "log-targets:\n  t:\n    override: merge\n    services: [-a]\n    labels: {app: web}\n",
+    );
+    let plan = Plan::from_layers([&base, &over]).unwrap();
+    let t = &plan.log_targets["t"];
+    assert_eq!(t.services, ["all", "-a"]);
+    assert_eq!(t.labels["unit"], "$UNIT");
+    assert_eq!(t.labels["app"], "web");
+    let bad = layer(
+        3,
+        "bad",
+        "log-targets:\n  t:\n    override: merge\n    labels: {pebble_service: x}\n",
+    );
+    let err = Plan::from_layers([&base, &bad]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plan log target \"t\" has label \"pebble_service\" with the reserved prefix \"pebble_\""
+    );
+    let bad = layer(
+        3,
+        "bad",
+        "log-targets:\n  t:\n    override: merge\n    services: [nope]\n",
+    );
+    assert!(Plan::from_layers([&base, &bad]).is_err());
+}
