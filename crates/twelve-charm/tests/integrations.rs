@@ -6,7 +6,7 @@
 use indexmap::IndexMap;
 use serde_json::{json, Value};
 use twelve_charm::integrations::{
-    integration_env, oauth_options, validate_data, IntegrationContext, IntegrationEnv,
+    integration_env, log_targets, oauth_options, validate_data, IntegrationContext, IntegrationEnv,
     IntegrationKind, RelationData, RelationDataError,
 };
 use twelve_project::{Framework, OptionType};
@@ -56,6 +56,7 @@ fn endpoint_of(kind: K) -> &'static str {
         K::Kafka => "kafka",
         K::Oauth => "oidc",
         K::HttpProxy => "http-proxy",
+        K::Logging => "logging",
     }
 }
 
@@ -1387,4 +1388,39 @@ fn validate_data_names_what_is_missing_or_wrong() {
             "{kind:?} {d:?}"
         );
     }
+}
+
+#[test]
+fn logging_forwards_every_service_to_each_loki_url_and_adds_no_env() {
+    assert_eq!(
+        IntegrationKind::detect("logging", "loki_push_api"),
+        Some(K::Logging)
+    );
+    assert!(!K::Logging.checked_when_required());
+    let urls = "http://loki-0:3100/loki/api/v1/push, http://loki-1:3100/loki/api/v1/push";
+    let d = data(&[("url", urls)]);
+    assert!(validate_data(K::Logging, &d).is_ok());
+    for fw in [Framework::Flask, Framework::Go] {
+        let got = run(K::Logging, fw, &[("url", urls)]).unwrap();
+        assert!(got.env.is_empty(), "{got:?}");
+    }
+    let targets = log_targets(&d, "web", "web/1");
+    assert_eq!(targets.keys().collect::<Vec<_>>(), ["loki-0", "loki-1"]);
+    let t = &targets["loki-1"];
+    assert_eq!(t.type_.as_deref(), Some("loki"));
+    assert_eq!(
+        t.location.as_deref(),
+        Some("http://loki-1:3100/loki/api/v1/push")
+    );
+    assert_eq!(t.services, ["all"]);
+    assert_eq!(t.labels["app"], "web");
+    assert_eq!(t.labels["unit"], "web/1");
+
+    let err = validate_data(K::Logging, &data(&[])).unwrap_err();
+    assert!(err.contains("url"), "{err}");
+    let err = validate_data(K::Logging, &data(&[("url", "loki:3100")])).unwrap_err();
+    assert!(err.contains("url"), "{err}");
+    let err = validate_data(K::Logging, &data(&[("uri", "http://x/")])).unwrap_err();
+    assert!(err.contains("accepted keys: url"), "{err}");
+    assert!(unusable_reason(run(K::Logging, Framework::Flask, &[])).contains("Loki"));
 }

@@ -45,5 +45,10 @@ pub fn integration_env(
         Kafka => kafka::kafka(ctx, data),
         Oauth => oauth::oauth(ctx, data),
         HttpProxy => http_proxy::http_proxy(ctx, data),
+        // Forwarding happens in the unit's layer (`log_targets`), not in the environment.
+        Logging => match common::get(data, "url") {
+            Some(_) => Ok(IntegrationEnv::default()),
+            None => Err(common::unusable(ctx, "no Loki push URL yet")),
+        },
     }
 }

@@ -26,6 +26,9 @@ pub enum IntegrationKind {
     Oauth,
     Valkey,
     HttpProxy,
+    /// `logging` (`loki_push_api`): the units' logs are forwarded to Loki (Pebble
+    /// log-targets); no environment.
+    Logging,
 }
 
 impl IntegrationKind {
@@ -66,6 +69,7 @@ impl IntegrationKind {
             ("openfga", "openfga") => Openfga,
             ("http-proxy", "http_proxy") => HttpProxy,
             ("kafka", "kafka_client") => Kafka,
+            ("logging", "loki_push_api") => Logging,
             _ => return None,
         };
         Some(kind)
@@ -74,7 +78,10 @@ impl IntegrationKind {
     /// Whether `optional: false` on this endpoint blocks the app (not valkey nor http-proxy,
     /// as in paas-charm).
     pub fn checked_when_required(self) -> bool {
-        !matches!(self, IntegrationKind::Valkey | IntegrationKind::HttpProxy)
+        !matches!(
+            self,
+            IntegrationKind::Valkey | IntegrationKind::HttpProxy | IntegrationKind::Logging
+        )
     }
 
     /// The prefix of the variables this kind's data becomes (`POSTGRESQL_DB_*` ...).
@@ -95,6 +102,7 @@ impl IntegrationKind {
             Oauth => "",
             Valkey => "VALKEY_",
             HttpProxy => "HTTP",
+            Logging => "",
         }
     }
 
@@ -144,8 +152,10 @@ pub enum RelationDataError {
 pub use env::integration_env;
 pub use env::oauth_options;
 pub use env::validate_data;
+pub use logging::log_targets;
 
 mod env;
+mod logging;
 
 /// The variables of an app environment whose change makes the migration run again
 /// (paas-charm's "with migrations" integration events), in order.

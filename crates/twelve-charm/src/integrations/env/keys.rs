@@ -69,6 +69,7 @@ pub(crate) fn label(kind: IntegrationKind) -> &'static str {
         Oauth => "oauth",
         Valkey => "valkey",
         HttpProxy => "http-proxy",
+        Logging => "logging",
     }
 }
 
@@ -218,6 +219,10 @@ fn spec_of(kind: IntegrationKind) -> Spec {
                 "jwks-endpoint",
             ],
             ..spec(&oauth::REQUIRED, Required::All(&oauth::REQUIRED))
+        },
+        Logging => Spec {
+            url_lists: &["url"],
+            ..spec(&["url"], Required::All(&["url"]))
         },
         HttpProxy => Spec {
             urls: &["http-proxy", "https-proxy"],
