@@ -13,7 +13,8 @@ use twelve_project::Project;
 pub struct ScrapeUnit {
     pub number: u32,
     pub host: String,
-    /// The port the framework's metrics are served on.
+    /// The port the framework's metrics are served on (Flask and Django: the statsd
+    /// exporter's).
     pub metrics_port: u16,
 }
 
@@ -25,8 +26,9 @@ pub struct ScrapeGroup {
 }
 
 /// The groups of `app`; each carries `app`, `unit`, `release`, `framework`, `job` and
-/// `__metrics_path__` labels plus the job's own. Flask and Django have no default job: the
-/// charms scrape a statsd exporter there, which twelve does not run.
+/// `__metrics_path__` labels plus the job's own. The default job is on every unit's metrics
+/// port: the app's own endpoint, or for Flask and Django the unit's statsd exporter (the
+/// `statsd-exporter` service of its plan), as the charms' `*:9102` `/metrics`.
 pub fn scrape_groups(
     project: &Project,
     app: &str,
@@ -49,13 +51,11 @@ pub fn scrape_groups(
         l
     };
     let mut groups = vec![];
-    if !project.framework.is_gunicorn() {
-        for u in units {
-            groups.push(ScrapeGroup {
-                targets: vec![format!("{}:{}", u.host, u.metrics_port)],
-                labels: labels(u.number, app, metrics_path),
-            });
-        }
+    for u in units {
+        groups.push(ScrapeGroup {
+            targets: vec![format!("{}:{}", u.host, u.metrics_port)],
+            labels: labels(u.number, app, metrics_path),
+        });
     }
     let Some(prom) = &project.paas_config.prometheus else {
         return groups;

@@ -49,7 +49,16 @@ pub struct Ports {
     pub metrics: u16,
     #[serde(rename = "metrics-path")]
     pub metrics_path: String,
+    /// Flask and Django: where the unit's statsd exporter receives gunicorn's (and the
+    /// app's) statsd metrics; it serves them on `metrics`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statsd: Option<u16>,
 }
+
+/// The statsd port of the Flask and Django rocks (`statsd_host = "localhost:9125"`).
+pub const STATSD_PORT: u16 = 9125;
+/// The name of the exporter's service, as in the rocks.
+pub const STATSD_SERVICE: &str = "statsd-exporter";
 
 /// The migration command, run with the app environment in the app directory.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -236,6 +245,7 @@ impl Planner<'_> {
             }
         }
         self.heroku_urls(&mut env);
+        self.statsd_env(&mut env, &ports);
         blockers.extend(int_blockers);
 
         // Services.
@@ -331,10 +341,14 @@ impl Planner<'_> {
                 "listens on port {app}, assigned to this unit (the project says {configured_app})"
             ));
         }
+        // Gunicorn sends statsd to an exporter serving on the metrics port, as in the rocks.
+        let statsd = (self.fw.is_gunicorn() && metrics != app)
+            .then(|| self.state.network.statsd_port.unwrap_or(STATSD_PORT));
         Ports {
             app,
             metrics,
             metrics_path,
+            statsd,
         }
     }
 
@@ -738,6 +752,16 @@ impl Planner<'_> {
         }
     }
 
+    /// `STATSD_HOST`/`STATSD_PORT` (the variables pystatsd's `statsd.defaults.env` reads)
+    /// when the substrate gave the unit its own statsd port: the charms' apps push to
+    /// `localhost:9125`, which on one machine is shared by every unit.
+    fn statsd_env(&mut self, env: &mut IndexMap<String, String>, ports: &Ports) {
+        if let (Some(port), Some(_)) = (ports.statsd, self.state.network.statsd_port) {
+            env.insert("STATSD_HOST".into(), "localhost".into());
+            env.insert("STATSD_PORT".into(), port.to_string());
+        }
+    }
+
     fn services(
         &mut self,
         env: &IndexMap<String, String>,
@@ -785,7 +809,48 @@ impl Planner<'_> {
             }
             services.insert(name.clone(), s);
         }
+        if let (Some(statsd), Some(main)) = (ports.statsd, services.get_mut(main_name)) {
+            if !main.after.iter().any(|a| a == STATSD_SERVICE) {
+                main.after.push(STATSD_SERVICE.into());
+            }
+            if services.contains_key(STATSD_SERVICE) {
+                self.notes.push(format!(
+                    "the project's {STATSD_SERVICE} service is replaced by twelve's built-in exporter"
+                ));
+            }
+            services.insert(STATSD_SERVICE.into(), self.statsd_exporter(statsd, ports));
+            self.notes.push(format!(
+                "gunicorn sends statsd metrics to localhost:{statsd}; {STATSD_SERVICE} serves them as {fw}_requests, {fw}_response_code and {fw}_request_duration on port {} {}",
+                ports.metrics,
+                ports.metrics_path,
+                fw = self.fw.name()
+            ));
+        }
         (services, files, blocker)
+    }
+
+    /// The rock's `statsd-exporter` service, run by twelve's own exporter: statsd on
+    /// localhost (UDP and TCP), Prometheus metrics on the metrics port.
+    fn statsd_exporter(&self, statsd: u16, ports: &Ports) -> Service {
+        let mut command = format!(
+            "twelve statsd-exporter --statsd-listen 127.0.0.1:{statsd} --web-listen {}:{} --prefix {}",
+            self.bind_host(),
+            ports.metrics,
+            self.fw.name()
+        );
+        if ports.metrics_path != "/metrics" {
+            command.push_str(&format!(
+                " --web-path {}",
+                twelve_layer::quote_word(&ports.metrics_path)
+            ));
+        }
+        Service {
+            override_: Some(Override::Replace),
+            summary: Some("statsd exporter service".into()),
+            command: Some(command),
+            startup: Some(Startup::Enabled),
+            ..Default::default()
+        }
     }
 
     /// The gunicorn config file and the worker class after `-k`.
@@ -844,6 +909,9 @@ impl Planner<'_> {
         conf.push_str(&format!("bind = ['{}:{}']\n", self.bind_host(), ports.app));
         conf.push_str(&format!("chdir = '{}'\n", self.fw.app_dir()));
         conf.push_str("accesslog = '-'\nerrorlog = '-'\n");
+        if let Some(statsd) = ports.statsd {
+            conf.push_str(&format!("statsd_host = 'localhost:{statsd}'\n"));
+        }
         for (opt, key) in [
             ("webserver-workers", "workers"),
             ("webserver-threads", "threads"),

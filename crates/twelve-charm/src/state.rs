@@ -56,8 +56,13 @@ pub struct UnitNetwork {
     pub bind_host: Option<String>,
     /// The app's port, overriding configuration (each local unit has its own).
     pub app_port: Option<u16>,
-    /// The metrics port, when the app serves metrics on a port of its own.
+    /// The metrics port, when the app serves metrics on a port of its own (for Flask and
+    /// Django, the statsd exporter's).
     pub metrics_port: Option<u16>,
+    /// Flask and Django: the port the unit's statsd exporter receives on (UDP and TCP);
+    /// default 9125 as in the charms.
+    #[serde(default)]
+    pub statsd_port: Option<u16>,
     /// Addresses of units by number (for `<P>PEER_FQDNS`); default
     /// `<app>-<n>.<app>-endpoints.<model>.svc.cluster.local`.
     pub peer_addresses: IndexMap<u32, String>,

@@ -744,9 +744,175 @@ fn scrape_targets_expand_star_per_unit_and_scheduler_to_one_unit() {
         .iter()
         .filter(|g| g.labels["job"] == "custom")
         .all(|g| g.labels["team"] == "web"));
-    let flask = project(Framework::Flask, "", "", &[]);
+    for fw in [Framework::Flask, Framework::Django] {
+        let f = project(fw, "", "", &[]);
+        let groups = scrape_groups(&f.project, "web", 1, &units, Some(1), "/metrics");
+        let got: Vec<(String, String, String)> = groups
+            .iter()
+            .map(|g| {
+                (
+                    g.labels["unit"].clone(),
+                    g.targets[0].clone(),
+                    g.labels["__metrics_path__"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "web/1".to_string(),
+                    "127.0.0.1:7001".to_string(),
+                    "/metrics".to_string()
+                ),
+                ("web/2".into(), "127.0.0.1:7002".into(), "/metrics".into())
+            ],
+            "{fw}: the default job scrapes each unit's statsd exporter"
+        );
+        assert!(groups
+            .iter()
+            .all(|g| g.labels["job"] == "web" && g.labels["framework"] == fw.name()));
+    }
+}
+
+#[test]
+fn gunicorn_units_run_a_statsd_exporter_like_the_rocks() {
+    // (framework, assigned metrics and statsd ports, bind host) ->
+    // (exporter command, statsd_host in gunicorn.conf.py, STATSD_PORT)
+    let cases: &[(Framework, Option<(u16, u16)>, Option<&str>, &str, &str, Option<&str>)] = &[
+        (
+            Framework::Flask,
+            None,
+            None,
+            "twelve statsd-exporter --statsd-listen 127.0.0.1:9125 --web-listen 0.0.0.0:9102 --prefix flask",
+            "statsd_host = 'localhost:9125'\n",
+            None,
+        ),
+        (
+            Framework::Django,
+            None,
+            None,
+            "twelve statsd-exporter --statsd-listen 127.0.0.1:9125 --web-listen 0.0.0.0:9102 --prefix django",
+            "statsd_host = 'localhost:9125'\n",
+            None,
+        ),
+        (
+            Framework::Flask,
+            Some((20102, 20125)),
+            Some("127.0.0.1"),
+            "twelve statsd-exporter --statsd-listen 127.0.0.1:20125 --web-listen 127.0.0.1:20102 --prefix flask",
+            "statsd_host = 'localhost:20125'\n",
+            Some("20125"),
+        ),
+    ];
+    for (fw, assigned, host, command, statsd_host, statsd_port) in cases {
+        let f = project(*fw, "", "", &[]);
+        let mut s = state();
+        if let Some((metrics, statsd)) = assigned {
+            s.network.app_port = Some(20100);
+            s.network.metrics_port = Some(*metrics);
+            s.network.statsd_port = Some(*statsd);
+        }
+        s.network.bind_host = host.map(str::to_string);
+        let p = plan(&f, &s);
+        let exporter = &p.services["statsd-exporter"];
+        assert_eq!(exporter.command.as_deref(), Some(*command), "{fw}");
+        if *fw == Framework::Flask {
+            assert_eq!(exporter.startup, Some(Startup::Enabled));
+        } // Django is blocked without a database: every service is disabled.
+        assert!(exporter.environment.is_empty(), "{fw}: not the app's env");
+        assert!(exporter.user.is_none());
+        let main = &p.services[fw.service_name()];
+        assert_eq!(main.after, ["statsd-exporter"], "{fw}");
+        let conf = &p.files[&format!("/{}/gunicorn.conf.py", fw.name())];
+        assert!(conf.contains(statsd_host), "{fw}: {conf}");
+        assert_eq!(
+            p.ports.statsd,
+            Some(assigned.map(|a| a.1).unwrap_or(9125)),
+            "{fw}"
+        );
+        assert_eq!(p.ports.metrics, assigned.map(|a| a.0).unwrap_or(9102));
+        assert_eq!(
+            p.environment.get("STATSD_PORT").map(String::as_str),
+            *statsd_port,
+            "{fw}: the charms give no variable; twelve names a port it assigned"
+        );
+        if statsd_port.is_some() {
+            assert_eq!(p.environment["STATSD_HOST"], "localhost");
+            assert_eq!(env(&p, fw.service_name())["STATSD_PORT"], "20125");
+        }
+    }
+}
+
+#[test]
+fn other_frameworks_have_no_statsd_exporter() {
+    for fw in [
+        Framework::FastApi,
+        Framework::Go,
+        Framework::ExpressJs,
+        Framework::SpringBoot,
+    ] {
+        let f = project(fw, "", "", &[]);
+        let mut s = state();
+        s.network.statsd_port = Some(20125);
+        let p = plan(&f, &s);
+        assert!(!p.services.contains_key("statsd-exporter"), "{fw}");
+        assert!(p.services[fw.service_name()].after.is_empty(), "{fw}");
+        assert_eq!(p.ports.statsd, None);
+        assert!(!p.environment.contains_key("STATSD_PORT"), "{fw}");
+    }
+}
+
+#[test]
+fn the_exporter_follows_the_status_and_a_custom_metrics_path() {
+    // Stopped with the app when a required option is missing.
+    let f = flask(
+        TOKEN_OPTION
+            .replace("type: string", "type: string\n      optional: false")
+            .as_str(),
+    );
+    let p = plan(&f, &state());
+    assert_eq!(p.status.state, State::Blocked);
+    assert_eq!(
+        p.services["statsd-exporter"].startup,
+        Some(Startup::Disabled)
+    );
+    // A paas-config.yaml metrics-path is the exporter's path.
+    let f = project(
+        Framework::Flask,
+        "",
+        "",
+        &[("charm/paas-config.yaml", "metrics-path: /stats\n")],
+    );
+    let p = plan(&f, &state());
     assert!(
-        scrape_groups(&flask.project, "web", 1, &units, Some(1), "/metrics").is_empty(),
-        "no statsd exporter: no default job"
+        p.services["statsd-exporter"]
+            .command
+            .as_deref()
+            .unwrap()
+            .ends_with("--prefix flask --web-path /stats"),
+        "{:?}",
+        p.services["statsd-exporter"].command
+    );
+    // The project's own statsd-exporter (the rock's, running /bin/statsd_exporter) is
+    // replaced by twelve's.
+    let f = project(
+        Framework::Flask,
+        "",
+        "services:\n  statsd-exporter:\n    override: replace\n    command: /bin/statsd_exporter --statsd.listen-udp=localhost:9125\n    startup: enabled\n",
+        &[],
+    );
+    let p = plan(&f, &state());
+    assert!(p.services["statsd-exporter"]
+        .command
+        .as_deref()
+        .unwrap()
+        .starts_with("twelve statsd-exporter "));
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("replaced by twelve's built-in exporter")),
+        "{:?}",
+        p.notes
     );
 }
