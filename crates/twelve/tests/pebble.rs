@@ -935,3 +935,270 @@ fn the_daemon_outlives_its_parent() {
     }
     assert!(ok, "the orphaned daemon did not serve");
 }
+
+/// A tiny Loki for the log-target tests: records every push request (its content type
+/// and JSON body) and answers 204. One thread per connection; never stopped.
+struct Loki {
+    port: u16,
+    pushes: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+}
+
+impl Loki {
+    fn start(port: u16) -> Loki {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let pushes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = pushes.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut request_line = String::new();
+                    reader.read_line(&mut request_line).unwrap();
+                    assert!(
+                        request_line.starts_with("POST /loki/api/v1/push "),
+                        "{request_line}"
+                    );
+                    let (mut len, mut content_type) = (0usize, String::new());
+                    loop {
+                        let mut line = String::new();
+                        reader.read_line(&mut line).unwrap();
+                        let line = line.trim_end();
+                        if line.is_empty() {
+                            break;
+                        }
+                        let (k, v) = line.split_once(':').unwrap();
+                        match k.to_ascii_lowercase().as_str() {
+                            "content-length" => len = v.trim().parse().unwrap(),
+                            "content-type" => content_type = v.trim().to_string(),
+                            _ => {}
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    reader.read_exact(&mut body).unwrap();
+                    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    seen.lock().unwrap().push((content_type, json));
+                    let _ =
+                        stream.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+                });
+            }
+        });
+        Loki { port, pushes }
+    }
+
+    /// Every stream of every push so far, in arrival order: (labels, [(nanos, line)]).
+    fn streams(&self) -> Vec<(serde_json::Value, Vec<(String, String)>)> {
+        self.pushes
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, body)| body["streams"].as_array().unwrap().clone())
+            .map(|s| {
+                let values = s["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| {
+                        let v = v.as_array().unwrap();
+                        assert_eq!(v.len(), 2, "{v:?}");
+                        (
+                            v[0].as_str().unwrap().to_string(),
+                            v[1].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect();
+                (s["stream"].clone(), values)
+            })
+            .collect()
+    }
+
+    /// The lines received for a service, in order.
+    fn lines(&self, service: &str) -> Vec<String> {
+        self.streams()
+            .into_iter()
+            .filter(|(labels, _)| labels["pebble_service"] == service)
+            .flat_map(|(_, values)| values.into_iter().map(|(_, line)| line))
+            .collect()
+    }
+}
+
+/// The numbers of `tick N` lines.
+fn ticks(lines: &[String]) -> Vec<u64> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("tick ")?.parse().ok())
+        .collect()
+}
+
+const TICKER: &str = "sh -c 'i=0; while true; do echo \"tick $i\"; i=$((i+1)); sleep 0.05; done'";
+
+impl Daemon {
+    fn log_target(&self, name: &str) -> twelve_pebble::LogTargetInfo {
+        let c = &self.client;
+        c.block_on(c.client().log_targets())
+            .unwrap()
+            .into_iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("no log target {name:?}"))
+    }
+
+    /// As `wait_for`, with room for the forwarder's flush period and retry backoff.
+    fn wait_long(&self, what: &str, mut f: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !f() {
+            if start.elapsed() > DEADLINE * 4 {
+                panic!(
+                    "timed out waiting for {what}\n--- daemon log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn log_targets_forward_selected_services_to_loki_with_labels_in_order() {
+    let loki = Loki::start(0);
+    let port = loki.port;
+    let d = Daemon::start(&[(
+        "001-base.yaml",
+        &format!(
+            "services:\n  ticker:\n    override: replace\n    command: {TICKER}\n    startup: enabled\n    environment: {{UNIT: web/0}}\n  quiet:\n    override: replace\n    command: sh -c 'echo quiet-line; sleep 1000'\n    startup: enabled\nlog-targets:\n  loki:\n    override: replace\n    type: loki\n    location: http://127.0.0.1:{port}/loki/api/v1/push\n    services: [all, -quiet]\n    labels: {{juju_unit: $UNIT, app: 'app-${{UNIT}}'}}\n"
+        ),
+    )]);
+    d.wait_long("30 ticks in Loki", || {
+        ticks(&loki.lines("ticker")).len() >= 30
+    });
+
+    // The push format: JSON, one stream per service with pebble_service and the
+    // target's labels expanded from the service's environment; [nanos, line] values.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    for (content_type, _) in loki.pushes.lock().unwrap().iter() {
+        assert_eq!(content_type, "application/json");
+    }
+    let mut last = 0u128;
+    for (labels, values) in loki.streams() {
+        assert_eq!(
+            labels,
+            serde_json::json!({"pebble_service": "ticker", "juju_unit": "web/0", "app": "app-web/0"})
+        );
+        for (nanos, _) in values {
+            let nanos: u128 = nanos.parse().unwrap();
+            assert!(
+                nanos.abs_diff(now) < 3600 * 1_000_000_000,
+                "{nanos} vs {now}"
+            );
+            assert!(nanos >= last, "timestamps go back: {nanos} < {last}");
+            last = nanos;
+        }
+    }
+    // Every line, in order, none lost.
+    let got = ticks(&loki.lines("ticker"));
+    assert_eq!(got, (0..got.len() as u64).collect::<Vec<_>>());
+
+    // `quiet` is not selected: once a tick written after its line has arrived, its line
+    // would have too (one queue per target, in order).
+    d.wait_log("quiet", "quiet-line");
+    let after = *ticks(&d.logs("ticker")).last().unwrap() + 1;
+    d.wait_long("a later tick in Loki", || {
+        ticks(&loki.lines("ticker")).contains(&after)
+    });
+    assert!(loki.lines("quiet").is_empty());
+    assert!(!loki
+        .streams()
+        .iter()
+        .any(|(_, v)| v.iter().any(|(_, l)| l == "quiet-line")));
+
+    // The state, over the API and the CLI.
+    let info = d.log_target("loki");
+    assert_eq!(info.type_, "loki");
+    assert_eq!(info.services, ["ticker"]);
+    assert_eq!(info.status, "active", "{info:?}");
+    assert_eq!(info.dropped, 0);
+    assert!(info.sent >= 30, "{info:?}");
+    let table = d.ok(&["log-targets"]);
+    let header = table.lines().next().unwrap();
+    assert!(header.starts_with("Target"), "{table}");
+    let row = table.lines().nth(1).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[..4], ["loki", "loki", "ticker", "active"], "{table}");
+
+    // A layer disabling the target (services: [-all]), then replan: nothing written
+    // afterwards is forwarded; the service and its local logs go on.
+    let layer = d.path().join("logging.yaml");
+    std::fs::write(
+        &layer,
+        "log-targets:\n  loki:\n    override: merge\n    services: [-all]\n",
+    )
+    .unwrap();
+    d.ok(&["add", "logging", layer.to_str().unwrap()]);
+    d.ok(&["replan"]);
+    let last_queued = *ticks(&d.logs("ticker")).last().unwrap();
+    d.wait_for("the ticker to go on", || {
+        ticks(&d.logs("ticker")).last().unwrap() > &(last_queued + 30)
+    });
+    d.wait_long("the queue to drain", || d.log_target("loki").buffered == 0);
+    let info = d.log_target("loki");
+    assert!(info.services.is_empty(), "{info:?}");
+    let got = ticks(&loki.lines("ticker"));
+    assert!(
+        got.last().unwrap() <= &last_queued,
+        "tick {} forwarded after the target was disabled at {last_queued}",
+        got.last().unwrap()
+    );
+    assert_eq!(got, (0..got.len() as u64).collect::<Vec<_>>());
+    assert_eq!(d.service("ticker").current, "active");
+}
+
+#[test]
+fn a_log_target_down_at_first_gets_the_buffered_lines_once_it_is_up() {
+    let port = free_port();
+    let d = Daemon::start(&[(
+        "001-base.yaml",
+        &format!("services:\n  ticker:\n    override: replace\n    command: {TICKER}\n    startup: enabled\n"),
+    )]);
+    // The target comes in a layer added over the API, as the controller adds it.
+    let layer = d.path().join("logging.yaml");
+    std::fs::write(
+        &layer,
+        format!("log-targets:\n  loki:\n    override: replace\n    type: loki\n    location: http://127.0.0.1:{port}/loki/api/v1/push\n    services: [all]\n"),
+    )
+    .unwrap();
+    d.ok(&["add", "logging", layer.to_str().unwrap()]);
+    d.wait_long("the target to fail", || {
+        let t = d.log_target("loki");
+        t.status == "failing" && t.failures >= 1 && t.buffered > 0
+    });
+    let info = d.log_target("loki");
+    assert!(
+        info.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("cannot connect"),
+        "{info:?}"
+    );
+    assert!(d.ok(&["log-targets"]).contains("failing"));
+    // Meanwhile the service runs and its local logs work.
+    d.wait_log("ticker", "tick 5");
+
+    let loki = Loki::start(port);
+    d.wait_long("the buffered lines in Loki", || {
+        ticks(&loki.lines("ticker")).len() >= 40
+    });
+    // In order, none lost (from the first line written after the target was added).
+    let got = ticks(&loki.lines("ticker"));
+    assert_eq!(got, (got[0]..got[0] + got.len() as u64).collect::<Vec<_>>());
+    d.wait_long("the target to recover", || {
+        d.log_target("loki").status == "active"
+    });
+    let info = d.log_target("loki");
+    assert_eq!((info.dropped, info.failures), (0, 0), "{info:?}");
+    assert!(d.log().contains("Resumed sending logs to target \"loki\""));
+}
