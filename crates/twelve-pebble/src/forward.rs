@@ -277,7 +277,7 @@ impl Target {
 }
 
 /// Each target with its sender task.
-type Targets = BTreeMap<String, (Arc<Target>, Option<JoinHandle<()>>)>;
+type Targets = BTreeMap<String, (Arc<Target>, JoinHandle<()>)>;
 
 type Envs = Arc<Mutex<HashMap<String, Arc<HashMap<String, String>>>>>;
 
@@ -369,7 +369,7 @@ impl Forwarder {
                 stop: Notify::new(),
             });
             let task = tokio::spawn(run(t.clone(), self.envs.clone()));
-            targets.insert(name.clone(), (t, Some(task)));
+            targets.insert(name.clone(), (t, task));
         }
     }
 
@@ -384,7 +384,7 @@ impl Forwarder {
             let mut targets = self.targets();
             let all = std::mem::take(&mut *targets);
             all.into_values()
-                .filter_map(|(t, h)| {
+                .map(|(t, h)| {
                     t.begin_stop();
                     h
                 })
@@ -950,6 +950,42 @@ mod tests {
         // Removed: gone from the list.
         store.forwarder.reconcile(&Plan::default());
         assert!(store.forwarder.infos().is_empty());
+        store.forwarder.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_sends_what_is_still_queued() {
+        let (port, got) = receiver(vec![]).await;
+        let store = crate::logs::LogStore::new(false);
+        store.forwarder.reconcile(&plan(&format!(
+            "services:\n  a: {{override: replace, command: x}}\nlog-targets:\n  t:\n    override: replace\n    type: loki\n    location: http://127.0.0.1:{port}/loki/api/v1/push\n    services: [all]\n"
+        )));
+        for i in 0..3 {
+            store.write("a", format!("last words {i}"));
+        }
+        // Well within the flush period: only the final flush can send them.
+        store.forwarder.shutdown().await;
+        assert_eq!(
+            lines(&got),
+            ["last words 0", "last words 1", "last words 2"]
+        );
+        store.write("a", "after".into());
+        assert!(store.forwarder.infos().is_empty());
+    }
+
+    #[tokio::test]
+    async fn unsupported_targets_queue_nothing_and_say_why() {
+        let store = crate::logs::LogStore::new(false);
+        store.forwarder.reconcile(&plan(
+            "services:\n  a: {override: replace, command: x}\nlog-targets:\n  s:\n    override: replace\n    type: syslog\n    location: tcp://127.0.0.1:514\n    services: [all]\n  h:\n    override: replace\n    type: loki\n    location: https://loki/loki/api/v1/push\n    services: [all]\n",
+        ));
+        store.write("a", "line".into());
+        let infos = store.forwarder.infos();
+        assert_eq!(infos.len(), 2);
+        for i in infos {
+            assert_eq!((i.status.as_str(), i.buffered), ("unsupported", 0), "{i:?}");
+            assert!(i.error.unwrap().contains("not supported"));
+        }
         store.forwarder.shutdown().await;
     }
 }
