@@ -380,9 +380,11 @@ impl Controller {
             .unwrap_or_default()
             .iter()
             .flat_map(|a| {
-                a.units
-                    .iter()
-                    .flat_map(|u| std::iter::once(u.app_port).chain(u.metrics_port))
+                a.units.iter().flat_map(|u| {
+                    std::iter::once(u.app_port)
+                        .chain(u.metrics_port)
+                        .chain(u.statsd_port)
+                })
             })
             .collect()
     }
@@ -403,15 +405,31 @@ impl Controller {
         Err(ApiError::new("no free TCP port left for a new unit"))
     }
 
+    /// A port free for TCP and for UDP too (a statsd exporter listens on both).
+    fn allocate_udp_port(used: &mut Vec<u16>) -> Result<u16, ApiError> {
+        for _ in 0..100 {
+            let port = Self::allocate_port(used)?;
+            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+        Err(ApiError::new("no free UDP port left for a new unit"))
+    }
+
     fn new_unit(
         &self,
         number: u32,
-        separate_metrics: bool,
+        needs: PortNeeds,
         used: &mut Vec<u16>,
     ) -> Result<UnitRecord, ApiError> {
         let app_port = Self::allocate_port(used)?;
-        let metrics_port = if separate_metrics {
+        let metrics_port = if needs.metrics {
             Some(Self::allocate_port(used)?)
+        } else {
+            None
+        };
+        let statsd_port = if needs.statsd {
+            Some(Self::allocate_udp_port(used)?)
         } else {
             None
         };
@@ -419,6 +437,7 @@ impl Controller {
             number,
             app_port,
             metrics_port,
+            statsd_port,
             incarnation: 0,
         })
     }
@@ -428,7 +447,7 @@ impl Controller {
         &self,
         app: &AppRecord,
         n: u32,
-        separate: bool,
+        separate: PortNeeds,
         used: &mut Vec<u16>,
     ) -> Result<Vec<UnitRecord>, ApiError> {
         let missing = n.saturating_sub(app.units.len() as u32);
@@ -437,9 +456,13 @@ impl Controller {
             .collect()
     }
 
-    fn separate_metrics(project: &Project) -> bool {
+    /// The ports a unit of `project` needs besides its app port (the plan says).
+    fn separate_metrics(project: &Project) -> PortNeeds {
         let plan = plan_unit(project, &AppState::new(&project.name));
-        plan.ports.metrics != plan.ports.app
+        PortNeeds {
+            metrics: plan.ports.metrics != plan.ports.app,
+            statsd: plan.ports.statsd.is_some(),
+        }
     }
 
     async fn deploy(
@@ -818,6 +841,7 @@ impl Controller {
         if let Some(u) = app.units.iter().find(|u| u.number == unit) {
             state.network.app_port = Some(u.app_port);
             state.network.metrics_port = u.metrics_port;
+            state.network.statsd_port = u.statsd_port;
         }
         for u in &app.units {
             state
@@ -853,7 +877,9 @@ impl Controller {
         let release_id = app
             .release_id(app.current_release)
             .ok_or("the current release is missing")?;
-        let map = release_map(&self.home, release_id)?;
+        let mut map = release_map(&self.home, release_id)?;
+        // Plans run twelve's own roles (the statsd exporter) as `twelve ...`: this binary.
+        map.add_program("twelve", self.exe.clone());
         let plan = plan_unit(&project, &self.app_state(app, unit));
         let host = host_unit(
             &plan,
@@ -1232,10 +1258,15 @@ impl Controller {
             Some(_) => Some(Self::allocate_port(&mut used).map_err(|e| e.message)?),
             None => None,
         };
+        let statsd_port = match old.statsd_port {
+            Some(_) => Some(Self::allocate_udp_port(&mut used).map_err(|e| e.message)?),
+            None => None,
+        };
         let next = UnitRecord {
             number: unit,
             app_port,
             metrics_port,
+            statsd_port,
             incarnation: old.incarnation + 1,
         };
         let mut rec2 = app_rec.clone();
@@ -1530,4 +1561,13 @@ async fn wait_ready(pebble: &Pebble, host: &HostUnit) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// Which ports a new unit needs besides its app port.
+#[derive(Debug, Clone, Copy)]
+struct PortNeeds {
+    /// The app serves metrics on a port of its own (or, for Flask and Django, the exporter).
+    metrics: bool,
+    /// A statsd exporter receives on a port of its own (Flask and Django).
+    statsd: bool,
 }

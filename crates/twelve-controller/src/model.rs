@@ -54,6 +54,9 @@ pub struct UnitRecord {
     pub app_port: u16,
     #[serde(default)]
     pub metrics_port: Option<u16>,
+    /// Flask and Django: the port the unit's statsd exporter receives on (UDP and TCP).
+    #[serde(default)]
+    pub statsd_port: Option<u16>,
     /// Which supervisor directory runs it (see `Home::unit_dir_at`).
     #[serde(default)]
     pub incarnation: u32,

@@ -23,17 +23,28 @@ pub struct PathMap {
     pairs: Vec<(String, PathBuf)>,
     /// Directories searched for bare command names, before the system's.
     pub bin_dirs: Vec<PathBuf>,
+    /// Bare command names that stand for a given program (`twelve`: this binary).
+    programs: Vec<(String, PathBuf)>,
 }
 
 impl PathMap {
     pub fn new(mut pairs: Vec<(String, PathBuf)>, bin_dirs: Vec<PathBuf>) -> PathMap {
         pairs.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-        PathMap { pairs, bin_dirs }
+        PathMap {
+            pairs,
+            bin_dirs,
+            programs: vec![],
+        }
     }
 
     pub fn add(&mut self, rock: &str, host: PathBuf) {
         self.pairs.push((rock.to_string(), host));
         self.pairs.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    }
+
+    /// Makes the bare command `name` run `program`.
+    pub fn add_program(&mut self, name: &str, program: PathBuf) {
+        self.programs.push((name.to_string(), program));
     }
 
     /// Maps a path if it is, or is under, a rock path.
@@ -72,7 +83,9 @@ impl PathMap {
         };
         let mut base: Vec<String> = cmd.base.iter().map(|w| self.word(w)).collect();
         if let Some(first) = base.first_mut() {
-            if !first.contains('/') {
+            if let Some((_, program)) = self.programs.iter().find(|(n, _)| n == first) {
+                *first = program.display().to_string();
+            } else if !first.contains('/') {
                 if let Some(found) = self
                     .bin_dirs
                     .iter()
@@ -313,6 +326,12 @@ mod tests {
         assert_eq!(
             map.command("celery -A app worker"),
             format!("{}/celery -A app worker", bin.display())
+        );
+        let mut map = map;
+        map.add_program("twelve", PathBuf::from("/opt/twelve/bin/twelve"));
+        assert_eq!(
+            map.command("twelve statsd-exporter --prefix flask"),
+            "/opt/twelve/bin/twelve statsd-exporter --prefix flask"
         );
         assert_eq!(
             map.command("sleep 10"),
