@@ -101,3 +101,115 @@ fn service_discovery_follows_units_and_paas_config_jobs() {
     let (_, state) = http_get(port, "/api/state").unwrap();
     assert!(state.contains("\"obs\""), "{state}");
 }
+
+/// The value of an unlabelled or labelled sample in a Prometheus text page.
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn flask_units_export_gunicorn_statsd_metrics_like_the_charms() {
+    let t = Twelve::new();
+    let src = t.example("flask");
+    t.ok(&["deploy", src.to_str().unwrap(), "sf", "-n", "2"]);
+
+    // Each unit has its own exporter, listed as the app's default job.
+    let groups = eventually("a default target per unit", LONG, || {
+        Some(sd(&t)).filter(|g| {
+            g.iter()
+                .filter(|g| g["labels"]["job"] == "sf" && g["labels"]["framework"] == "flask")
+                .count()
+                == 2
+        })
+    });
+    let mut targets: Vec<(String, String)> = groups
+        .iter()
+        .filter(|g| g["labels"]["job"] == "sf")
+        .map(|g| {
+            assert_eq!(g["labels"]["__metrics_path__"], "/metrics");
+            (
+                g["labels"]["unit"].as_str().unwrap().to_string(),
+                g["targets"][0].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    targets.sort();
+    assert_ne!(targets[0].1, targets[1].1, "one exporter per unit");
+    for (unit, target) in &targets {
+        assert_ne!(
+            target,
+            &format!("127.0.0.1:{}", t.port(unit)),
+            "the exporter, not the app"
+        );
+    }
+
+    // Requests straight to unit 0 are counted by unit 0's exporter.
+    let port0 = t.port("sf/0");
+    let exporter0: u16 = targets[0].1.rsplit(':').next().unwrap().parse().unwrap();
+    const N: f64 = 5.0;
+    for _ in 0..N as usize {
+        let (code, _) = http_get(port0, "/").unwrap();
+        assert_eq!(code, 200);
+    }
+    let (code, _) = http_get(port0, "/no-such-page").unwrap();
+    assert_eq!(code, 404);
+    let page = eventually("flask_requests to count the requests", LONG, || {
+        let (code, page) = http_get(exporter0, "/metrics")?;
+        (code == 200 && sample(&page, "flask_requests").is_some_and(|n| n >= N + 1.0))
+            .then_some(page)
+    });
+    assert!(
+        sample(&page, "flask_response_code{status=\"200\"}").is_some_and(|n| n >= N),
+        "{page}"
+    );
+    assert_eq!(
+        sample(&page, "flask_response_code{status=\"404\"}"),
+        Some(1.0),
+        "{page}"
+    );
+    assert!(
+        page.contains("# TYPE flask_request_duration summary")
+            && sample(&page, "flask_request_duration_count").is_some_and(|n| n >= N + 1.0),
+        "{page}"
+    );
+
+    // Through the ingress too, on whichever unit serves.
+    let before: f64 = targets
+        .iter()
+        .map(|(_, target)| {
+            let port: u16 = target.rsplit(':').next().unwrap().parse().unwrap();
+            http_get(port, "/metrics")
+                .and_then(|(_, p)| sample(&p, "flask_requests"))
+                .unwrap_or(0.0)
+        })
+        .sum();
+    for _ in 0..4 {
+        let (code, _) = via_ingress(&t, "sf", "/").unwrap();
+        assert_eq!(code, 200);
+    }
+    eventually("the ingress requests counted", LONG, || {
+        let total: f64 = targets
+            .iter()
+            .map(|(_, target)| {
+                let port: u16 = target.rsplit(':').next().unwrap().parse().unwrap();
+                http_get(port, "/metrics")
+                    .and_then(|(_, p)| sample(&p, "flask_requests"))
+                    .unwrap_or(0.0)
+            })
+            .sum();
+        (total >= before + 4.0).then_some(())
+    });
+
+    // The app may push its own statsd metrics to the port it is told.
+    let env = app_env(port0);
+    assert_eq!(env["STATSD_HOST"], "localhost");
+    let statsd_port: u16 = env["STATSD_PORT"].as_str().unwrap().parse().unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(b"orders.created:3|c|#shop:eu", ("127.0.0.1", statsd_port))
+        .unwrap();
+    eventually("the app's own metric", LONG, || {
+        let (_, page) = http_get(exporter0, "/metrics")?;
+        (sample(&page, "orders_created{shop=\"eu\"}") == Some(3.0)).then_some(())
+    });
+}
