@@ -135,7 +135,7 @@ fn app_targets(targets: &[Value]) -> BTreeMap<(String, String), (String, String)
 
 #[test]
 fn prometheus_discovers_every_unit_and_extra_job_and_follows_scaling() {
-    let t = Twelve::new();
+    let t = Twelve::new().with_fixed_web_addr();
     let src = t.example("go");
     let out = t.ok(&["deploy", src.to_str().unwrap(), "-n", "3"]);
     assert!(out.contains(&format!("{APP} is active")), "{out}");

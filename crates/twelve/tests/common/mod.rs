@@ -14,6 +14,8 @@ pub struct Twelve {
     pub home: tempfile::TempDir,
     /// This home's ingress port (each test home runs its own ingress).
     pub ingress_port: u16,
+    /// `TWELVE_WEB_ADDR`: any free port unless [`Twelve::with_fixed_web_addr`].
+    pub web_listen: String,
 }
 
 pub fn repo() -> PathBuf {
@@ -56,7 +58,19 @@ impl Twelve {
             .local_addr()
             .unwrap()
             .port();
-        Twelve { home, ingress_port }
+        Twelve {
+            home,
+            ingress_port,
+            web_listen: "127.0.0.1:0".into(),
+        }
+    }
+
+    /// Gives the observability server one port for the whole test, so that an outside
+    /// client (Prometheus, a browser page) keeps reaching it when the controller restarts,
+    /// as it does when the shared twelve binary is rebuilt during the test.
+    pub fn with_fixed_web_addr(mut self) -> Twelve {
+        self.web_listen = format!("127.0.0.1:{}", free_port());
+        self
     }
 
     pub fn cmd(&self, args: &[&str]) -> Output {
@@ -66,7 +80,7 @@ impl Twelve {
             .env("TWELVE_PACK_CACHE", pack_cache())
             .env("TWELVE_INGRESS_PORT", self.ingress_port.to_string())
             .env("TWELVE_READY_TIMEOUT", "30")
-            .env("TWELVE_WEB_ADDR", "127.0.0.1:0")
+            .env("TWELVE_WEB_ADDR", &self.web_listen)
             .current_dir(self.home.path())
             .output()
             .unwrap()
