@@ -9,46 +9,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 
 use crate::metrics::{AppHistogram, UnitCounters};
-use crate::table::{BackendRt, UpstreamClient};
-
-/// The body sent upstream: the client's, streamed, or none.
-pub(crate) enum ReqBody {
-    Empty,
-    Incoming(Incoming),
-}
-
-impl Body for ReqBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            ReqBody::Empty => Poll::Ready(None),
-            ReqBody::Incoming(body) => Pin::new(body).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ReqBody::Empty => true,
-            ReqBody::Incoming(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ReqBody::Empty => SizeHint::with_exact(0),
-            ReqBody::Incoming(body) => body.size_hint(),
-        }
-    }
-}
+use crate::table::BackendRt;
+use crate::upstream::{Pool, UpstreamBody};
 
 /// The body sent to the client: the backend's, streamed, or one the ingress wrote.
 pub struct ResBody {
@@ -58,7 +23,7 @@ pub struct ResBody {
 
 enum ResInner {
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
 }
 
 impl ResBody {
@@ -69,7 +34,7 @@ impl ResBody {
         }
     }
 
-    pub(crate) fn upstream(body: Incoming) -> ResBody {
+    pub(crate) fn upstream(body: UpstreamBody) -> ResBody {
         ResBody {
             inner: ResInner::Upstream(body),
             _guard: None,
@@ -84,12 +49,12 @@ impl ResBody {
 
 impl Body for ResBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         match &mut self.get_mut().inner {
             ResInner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ResInner::Upstream(body) => Pin::new(body).poll_frame(cx),
@@ -118,20 +83,20 @@ fn now_ms() -> u64 {
     EPOCH.elapsed().as_millis() as u64
 }
 
-/// One client connection: its peer address, its thread's upstream client, whether it is
-/// idle.
+/// One client connection: its peer address, its thread's pool of backend connections,
+/// whether it is idle.
 pub(crate) struct ConnState {
     pub peer_ip: HeaderValue,
-    pub client: UpstreamClient,
+    pub pool: Arc<Pool>,
     inflight: AtomicUsize,
     last_ms: AtomicU64,
 }
 
 impl ConnState {
-    pub(crate) fn new(peer_ip: HeaderValue, client: UpstreamClient) -> ConnState {
+    pub(crate) fn new(peer_ip: HeaderValue, pool: Arc<Pool>) -> ConnState {
         ConnState {
             peer_ip,
-            client,
+            pool,
             inflight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(now_ms()),
         }

@@ -12,12 +12,12 @@
 pub mod admin;
 mod body;
 mod cli;
-mod connector;
 mod metrics;
 mod proxy;
 pub mod routes;
 mod server;
 mod table;
+mod upstream;
 
 pub use admin::client;
 pub use admin::InflightReport;

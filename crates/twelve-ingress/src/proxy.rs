@@ -8,14 +8,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::http::uri::{self, PathAndQuery, Scheme};
 use hyper::upgrade::OnUpgrade;
-use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
-use crate::body::{ConnState, Guard, ReqBody, ResBody};
+use crate::body::{ConnState, Guard, ResBody};
 use crate::server::Shared;
 use crate::table::{AppPool, BackendRt, Snapshot};
+use crate::upstream::{self, Outgoing, UpConn};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -89,86 +90,45 @@ async fn forward(
     };
     let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-
-    let path_and_query = match strip {
-        None => parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        Some(rest_len) => {
-            let path = parts.uri.path();
-            let rest = &path[path.len() - rest_len..];
-            let rest = if rest.is_empty() { "/" } else { rest };
-            let rewritten = match parts.uri.query() {
-                Some(q) => PathAndQuery::try_from(format!("{rest}?{q}")),
-                None => PathAndQuery::try_from(rest),
-            };
-            rewritten.unwrap_or_else(|_| PathAndQuery::from_static("/"))
-        }
-    };
-
-    let headers = &mut parts.headers;
-    strip_hop_by_hop(headers, upgrade);
-    if !headers.contains_key(header::HOST) {
-        // HTTP/2 carries the host in the URI; backends speak HTTP/1.1 and want it here.
-        if let Some(value) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            headers.insert(header::HOST, value);
-        }
-    }
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
-    }
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
-        None => conn.peer_ip.clone(),
-        Some(_) => {
-            let mut list = Vec::new();
-            for value in headers.get_all(&X_FORWARDED_FOR) {
-                list.extend_from_slice(value.as_bytes());
-                list.extend_from_slice(b", ");
-            }
-            list.extend_from_slice(conn.peer_ip.as_bytes());
-            HeaderValue::from_bytes(&list).unwrap_or_else(|_| conn.peer_ip.clone())
-        }
-    };
-    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    match strip {
-        Some(_) => headers.insert(X_FORWARDED_PREFIX.clone(), pool.prefix.clone()),
-        None => headers.remove(&X_FORWARDED_PREFIX),
-    };
-    if !headers.contains_key(&TRACEPARENT) {
-        headers.insert(TRACEPARENT.clone(), new_traceparent());
-    }
+    let (parts, body) = req.into_parts();
 
     // A request without a body can be sent again on another ready backend: when its
     // backend refused the connection (it just stopped), or, for GET/HEAD/OPTIONS, when a
-    // pooled connection failed under it.
+    // connection failed under it.
     let bodyless = upgrade || body.is_end_stream();
-    // Keeping a copy costs an allocation per request: only when a retry could go elsewhere.
-    let retry_headers = (bodyless && pool.ready.len() > 1).then(|| parts.headers.clone());
-    let method = parts.method.clone();
-    parts.version = Version::HTTP_11;
-    parts.uri = upstream_uri(&backend, path_and_query.clone());
-    let body = if bodyless {
-        ReqBody::Empty
-    } else {
-        ReqBody::Incoming(body)
+    let chunked = !bodyless
+        && (parts.headers.contains_key(header::TRANSFER_ENCODING)
+            || !parts.headers.contains_key(header::CONTENT_LENGTH));
+    let mut head = Vec::with_capacity(512);
+    write_request_head(
+        &mut head,
+        &parts,
+        strip.map(|rest_len| (rest_len, &pool.prefix)),
+        &conn.peer_ip,
+        backend.authority.as_str(),
+        upgrade,
+        chunked,
+    );
+    let method = &parts.method;
+    let idempotent = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let outgoing = |body| Outgoing {
+        head: &head,
+        body,
+        chunked,
+        head_method: *method == Method::HEAD,
+        idempotent,
     };
 
     guard.set_backend(backend.clone(), &pool.histogram);
     let deadline = tokio::time::Instant::now() + snap.request_timeout;
-    let request = Request::from_parts(parts, body);
-    let mut result = tokio::time::timeout_at(deadline, conn.client.request(request)).await;
+    let send = |backend: &BackendRt, body| {
+        let out = outgoing(body);
+        let exchange = upstream::request(&conn.pool, backend.addr, snap.connect_timeout, out);
+        tokio::time::timeout_at(deadline, exchange)
+    };
+    let mut result = send(&backend, (!bodyless).then_some(body)).await;
 
-    if let (Ok(Err(e)), Some(headers)) = (&result, retry_headers) {
-        let refused = e.is_connect();
-        let idempotent = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if let (Ok(Err(e)), true) = (&result, bodyless && pool.ready.len() > 1) {
         // The newest table: the failed backend may have been replaced meanwhile.
         let latest = shared.table.load();
         let other = latest
@@ -176,24 +136,20 @@ async fn forward(
             .get(&pool.name)
             .and_then(|p| p.pick(Some(backend.addr)))
             .cloned();
-        if let (true, Some(next)) = (refused || idempotent, other) {
+        if let (true, Some(next)) = (e.is_connect() || idempotent, other) {
             backend = next;
             guard.set_backend(backend.clone(), &pool.histogram);
-            let mut request = Request::new(ReqBody::Empty);
-            *request.method_mut() = method;
-            *request.uri_mut() = upstream_uri(&backend, path_and_query);
-            *request.headers_mut() = headers;
-            result = tokio::time::timeout_at(deadline, conn.client.request(request)).await;
+            result = send(&backend, None).await;
         }
     }
 
-    let mut response = match result {
+    let response = match result {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
             let cause = if e.is_connect() {
                 "could not be reached".to_string()
             } else {
-                format!("failed: {}", error_chain(&e))
+                format!("failed: {e}")
             };
             return text(
                 StatusCode::BAD_GATEWAY,
@@ -213,31 +169,155 @@ async fn forward(
     };
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            let backend_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(tunnel(client_upgrade, backend_upgrade));
-            let (parts, _) = response.into_parts();
-            return Response::from_parts(parts, ResBody::full(Bytes::new()));
+        let (parts, body) = response.into_parts();
+        if let (Some(client_upgrade), Some(backend_conn)) = (client_upgrade, body.into_conn()) {
+            tokio::spawn(tunnel(client_upgrade, backend_conn));
         }
+        return Response::from_parts(parts, ResBody::full(Bytes::new()));
     }
-    strip_hop_by_hop(response.headers_mut(), false);
     response.map(ResBody::upstream)
 }
 
-async fn tunnel(client: OnUpgrade, backend: OnUpgrade) {
-    let (Ok(client), Ok(backend)) = tokio::join!(client, backend) else {
-        return;
+/// Writes the request head for the backend: origin-form target (without the `/<app>`
+/// prefix when `strip` says so), no hop-by-hop headers, `X-Forwarded-*` set by the
+/// ingress, a `traceparent` when the client sent none, `Host` always (`fallback_host`
+/// when the client gave none).
+fn write_request_head(
+    out: &mut Vec<u8>,
+    parts: &hyper::http::request::Parts,
+    strip: Option<(usize, &HeaderValue)>,
+    peer_ip: &HeaderValue,
+    fallback_host: &str,
+    upgrade: bool,
+    chunked: bool,
+) {
+    let headers = &parts.headers;
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let path = parts.uri.path();
+    match strip {
+        None => out.extend_from_slice(
+            parts
+                .uri
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .as_bytes(),
+        ),
+        Some((rest_len, _)) => {
+            let rest = &path[path.len() - rest_len..];
+            out.extend_from_slice(if rest.is_empty() { "/" } else { rest }.as_bytes());
+            if let Some(q) = parts.uri.query() {
+                out.push(b'?');
+                out.extend_from_slice(q.as_bytes());
+            }
+        }
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+
+    // HTTP/2 carries the host in the URI; backends speak HTTP/1.1 and want it in `Host`.
+    let host = headers
+        .get(header::HOST)
+        .map(HeaderValue::as_bytes)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
+    let named = connection_named(headers);
+    let mut field = |name: &[u8], value: &[u8]| {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
     };
-    let _ =
-        tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(backend)).await;
+    // An HTTP/1.0 client may send none: the backend's address, as HTTP/1.1 needs one.
+    field(b"host", host.unwrap_or(fallback_host.as_bytes()));
+    let mut forwarded_for: Option<Vec<u8>> = None;
+    let mut traceparent = false;
+    for (name, value) in headers {
+        if *name == X_FORWARDED_FOR {
+            let list = forwarded_for.get_or_insert_with(Vec::new);
+            list.extend_from_slice(value.as_bytes());
+            list.extend_from_slice(b", ");
+            continue;
+        }
+        traceparent |= *name == TRACEPARENT;
+        let dropped = (is_hop_by_hop(name) && !(upgrade && *name == header::UPGRADE))
+            || *name == header::HOST
+            || *name == X_FORWARDED_PROTO
+            || *name == X_FORWARDED_PREFIX
+            || (*name == X_FORWARDED_HOST && host.is_some())
+            || (*name == header::CONTENT_LENGTH && chunked)
+            || named.contains(name);
+        if dropped {
+            continue;
+        }
+        field(name.as_str().as_bytes(), value.as_bytes());
+    }
+    match forwarded_for {
+        None => field(b"x-forwarded-for", peer_ip.as_bytes()),
+        Some(mut list) => {
+            list.extend_from_slice(peer_ip.as_bytes());
+            field(b"x-forwarded-for", &list);
+        }
+    }
+    if let Some(host) = host {
+        field(b"x-forwarded-host", host);
+    }
+    field(b"x-forwarded-proto", b"http");
+    if let Some((_, prefix)) = strip {
+        field(b"x-forwarded-prefix", prefix.as_bytes());
+    }
+    if !traceparent {
+        field(b"traceparent", &traceparent_bytes());
+    }
+    if upgrade {
+        field(b"connection", b"upgrade");
+    }
+    if chunked {
+        field(b"transfer-encoding", b"chunked");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
-fn upstream_uri(backend: &BackendRt, path_and_query: PathAndQuery) -> Uri {
-    let mut parts = uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(backend.authority.clone());
-    parts.path_and_query = Some(path_and_query);
-    Uri::from_parts(parts).expect("scheme, authority and path make a URI")
+/// Header names the `Connection` header lists (besides `close`, `keep-alive`, `upgrade`).
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut named = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            if ["close", "keep-alive", "upgrade", ""]
+                .iter()
+                .any(|t| token.eq_ignore_ascii_case(t))
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    named
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || *name == header::UPGRADE
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::PROXY_AUTHENTICATE
+        || *name == header::PROXY_AUTHORIZATION
+}
+
+async fn tunnel(client: OnUpgrade, mut backend: UpConn) {
+    let Ok(client) = client.await else {
+        return;
+    };
+    let mut client = TokioIo::new(client);
+    // Bytes the backend sent right after its 101 answer.
+    if !backend.buf.is_empty() && client.write_all(&backend.buf).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut backend.stream).await;
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ResBody> {
@@ -248,17 +328,6 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ResBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The host the client asked for: the URI's authority (HTTP/2, absolute-form) or `Host`.
@@ -298,55 +367,13 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && has_token(headers, &header::CONNECTION, "upgrade")
 }
 
-/// Removes the headers that describe one connection, not the message (RFC 9110 §7.6.1),
-/// keeping `Connection: upgrade` and `Upgrade` when the request asks for an upgrade.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
-        let mut named = Vec::new();
-        for value in headers.get_all(header::CONNECTION) {
-            let Ok(value) = value.to_str() else { continue };
-            for token in value.split(',').map(str::trim) {
-                if ["close", "keep-alive", "upgrade", ""]
-                    .iter()
-                    .any(|t| token.eq_ignore_ascii_case(t))
-                {
-                    continue;
-                }
-                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                    named.push(name);
-                }
-            }
-        }
-        for name in named {
-            headers.remove(name);
-        }
-        if keep_upgrade {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        } else {
-            headers.remove(header::CONNECTION);
-        }
-    }
-    if !keep_upgrade {
-        headers.remove(header::UPGRADE);
-    }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-    ] {
-        if headers.contains_key(name) {
-            headers.remove(name);
-        }
-    }
-}
-
 /// A W3C trace context for a request that has none: version 00, random trace and span
 /// ids, sampled.
 pub fn new_traceparent() -> HeaderValue {
+    HeaderValue::from_bytes(&traceparent_bytes()).expect("hex digits and dashes are a header value")
+}
+
+fn traceparent_bytes() -> [u8; 55] {
     let trace: u128 = rand::random::<u128>().max(1);
     let span: u64 = rand::random::<u64>().max(1);
     let mut buf = [0u8; 55];
@@ -355,7 +382,7 @@ pub fn new_traceparent() -> HeaderValue {
     buf[35] = b'-';
     hex(&span.to_be_bytes(), &mut buf[36..52]);
     buf[52..].copy_from_slice(b"-01");
-    HeaderValue::from_bytes(&buf).expect("hex digits and dashes are a header value")
+    buf
 }
 
 fn hex(bytes: &[u8], out: &mut [u8]) {
@@ -387,29 +414,90 @@ mod tests {
         }
     }
 
+    fn head_for(request: Request<()>, strip: Option<usize>, upgrade: bool) -> String {
+        let (parts, ()) = request.into_parts();
+        let mut out = Vec::new();
+        let prefix = HeaderValue::from_static("/web");
+        let peer = HeaderValue::from_static("10.0.0.9");
+        let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
+        write_request_head(
+            &mut out,
+            &parts,
+            strip.map(|n| (n, &prefix)),
+            &peer,
+            "127.0.0.1:9",
+            upgrade,
+            chunked,
+        );
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn hop_by_hop_headers_go_and_connection_named_ones_too() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
-        h.insert("x-secret", "1".parse().unwrap());
-        h.insert("keep-alive", "timeout=5".parse().unwrap());
-        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
-        h.insert(header::UPGRADE, "websocket".parse().unwrap());
-        h.insert("x-kept", "1".parse().unwrap());
-        strip_hop_by_hop(&mut h, false);
-        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["x-kept"]);
+        let req = Request::get("/a?b=1")
+            .header("host", "web.localhost")
+            .header("connection", "keep-alive, x-secret")
+            .header("x-secret", "1")
+            .header("keep-alive", "timeout=5")
+            .header("transfer-encoding", "chunked")
+            .header("content-length", "12")
+            .header("upgrade", "websocket")
+            .header("x-kept", "1")
+            .header("traceparent", "00-1-2-01")
+            .body(())
+            .unwrap();
+        let head = head_for(req, None, false);
+        assert_eq!(
+            head,
+            "GET /a?b=1 HTTP/1.1\r\nhost: web.localhost\r\nx-kept: 1\r\n\
+             traceparent: 00-1-2-01\r\nx-forwarded-for: 10.0.0.9\r\n\
+             x-forwarded-host: web.localhost\r\nx-forwarded-proto: http\r\n\
+             transfer-encoding: chunked\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn forwarded_headers_are_the_ingress_own_and_the_prefix_goes() {
+        let req = Request::get("/web/a/b?q")
+            .header("host", "localhost:8080")
+            .header("x-forwarded-for", "1.1.1.1")
+            .header("x-forwarded-for", "2.2.2.2")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-prefix", "/evil")
+            .header("x-forwarded-host", "evil")
+            .body(())
+            .unwrap();
+        let head = head_for(req, Some("/a/b".len()), false);
+        assert!(head.starts_with("GET /a/b?q HTTP/1.1\r\nhost: localhost:8080\r\n"));
+        for line in [
+            "x-forwarded-for: 1.1.1.1, 2.2.2.2, 10.0.0.9\r\n",
+            "x-forwarded-host: localhost:8080\r\n",
+            "x-forwarded-proto: http\r\n",
+            "x-forwarded-prefix: /web\r\n",
+            "traceparent: 00-",
+        ] {
+            assert!(head.contains(line), "{line:?} in {head}");
+        }
+        for gone in ["https", "evil"] {
+            assert!(!head.contains(gone), "{gone:?} in {head}");
+        }
+        let head = head_for(Request::get("/web").body(()).unwrap(), Some(0), false);
+        assert!(head.starts_with("GET / HTTP/1.1\r\n"), "{head}");
     }
 
     #[test]
     fn upgrade_requests_keep_upgrade() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, "keep-alive, Upgrade".parse().unwrap());
-        h.insert(header::UPGRADE, "websocket".parse().unwrap());
-        assert!(is_upgrade(&h));
-        strip_hop_by_hop(&mut h, true);
-        assert_eq!(h[header::CONNECTION], "upgrade");
-        assert_eq!(h[header::UPGRADE], "websocket");
+        let req = Request::get("/socket")
+            .header("host", "web.localhost")
+            .header("connection", "keep-alive, Upgrade")
+            .header("upgrade", "websocket")
+            .body(())
+            .unwrap();
+        assert!(is_upgrade(req.headers()));
+        let head = head_for(req, None, true);
+        assert!(head.contains("\r\nupgrade: websocket\r\n"), "{head}");
+        assert!(head.ends_with("\r\nconnection: upgrade\r\n\r\n"), "{head}");
+        assert_eq!(head.matches("connection").count(), 1, "{head}");
     }
 
     #[test]

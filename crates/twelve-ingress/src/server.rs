@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::body::ConnState;
 use crate::routes::{RouteTable, RoutesError};
 use crate::table::{BackendInflight, Registry, Snapshot};
+use crate::upstream::Pool;
 
 /// The public port when none is given.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -37,7 +38,7 @@ pub struct IngressConfig {
     pub dir: PathBuf,
     pub drain_timeout: Duration,
     /// Threads serving client connections, each with its own single-threaded runtime and
-    /// upstream pool; connections are handed to them in turn. 0 serves them on the
+    /// pool of backend connections; connections are handed to them in turn. 0 serves them on the
     /// caller's runtime.
     pub workers: usize,
 }
@@ -247,6 +248,10 @@ impl Worker {
             .spawn(move || {
                 runtime.block_on(async move {
                     let graceful = GracefulShutdown::new();
+                    // This thread's backend connections: registered with its event loop,
+                    // used by its requests only.
+                    let pool = Arc::new(Pool::default());
+                    tokio::spawn(pool.clone().sweep_forever());
                     while let Some((stream, peer)) = incoming.recv().await {
                         let Ok(stream) = TcpStream::from_std(stream) else {
                             continue;
@@ -255,6 +260,7 @@ impl Worker {
                             stream,
                             peer,
                             shared.clone(),
+                            pool.clone(),
                             graceful.watcher(),
                         ));
                     }
@@ -274,6 +280,10 @@ async fn accept_loop(
     workers: Vec<Worker>,
 ) {
     let graceful = GracefulShutdown::new();
+    let pool = Arc::new(Pool::default());
+    let sweeper = workers
+        .is_empty()
+        .then(|| tokio::spawn(pool.clone().sweep_forever()));
     let mut next = 0;
     loop {
         let (stream, peer) = tokio::select! {
@@ -292,6 +302,7 @@ async fn accept_loop(
                 stream,
                 peer,
                 shared.clone(),
+                pool.clone(),
                 graceful.watcher(),
             ));
             continue;
@@ -314,12 +325,16 @@ async fn accept_loop(
         }
     };
     let _ = tokio::time::timeout(drain_timeout + Duration::from_secs(1), drained).await;
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
 }
 
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    pool: Arc<Pool>,
     watcher: Watcher,
 ) {
     let _ = stream.set_nodelay(true);
@@ -327,9 +342,8 @@ async fn serve_connection(
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     let snap = shared.table.load_full();
     let (server, idle) = (snap.server.clone(), snap.idle_timeout);
-    let client = crate::table::thread_client(snap.routes.timeouts.connect_ms);
     drop(snap);
-    let conn = Arc::new(ConnState::new(peer_ip, client));
+    let conn = Arc::new(ConnState::new(peer_ip, pool));
 
     let service = {
         let conn = conn.clone();

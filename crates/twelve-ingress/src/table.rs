@@ -11,12 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::header::HeaderValue;
 use hyper::http::uri::Authority;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 
-use crate::body::ReqBody;
-use crate::connector::Connector;
 use crate::metrics::{AppHistogram, Inflight, UnitCounters};
 use crate::routes::{BackendState, Policy, RouteTable};
 
@@ -27,7 +24,6 @@ pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// keep-alive, so the ingress never reuses a connection the backend is closing.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_millis(1000);
 
-pub(crate) type UpstreamClient = Client<Connector, ReqBody>;
 pub(crate) type ServerBuilder = auto::Builder<TokioExecutor>;
 
 /// One unit's listening address. The same `Arc` lives on across table swaps as long as
@@ -79,6 +75,7 @@ pub(crate) struct Snapshot {
     pub routes: RouteTable,
     pub server: Arc<ServerBuilder>,
     pub request_timeout: Duration,
+    pub connect_timeout: Duration,
     pub idle_timeout: Duration,
 }
 
@@ -172,6 +169,7 @@ impl Registry {
         Snapshot {
             apps,
             request_timeout: Duration::from_millis(t.request_ms),
+            connect_timeout: Duration::from_millis(t.connect_ms),
             idle_timeout: Duration::from_millis(t.idle_ms),
             routes: table,
             server,
@@ -211,37 +209,6 @@ impl Registry {
         let inflight: Vec<_> = inflight.into_iter().map(|((a, u), n)| (a, u, n)).collect();
         crate::metrics::render(&units, &histograms, &inflight)
     }
-}
-
-thread_local! {
-    static CLIENT: std::cell::RefCell<Option<(u64, UpstreamClient)>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// This thread's upstream client. Each worker thread keeps its own pool, so a request and
-/// its upstream connection stay on one thread (as nginx workers do).
-pub(crate) fn thread_client(connect_ms: u64) -> UpstreamClient {
-    CLIENT.with(|cell| {
-        let mut cell = cell.borrow_mut();
-        match &*cell {
-            Some((ms, client)) if *ms == connect_ms => client.clone(),
-            _ => {
-                let client = upstream_client(Duration::from_millis(connect_ms));
-                *cell = Some((connect_ms, client.clone()));
-                client
-            }
-        }
-    })
-}
-
-fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
-    let connector = Connector {
-        timeout: connect_timeout,
-    };
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .build(connector)
 }
 
 fn server_builder(header_read_timeout: Duration) -> ServerBuilder {

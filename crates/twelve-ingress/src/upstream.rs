@@ -1,0 +1,922 @@
+//! HTTP/1.1 to the backends, without a client library: the request head is written by
+//! [`crate::proxy`] into one buffer, the response head is parsed with `httparse`, and the
+//! response body is read straight from the backend socket by the task serving the client
+//! connection. No task, channel or lock stands between the two sockets of a request (hyper's
+//! client spends one task per backend connection and a channel hop per request and body
+//! chunk), and each worker thread keeps its own pool of idle keep-alive connections.
+//!
+//! A backend that closes every connection (gunicorn's sync workers) costs one connect per
+//! request: the socket is made non-blocking at creation and the request head is sent right
+//! after `connect`, which on loopback has usually completed the handshake already, so the
+//! proxy does not wait for writability nor ask for `SO_ERROR`.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Response, StatusCode};
+use socket2::{Domain, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::table::POOL_IDLE_TIMEOUT;
+
+/// Response heads larger than this are a bad gateway.
+const MAX_RESPONSE_HEAD: usize = 256 * 1024;
+/// Response headers beyond this many are a bad gateway (hyper's limit is 100).
+const MAX_RESPONSE_HEADERS: usize = 128;
+/// Idle connections kept per backend and worker.
+const MAX_IDLE_PER_BACKEND: usize = 128;
+/// The read buffer grows by this much when it is full.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// One connection to a backend with the bytes read from it and not consumed yet.
+pub(crate) struct UpConn {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+}
+
+impl UpConn {
+    fn new(stream: TcpStream) -> UpConn {
+        UpConn {
+            stream,
+            buf: BytesMut::with_capacity(8 * 1024),
+        }
+    }
+
+    /// Whether an idle connection has nothing to read: no early close, reset or stray
+    /// byte from its backend. Reads the readiness the event loop already recorded (no
+    /// system call).
+    fn is_quiet(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.stream.poll_read_ready(&mut cx).is_pending()
+    }
+}
+
+struct Idle {
+    conn: UpConn,
+    since: Instant,
+}
+
+/// Idle keep-alive connections of one worker thread, by backend address.
+#[derive(Default)]
+pub(crate) struct Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+}
+
+impl Pool {
+    fn checkout(&self, addr: SocketAddr) -> Option<UpConn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(&addr)?;
+        // Most recent first: the least likely to have been closed by the backend.
+        while let Some(entry) = list.pop() {
+            if entry.since.elapsed() < POOL_IDLE_TIMEOUT && entry.conn.is_quiet() {
+                return Some(entry.conn);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, addr: SocketAddr, conn: UpConn) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(addr).or_default();
+        if list.len() >= MAX_IDLE_PER_BACKEND {
+            list.remove(0);
+        }
+        list.push(Idle {
+            conn,
+            since: Instant::now(),
+        });
+    }
+
+    /// Closes the connections idle for longer than [`POOL_IDLE_TIMEOUT`] or closed by
+    /// their backend.
+    pub(crate) fn sweep(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|_, list| {
+            list.retain(|e| e.since.elapsed() < POOL_IDLE_TIMEOUT && e.conn.is_quiet());
+            !list.is_empty()
+        });
+    }
+
+    /// Sweeps every half idle timeout, for as long as the runtime runs.
+    pub(crate) async fn sweep_forever(self: Arc<Pool>) {
+        loop {
+            tokio::time::sleep(POOL_IDLE_TIMEOUT / 2).await;
+            self.sweep();
+        }
+    }
+
+    #[cfg(test)]
+    fn idle_count(&self, addr: SocketAddr) -> usize {
+        let idle = self.idle.lock().unwrap();
+        idle.get(&addr).map_or(0, Vec::len)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum UpError {
+    /// No connection: refused, unreachable or timed out.
+    Connect(io::Error),
+    /// The exchange failed after connecting.
+    Failed(String),
+}
+
+impl UpError {
+    pub(crate) fn is_connect(&self) -> bool {
+        matches!(self, UpError::Connect(_))
+    }
+}
+
+impl std::fmt::Display for UpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpError::Connect(e) => write!(f, "connect: {e}"),
+            UpError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+/// What one request sends.
+pub(crate) struct Outgoing<'a> {
+    /// The whole request head, ending with the empty line.
+    pub head: &'a [u8],
+    /// The body to stream after the head, `None` for a request without one.
+    pub body: Option<Incoming>,
+    /// Whether the body goes chunked (else the head carries its `Content-Length`).
+    pub chunked: bool,
+    /// A `HEAD` request: the response has no body whatever its head says.
+    pub head_method: bool,
+    /// Safe to send again when a kept-alive connection turns out closed.
+    pub idempotent: bool,
+}
+
+/// Sends one request to `addr` on an idle connection of `pool` or a new one, and returns
+/// the response once its head is read; its body streams from the socket.
+pub(crate) async fn request(
+    pool: &Arc<Pool>,
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    mut out: Outgoing<'_>,
+) -> Result<Response<UpstreamBody>, UpError> {
+    let (mut conn, mut reused, mut sent) = match pool.checkout(addr) {
+        Some(conn) => (conn, true, 0),
+        None => {
+            let (conn, sent) = connect(addr, connect_timeout, out.head).await?;
+            (conn, false, sent)
+        }
+    };
+    loop {
+        match roundtrip(&mut conn, &out.head[sent..], &mut out).await {
+            Ok(head) => return Ok(head.into_response(conn, pool, addr)),
+            // A kept-alive connection the backend closed meanwhile: once more on a new one.
+            Err(e) if reused && e.nothing_received && out.body.is_none() && out.idempotent => {
+                (conn, sent) = connect(addr, connect_timeout, out.head).await?;
+                reused = false;
+            }
+            Err(e) => return Err(UpError::Failed(e.message)),
+        }
+    }
+}
+
+/// Opens a connection and sends as much of `head` as the socket takes at once.
+async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    head: &[u8],
+) -> Result<(UpConn, usize), UpError> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)
+        .map_err(UpError::Connect)?;
+    socket.set_tcp_nodelay(true).map_err(UpError::Connect)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(UpError::Connect(e)),
+    }
+    // Sending on a socket still connecting says EAGAIN; a refused one says so.
+    let sent = match socket.send(head) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(UpError::Connect(e)),
+    };
+    let stream = TcpStream::from_std(socket.into()).map_err(UpError::Connect)?;
+    if sent == 0 {
+        match tokio::time::timeout(timeout, stream.writable()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(UpError::Connect(e)),
+            Err(_) => {
+                return Err(UpError::Connect(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connect timed out",
+                )))
+            }
+        }
+        if let Some(e) = stream.take_error().map_err(UpError::Connect)? {
+            return Err(UpError::Connect(e));
+        }
+    }
+    Ok((UpConn::new(stream), sent))
+}
+
+struct RtError {
+    message: String,
+    /// Not a byte came back: the backend may never have seen the request.
+    nothing_received: bool,
+}
+
+fn rt_error(what: &str, e: impl std::fmt::Display, nothing_received: bool) -> RtError {
+    RtError {
+        message: format!("{what}: {e}"),
+        nothing_received,
+    }
+}
+
+/// Writes the rest of the head and the body while reading the response head. A backend
+/// may answer before it has read the whole body (413, say): the rest is not sent and the
+/// connection is not kept.
+async fn roundtrip(
+    conn: &mut UpConn,
+    head: &[u8],
+    out: &mut Outgoing<'_>,
+) -> Result<Parsed, RtError> {
+    let UpConn { stream, buf } = conn;
+    if !head.is_empty() {
+        stream
+            .write_all(head)
+            .await
+            .map_err(|e| rt_error("sending the request", e, true))?;
+    }
+    let Some(body) = out.body.take() else {
+        return read_head(stream, buf, out.head_method).await;
+    };
+    let (mut rd, mut wr) = stream.split();
+    let mut send = pin!(send_body(&mut wr, body, out.chunked));
+    let mut recv = pin!(read_head(&mut rd, buf, out.head_method));
+    let mut sent = false;
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut send, if !sent => {
+                result?;
+                sent = true;
+            }
+            parsed = &mut recv => {
+                let mut parsed = parsed?;
+                parsed.keep_alive &= sent;
+                return Ok(parsed);
+            }
+        }
+    }
+}
+
+async fn send_body<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    mut body: Incoming,
+    chunked: bool,
+) -> Result<(), RtError> {
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| rt_error("reading the request body", e, false))?;
+        let Ok(mut data) = frame.into_data() else {
+            continue; // trailers are not forwarded
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let written = if chunked {
+            let mut chunk = Bytes::from(format!("{:x}\r\n", data.len()))
+                .chain(data)
+                .chain(&b"\r\n"[..]);
+            wr.write_all_buf(&mut chunk).await
+        } else {
+            wr.write_all_buf(&mut data).await
+        };
+        written.map_err(|e| rt_error("sending the request body", e, false))?;
+    }
+    if chunked {
+        wr.write_all(b"0\r\n\r\n")
+            .await
+            .map_err(|e| rt_error("sending the request body", e, false))?;
+    }
+    Ok(())
+}
+
+/// How the response body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes are left.
+    Length(u64),
+    Chunked(Chunk),
+    /// At the end of the connection.
+    Eof,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk with this many bytes left.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// The trailer section after the last chunk.
+    Trailers,
+}
+
+struct Parsed {
+    status: StatusCode,
+    headers: HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl Parsed {
+    fn into_response(
+        self,
+        conn: UpConn,
+        pool: &Arc<Pool>,
+        addr: SocketAddr,
+    ) -> Response<UpstreamBody> {
+        let mut body = UpstreamBody {
+            conn: Some(conn),
+            framing: self.framing,
+            home: self.keep_alive.then(|| (pool.clone(), addr)),
+        };
+        // A body that is already complete (none at all) sends its connection home now.
+        body.finish_if_done();
+        let mut response = Response::new(body);
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
+        response
+    }
+}
+
+async fn read_head<R: tokio::io::AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    head_method: bool,
+) -> Result<Parsed, RtError> {
+    let mut received = false;
+    loop {
+        if !buf.is_empty() {
+            received = true;
+            match parse_head(buf, head_method) {
+                Ok(Some(parsed)) => return Ok(parsed),
+                Ok(None) => {}
+                Err(e) => return Err(rt_error("invalid response", e, false)),
+            }
+            if buf.len() >= MAX_RESPONSE_HEAD {
+                return Err(rt_error("invalid response", "head too large", false));
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
+        }
+        match rd.read_buf(buf).await {
+            Ok(0) => {
+                return Err(rt_error(
+                    "reading the response",
+                    "connection closed before a response",
+                    !received,
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(rt_error("reading the response", e, !received)),
+        }
+    }
+}
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Parses a response head at the start of `buf` and consumes it; `None` if incomplete.
+/// Informational answers (`100 Continue`, `103 Early Hints`) are skipped. Hop-by-hop
+/// headers are left out.
+fn parse_head(buf: &mut BytesMut, head_method: bool) -> Result<Option<Parsed>, String> {
+    loop {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+        let mut response = httparse::Response::new(&mut slots);
+        let len = match response.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let code = response.code.unwrap_or(0);
+        let status = StatusCode::from_u16(code).map_err(|e| e.to_string())?;
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            buf.advance(len);
+            continue;
+        }
+        let mut keep_alive = response.version == Some(1);
+        let mut headers = HeaderMap::with_capacity(response.headers.len());
+        let mut content_length: Option<u64> = None;
+        let mut transfer_encoding: Option<bool> = None; // Some(last coding is chunked)
+        let mut named: Vec<HeaderName> = Vec::new();
+        let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
+        for h in response.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| e.to_string())?;
+            if name == header::CONNECTION {
+                for token in std::str::from_utf8(h.value).unwrap_or("").split(',') {
+                    let token = token.trim();
+                    if token.eq_ignore_ascii_case("close") {
+                        keep_alive = false;
+                    } else if token.eq_ignore_ascii_case("upgrade") {
+                    } else if !token.is_empty() && !token.eq_ignore_ascii_case("keep-alive") {
+                        if let Ok(n) = HeaderName::from_bytes(token.as_bytes()) {
+                            named.push(n);
+                        }
+                    }
+                }
+                if upgrade {
+                    headers.append(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                }
+                continue;
+            }
+            if name == header::TRANSFER_ENCODING {
+                let last = std::str::from_utf8(h.value)
+                    .unwrap_or("")
+                    .rsplit(',')
+                    .next()
+                    .unwrap_or("");
+                transfer_encoding = Some(last.trim().eq_ignore_ascii_case("chunked"));
+                continue;
+            }
+            if name == header::CONTENT_LENGTH {
+                let n = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .ok_or("invalid Content-Length")?;
+                if content_length.is_some_and(|m| m != n) {
+                    return Err("conflicting Content-Length".into());
+                }
+                if content_length.is_some() {
+                    continue;
+                }
+                content_length = Some(n);
+            } else if name == KEEP_ALIVE
+                || name == PROXY_CONNECTION
+                || name == header::TE
+                || name == header::TRAILER
+                || name == header::PROXY_AUTHENTICATE
+                || name == header::PROXY_AUTHORIZATION
+                || (name == header::UPGRADE && !upgrade)
+            {
+                continue;
+            }
+            let value = HeaderValue::from_bytes(h.value).map_err(|e| e.to_string())?;
+            headers.append(name, value);
+        }
+        buf.advance(len);
+        for name in named {
+            headers.remove(name);
+        }
+        let no_body = head_method
+            || upgrade
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let framing = if no_body {
+            Framing::Length(0)
+        } else if let Some(chunked) = transfer_encoding {
+            // Transfer-Encoding wins over Content-Length (RFC 9112 §6.3).
+            headers.remove(header::CONTENT_LENGTH);
+            if chunked {
+                Framing::Chunked(Chunk::Size)
+            } else {
+                keep_alive = false;
+                Framing::Eof
+            }
+        } else if let Some(n) = content_length {
+            Framing::Length(n)
+        } else {
+            keep_alive = false;
+            Framing::Eof
+        };
+        return Ok(Some(Parsed {
+            status,
+            headers,
+            framing,
+            keep_alive: keep_alive && !upgrade,
+        }));
+    }
+}
+
+/// A response body read from its backend connection, which goes back to its pool once the
+/// body is complete (when the backend keeps connections alive), and is closed when the
+/// body is dropped before.
+pub struct UpstreamBody {
+    conn: Option<UpConn>,
+    framing: Framing,
+    /// The pool to return the connection to, when it can carry another request.
+    home: Option<(Arc<Pool>, SocketAddr)>,
+}
+
+impl UpstreamBody {
+    /// The connection of a `101 Switching Protocols` answer, with any bytes the backend
+    /// sent after it.
+    pub(crate) fn into_conn(mut self) -> Option<UpConn> {
+        self.home = None;
+        self.conn.take()
+    }
+
+    fn finish_if_done(&mut self) {
+        if self.framing == Framing::Length(0) {
+            self.finish();
+        }
+    }
+
+    fn finish(&mut self) {
+        self.framing = Framing::Done;
+        if let Some((pool, addr)) = self.home.take() {
+            match self.conn.take() {
+                Some(conn) if conn.buf.is_empty() => pool.checkin(addr, conn),
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads more from the backend into the buffer; `Ok(false)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Ok(false));
+        };
+        if conn.buf.capacity() - conn.buf.len() < 1024 {
+            conn.buf.reserve(READ_CHUNK);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf) {
+            Poll::Ready(Ok(n)) => Poll::Ready(Ok(n > 0)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+fn truncated() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the backend closed the connection before the end of the response body",
+    )
+}
+
+fn bad_chunk() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "invalid chunked response body")
+}
+
+/// Parses a chunk-size line (`1a;ext=1\r\n`) at the start of `buf`.
+fn chunk_size(buf: &mut BytesMut) -> io::Result<Option<u64>> {
+    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+        return if buf.len() > 1024 {
+            Err(bad_chunk())
+        } else {
+            Ok(None)
+        };
+    };
+    let line = &buf[..end];
+    let digits = line
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or(b"")
+        .trim_ascii();
+    if digits.is_empty() || digits.len() > 15 {
+        return Err(bad_chunk());
+    }
+    let mut size = 0u64;
+    for &d in digits {
+        let v = (d as char).to_digit(16).ok_or_else(bad_chunk)?;
+        size = size * 16 + u64::from(v);
+    }
+    buf.advance(end + 2);
+    Ok(Some(size))
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        loop {
+            let buffered = this.conn.as_ref().map_or(0, |c| c.buf.len());
+            match this.framing {
+                Framing::Done => return Poll::Ready(None),
+                Framing::Length(0) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Framing::Length(left) if buffered > 0 => {
+                    let take = left.min(buffered as u64);
+                    let conn = this
+                        .conn
+                        .as_mut()
+                        .expect("buffered bytes have a connection");
+                    let data = conn.buf.split_to(take as usize).freeze();
+                    this.framing = Framing::Length(left - take);
+                    if left == take {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Eof if buffered > 0 => {
+                    let conn = this
+                        .conn
+                        .as_mut()
+                        .expect("buffered bytes have a connection");
+                    let data = conn.buf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Chunked(state) if buffered > 0 => {
+                    let conn = this
+                        .conn
+                        .as_mut()
+                        .expect("buffered bytes have a connection");
+                    let buf = &mut conn.buf;
+                    match state {
+                        Chunk::Size => match chunk_size(buf) {
+                            Ok(Some(0)) => this.framing = Framing::Chunked(Chunk::Trailers),
+                            Ok(Some(n)) => this.framing = Framing::Chunked(Chunk::Data(n)),
+                            Ok(None) => {}
+                            Err(e) => return Poll::Ready(Some(Err(e))),
+                        },
+                        Chunk::Data(left) => {
+                            let take = left.min(buf.len() as u64);
+                            let data = buf.split_to(take as usize).freeze();
+                            this.framing = Framing::Chunked(if left == take {
+                                Chunk::DataEnd
+                            } else {
+                                Chunk::Data(left - take)
+                            });
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        Chunk::DataEnd => {
+                            if buf.len() >= 2 {
+                                if &buf[..2] != b"\r\n" {
+                                    return Poll::Ready(Some(Err(bad_chunk())));
+                                }
+                                buf.advance(2);
+                                this.framing = Framing::Chunked(Chunk::Size);
+                            }
+                        }
+                        Chunk::Trailers => {
+                            // Trailer fields are dropped; the section ends with an empty line.
+                            match buf.windows(2).position(|w| w == b"\r\n") {
+                                Some(0) => {
+                                    buf.advance(2);
+                                    this.finish();
+                                    return Poll::Ready(None);
+                                }
+                                Some(end) => buf.advance(end + 2),
+                                None if buf.len() > 64 * 1024 => {
+                                    return Poll::Ready(Some(Err(bad_chunk())))
+                                }
+                                None => {}
+                            }
+                        }
+                    }
+                    // Progress made without a frame, or more bytes needed: go round; an
+                    // unchanged state with bytes left needs a read.
+                    let now = this.conn.as_ref().map_or(0, |c| c.buf.len());
+                    if this.framing != Framing::Chunked(state) || now != buffered {
+                        continue;
+                    }
+                    match this.poll_fill(cx) {
+                        Poll::Ready(Ok(true)) => continue,
+                        Poll::Ready(Ok(false)) => return Poll::Ready(Some(Err(truncated()))),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                // Nothing buffered: read.
+                _ => match this.poll_fill(cx) {
+                    Poll::Ready(Ok(true)) => continue,
+                    Poll::Ready(Ok(false)) => {
+                        if this.framing == Framing::Eof {
+                            this.framing = Framing::Done;
+                            this.conn = None;
+                            return Poll::Ready(None);
+                        }
+                        return Poll::Ready(Some(Err(truncated())));
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                    Poll::Pending => return Poll::Pending,
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done | Framing::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    fn parse(text: &str, head_method: bool) -> (Parsed, BytesMut) {
+        let mut buf = BytesMut::from(text.as_bytes());
+        let parsed = parse_head(&mut buf, head_method).unwrap().unwrap();
+        (parsed, buf)
+    }
+
+    #[test]
+    fn heads_say_how_the_body_ends_and_lose_hop_by_hop_headers() {
+        let (p, rest) = parse(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, x-hop\r\n\
+             X-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-Kept: 1\r\n\r\nok",
+            false,
+        );
+        assert_eq!(p.framing, Framing::Length(2));
+        assert!(p.keep_alive);
+        let names: Vec<_> = p.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-length", "x-kept"]);
+        assert_eq!(&rest[..], b"ok");
+
+        let (p, _) = parse(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+            false,
+        );
+        assert_eq!(p.framing, Framing::Chunked(Chunk::Size));
+        assert!(p.headers.is_empty());
+
+        let (p, _) = parse("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", false);
+        assert_eq!((p.framing, p.keep_alive), (Framing::Eof, false));
+
+        let (p, _) = parse("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n", false);
+        assert!(!p.keep_alive);
+
+        let (p, _) = parse("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", true);
+        assert_eq!(p.framing, Framing::Length(0));
+        assert_eq!(p.headers[header::CONTENT_LENGTH], "2");
+
+        let (p, _) = parse("HTTP/1.1 304 Not Modified\r\n\r\n", false);
+        assert_eq!(p.framing, Framing::Length(0));
+
+        let (p, rest) = parse(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert_eq!(p.status, StatusCode::CREATED);
+        assert!(rest.is_empty());
+
+        let (p, _) = parse(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            false,
+        );
+        assert_eq!(p.headers[header::UPGRADE], "websocket");
+        assert_eq!(p.headers[header::CONNECTION], "upgrade");
+        assert!(!p.keep_alive);
+
+        let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
+        assert!(parse_head(&mut partial, false).unwrap().is_none());
+        let mut bad = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
+        );
+        assert!(parse_head(&mut bad, false).is_err());
+    }
+
+    /// A backend on a socket that answers each connection with `answer`, then leaves it
+    /// open (keep-alive) or closes it.
+    async fn backend(answer: &'static [u8], close: bool) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        let mut seen = Vec::new();
+                        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        // Answer in small pieces, to cross read boundaries.
+                        for piece in answer.chunks(3) {
+                            if s.write_all(piece).await.is_err() {
+                                return;
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                        if close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    async fn get(pool: &Arc<Pool>, addr: SocketAddr) -> (StatusCode, Bytes) {
+        let out = Outgoing {
+            head: b"GET / HTTP/1.1\r\nhost: x\r\n\r\n",
+            body: None,
+            chunked: false,
+            head_method: false,
+            idempotent: true,
+        };
+        let response = request(pool, addr, Duration::from_secs(5), out)
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_are_decoded_and_the_connection_reused() {
+        let addr = backend(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\n",
+            false,
+        )
+        .await;
+        let pool = Arc::new(Pool::default());
+        for _ in 0..3 {
+            let (status, body) = get(&pool, addr).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(&body[..], b"hello, world");
+            assert_eq!(pool.idle_count(addr), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn bodies_up_to_the_end_of_the_connection_are_not_reused() {
+        let addr = backend(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", true).await;
+        let pool = Arc::new(Pool::default());
+        let (_, body) = get(&pool, addr).await;
+        assert_eq!(&body[..], b"until the end");
+        assert_eq!(pool.idle_count(addr), 0);
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_closed_by_its_backend_is_replaced() {
+        // Answers with keep-alive, then closes anyway.
+        let addr = backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true).await;
+        let pool = Arc::new(Pool::default());
+        for _ in 0..3 {
+            let (status, body) = get(&pool, addr).await;
+            assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_truncated_body_is_an_error() {
+        let addr = backend(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", true).await;
+        let pool = Arc::new(Pool::default());
+        let out = Outgoing {
+            head: b"GET / HTTP/1.1\r\nhost: x\r\n\r\n",
+            body: None,
+            chunked: false,
+            head_method: false,
+            idempotent: true,
+        };
+        let response = request(&pool, addr, Duration::from_secs(5), out)
+            .await
+            .unwrap();
+        assert!(response.into_body().collect().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let pool = Arc::new(Pool::default());
+        let out = Outgoing {
+            head: b"GET / HTTP/1.1\r\nhost: x\r\n\r\n",
+            body: None,
+            chunked: false,
+            head_method: false,
+            idempotent: true,
+        };
+        let Err(e) = request(&pool, addr, Duration::from_secs(5), out).await else {
+            panic!("nothing listens there");
+        };
+        assert!(e.is_connect(), "{e}");
+    }
+}
