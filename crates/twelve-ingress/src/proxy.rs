@@ -313,6 +313,7 @@ async fn tunnel(client: OnUpgrade, mut backend: UpConn) {
         return;
     };
     let mut client = TokioIo::new(client);
+    backend.set_nodelay();
     // Bytes the backend sent right after its 101 answer.
     if !backend.buf.is_empty() && client.write_all(&backend.buf).await.is_err() {
         return;
