@@ -7,7 +7,8 @@ use indexmap::IndexMap;
 use serde::Serialize;
 use serde_json::Value;
 use twelve_layer::{
-    Check, CheckLevel, Command, GoDuration, HttpCheck, Override, Service, Startup, TcpCheck,
+    Check, CheckLevel, Command, GoDuration, HttpCheck, LogTarget, Override, Service, Startup,
+    TcpCheck,
 };
 use twelve_project::{Framework, OptionType, Project};
 
@@ -15,7 +16,7 @@ use crate::config::{
     effective_options, encode_env, env_name, is_framework_option, python_json, resolved_values,
 };
 use crate::integrations::{
-    integration_env, IntegrationContext, IntegrationKind, RelationDataError,
+    integration_env, log_targets, IntegrationContext, IntegrationKind, RelationDataError,
 };
 use crate::state::AppState;
 use crate::status::{ServicesAction, State, Status};
@@ -30,6 +31,10 @@ pub struct UnitPlan {
     pub services: IndexMap<String, Service>,
     /// Pebble checks; `<service>-ready` gates traffic to the unit.
     pub checks: IndexMap<String, Check>,
+    /// Pebble log-targets: where the supervisor forwards the services' output (the
+    /// `logging` integration).
+    #[serde(rename = "log-targets", skip_serializing_if = "IndexMap::is_empty")]
+    pub log_targets: IndexMap<String, LogTarget>,
     /// Files to write before starting, by rock path (the gunicorn config).
     pub files: IndexMap<String, String>,
     pub migration: Option<Migration>,
@@ -272,6 +277,7 @@ impl Planner<'_> {
                 .collect()
         };
         let checks = self.checks(&ports);
+        let log_targets = self.log_targets();
         let migration = self.migration();
         let actions = self.actions();
 
@@ -280,6 +286,7 @@ impl Planner<'_> {
             environment: env,
             services,
             checks,
+            log_targets,
             files,
             migration,
             actions,
@@ -288,6 +295,27 @@ impl Planner<'_> {
             notes: self.notes,
             secret_values: self.secrets,
         }
+    }
+
+    /// The `logging` relation's Loki targets, whatever the status (logs of a blocked or
+    /// stopped unit are worth forwarding too).
+    fn log_targets(&mut self) -> IndexMap<String, LogTarget> {
+        let unit = format!("{}/{}", self.state.app, self.state.unit);
+        let mut out = IndexMap::new();
+        for (endpoint, data) in &self.state.integrations {
+            if self.kind(endpoint) == Some(IntegrationKind::Logging) {
+                out.extend(log_targets(data, &self.state.app, &unit));
+            }
+        }
+        if !out.is_empty() {
+            // Not the URLs: a push URL may carry credentials.
+            self.notes.push(format!(
+                "logs of every service are forwarded to {} Loki endpoint(s): {}",
+                out.len(),
+                out.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        out
     }
 
     fn kind(&self, endpoint: &str) -> Option<IntegrationKind> {

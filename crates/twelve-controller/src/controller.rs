@@ -12,6 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
 use twelve_charm::config::{effective_options, parse_cli_value};
 use twelve_charm::{plan_unit, AppState, ServicesAction, State, UnitPlan};
+use twelve_layer::{LayerDoc, LogTarget, Override};
 use twelve_pebble::client::Client as Pebble;
 use twelve_project::{LoadOptions, Project};
 
@@ -1095,19 +1096,46 @@ impl Controller {
             .daemon_id;
         let layer = serde_saphyr::to_string(&host.layer).map_err(|e| e.to_string())?;
         let key = format!("{app}/{unit}");
-        let same = self
+        let previous = self
             .pushed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
-            .is_some_and(|(b, l)| *b == boot && *l == layer);
-        if same {
+            .filter(|(b, _)| *b == boot)
+            .map(|(_, l)| l.clone());
+        if previous.as_deref() == Some(layer.as_str()) {
             return Ok(());
         }
         match plan.status.services {
             ServicesAction::Hold => return Ok(()),
             ServicesAction::Run | ServicesAction::Stop => {}
         }
+        let mut push = host.layer.clone();
+        disable_dropped_log_targets(&pebble, &mut push).await;
+        let only_log_targets = previous.is_some_and(|p| {
+            matches!(
+                (without_log_targets(&p), without_log_targets(&layer)),
+                (Some(a), Some(b)) if a == b
+            )
+        });
+        if only_log_targets {
+            // Only where the logs go changed: the supervisor takes it live, nothing restarts.
+            let targets = LayerDoc {
+                log_targets: push.log_targets,
+                ..Default::default()
+            };
+            let yaml = serde_saphyr::to_string(&targets).map_err(|e| e.to_string())?;
+            pebble
+                .add_layer("twelve", &yaml, true)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.pushed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, (boot, layer));
+            return Ok(());
+        }
+        let push = serde_saphyr::to_string(&push).map_err(|e| e.to_string())?;
         for (path, content) in &host.files {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
@@ -1142,7 +1170,7 @@ impl Controller {
             self.drain_unit(app_rec, unit, apps).await;
         }
         let pushed = pebble
-            .add_layer("twelve", &layer, true)
+            .add_layer("twelve", &push, true)
             .await
             .map_err(|e| e.to_string());
         if let Err(e) = pushed {
@@ -1526,6 +1554,34 @@ impl Controller {
 /// Waits until every check of the unit passes when run now and every enabled service is
 /// running, and stays so for a moment (a gunicorn whose workers cannot boot accepts
 /// connections for a second before it exits), or `TWELVE_READY_TIMEOUT`.
+/// A layer's text with its log-targets left out: two layers that differ only there need no
+/// restart.
+fn without_log_targets(layer: &str) -> Option<String> {
+    let mut doc: LayerDoc = serde_saphyr::from_str(layer).ok()?;
+    doc.log_targets.clear();
+    serde_saphyr::to_string(&doc).ok()
+}
+
+/// Layers combine, so a log target that is no longer planned would stay: switch it off
+/// (`services: [-all]`, as Pebble documents) unless it is off already.
+async fn disable_dropped_log_targets(pebble: &Pebble, layer: &mut LayerDoc) {
+    let Ok(current) = pebble.log_targets().await else {
+        return;
+    };
+    for t in current {
+        if !layer.log_targets.contains_key(&t.name) && !t.services.is_empty() {
+            layer.log_targets.insert(
+                t.name,
+                LogTarget {
+                    override_: Some(Override::Merge),
+                    services: vec!["-all".into()],
+                    ..Default::default()
+                },
+            );
+        }
+    }
+}
+
 async fn wait_ready(pebble: &Pebble, host: &HostUnit) -> bool {
     let checks: Vec<String> = host.layer.checks.keys().cloned().collect();
     let deadline = std::time::Instant::now() + ready_timeout();

@@ -282,6 +282,7 @@ pub fn host_unit(
         layer.services.insert(name.clone(), s);
     }
     layer.checks = plan.checks.clone();
+    layer.log_targets = plan.log_targets.clone();
     let mut environment = plan.environment.clone();
     extra(&mut environment);
     HostUnit {

@@ -192,6 +192,12 @@ pub enum AppCommand {
         /// Only lines matching this regular expression.
         #[arg(long, value_name = "REGEX")]
         grep: Option<String>,
+        /// Forward the app's logs from now on to Loki (`loki=http://HOST:3100/loki/api/v1/push`,
+        /// several URLs comma-separated): the `logging` integration, as
+        /// `twelve integrate APP logging --data url=...`. Stop with
+        /// `twelve remove-relation APP logging`.
+        #[arg(long, value_name = "loki=URL", conflicts_with_all = ["follow", "since", "grep", "services"])]
+        forward: Option<String>,
     },
     /// Run a command in a unit with the app's environment, user and directory.
     Exec {

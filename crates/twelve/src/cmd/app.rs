@@ -163,12 +163,18 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
         }
         AppCommand::Logs {
             unit,
+            forward: Some(forward),
+            ..
+        } => forward_logs(&unit, &forward),
+        AppCommand::Logs {
+            unit,
             services,
             follow,
             n,
             all_units,
             since,
             grep,
+            forward: None,
         } => logs(&unit, services, follow, n, all_units, since, grep),
         AppCommand::Exec { unit, command } => {
             let (app, n) = parse_unit(&unit)?;
@@ -757,6 +763,33 @@ fn status_text(r: &Value) -> String {
         ));
     }
     out.trim_end().to_string()
+}
+
+/// `twelve logs APP --forward loki=URL`: the `logging` integration, given by hand.
+fn forward_logs(app: &str, forward: &str) -> CliResult<ExitCode> {
+    if app.contains('/') {
+        return Err(Diagnostic::error(format!(
+            "logs are forwarded per app, not per unit: twelve logs {} --forward {forward}",
+            app.split('/').next().unwrap_or(app)
+        ))
+        .into());
+    }
+    let Some(url) = forward.strip_prefix("loki=") else {
+        return Err(Diagnostic::error(format!(
+            "--forward {forward:?}: expected loki=URL, e.g. loki=http://127.0.0.1:3100/loki/api/v1/push"
+        ))
+        .into());
+    };
+    let r = client().call(&Request::Integrate {
+        app: app.to_string(),
+        target: "logging".into(),
+        data: IndexMap::from([("url".to_string(), url.to_string())]),
+    })?;
+    println!(
+        "{app}'s logs are forwarded to {url} ({app}:{}; stop with: twelve remove-relation {app} logging)",
+        r["endpoint"].as_str().unwrap_or("logging")
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn config(
