@@ -100,6 +100,16 @@ func serve() {
 		requests.Add(1)
 		mux.ServeHTTP(w, r)
 	})
+	// The charm's metrics-port option: metrics on a port of their own when it differs.
+	if mp := os.Getenv("APP_METRICS_PORT"); mp != "" && mp != port() {
+		path := getenv("APP_METRICS_PATH", "/metrics")
+		metricsMux := http.NewServeMux()
+		metricsMux.HandleFunc(path, metrics)
+		go func() {
+			log.Printf("go-example metrics on :%s%s", mp, path)
+			log.Fatal(http.ListenAndServe(":"+mp, metricsMux))
+		}()
+	}
 	addr := ":" + port()
 	log.Printf("go-example listening on %s", addr)
 	log.Fatal(http.ListenAndServe(addr, counted))

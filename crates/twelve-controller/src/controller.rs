@@ -461,7 +461,10 @@ impl Controller {
     fn separate_metrics(project: &Project) -> PortNeeds {
         let plan = plan_unit(project, &AppState::new(&project.name));
         PortNeeds {
-            metrics: plan.ports.metrics != plan.ports.app,
+            // A `metrics-port` option can move metrics off the app port at any time
+            // (`twelve config web metrics-port=9000`): such units keep a port ready.
+            metrics: plan.ports.metrics != plan.ports.app
+                || effective_options(project).contains_key("metrics-port"),
             statsd: plan.ports.statsd.is_some(),
         }
     }
@@ -489,6 +492,20 @@ impl Controller {
                     ))
                     .hint("deploy it under another name, or remove the app first"));
                 }
+                // Units made before the project needed a metrics or statsd port of their
+                // own (an older twelve, or another metrics-port) get one now.
+                let mut extra_ports = vec![];
+                for u in &existing.units {
+                    let metrics = match separate.metrics && u.metrics_port.is_none() {
+                        true => Some(Self::allocate_port(&mut used)?),
+                        false => None,
+                    };
+                    let statsd = match separate.statsd && u.statsd_port.is_none() {
+                        true => Some(Self::allocate_udp_port(&mut used)?),
+                        false => None,
+                    };
+                    extra_ports.push((u.number, metrics, statsd));
+                }
                 let new_units = match num_units {
                     Some(n) => self.units_to_add(&existing, n, separate, &mut used)?,
                     None => vec![],
@@ -496,6 +513,14 @@ impl Controller {
                 self.update(&name, move |app| {
                     app.project_dir = project_dir;
                     app.charm_dir = charm_dir;
+                    for u in app.units.iter_mut() {
+                        if let Some((_, metrics, statsd)) =
+                            extra_ports.iter().find(|(n, _, _)| *n == u.number)
+                        {
+                            u.metrics_port = u.metrics_port.or(*metrics);
+                            u.statsd_port = u.statsd_port.or(*statsd);
+                        }
+                    }
                     let number = match app.releases.iter().find(|r| r.id == release_id) {
                         Some(r) if r.number == app.current_release => r.number,
                         _ => {

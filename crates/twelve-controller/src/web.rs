@@ -78,13 +78,19 @@ impl Controller {
         let Ok((plan, _)) = self.unit_plan(app, first.number) else {
             return vec![];
         };
+        // Units keep a metrics port ready; the plan says whether metrics are served there
+        // or on the app port (the same decision for every unit of the app).
+        let own_port = plan.ports.metrics != plan.ports.app;
         let units: Vec<ScrapeUnit> = app
             .units
             .iter()
             .map(|u| ScrapeUnit {
                 number: u.number,
                 host: "127.0.0.1".into(),
-                metrics_port: u.metrics_port.unwrap_or(u.app_port),
+                metrics_port: match own_port {
+                    true => u.metrics_port.unwrap_or(u.app_port),
+                    false => u.app_port,
+                },
             })
             .collect();
         scrape_groups(

@@ -213,3 +213,41 @@ fn flask_units_export_gunicorn_statsd_metrics_like_the_charms() {
         (sample(&page, "orders_created{shop=\"eu\"}") == Some(3.0)).then_some(())
     });
 }
+
+#[test]
+fn the_metrics_port_option_moves_each_units_metrics_to_a_port_of_its_own() {
+    let t = Twelve::new();
+    let src = t.example("go");
+    t.ok(&["deploy", src.to_str().unwrap(), "mp", "-n", "2"]);
+    let targets = |t: &Twelve| -> Option<Vec<(String, u16)>> {
+        let mut out = vec![];
+        for g in sd(t).iter().filter(|g| g["labels"]["job"] == "mp") {
+            let unit = g["labels"]["unit"].as_str()?.to_string();
+            let port = g["targets"][0].as_str()?.rsplit(':').next()?.parse().ok()?;
+            out.push((unit, port));
+        }
+        out.sort();
+        (out.len() == 2).then_some(out)
+    };
+    let before = eventually("a default target per unit", LONG, || targets(&t));
+    for (unit, port) in &before {
+        assert_eq!(*port, t.port(unit), "metrics on the app port by default");
+    }
+
+    t.ok(&["config", "mp", "metrics-port=9000"]);
+    let after = eventually("targets on ports of their own, answering", LONG, || {
+        let after = targets(&t)?;
+        for (unit, port) in &after {
+            if *port == t.try_port(unit)? {
+                return None;
+            }
+            let (code, page) = http_get(*port, "/metrics")?;
+            if code != 200 || !page.contains("go_example_up 1") {
+                return None;
+            }
+        }
+        Some(after)
+    });
+    assert_ne!(after[0].1, after[1].1, "each unit has its own metrics port");
+    assert!(after.iter().all(|(_, p)| *p != 9000), "{after:?}");
+}
