@@ -4,10 +4,12 @@
 #   twelve ingress    wrk -> twelve ingress -> upstream
 #   nginx             wrk -> nginx (upstream + proxy_pass + keepalive) -> upstream
 # Upstreams: a minimal gunicorn Flask app (2 sync workers) and a tiny static one
-# (nginx, `return 200 "ok"`). Prints a table with ratios to direct.
+# (nginx, `return 200 "ok"`). Prints, for each of RUNS rounds, a table with ratios to direct
+# and the proxy's CPU time per request (utime+stime of its process(es) over the measured wrk
+# run, divided by the requests answered), then the median of the rounds.
 #
-#   bench/ingress/run.sh                 (needs wrk, nginx: scripts/setup.sh)
-#   DURATION=10s CONNS=32 THREADS=2 INGRESS_WORKERS=2 bench/ingress/run.sh
+#   CARGO_TARGET_DIR=/tmp/bench-target bench/ingress/run.sh   (needs wrk, nginx: scripts/setup.sh)
+#   RUNS=3 DURATION=10s CONNS=32 THREADS=2 INGRESS_WORKERS=2 bench/ingress/run.sh
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -17,6 +19,7 @@ CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-2s}
 INGRESS_WORKERS=${INGRESS_WORKERS:-2}
+RUNS=${RUNS:-3}
 VENV=${VENV:-/tmp/twelve-bench-venv}
 NGINX=${NGINX:-/usr/sbin/nginx}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
@@ -97,6 +100,7 @@ mkdir -p "$work/ingress"
 cp "$work/routes.json" "$work/ingress/routes.json"
 "$ingress_bin" run --workers "$INGRESS_WORKERS" --port "$ingress_port" --dir "$work/ingress" 2>"$work/ingress.log" &
 pids+=($!)
+ingress_pid=$!
 
 # Proxy 2: nginx configured the equivalent way (host routing, forwarded headers, pooled
 # HTTP/1.1 upstream connections, no access log, 2 workers like the ingress' 2 threads).
@@ -125,8 +129,21 @@ http {
 EOF
 "$NGINX" -p "$work/proxy" -c "$work/proxy/nginx.conf" &
 pids+=($!)
+nginx_pid=$!
 
 for p in $flask_port $static_port $ingress_port $nginx_port; do wait_port "$p"; done
+# nginx's CPU is its workers' (the master only supervises them).
+nginx_workers=$(pgrep -P "$nginx_pid" | tr '\n' ' ')
+ticks=$(getconf CLK_TCK)
+
+# cpu_ticks PID... -> utime+stime of those processes (all threads), in clock ticks
+cpu_ticks() {
+  local total=0 p
+  for p in "$@"; do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
 
 # "1.23ms" / "812.00us" / "1.02s" -> milliseconds
 to_ms() {
@@ -136,34 +153,74 @@ to_ms() {
     printf "%.3f", n }'
 }
 
-# run NAME PORT HOST -> "rps p50 p99"
+# run NAME PORT HOST [PID...] -> "rps p50 p99 cpu_us_per_request" (cpu "-" without PIDs)
 run() {
-  local port=$2 host=$3 out
+  local name=$1 port=$2 host=$3 out
+  shift 3
   wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -H "Host: $host" "http://127.0.0.1:$port/" >/dev/null
+  local before=0
+  [ $# -gt 0 ] && before=$(cpu_ticks "$@")
   out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Host: $host" "http://127.0.0.1:$port/")
+  local cpu=-
+  if [ $# -gt 0 ]; then cpu=$(( $(cpu_ticks "$@") - before )); fi
   if echo "$out" | grep -q "Non-2xx"; then
-    echo "run.sh: $1 answered errors:" >&2; echo "$out" >&2; exit 1
+    echo "run.sh: $name answered errors:" >&2; echo "$out" >&2; exit 1
   fi
-  local rps p50 p99
+  local rps p50 p99 requests
   rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
+  requests=$(echo "$out" | awk '/requests in/ {print $1}')
   p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
   p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
-  echo "$rps $p50 $p99"
+  if [ "$cpu" != - ]; then
+    cpu=$(awk -v c="$cpu" -v t="$ticks" -v n="$requests" 'BEGIN { printf "%.1f", c * 1e6 / t / n }')
+  fi
+  echo "$rps $p50 $p99 $cpu"
 }
 
-printf "\nwrk -t%s -c%s -d%s --latency, ingress --workers %s, %s cores, load average %s, %s\n\n" \
-  "$THREADS" "$CONNS" "$DURATION" "$INGRESS_WORKERS" "$(nproc)" "$(cut -d' ' -f1 /proc/loadavg)" "$(date -u +%Y-%m-%d)"
-printf "| upstream | path           | req/s    | p50 ms | p99 ms | req/s vs direct | p99 vs direct |\n"
-printf "|----------|----------------|----------|--------|--------|-----------------|---------------|\n"
+header() {
+  printf "| upstream | path           | req/s    | p50 ms | p99 ms | req/s vs direct | p99 vs direct | proxy CPU µs/req |\n"
+  printf "|----------|----------------|----------|--------|--------|-----------------|---------------|------------------|\n"
+}
+
+printf "\nwrk -t%s -c%s -d%s --latency, ingress --workers %s, nginx 2 workers, %s cores, %s, %s rounds\n" \
+  "$THREADS" "$CONNS" "$DURATION" "$INGRESS_WORKERS" "$(nproc)" "$(date -u '+%Y-%m-%d %H:%M UTC')" "$RUNS"
+rows=$work/rows
+: >"$rows"
+for round in $(seq "$RUNS"); do
+  printf "\nround %s, load average before: %s\n\n" "$round" "$(cut -d' ' -f1-3 /proc/loadavg)"
+  header
+  for upstream in flask static; do
+    upstream_port=$flask_port
+    [ "$upstream" = static ] && upstream_port=$static_port
+    read -r d_rps d_p50 d_p99 d_cpu < <(run "$upstream direct" "$upstream_port" "$upstream.localhost")
+    read -r t_rps t_p50 t_p99 t_cpu < <(run "$upstream via twelve" "$ingress_port" "$upstream.localhost" "$ingress_pid")
+    # shellcheck disable=SC2086
+    read -r n_rps n_p50 n_p99 n_cpu < <(run "$upstream via nginx" "$nginx_port" "$upstream.localhost" $nginx_workers)
+    for row in "direct $d_rps $d_p50 $d_p99 $d_cpu" "twelve-ingress $t_rps $t_p50 $t_p99 $t_cpu" "nginx $n_rps $n_p50 $n_p99 $n_cpu"; do
+      read -r name rps p50 p99 cpu <<<"$row"
+      awk -v u="$upstream" -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" -v c="$cpu" -v dr="$d_rps" -v db="$d_p99" \
+        'BEGIN { printf "| %-8s | %-14s | %8.0f | %6.2f | %6.2f | %14.2fx | %12.2fx | %16s |\n", u, n, r, a, b, r / dr, b / db, c }'
+      echo "$upstream $name $rps $p50 $p99 $cpu $d_rps $d_p99" >>"$rows"
+    done
+  done
+  printf "\nload average after: %s\n" "$(cut -d' ' -f1-3 /proc/loadavg)"
+done
+
+# The median of each column over the rounds (ratios are taken per round first).
+printf "\nmedian of %s rounds\n\n" "$RUNS"
+header
 for upstream in flask static; do
-  upstream_port=$flask_port
-  [ "$upstream" = static ] && upstream_port=$static_port
-  read -r d_rps d_p50 d_p99 < <(run "$upstream direct" "$upstream_port" "$upstream.localhost")
-  read -r t_rps t_p50 t_p99 < <(run "$upstream via twelve" "$ingress_port" "$upstream.localhost")
-  read -r n_rps n_p50 n_p99 < <(run "$upstream via nginx" "$nginx_port" "$upstream.localhost")
-  for row in "direct $d_rps $d_p50 $d_p99" "twelve-ingress $t_rps $t_p50 $t_p99" "nginx $n_rps $n_p50 $n_p99"; do
-    read -r name rps p50 p99 <<<"$row"
-    awk -v u="$upstream" -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" -v dr="$d_rps" -v db="$d_p99" \
-      'BEGIN { printf "| %-8s | %-14s | %8.0f | %6.2f | %6.2f | %14.2fx | %12.2fx |\n", u, n, r, a, b, r / dr, b / db }'
+  for name in direct twelve-ingress nginx; do
+    awk -v u="$upstream" -v n="$name" '
+      function median(a, k,   i, j, t) {
+        for (i = 2; i <= k; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+        return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+      }
+      $1 == u && $2 == n { k++; r[k] = $3; a[k] = $4; b[k] = $5; c[k] = $6; rr[k] = $3 / $7; bb[k] = $5 / $8 }
+      END {
+        cpu = c[1] == "-" ? "-" : sprintf("%.1f", median(c, k))
+        printf "| %-8s | %-14s | %8.0f | %6.2f | %6.2f | %14.2fx | %12.2fx | %16s |\n",
+          u, n, median(r, k), median(a, k), median(b, k), median(rr, k), median(bb, k), cpu
+      }' "$rows"
   done
 done

@@ -451,6 +451,37 @@ async fn a_slowloris_client_does_not_delay_others_and_is_cut() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_request_body_does_not_delay_others_and_still_arrives() {
+    // The body of a slow upload streams to its backend byte by byte while the ingress
+    // serves other clients, on the same backend, in between.
+    let dir = tempfile::tempdir().unwrap();
+    let web = TestBackend::start("web/0").await;
+    let ingress = start_ingress(dir.path()).await;
+    ingress
+        .set_routes(table(vec![(
+            "web",
+            app(Policy::RoundRobin, vec![web.route(Ready)]),
+        )]))
+        .unwrap();
+    let mut slow = TcpStream::connect(ingress.addr()).await.unwrap();
+    slow.write_all(b"POST /upload HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: 10\r\n\r\n")
+        .await
+        .unwrap();
+    for (i, byte) in b"0123456789".iter().enumerate() {
+        slow.write_all(&[*byte]).await.unwrap();
+        eventually("the byte reaches the backend", || {
+            web.received.load(Ordering::SeqCst) == i as u64 + 1
+        })
+        .await;
+        assert_eq!(get(ingress.addr(), "web.localhost", "/").await.status, 200);
+    }
+    let answer = read_until(&mut slow, "received=10\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(answer.contains("received=10\n"), "{answer:?}");
+    assert_eq!(web.hits(), 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_heads_get_431() {
     let dir = tempfile::tempdir().unwrap();
     let web = TestBackend::start("web/0").await;
