@@ -90,6 +90,12 @@ pub enum Command {
         #[arg(long)]
         charm_dir: Option<PathBuf>,
     },
+    /// Kubernetes: render the app as Kubernetes objects, or apply them (server-side apply)
+    /// to a cluster (docs/k8s.md).
+    K8s {
+        #[command(subcommand)]
+        command: K8sCommand,
+    },
     /// The Pebble-compatible unit supervisor and its client commands.
     Pebble(twelve_pebble::cli::PebbleArgs),
     /// The ingress (reverse proxy) and its admin commands; the controller runs it.
@@ -99,6 +105,76 @@ pub enum Command {
     StatsdExporter(twelve_statsd::StatsdArgs),
     #[command(flatten)]
     App(AppCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum K8sCommand {
+    /// Print the app's Kubernetes objects as multi-document YAML (StatefulSet, Services,
+    /// ConfigMap, Secret, migration Job, scheduler Deployment, Ingress). Pure: no cluster.
+    Render {
+        #[command(flatten)]
+        app: K8sAppArgs,
+        /// Show secret values (base64 in the Secret) instead of a marker.
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Apply the app's objects to a cluster with server-side apply; the migration Job must
+    /// succeed before the StatefulSet and Deployments are applied.
+    Apply {
+        #[command(flatten)]
+        app: K8sAppArgs,
+        /// The API server (https://HOST:6443, or http://127.0.0.1:8001 for `kubectl proxy`);
+        /// default: the kubeconfig's.
+        #[arg(long)]
+        server: Option<String>,
+        /// A file holding a bearer token (e.g. from `kubectl create token`).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// A kubeconfig: server, CA certificate and token of its current context.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// The kubeconfig context (default: its current-context).
+        #[arg(long)]
+        context: Option<String>,
+        /// Do not verify the API server's certificate.
+        #[arg(long)]
+        insecure_skip_tls_verify: bool,
+        /// Let the API server validate every object without storing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// How long the migration Job may run (e.g. 10m, 90s).
+        #[arg(long, value_name = "DURATION", default_value = "10m")]
+        migration_timeout: String,
+    },
+}
+
+/// What `k8s render` and `k8s apply` render.
+#[derive(Debug, clap::Args)]
+pub struct K8sAppArgs {
+    /// The project directory.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// A scenario file (config, secrets, integration data), as for `twelve render`.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// The namespace (default: the kubeconfig's, else the scenario's model, `default`).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// The app's OCI image (its rock, pushed to a registry); default `<app>:latest`.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Replicas of the web StatefulSet (default: the scenario's units, else 1).
+    #[arg(short = 'n', long = "num-units")]
+    pub units: Option<u32>,
+    /// Serve the app at `<app>.<DOMAIN>` through an Ingress (none without it).
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// The Ingress's ingressClassName.
+    #[arg(long)]
+    pub ingress_class: Option<String>,
+    /// The directory holding charmcraft.yaml (default: DIR/charm, else DIR).
+    #[arg(long)]
+    pub charm_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             reveal,
             charm_dir,
         } => cmd::render::run(&dir, scenario.as_deref(), unit, format, reveal, charm_dir),
+        cli::Command::K8s { command } => cmd::k8s::run(command),
         cli::Command::Pebble(args) => return twelve_pebble::cli::run(args),
         cli::Command::Ingress(args) => return twelve_ingress::cli_main(args),
         cli::Command::StatsdExporter(args) => return twelve_statsd::cli_main(args),

@@ -1,3 +1,4 @@
 pub mod app;
 pub mod init;
+pub mod k8s;
 pub mod render;
