@@ -59,8 +59,13 @@ pub struct Controller {
     pub(crate) statuses: Mutex<HashMap<String, AppStatus>>,
     /// What was last pushed to each unit's supervisor: (daemon id, layer).
     pushed: Mutex<HashMap<String, (String, String)>>,
-    /// Serialises reconciles with requests that change units.
+    /// Serialises reconciles with requests that stop units.
     reconcile_lock: tokio::sync::Mutex<()>,
+    /// Ports handed out lately, which may not be in the store yet (a replacement unit
+    /// starting, a deploy being written), with when; the lock also serialises allocations.
+    /// Deploys and scaling allocate under it instead of waiting for a reconcile pass (which
+    /// may be waiting for a unit to become ready).
+    reserved_ports: Mutex<Vec<(u16, std::time::Instant)>>,
 }
 
 fn now_secs() -> u64 {
@@ -120,6 +125,7 @@ impl Controller {
             statuses: Mutex::new(HashMap::new()),
             pushed: Mutex::new(HashMap::new()),
             reconcile_lock: tokio::sync::Mutex::new(()),
+            reserved_ports: Mutex::new(vec![]),
         }))
     }
 
@@ -375,6 +381,26 @@ impl Controller {
         Ok(out)
     }
 
+    /// Runs `f` with every port in use or reserved, and reserves the ports it adds.
+    fn allocate<T>(
+        &self,
+        f: impl FnOnce(&mut Vec<u16>) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let mut reserved = self
+            .reserved_ports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Long enough for a replacement to start and be committed to the store.
+        reserved.retain(|(_, at)| at.elapsed() < Duration::from_secs(600));
+        let mut used = self.used_ports();
+        used.extend(reserved.iter().map(|(p, _)| *p));
+        let before = used.len();
+        let out = f(&mut used)?;
+        let now = std::time::Instant::now();
+        reserved.extend(used[before..].iter().map(|p| (*p, now)));
+        Ok(out)
+    }
+
     fn used_ports(&self) -> Vec<u16> {
         self.store
             .apps()
@@ -481,8 +507,6 @@ impl Controller {
         let project = Self::load_project(&project_dir, charm_dir.as_deref())?;
         let values = Self::parse_config(&project, &config)?;
         let separate = Self::separate_metrics(&project);
-        let _guard = self.reconcile_lock.lock().await;
-        let mut used = self.used_ports();
         match self.store.app(&name).map_err(store_err)? {
             Some(existing) => {
                 if existing.framework != project.framework.name() {
@@ -492,24 +516,27 @@ impl Controller {
                     ))
                     .hint("deploy it under another name, or remove the app first"));
                 }
-                // Units made before the project needed a metrics or statsd port of their
-                // own (an older twelve, or another metrics-port) get one now.
-                let mut extra_ports = vec![];
-                for u in &existing.units {
-                    let metrics = match separate.metrics && u.metrics_port.is_none() {
-                        true => Some(Self::allocate_port(&mut used)?),
-                        false => None,
+                let (extra_ports, new_units) = self.allocate(|used| {
+                    // Units made before the project needed a metrics or statsd port of
+                    // their own (an older twelve, or another metrics-port) get one now.
+                    let mut extra_ports = vec![];
+                    for u in &existing.units {
+                        let metrics = match separate.metrics && u.metrics_port.is_none() {
+                            true => Some(Self::allocate_port(used)?),
+                            false => None,
+                        };
+                        let statsd = match separate.statsd && u.statsd_port.is_none() {
+                            true => Some(Self::allocate_udp_port(used)?),
+                            false => None,
+                        };
+                        extra_ports.push((u.number, metrics, statsd));
+                    }
+                    let new_units = match num_units {
+                        Some(n) => self.units_to_add(&existing, n, separate, used)?,
+                        None => vec![],
                     };
-                    let statsd = match separate.statsd && u.statsd_port.is_none() {
-                        true => Some(Self::allocate_udp_port(&mut used)?),
-                        false => None,
-                    };
-                    extra_ports.push((u.number, metrics, statsd));
-                }
-                let new_units = match num_units {
-                    Some(n) => self.units_to_add(&existing, n, separate, &mut used)?,
-                    None => vec![],
-                };
+                    Ok((extra_ports, new_units))
+                })?;
                 self.update(&name, move |app| {
                     app.project_dir = project_dir;
                     app.charm_dir = charm_dir;
@@ -541,10 +568,11 @@ impl Controller {
             }
             None => {
                 let n = num_units.unwrap_or(1).max(1);
-                let mut units = vec![];
-                for i in 0..n {
-                    units.push(self.new_unit(i, separate, &mut used)?);
-                }
+                let units = self.allocate(|used| {
+                    (0..n)
+                        .map(|i| self.new_unit(i, separate, used))
+                        .collect::<Result<Vec<_>, _>>()
+                })?;
                 let record = AppRecord {
                     name: name.clone(),
                     project_dir,
@@ -658,8 +686,7 @@ impl Controller {
         let app = self.app(name)?;
         let project = self.project(&app).map_err(ApiError::new)?;
         let separate = Self::separate_metrics(&project);
-        let mut used = self.used_ports();
-        let new_units = self.units_to_add(&app, n, separate, &mut used)?;
+        let new_units = self.allocate(|used| self.units_to_add(&app, n, separate, used))?;
         self.update(name, move |app| {
             app.next_unit += new_units.len() as u32;
             app.units.extend(new_units);
@@ -1305,16 +1332,20 @@ impl Controller {
             .find(|u| u.number == unit)
             .cloned()
             .ok_or("unit vanished")?;
-        let mut used = self.used_ports();
-        let app_port = Self::allocate_port(&mut used).map_err(|e| e.message)?;
-        let metrics_port = match old.metrics_port {
-            Some(_) => Some(Self::allocate_port(&mut used).map_err(|e| e.message)?),
-            None => None,
-        };
-        let statsd_port = match old.statsd_port {
-            Some(_) => Some(Self::allocate_udp_port(&mut used).map_err(|e| e.message)?),
-            None => None,
-        };
+        let (app_port, metrics_port, statsd_port) = self
+            .allocate(|used| {
+                let app_port = Self::allocate_port(used)?;
+                let metrics_port = match old.metrics_port {
+                    Some(_) => Some(Self::allocate_port(used)?),
+                    None => None,
+                };
+                let statsd_port = match old.statsd_port {
+                    Some(_) => Some(Self::allocate_udp_port(used)?),
+                    None => None,
+                };
+                Ok((app_port, metrics_port, statsd_port))
+            })
+            .map_err(|e| e.message)?;
         let next = UnitRecord {
             number: unit,
             app_port,

@@ -316,3 +316,56 @@ fn user_mistakes_get_one_clear_error() {
     let err = t.fails(&["status", "--watch", "soon"]);
     assert!(err.contains("--watch"), "{err}");
 }
+
+#[test]
+fn other_apps_deploy_and_scale_while_a_rollout_waits_for_readiness() {
+    let t = Twelve::new();
+    let src = t.example("flask");
+    let s = src.to_str().unwrap();
+    t.ok(&["deploy", s, "stuck"]);
+    // A release that never becomes ready: the controller starts it beside the serving unit
+    // and waits (TWELVE_READY_TIMEOUT, 30 s in tests) before rolling back.
+    std::fs::write(src.join("app.py"), "raise SystemExit('never ready')\n").unwrap();
+    t.ok(&["deploy", s, "stuck", "--no-wait"]);
+    eventually(
+        "the replacement starting beside the serving unit",
+        LONG,
+        || t.home.path().join("units/stuck-0.1").exists().then_some(()),
+    );
+
+    // Meanwhile another app deploys, scales and is reported, without waiting for it.
+    let other = t.example("go");
+    t.ok(&["deploy", other.to_str().unwrap(), "free", "--no-wait"]);
+    t.ok(&["scale-application", "free", "2"]);
+    let st = t.status("stuck");
+    assert!(
+        !st["message"].as_str().unwrap_or("").contains("rolled back"),
+        "deploy and scale of another app waited for the rollout: {st}"
+    );
+    eventually("the other app's two units serving", LONG, || {
+        (0..2)
+            .all(|u| {
+                t.try_port(&format!("free/{u}"))
+                    .and_then(|p| http_get(p, "/"))
+                    .is_some_and(|(c, _)| c == 200)
+            })
+            .then_some(())
+    });
+    // And the stuck release is still rolled back in the end.
+    // (The rollback comes after the ready timeout; allow for a loaded machine.)
+    let started = std::time::Instant::now();
+    loop {
+        let st = t.status("stuck");
+        if st["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("rolled back to release 1"))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < 3 * LONG,
+            "no automatic rollback; last status: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
