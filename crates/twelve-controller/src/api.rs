@@ -78,6 +78,12 @@ pub enum Request {
         description: Option<String>,
     },
     Secrets,
+    /// An app's project and state (config, opened secrets, relation data, secret key) as
+    /// the rules see them, without this machine's ports: for `twelve k8s --from-app`.
+    /// Carries secret values: the socket is the user's own (0600).
+    ExportState {
+        app: String,
+    },
     ShowSecret {
         secret: String,
         #[serde(default)]

@@ -227,6 +227,7 @@ impl Controller {
                 }
             }
             Request::Releases { app } => self.releases(&app),
+            Request::ExportState { app } => self.export_state(&app),
             Request::Exec {
                 app,
                 unit,
@@ -739,6 +740,34 @@ impl Controller {
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
         Ok(json!({"removed": name}))
+    }
+
+    fn export_state(&self, name: &str) -> ApiResult {
+        let app = self.app(name)?;
+        let mut state = self.app_state(&app, 0);
+        // What belongs to this machine stays here: ports, addresses, its URL and proxy.
+        state.model = AppState::new(name).model;
+        state.unit = 0;
+        state.network = Default::default();
+        state.base_url = None;
+        state.proxy = Default::default();
+        let local: Vec<&String> = state
+            .integrations
+            .iter()
+            .filter(|(_, data)| {
+                data.values()
+                    .any(|v| v.contains("127.0.0.1") || v.contains("localhost"))
+            })
+            .map(|(endpoint, _)| endpoint)
+            .collect();
+        Ok(json!({
+            "project_dir": app.project_dir,
+            "charm_dir": app.charm_dir,
+            "units": app.units.len(),
+            "release": app.current_release,
+            "local_integrations": local,
+            "state": state,
+        }))
     }
 
     fn releases(&self, name: &str) -> ApiResult {

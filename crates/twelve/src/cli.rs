@@ -175,6 +175,10 @@ pub struct K8sAppArgs {
     /// The directory holding charmcraft.yaml (default: DIR/charm, else DIR).
     #[arg(long)]
     pub charm_dir: Option<PathBuf>,
+    /// Take the project, config, secrets, integration data, secret key and units of an app
+    /// deployed on this machine (instead of DIR and a scenario).
+    #[arg(long, value_name = "APP", conflicts_with_all = ["scenario", "charm_dir"])]
+    pub from_app: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -3,6 +3,8 @@
 //! runtime, no registry, no cluster); the mock answers server-side apply and Job status as
 //! the real one does.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -235,4 +237,126 @@ fn apply_reports_an_unreachable_server() {
         )),
         "{err}"
     );
+}
+
+/// Outgrowing one machine: an app deployed here renders for the cluster with its own
+/// config, secrets, integration data, secret key and unit count.
+#[test]
+fn render_from_a_deployed_app_carries_its_config_secrets_and_integrations() {
+    let t = common::Twelve::new();
+    let src = t.example("flask");
+    let charm = src.join("charm/charmcraft.yaml");
+    let mut text = std::fs::read_to_string(&charm).unwrap();
+    text.push_str("  s3:\n    interface: s3\n    optional: true\n");
+    std::fs::write(&charm, text).unwrap();
+    t.ok(&[
+        "deploy",
+        src.to_str().unwrap(),
+        "moving",
+        "-n",
+        "2",
+        "--config",
+        "greeting=bonjour",
+    ]);
+    let uri = t.ok(&["add-secret", "moving-token", "value=tok-3141"]);
+    t.ok(&["grant-secret", "moving-token", "moving"]);
+    t.ok(&["config", "moving", &format!("api-token={}", uri.trim())]);
+    t.ok(&[
+        "integrate",
+        "moving",
+        "s3",
+        "--data",
+        "access-key=AK",
+        "secret-key=SK-2718",
+        "bucket=moving-bucket",
+        "endpoint=https://s3.example.com",
+    ]);
+    t.ok(&["deploy", "redis", "cache"]);
+    t.ok(&["integrate", "moving", "cache"]);
+    let key = common::eventually(
+        "the app serving with its secret",
+        std::time::Duration::from_secs(90),
+        || {
+            let env = common::try_app_env(t.try_port("moving/0")?)?;
+            (env["FLASK_API_TOKEN_VALUE"] == "tok-3141"
+                && env.get("REDIS_DB_CONNECT_STRING").is_some())
+            .then(|| env["FLASK_SECRET_KEY"].as_str().map(str::to_string))
+            .flatten()
+        },
+    );
+
+    let out = t.cmd(&[
+        "k8s",
+        "render",
+        "--from-app",
+        "moving",
+        "--namespace",
+        "prod",
+        "--image",
+        "registry.example.com/moving:1",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("moving:redis points at a server on this machine"),
+        "{stderr}"
+    );
+    for secret in ["tok-3141", "SK-2718", key.as_str()] {
+        assert!(!stdout.contains(secret), "{secret} shown without --reveal");
+    }
+    let objects = docs(&stdout);
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in {stdout}"))
+            .clone()
+    };
+    let sts = find("StatefulSet", "moving");
+    assert_eq!(sts["spec"]["replicas"], 2, "the app's unit count");
+    assert_eq!(sts["metadata"]["namespace"], "prod");
+    assert_eq!(
+        sts["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example.com/moving:1"
+    );
+    let env = find("ConfigMap", "moving-env");
+    assert_eq!(env["data"]["FLASK_GREETING"], "bonjour", "{env}");
+    assert_eq!(env["data"]["S3_BUCKET"], "moving-bucket", "{env}");
+    assert!(
+        env["data"]
+            .get("FLASK_BASE_URL")
+            .is_none_or(|u| !u.as_str().unwrap_or("").contains("localhost")),
+        "this machine's URL stays here: {env}"
+    );
+
+    // With --reveal, the Secret holds the very values the local app has.
+    let out = t.cmd(&["k8s", "render", "--from-app", "moving", "--reveal"]);
+    assert!(out.status.success());
+    let revealed = docs(&String::from_utf8_lossy(&out.stdout));
+    let secret = revealed
+        .iter()
+        .find(|o| o["kind"] == "Secret")
+        .expect("a Secret");
+    let decode = |k: &str| {
+        use base64::Engine;
+        let b = secret["data"][k]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {k} in {secret}"));
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b).unwrap()).unwrap()
+    };
+    assert_eq!(decode("FLASK_API_TOKEN_VALUE"), "tok-3141");
+    assert_eq!(decode("S3_SECRET_KEY"), "SK-2718");
+    assert_eq!(
+        decode("FLASK_SECRET_KEY"),
+        key,
+        "the same secret key: sessions survive the move"
+    );
+
+    let err = t.fails(&["k8s", "render", "--from-app", "nosuch"]);
+    assert!(err.contains("nosuch"), "{err}");
+    t.ok(&["remove-relation", "moving", "cache", "--destroy-data"]);
+    t.ok(&["remove-application", "cache", "--destroy-data"]);
 }

@@ -146,7 +146,35 @@ fn render_options(app: &K8sAppArgs, kube_ns: Option<String>) -> RenderOptions {
     }
 }
 
+/// The project and state of an app deployed on this machine.
+fn load_deployed(name: &str) -> CliResult<(Project, AppState)> {
+    use twelve_controller::{ControllerClient, Home, Request};
+    let r = ControllerClient::new(Home::from_env()).call(&Request::ExportState {
+        app: name.to_string(),
+    })?;
+    let dir = r["project_dir"].as_str().unwrap_or_default();
+    let project = Project::load_with(
+        std::path::Path::new(dir),
+        &LoadOptions {
+            charm_dir: r["charm_dir"].as_str().map(PathBuf::from),
+        },
+    )?;
+    print_notes(&project.notes);
+    let state: AppState = serde_json::from_value(r["state"].clone())
+        .map_err(|e| anyhow::anyhow!("the controller's state of {name}: {e}"))?;
+    for endpoint in r["local_integrations"].as_array().into_iter().flatten() {
+        eprintln!(
+            "note: {name}:{} points at a server on this machine (127.0.0.1), which the cluster cannot reach; give its data in a scenario (--scenario) or integrate in the cluster",
+            endpoint.as_str().unwrap_or_default()
+        );
+    }
+    Ok((project, state))
+}
+
 fn load(app: &K8sAppArgs) -> CliResult<(Project, AppState)> {
+    if let Some(name) = &app.from_app {
+        return load_deployed(name);
+    }
     let project = Project::load_with(
         &app.dir,
         &LoadOptions {
