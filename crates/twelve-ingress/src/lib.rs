@@ -6,8 +6,11 @@
 //! socket ([`admin`]): it puts a whole [`routes::RouteTable`] at each change and waits on
 //! `GET /inflight` before stopping a draining unit. See `docs/ingress.md`.
 //!
-//! Architecture invariant: nothing on the request path takes a lock or does I/O besides the
-//! two sockets of the request; the table is read through arc-swap, figures are atomics.
+//! Architecture invariant: nothing on the request path waits on another thread or does I/O
+//! besides the two sockets of the request; the table is read through arc-swap, figures are
+//! atomics, and the only lock is the one around a worker thread's own pool of idle backend
+//! connections (module `upstream`, where HTTP/1.1 to backends is written and parsed), which
+//! only that thread takes (with `workers: 0`, one pool serves the caller's runtime).
 
 pub mod admin;
 mod body;
