@@ -11,6 +11,7 @@ pub mod ingress;
 pub mod migration;
 pub mod model;
 pub mod releases;
+mod rollout;
 pub mod secrets;
 pub mod store;
 pub mod substrate;
