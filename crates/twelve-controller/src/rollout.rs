@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use twelve_charm::{ServicesAction, UnitPlan};
-use twelve_layer::{LayerDoc, LogTarget, Override};
+use twelve_layer::{LayerDoc, LogTarget, Override, Startup};
 use twelve_pebble::client::Client as Pebble;
 
 use crate::controller::{log, ready_timeout, Controller};
@@ -254,8 +254,21 @@ impl Controller {
             std::fs::write(path, content).map_err(|e| e.to_string())?;
         }
         let layer2 = serde_saphyr::to_string(&host2.layer).map_err(|e| e.to_string())?;
+        // A scheduler runs on one unit only: the new instance's waits until the old
+        // instance has stopped.
+        let mut held_layer = host2.layer.clone();
+        let mut held = vec![];
+        for (name, svc) in held_layer.services.iter_mut() {
+            if name.to_ascii_lowercase().ends_with("-scheduler")
+                && svc.startup == Some(Startup::Enabled)
+            {
+                svc.startup = Some(Startup::Disabled);
+                held.push(name.clone());
+            }
+        }
+        let first = serde_saphyr::to_string(&held_layer).map_err(|e| e.to_string())?;
         pebble2
-            .add_layer("twelve", &layer2, true)
+            .add_layer("twelve", &first, true)
             .await
             .map_err(|e| e.to_string())?;
         if let Err(e) = pebble2.replan().await {
@@ -284,7 +297,7 @@ impl Controller {
         self.pushed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), (boot2, layer2));
+            .insert(key.clone(), (boot2, layer2.clone()));
         // Switch traffic, then let the old instance finish what it has.
         let fresh: Vec<AppRecord> = self.store.apps().unwrap_or_else(|_| apps.to_vec());
         self.push_routes(&fresh).await;
@@ -308,6 +321,21 @@ impl Controller {
         }
         self.stop_supervisor(&app_rec.unit_dir(&self.home, unit))
             .await;
+        if !held.is_empty() {
+            let names: Vec<&str> = held.iter().map(String::as_str).collect();
+            let started = match pebble2.add_layer("twelve", &layer2, true).await {
+                Ok(()) => pebble2.start(&names).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = started {
+                // The next reconcile pass pushes the whole layer again.
+                self.pushed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&key);
+                log(format!("{key}: starting {}: {e}", held.join(", ")));
+            }
+        }
         log(format!(
             "{key} replaced beside its old instance (port {} -> {})",
             old.app_port, app_port

@@ -369,3 +369,65 @@ fn other_apps_deploy_and_scale_while_a_rollout_waits_for_readiness() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+#[test]
+fn a_lone_units_scheduler_never_runs_twice_while_the_unit_is_replaced() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Twelve::new();
+    let src = t.example("flask");
+    // A scheduler that records when it runs and notices when another one already does.
+    let marks = t.home.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(
+        src.join("scheduler.py"),
+        format!(
+            r#"import os, signal, sys, time
+marks = {marks:?}
+running = os.path.join(marks, "running")
+def note(line):
+    with open(os.path.join(marks, "log"), "a") as f:
+        f.write(line + "\n")
+try:
+    os.close(os.open(running, os.O_CREAT | os.O_EXCL))
+    note("start %d %s" % (os.getpid(), os.environ.get("FLASK_GREETING")))
+except FileExistsError:
+    note("OVERLAP %d" % os.getpid())
+def stop(*_):
+    os.unlink(running)
+    note("stop %d" % os.getpid())
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+while True:
+    time.sleep(0.2)
+"#,
+            marks = marks.display().to_string()
+        ),
+    )
+    .unwrap();
+    t.ok(&["deploy", src.to_str().unwrap(), "sched"]);
+    let log = || std::fs::read_to_string(marks.join("log")).unwrap_or_default();
+    eventually("the scheduler started", LONG, || {
+        log().contains("start").then_some(())
+    });
+    // A config change on the only serving unit: its replacement starts beside it.
+    t.ok(&["config", "sched", "greeting=second"]);
+    eventually("the scheduler running with the new config", LONG, || {
+        let text = log();
+        (text.contains(" second") || text.contains("OVERLAP")).then_some(())
+    });
+    assert!(
+        t.home.path().join("units/sched-0.1").exists(),
+        "the unit was replaced beside its old instance"
+    );
+    let text = log();
+    assert!(!text.contains("OVERLAP"), "two schedulers at once:\n{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "start, stop, start:\n{text}");
+    assert!(
+        lines[0].starts_with("start")
+            && lines[1].starts_with("stop")
+            && lines[2].starts_with("start"),
+        "{text}"
+    );
+}
