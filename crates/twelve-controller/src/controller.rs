@@ -331,11 +331,71 @@ impl Controller {
         .map_err(|d| ApiError::new(d.to_string()))
     }
 
+    /// Where the project of the app's current release is: its snapshot, or (for releases
+    /// recorded before snapshots) the directory it was deployed from.
+    pub(crate) fn project_dirs(app: &AppRecord) -> (String, Option<String>) {
+        match app
+            .releases
+            .iter()
+            .find(|r| r.number == app.current_release)
+            .and_then(|r| r.project.clone().map(|p| (p, r.charm.clone())))
+        {
+            Some(dirs) => dirs,
+            None => (app.project_dir.clone(), app.charm_dir.clone()),
+        }
+    }
+
+    /// Keeps a copy of the project being deployed under `TWELVE_HOME/projects/<app>/`.
+    fn snapshot_project(
+        &self,
+        app: &str,
+        project_dir: &str,
+        charm_dir: Option<&str>,
+        release_id: &str,
+    ) -> Result<(String, Option<String>, String), ApiError> {
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let dir = self
+            .home
+            .root
+            .join("projects")
+            .join(app)
+            .join(format!("{release_id}-{stamp}"));
+        let snap = crate::snapshot::take(
+            Path::new(project_dir),
+            charm_dir.map(Path::new),
+            &dir,
+            &self.home.root,
+        )
+        .map_err(|e| ApiError::new(format!("cannot keep a copy of {project_dir}: {e}")))?;
+        Ok((
+            snap.project_dir.display().to_string(),
+            snap.charm_dir.map(|c| c.display().to_string()),
+            snap.digest,
+        ))
+    }
+
+    /// Removes a snapshot given by its project path (`.../<snapshot>/project`).
+    fn drop_snapshot(project: &str) {
+        if let Some(dir) = Path::new(project).parent() {
+            if dir
+                .parent()
+                .and_then(|p| p.parent())
+                .is_some_and(|p| p.ends_with("projects"))
+            {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
     pub(crate) fn project(&self, app: &AppRecord) -> Result<Arc<Project>, String> {
+        let (project_dir, charm_dir) = Self::project_dirs(app);
         let key = format!(
             "{}\0{}\0{}",
-            app.project_dir,
-            app.charm_dir.as_deref().unwrap_or(""),
+            project_dir,
+            charm_dir.as_deref().unwrap_or(""),
             app.current_release
         );
         if let Some((k, p)) = self
@@ -349,8 +409,7 @@ impl Controller {
             }
         }
         let p = Arc::new(
-            Self::load_project(&app.project_dir, app.charm_dir.as_deref())
-                .map_err(|e| e.message)?,
+            Self::load_project(&project_dir, charm_dir.as_deref()).map_err(|e| e.message)?,
         );
         self.projects
             .lock()
@@ -507,6 +566,40 @@ impl Controller {
         let project = Self::load_project(&project_dir, charm_dir.as_deref())?;
         let values = Self::parse_config(&project, &config)?;
         let separate = Self::separate_metrics(&project);
+        let (snap_project, snap_charm, digest) =
+            self.snapshot_project(&name, &project_dir, charm_dir.as_deref(), &release_id)?;
+        let deployed = self.deploy_record(
+            name,
+            project_dir,
+            charm_dir,
+            release_id,
+            num_units,
+            values,
+            &project,
+            separate,
+            (snap_project.clone(), snap_charm, digest),
+        );
+        match &deployed {
+            // Unchanged: the release keeps the copy it has.
+            Ok((_, true)) | Err(_) => Self::drop_snapshot(&snap_project),
+            Ok((_, false)) => {}
+        }
+        deployed.map(|(v, _)| v)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn deploy_record(
+        &self,
+        name: String,
+        project_dir: String,
+        charm_dir: Option<String>,
+        release_id: String,
+        num_units: Option<u32>,
+        values: IndexMap<String, Value>,
+        project: &Project,
+        separate: PortNeeds,
+        (snap_project, snap_charm, digest): (String, Option<String>, String),
+    ) -> Result<(Value, bool), ApiError> {
         match self.store.app(&name).map_err(store_err)? {
             Some(existing) => {
                 if existing.framework != project.framework.name() {
@@ -537,7 +630,9 @@ impl Controller {
                     };
                     Ok((extra_ports, new_units))
                 })?;
-                self.update(&name, move |app| {
+                let mut unchanged = false;
+                let unchanged_ref = &mut unchanged;
+                let out = self.update(&name, move |app| {
                     app.project_dir = project_dir;
                     app.charm_dir = charm_dir;
                     for u in app.units.iter_mut() {
@@ -548,11 +643,27 @@ impl Controller {
                             u.statsd_port = u.statsd_port.or(*statsd);
                         }
                     }
-                    let number = match app.releases.iter().find(|r| r.id == release_id) {
-                        Some(r) if r.number == app.current_release => r.number,
-                        _ => {
+                    let current = app.current_release;
+                    let number = match app.releases.iter().find(|r| {
+                        r.id == release_id
+                            && r.number == current
+                            && r.project_digest.as_deref() == Some(digest.as_str())
+                    }) {
+                        // The same app files and project: the same release.
+                        Some(r) => {
+                            *unchanged_ref = true;
+                            r.number
+                        }
+                        None => {
                             let number = app.releases.iter().map(|r| r.number).max().unwrap_or(0) + 1;
-                            app.releases.push(ReleaseRecord { number, id: release_id, created: now_rfc3339() });
+                            app.releases.push(ReleaseRecord {
+                                number,
+                                id: release_id,
+                                created: now_rfc3339(),
+                                project: Some(snap_project),
+                                charm: snap_charm,
+                                project_digest: Some(digest),
+                            });
                             number
                         }
                     };
@@ -564,7 +675,8 @@ impl Controller {
                         app.units.truncate(n.max(1) as usize);
                     }
                     Ok(json!({"app": app.name, "release": number, "units": app.unit_numbers(), "new": false}))
-                })
+                });
+                out.map(|v| (v, unchanged))
             }
             None => {
                 let n = num_units.unwrap_or(1).max(1);
@@ -585,6 +697,9 @@ impl Controller {
                         number: 1,
                         id: release_id,
                         created: now_rfc3339(),
+                        project: Some(snap_project),
+                        charm: snap_charm,
+                        project_digest: Some(digest),
                     }],
                     current_release: 1,
                     secret_key: self.vault.seal(&generate_secret_key()),
@@ -610,9 +725,10 @@ impl Controller {
                         },
                     );
                 self.wake.notify_one();
-                Ok(
+                Ok((
                     json!({"app": name, "release": 1, "units": record.unit_numbers(), "new": true, "generation": record.generation}),
-                )
+                    false,
+                ))
             }
         }
     }
@@ -730,6 +846,7 @@ impl Controller {
             self.stop_unit(&app.name, u.number).await;
         }
         self.store.delete_app(name).map_err(store_err)?;
+        let _ = std::fs::remove_dir_all(self.home.root.join("projects").join(name));
         self.statuses
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -759,9 +876,10 @@ impl Controller {
             })
             .map(|(endpoint, _)| endpoint)
             .collect();
+        let (project_dir, charm_dir) = Self::project_dirs(&app);
         Ok(json!({
-            "project_dir": app.project_dir,
-            "charm_dir": app.charm_dir,
+            "project_dir": project_dir,
+            "charm_dir": charm_dir,
             "units": app.units.len(),
             "release": app.current_release,
             "local_integrations": local,

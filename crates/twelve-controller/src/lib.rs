@@ -12,6 +12,7 @@ pub mod migration;
 pub mod model;
 pub mod releases;
 mod rollout;
+pub mod snapshot;
 pub mod secrets;
 pub mod store;
 pub mod substrate;

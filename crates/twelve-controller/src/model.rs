@@ -67,6 +67,16 @@ pub struct ReleaseRecord {
     pub number: u32,
     pub id: String,
     pub created: String,
+    /// The copy of the project this release was deployed with (`snapshot.rs`); records
+    /// from before snapshots read the app's `project_dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charm: Option<String>,
+    /// The snapshot's digest: a deploy of the same app files and the same project keeps
+    /// the release; a changed charm makes a new one (so it can be rolled back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_digest: Option<String>,
 }
 
 /// The migration's last outcome: it runs once per key (release + the integration data that

@@ -431,3 +431,74 @@ while True:
         "{text}"
     );
 }
+
+#[test]
+fn an_app_runs_the_project_it_was_deployed_with_until_the_next_deploy() {
+    let t = Twelve::new();
+    let src = t.example("flask");
+    t.ok(&["deploy", src.to_str().unwrap(), "kept"]);
+    eventually("serving", LONG, || {
+        t.try_port("kept/0").and_then(|p| http_get(p, "/"))
+    });
+
+    // Editing the source after the deploy changes nothing, even across a controller
+    // restart: a new required option is not asked for until the next deploy.
+    let charm = src.join("charm/charmcraft.yaml");
+    let required = std::fs::read_to_string(&charm).unwrap().replace(
+        "      description: An optional token (exported as FLASK_TOKEN when set).\n      type: string\n",
+        "      description: A required token.\n      type: string\n      optional: false\n",
+    );
+    std::fs::write(&charm, &required).unwrap();
+    t.ok(&["controller", "stop"]);
+    t.ok(&["config", "kept", "greeting=still"]);
+    eventually("the new greeting, the app not blocked", LONG, || {
+        let st = t.status("kept");
+        (st["status"] == "active").then_some(())?;
+        let (_, body) = http_get(t.try_port("kept/0")?, "/")?;
+        body.contains("still").then_some(())
+    });
+
+    // Even the source directory going away does not matter.
+    let moved = t.home.path().join("src/moved");
+    std::fs::rename(&src, &moved).unwrap();
+    t.ok(&["controller", "stop"]);
+    t.ok(&["scale-application", "kept", "2"]);
+    eventually("two units serving", LONG, || {
+        (0..2)
+            .all(|u| {
+                t.try_port(&format!("kept/{u}"))
+                    .and_then(|p| http_get(p, "/"))
+                    .is_some_and(|(c, _)| c == 200)
+            })
+            .then_some(())
+    });
+    assert_eq!(t.status("kept")["status"], "active");
+
+    // The next deploy takes the project as it is now.
+    t.ok(&["deploy", moved.to_str().unwrap(), "kept"]);
+    eventually("blocked on the new required option", LONG, || {
+        (t.status("kept")["message"] == "missing options: token").then_some(())
+    });
+    t.ok(&["config", "kept", "token=x"]);
+    eventually("active again", LONG, || {
+        (t.status("kept")["status"] == "active").then_some(())
+    });
+    assert_eq!(
+        t.status("kept")["release"],
+        2,
+        "a changed charm is a new release"
+    );
+    // Rolling back to release 1 takes its project too: there the token is optional.
+    t.ok(&["deploy", moved.to_str().unwrap(), "kept", "--release", "1"]);
+    t.ok(&["config", "kept", "--reset", "token"]);
+    eventually("release 1 active without a token", LONG, || {
+        let st = t.status("kept");
+        (st["release"] == 1 && st["status"] == "active").then_some(())
+    });
+    // Deleting the app removes its copies.
+    t.ok(&["remove-application", "kept"]);
+    let left = std::fs::read_dir(t.home.path().join("projects"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "the app's project copies are removed with it");
+}
