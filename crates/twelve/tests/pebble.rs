@@ -575,10 +575,14 @@ fn http_check_goes_down_and_restarts_the_service() {
         metrics.contains("pebble_service_active{service=\"web\"} 1"),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("pebble_service_start_count{service=\"worker\"} 2"),
-        "{metrics}"
-    );
+    // Restarted on the check's failure: at least once (again, when web took longer than
+    // the check's threshold to come back on a loaded machine).
+    let worker_starts: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("pebble_service_start_count{service=\"worker\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no worker start count in {metrics}"));
+    assert!(worker_starts >= 2, "{metrics}");
 }
 
 #[test]
