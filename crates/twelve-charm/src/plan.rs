@@ -877,6 +877,9 @@ impl Planner<'_> {
             summary: Some("statsd exporter service".into()),
             command: Some(command),
             startup: Some(Startup::Enabled),
+            // As every service of the rocks (run-user `_daemon_`): it reads what the app
+            // sends, so it runs with the app's rights, not the supervisor's.
+            user: Some("_daemon_".into()),
             ..Default::default()
         }
     }

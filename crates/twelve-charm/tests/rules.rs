@@ -821,7 +821,11 @@ fn gunicorn_units_run_a_statsd_exporter_like_the_rocks() {
             assert_eq!(exporter.startup, Some(Startup::Enabled));
         } // Django is blocked without a database: every service is disabled.
         assert!(exporter.environment.is_empty(), "{fw}: not the app's env");
-        assert!(exporter.user.is_none());
+        assert_eq!(
+            exporter.user.as_deref(),
+            Some("_daemon_"),
+            "{fw}: the app user, as every rock service"
+        );
         let main = &p.services[fw.service_name()];
         assert_eq!(main.after, ["statsd-exporter"], "{fw}");
         let conf = &p.files[&format!("/{}/gunicorn.conf.py", fw.name())];

@@ -40,6 +40,9 @@ pub struct Controller {
     pub(crate) home: Home,
     pub(crate) store: Store,
     pub(crate) exe: PathBuf,
+    /// This binary as the units run it (`twelve statsd-exporter` as `_daemon_`): a copy in
+    /// `TWELVE_HOME/bin`, which the app user can read (the build may sit in root's home).
+    pub(crate) unit_exe: PathBuf,
     pub(crate) run_as: RunAs,
     pub(crate) vault: crate::vault::Vault,
     pub(crate) providers: twelve_providers::Providers,
@@ -92,6 +95,39 @@ pub(crate) fn log(msg: impl AsRef<str>) {
 
 type ApiResult = Result<Value, ApiError>;
 
+/// Copies this binary to `TWELVE_HOME/bin/twelve` (0755) when that copy is not this
+/// build, written aside and renamed in (running units keep the file they started). If the
+/// copy cannot be made, units run the binary where it is.
+fn unit_binary(home: &Home, exe: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = home.root.join("bin");
+    let target = dir.join("twelve");
+    let id_file = dir.join("twelve.id");
+    let id = crate::client::binary_identity();
+    if std::fs::read_to_string(&id_file).is_ok_and(|s| s == id) && target.is_file() {
+        return target;
+    }
+    let tmp = dir.join(format!("twelve.tmp-{}", std::process::id()));
+    let copied = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)))
+        .and_then(|()| std::fs::copy(exe, &tmp))
+        .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)))
+        .and_then(|()| std::fs::rename(&tmp, &target))
+        .and_then(|()| std::fs::write(&id_file, id));
+    match copied {
+        Ok(()) => target,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            log(format!(
+                "cannot copy {} to {}: {e}; units run it where it is",
+                exe.display(),
+                target.display()
+            ));
+            exe.to_path_buf()
+        }
+    }
+}
+
 fn store_err(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(format!("cannot update the state store: {e}"))
 }
@@ -104,8 +140,10 @@ impl Controller {
         let store = Store::open(&home.db())?;
         let run_as = RunAs::detect().map_err(anyhow::Error::msg)?;
         let vault = crate::vault::Vault::open(&home.root.join("secret.key"))?;
+        let exe = std::env::current_exe()?;
         Ok(Arc::new(Controller {
-            exe: std::env::current_exe()?,
+            unit_exe: unit_binary(&home, &exe),
+            exe,
             home,
             store,
             run_as,
@@ -1078,7 +1116,7 @@ impl Controller {
             .ok_or("the current release is missing")?;
         let mut map = release_map(&self.home, release_id)?;
         // Plans run twelve's own roles (the statsd exporter) as `twelve ...`: this binary.
-        map.add_program("twelve", self.exe.clone());
+        map.add_program("twelve", self.unit_exe.clone());
         let plan = plan_unit(&project, &self.app_state(app, unit));
         let host = host_unit(
             &plan,

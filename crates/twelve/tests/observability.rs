@@ -212,6 +212,29 @@ fn flask_units_export_gunicorn_statsd_metrics_like_the_charms() {
         let (_, page) = http_get(exporter0, "/metrics")?;
         (sample(&page, "orders_created{shop=\"eu\"}") == Some(3.0)).then_some(())
     });
+
+    // The exporter reads what the app sends: it runs as the app's user, not as root.
+    if is_root() {
+        let listen = format!("127.0.0.1:{statsd_port}");
+        let uid = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .find_map(|e| {
+                let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                (cmd.contains("statsd-exporter") && cmd.contains(&listen)).then_some(())?;
+                let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u32>()
+                    .ok()
+            })
+            .expect("the unit's statsd exporter process");
+        assert_eq!(uid, 584792, "the exporter runs as _daemon_");
+    }
 }
 
 #[test]
