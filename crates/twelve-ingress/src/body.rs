@@ -2,7 +2,7 @@
 //! gauges, status counters, latency) when its response body is done or dropped.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -12,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::header::HeaderValue;
 
 use crate::metrics::{AppHistogram, UnitCounters};
+use crate::server::Shared;
 use crate::table::BackendRt;
 use crate::upstream::{Pool, UpstreamBody};
 
@@ -83,23 +84,37 @@ fn now_ms() -> u64 {
     EPOCH.elapsed().as_millis() as u64
 }
 
-/// One client connection: its peer address, its thread's pool of backend connections,
-/// whether it is idle.
+/// One client connection: the ingress state, its peer address, its thread's pool of
+/// backend connections, whether it is idle. Its requests reach the shared state through it,
+/// so a request clones no `Arc` that other threads' requests clone too.
 pub(crate) struct ConnState {
+    pub shared: Arc<Shared>,
     pub peer_ip: HeaderValue,
     pub pool: Arc<Pool>,
     inflight: AtomicUsize,
     last_ms: AtomicU64,
+    /// The connection speaks HTTP/2 (it has had an HTTP/2 request).
+    h2: AtomicBool,
 }
 
 impl ConnState {
-    pub(crate) fn new(peer_ip: HeaderValue, pool: Arc<Pool>) -> ConnState {
+    pub(crate) fn new(shared: Arc<Shared>, peer_ip: HeaderValue, pool: Arc<Pool>) -> ConnState {
         ConnState {
+            shared,
             peer_ip,
             pool,
             inflight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(now_ms()),
+            h2: AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn set_h2(&self) {
+        self.h2.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_h2(&self) -> bool {
+        self.h2.load(Ordering::Relaxed)
     }
 
     /// How long the connection has had no request in flight; `None` while it has one.

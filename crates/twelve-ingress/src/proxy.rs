@@ -27,13 +27,16 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 pub(crate) async fn handle(
-    shared: Arc<Shared>,
     conn: Arc<ConnState>,
     req: Request<Incoming>,
 ) -> Result<Response<ResBody>, Infallible> {
+    if req.version() == Version::HTTP_2 {
+        conn.set_h2();
+    }
     let mut guard = Guard::begin(conn.clone());
+    let shared = &*conn.shared;
     let snap = shared.table.load_full();
-    let response = route(&shared, &snap, &conn, req, &mut guard).await;
+    let response = route(shared, &snap, &conn, req, &mut guard).await;
     guard.status = response.status().as_u16();
     Ok(response.map(|body| body.with_guard(guard)))
 }

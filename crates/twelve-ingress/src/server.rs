@@ -341,32 +341,40 @@ async fn serve_connection(
     let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     let snap = shared.table.load_full();
-    let (server, idle) = (snap.server.clone(), snap.idle_timeout);
+    let server = snap.server.clone();
+    let (idle, header_read) = (snap.idle_timeout, snap.header_read_timeout);
     drop(snap);
-    let conn = Arc::new(ConnState::new(peer_ip, pool));
+    let conn = Arc::new(ConnState::new(shared, peer_ip, pool));
 
     let service = {
         let conn = conn.clone();
-        service_fn(move |req| crate::proxy::handle(shared.clone(), conn.clone(), req))
+        service_fn(move |req| crate::proxy::handle(conn.clone(), req))
     };
     let connection =
         watcher.watch(server.serve_connection_with_upgrades(TokioIo::new(stream), service));
     tokio::select! {
         _ = connection => {}
-        _ = idle_watch(&conn, idle) => {}
+        _ = watch(&conn, idle, header_read) => {}
     }
 }
 
-/// Returns once the connection has had no request in flight for `idle`.
-async fn idle_watch(conn: &ConnState, idle: Duration) {
-    let idle_ms = idle.as_millis() as u64;
-    let mut wait = idle;
+/// Returns once the connection has had no request in flight for `idle`, or, on HTTP/1, for
+/// `header_read`: a keep-alive connection waiting for its next request, or a client slow to
+/// send a whole head (a request counts from its complete head on). One timer per
+/// connection, re-armed only when it fires, instead of one per request head.
+async fn watch(conn: &ConnState, idle: Duration, header_read: Duration) {
     loop {
+        let limit = if conn.is_h2() {
+            idle
+        } else {
+            idle.min(header_read)
+        };
+        let limit_ms = limit.as_millis() as u64;
+        let wait = match conn.idle_for_ms() {
+            Some(ms) if ms >= limit_ms => return,
+            Some(ms) => Duration::from_millis(limit_ms - ms),
+            None => limit,
+        };
         tokio::time::sleep(wait).await;
-        match conn.idle_for_ms() {
-            Some(ms) if ms >= idle_ms => return,
-            Some(ms) => wait = Duration::from_millis(idle_ms - ms),
-            None => wait = idle,
-        }
     }
 }

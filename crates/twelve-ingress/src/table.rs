@@ -77,6 +77,8 @@ pub(crate) struct Snapshot {
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Enforced by the connection's watch (`server::watch`), not by a timer per request.
+    pub header_read_timeout: Duration,
 }
 
 #[derive(Default)]
@@ -103,15 +105,13 @@ impl Registry {
             .clone()
     }
 
-    /// Builds the snapshot for `table`, reusing the old snapshot's server settings when the
-    /// timeout they carry did not change.
+    /// Builds the snapshot for `table`, reusing the old snapshot's server settings (they
+    /// do not depend on the table).
     pub(crate) fn build(&mut self, table: RouteTable, old: Option<&Snapshot>) -> Snapshot {
         let t = table.timeouts;
         let server = match old {
-            Some(old) if old.routes.timeouts.header_read_ms == t.header_read_ms => {
-                old.server.clone()
-            }
-            _ => Arc::new(server_builder(Duration::from_millis(t.header_read_ms))),
+            Some(old) => old.server.clone(),
+            None => Arc::new(server_builder()),
         };
 
         let mut backends = HashMap::new();
@@ -171,6 +171,7 @@ impl Registry {
             request_timeout: Duration::from_millis(t.request_ms),
             connect_timeout: Duration::from_millis(t.connect_ms),
             idle_timeout: Duration::from_millis(t.idle_ms),
+            header_read_timeout: Duration::from_millis(t.header_read_ms),
             routes: table,
             server,
         }
@@ -211,13 +212,11 @@ impl Registry {
     }
 }
 
-fn server_builder(header_read_timeout: Duration) -> ServerBuilder {
+/// HTTP/1 gets no timer: hyper's header read timeout allocates and registers a timer for
+/// every request head; the connection's watch (`server::watch`) enforces it instead.
+fn server_builder() -> ServerBuilder {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .max_buf_size(MAX_REQUEST_HEAD);
+    builder.http1().max_buf_size(MAX_REQUEST_HEAD);
     builder
         .http2()
         .timer(TokioTimer::new())

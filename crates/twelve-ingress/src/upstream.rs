@@ -439,6 +439,10 @@ fn parse_head(buf: &mut BytesMut, head_method: bool) -> Result<Option<Parsed>, S
         }
         let mut keep_alive = response.version == Some(1);
         let mut headers = HeaderMap::with_capacity(response.headers.len());
+        // Kept headers with the place of their value in `buf`: the values become slices of
+        // the head once it is split off, with no copy or allocation of their own.
+        let base = buf.as_ptr() as usize;
+        let mut kept: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(response.headers.len());
         let mut content_length: Option<u64> = None;
         let mut transfer_encoding: Option<bool> = None; // Some(last coding is chunked)
         let mut named: Vec<HeaderName> = Vec::new();
@@ -493,10 +497,15 @@ fn parse_head(buf: &mut BytesMut, head_method: bool) -> Result<Option<Parsed>, S
             {
                 continue;
             }
-            let value = HeaderValue::from_bytes(h.value).map_err(|e| e.to_string())?;
+            let start = h.value.as_ptr() as usize - base;
+            kept.push((name, start, start + h.value.len()));
+        }
+        let head = buf.split_to(len).freeze();
+        for (name, start, end) in kept {
+            let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+                .map_err(|e| e.to_string())?;
             headers.append(name, value);
         }
-        buf.advance(len);
         for name in named {
             headers.remove(name);
         }
