@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod kubeconfig;
+#[cfg(feature = "mock")]
 pub mod mock;
 pub mod render;
 mod tls;
