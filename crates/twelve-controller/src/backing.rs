@@ -283,6 +283,8 @@ impl Controller {
             );
         }
         let server = self.open_server(&rec)?;
+        // Not while a reconcile pass runs: it restarts managed servers that are down.
+        let _guard = self.reconcile_lock.lock().await;
         if let Server::Managed { dir, .. } = &server {
             self.providers
                 .stop_managed(&server)

@@ -62,7 +62,7 @@ pub struct Controller {
     /// What was last pushed to each unit's supervisor: (daemon id, layer).
     pub(crate) pushed: Mutex<HashMap<String, (String, String)>>,
     /// Serialises reconciles with requests that stop units.
-    reconcile_lock: tokio::sync::Mutex<()>,
+    pub(crate) reconcile_lock: tokio::sync::Mutex<()>,
     /// Ports handed out lately, which may not be in the store yet (a replacement unit
     /// starting, a deploy being written), with when; the lock also serialises allocations.
     /// Deploys and scaling allocate under it instead of waiting for a reconcile pass (which

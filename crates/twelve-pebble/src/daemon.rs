@@ -129,6 +129,13 @@ async fn daemon(opts: RunOptions) -> Result<i32, String> {
     };
 
     let limit = mgr.max_kill_delay() + crate::state::FAIL_DELAY + Duration::from_millis(100);
+    // The services' process groups, known now: whatever is left of them when the stop
+    // times out is killed, so that no service outlives its supervisor.
+    let groups: Vec<u32> = mgr
+        .service_infos(&[])
+        .into_iter()
+        .filter_map(|s| s.pid)
+        .collect();
     let stopping = mgr.stop_all();
     tokio::pin!(stopping);
     let deadline = tokio::time::sleep(limit);
@@ -142,7 +149,10 @@ async fn daemon(opts: RunOptions) -> Result<i32, String> {
                 break;
             }
             _ = &mut deadline => {
-                crate::log("Timed out stopping services.");
+                crate::log("Timed out stopping services; killing what is left of them.");
+                for pgid in &groups {
+                    crate::process::signal_group(*pgid, nix::sys::signal::Signal::SIGKILL);
+                }
                 break;
             }
             _ = child.recv() => crate::process::reap_orphans(),
