@@ -159,9 +159,50 @@ async fn daemon(opts: RunOptions) -> Result<i32, String> {
         }
     }
     crate::process::reap_orphans();
+    kill_session_leftovers();
     // The services' last lines still go to the log targets (bounded wait).
     mgr.logs.forwarder.shutdown().await;
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(&pid_path);
     Ok(code)
+}
+
+/// When this daemon leads its own session (as twelve starts unit supervisors), nothing of
+/// that session may outlive it: a service started in a race with the shutdown (a restart
+/// after a backoff, a replan) is killed here. A daemon run from a terminal does not lead
+/// its session and leaves it alone.
+fn kill_session_leftovers() {
+    let me = std::process::id() as i32;
+    let Ok(sid) = nix::unistd::getsid(None) else {
+        return;
+    };
+    if sid.as_raw() != me {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp session ...; comm may hold spaces and parentheses.
+        let session = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(3))
+            .and_then(|s| s.parse::<i32>().ok());
+        if session == Some(me) {
+            crate::log(&format!("Killing process {pid}, left over from a service."));
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }

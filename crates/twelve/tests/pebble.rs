@@ -1206,3 +1206,74 @@ fn a_log_target_down_at_first_gets_the_buffered_lines_once_it_is_up() {
     assert_eq!((info.dropped, info.failures), (0, 0), "{info:?}");
     assert!(d.log().contains("Resumed sending logs to target \"loki\""));
 }
+
+/// A supervisor that leads its session (as twelve starts them) leaves nothing behind: even
+/// a process a service moved into a process group of its own, ignoring SIGTERM, dies with
+/// it.
+#[test]
+fn a_session_leading_supervisor_leaves_no_process_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("escaped.pid");
+    let script = dir.path().join("escape.py");
+    std::fs::write(
+        &script,
+        format!(
+            "import os, signal, time\nif os.fork() == 0:\n    os.setpgid(0, 0)\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n    open({:?}, 'w').write(str(os.getpid()))\n    time.sleep(1000)\nelse:\n    time.sleep(1000)\n",
+            pidfile.display().to_string()
+        ),
+    )
+    .unwrap();
+    write_layers(
+        dir.path(),
+        &[(
+            "001-base.yaml",
+            &format!(
+                "services:\n  escaper:\n    override: replace\n    command: python3 {}\n    startup: enabled\n    kill-delay: 1s\n",
+                script.display()
+            ),
+        )],
+    );
+    let mut child = Command::new("setsid")
+        .arg(BIN)
+        .args(["pebble", "run", "--dir"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let escaped: i32 = loop {
+        if let Some(p) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break p;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the service never forked"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+    };
+    assert!(alive(escaped));
+    kill(child.id(), "TERM");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let start = Instant::now();
+    while alive(escaped) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
+    assert!(
+        !alive(escaped),
+        "process {escaped} outlived its supervisor:\n{log}"
+    );
+    assert!(log.contains("left over from a service"), "{log}");
+}
