@@ -13,6 +13,8 @@ pub mod scenario;
 pub mod state;
 pub mod status;
 
-pub use plan::{plan_unit, ActionPlan, ActionRun, Migration, Ports, UnitPlan, REDACTED};
+pub use plan::{
+    is_scheduler, is_worker, plan_unit, ActionPlan, ActionRun, Migration, Ports, UnitPlan, REDACTED,
+};
 pub use state::{AppState, ProxySettings, SecretView, UnitNetwork};
 pub use status::{ServicesAction, State, Status};

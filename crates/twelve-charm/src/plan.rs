@@ -21,6 +21,17 @@ use crate::integrations::{
 use crate::state::AppState;
 use crate::status::{ServicesAction, State, Status};
 
+/// A `*-worker` service (paas-charm): it runs on every unit with the app's environment.
+pub fn is_worker(service: &str) -> bool {
+    service.to_ascii_lowercase().ends_with("-worker")
+}
+
+/// A `*-scheduler` service (paas-charm): it runs on one unit only, with the app's
+/// environment.
+pub fn is_scheduler(service: &str) -> bool {
+    service.to_ascii_lowercase().ends_with("-scheduler")
+}
+
 /// The plan for one unit, derived from (project, state) alone.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UnitPlan {
@@ -808,13 +819,12 @@ impl Planner<'_> {
         for (name, svc) in &self.project.services {
             let mut s = svc.clone();
             s.override_ = Some(Override::Replace);
-            let lower = name.to_ascii_lowercase();
-            if name == main_name || lower.ends_with("-worker") || lower.ends_with("-scheduler") {
+            if name == main_name || is_worker(name) || is_scheduler(name) {
                 for (k, v) in env {
                     s.environment.insert(k.clone(), v.clone());
                 }
             }
-            if lower.ends_with("-scheduler") {
+            if is_scheduler(name) {
                 if scheduler_unit == Some(self.state.unit) {
                     self.notes.push(format!(
                         "{name} runs on this unit: it is the scheduler unit"

@@ -259,9 +259,7 @@ impl Controller {
         let mut held_layer = host2.layer.clone();
         let mut held = vec![];
         for (name, svc) in held_layer.services.iter_mut() {
-            if name.to_ascii_lowercase().ends_with("-scheduler")
-                && svc.startup == Some(Startup::Enabled)
-            {
+            if twelve_charm::is_scheduler(name) && svc.startup == Some(Startup::Enabled) {
                 svc.startup = Some(Startup::Disabled);
                 held.push(name.clone());
             }

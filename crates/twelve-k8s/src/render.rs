@@ -263,11 +263,10 @@ pub fn render(
     let mut web = vec![];
     let mut schedulers = vec![];
     for (name, svc) in &plan.services {
-        let lower = name.to_ascii_lowercase();
-        if lower.ends_with("-scheduler") {
+        if twelve_charm::is_scheduler(name) {
             schedulers.push(builder.service_container(name, svc)?);
         } else if *name == main
-            || lower.ends_with("-worker")
+            || twelve_charm::is_worker(name)
             || name == STATSD_SERVICE
             || project.services.get(name).and_then(|s| s.startup) == Some(Startup::Enabled)
         {
