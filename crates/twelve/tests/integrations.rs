@@ -11,6 +11,32 @@ use common::*;
 
 const LONG: Duration = Duration::from_secs(90);
 
+/// The unit's environment once it has every one of `names`.
+fn env_with(t: &Twelve, unit: &str, names: &[&str]) -> serde_json::Value {
+    eventually(
+        &format!("{} in {unit}'s env", names.join(", ")),
+        LONG,
+        || try_app_env(t.port(unit)).filter(|e| names.iter().all(|n| e.get(*n).is_some())),
+    )
+}
+
+/// The app's Redis account writes and reads its own `<app>:` keys and is refused others.
+fn assert_redis_prefix_only(t: &Twelve, unit: &str, app: &str) {
+    let rd = sh(
+        t,
+        unit,
+        &format!(
+            r#"redis-cli -u "$REDIS_DB_CONNECT_STRING" set {app}:k v >/dev/null && redis-cli -u "$REDIS_DB_CONNECT_STRING" get {app}:k && redis-cli -u "$REDIS_DB_CONNECT_STRING" get other:k"#
+        ),
+    );
+    let out = String::from_utf8_lossy(&rd.stdout);
+    assert!(out.starts_with('v'), "{out}");
+    assert!(
+        out.contains("NOPERM"),
+        "keys outside the app's prefix are refused: {out}"
+    );
+}
+
 /// Runs a shell line inside a unit, with the app's environment.
 fn sh(t: &Twelve, unit: &str, line: &str) -> std::process::Output {
     t.cmd(&["exec", unit, "--", "bash", "-c", line])
@@ -185,13 +211,15 @@ fn managed_postgresql_and_mysql_and_redis_serve_apps() {
         t.ok(&["integrate", &app, target]);
     }
     let unit = format!("{app}/0");
-    let env = eventually("all three integrations in the env", LONG, || {
-        try_app_env(t.port(&unit)).filter(|e| {
-            e.get("POSTGRESQL_DB_CONNECT_STRING").is_some()
-                && e.get("MYSQL_DB_CONNECT_STRING").is_some()
-                && e.get("REDIS_DB_CONNECT_STRING").is_some()
-        })
-    });
+    let env = env_with(
+        &t,
+        &unit,
+        &[
+            "POSTGRESQL_DB_CONNECT_STRING",
+            "MYSQL_DB_CONNECT_STRING",
+            "REDIS_DB_CONNECT_STRING",
+        ],
+    );
     assert!(
         env.get("DATABASE_URL").is_none(),
         "two SQL databases: DATABASE_URL is ambiguous and not set"
@@ -233,19 +261,7 @@ fn managed_postgresql_and_mysql_and_redis_serve_apps() {
         !other.status.success(),
         "the app's MySQL user reaches only its own database"
     );
-    let rd = sh(
-        &t,
-        &unit,
-        &format!(
-            r#"redis-cli -u "$REDIS_DB_CONNECT_STRING" set {app}:k v >/dev/null && redis-cli -u "$REDIS_DB_CONNECT_STRING" get {app}:k && redis-cli -u "$REDIS_DB_CONNECT_STRING" get other:k"#
-        ),
-    );
-    let out = String::from_utf8_lossy(&rd.stdout);
-    assert!(out.starts_with('v'), "{out}");
-    assert!(
-        out.contains("NOPERM"),
-        "keys outside the app's prefix are refused: {out}"
-    );
+    assert_redis_prefix_only(&t, &unit, &app);
 
     // Managed servers survive a controller restart.
     t.ok(&["controller", "stop"]);
@@ -589,9 +605,7 @@ fn a_server_that_goes_down_blocks_its_relations_and_recovers_with_nothing_lost()
     t.ok(&["deploy", "postgresql", "own", "--external", &own.url()]);
     t.ok(&["integrate", &app, "own"]);
     let unit = format!("{app}/0");
-    let env = eventually("the database in the env", LONG, || {
-        try_app_env(t.port(&unit)).filter(|e| e.get("POSTGRESQL_DB_CONNECT_STRING").is_some())
-    });
+    let env = env_with(&t, &unit, &["POSTGRESQL_DB_CONNECT_STRING"]);
     let out = sh(
         &t,
         &unit,
@@ -659,9 +673,7 @@ fn a_managed_server_that_dies_is_restarted_with_its_data() {
     t.ok(&["deploy", "postgresql", "pg"]);
     t.ok(&["integrate", &app, "pg"]);
     let unit = format!("{app}/0");
-    eventually("the database in the env", LONG, || {
-        try_app_env(t.port(&unit)).filter(|e| e.get("POSTGRESQL_DB_CONNECT_STRING").is_some())
-    });
+    env_with(&t, &unit, &["POSTGRESQL_DB_CONNECT_STRING"]);
     let out = sh(
         &t,
         &unit,
@@ -807,13 +819,15 @@ fn managed_mysql_and_rabbitmq_and_adopted_redis_serve_an_app() {
         t.ok(&["integrate", &app, target]);
     }
     let unit = format!("{app}/0");
-    let env = eventually("all three integrations in the env", LONG, || {
-        try_app_env(t.port(&unit)).filter(|e| {
-            e.get("MYSQL_DB_CONNECT_STRING").is_some()
-                && e.get("RABBITMQ_CONNECT_STRING").is_some()
-                && e.get("REDIS_DB_CONNECT_STRING").is_some()
-        })
-    });
+    let env = env_with(
+        &t,
+        &unit,
+        &[
+            "MYSQL_DB_CONNECT_STRING",
+            "RABBITMQ_CONNECT_STRING",
+            "REDIS_DB_CONNECT_STRING",
+        ],
+    );
     assert_ne!(
         env["MYSQL_DB_PORT"], "3306",
         "the managed server is twelve's own"
@@ -839,19 +853,7 @@ fn managed_mysql_and_rabbitmq_and_adopted_redis_serve_an_app() {
     let (code, body) =
         http_get(t.port(&unit), "/queue?body=managed-broker").expect("the app answers /queue");
     assert_eq!((code, body.as_str()), (200, "managed-broker"));
-    let rd = sh(
-        &t,
-        &unit,
-        &format!(
-            r#"redis-cli -u "$REDIS_DB_CONNECT_STRING" set {app}:k v >/dev/null && redis-cli -u "$REDIS_DB_CONNECT_STRING" get {app}:k && redis-cli -u "$REDIS_DB_CONNECT_STRING" get other:k"#
-        ),
-    );
-    let out = String::from_utf8_lossy(&rd.stdout);
-    assert!(out.starts_with('v'), "{out}");
-    assert!(
-        out.contains("NOPERM"),
-        "keys outside the app's prefix: {out}"
-    );
+    assert_redis_prefix_only(&t, &unit, &app);
 
     for target in ["my", "mq", "redis"] {
         t.ok(&["remove-relation", &app, target, "--destroy-data"]);
