@@ -3,171 +3,19 @@
 //! receiver that checks the Loki push format; `remove-relation` stops it.
 
 mod common;
+mod loki;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
+use loki::{Entry, Loki};
 
 const LONG: Duration = Duration::from_secs(90);
-
-/// One line as Loki would store it: the stream's labels and the line.
-#[derive(Debug, Clone)]
-struct Entry {
-    labels: BTreeMap<String, String>,
-    nanos: u128,
-    line: String,
-}
-
-/// A Loki push endpoint (`POST /loki/api/v1/push`, JSON) that checks every request the way
-/// Loki does and keeps what it accepted. A request in any other shape is recorded as an
-/// error, answered 400, and fails the test.
-struct Receiver {
-    port: u16,
-    entries: Arc<Mutex<Vec<Entry>>>,
-    errors: Arc<Mutex<Vec<String>>>,
-}
-
-fn check_push(path: &str, content_type: &str, body: &[u8]) -> Result<Vec<Entry>, String> {
-    if path != "/loki/api/v1/push" {
-        return Err(format!("pushed to {path}"));
-    }
-    if !content_type.starts_with("application/json") {
-        return Err(format!("content-type {content_type:?}"));
-    }
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
-    let streams = v["streams"].as_array().ok_or("no streams array")?;
-    let mut out = vec![];
-    for s in streams {
-        let labels: BTreeMap<String, String> = s["stream"]
-            .as_object()
-            .ok_or("a stream without labels")?
-            .iter()
-            .map(|(k, v)| {
-                Ok((
-                    k.clone(),
-                    v.as_str()
-                        .ok_or("a label that is not a string")?
-                        .to_string(),
-                ))
-            })
-            .collect::<Result<_, String>>()?;
-        for pair in s["values"].as_array().ok_or("a stream without values")? {
-            let pair = pair
-                .as_array()
-                .filter(|p| p.len() == 2)
-                .ok_or("a value that is not a pair")?;
-            let nanos: u128 = pair[0]
-                .as_str()
-                .ok_or("a timestamp that is not a string")?
-                .parse()
-                .map_err(|_| "a timestamp that is not nanoseconds")?;
-            let line = pair[1]
-                .as_str()
-                .ok_or("a line that is not a string")?
-                .to_string();
-            out.push(Entry {
-                labels: labels.clone(),
-                nanos,
-                line,
-            });
-        }
-    }
-    Ok(out)
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let entries = Arc::new(Mutex::new(vec![]));
-        let errors = Arc::new(Mutex::new(vec![]));
-        let (e, errs) = (entries.clone(), errors.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let (e, errs) = (e.clone(), errs.clone());
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(conn.try_clone().unwrap());
-                    let mut conn = conn;
-                    loop {
-                        let mut request = String::new();
-                        if reader.read_line(&mut request).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let mut parts = request.split_whitespace();
-                        let (method, path) = (
-                            parts.next().unwrap_or("").to_string(),
-                            parts.next().unwrap_or("").to_string(),
-                        );
-                        let (mut length, mut content_type) = (0usize, String::new());
-                        loop {
-                            let mut h = String::new();
-                            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            let h = h.trim_end();
-                            if h.is_empty() {
-                                break;
-                            }
-                            if let Some((k, v)) = h.split_once(':') {
-                                match k.to_ascii_lowercase().as_str() {
-                                    "content-length" => length = v.trim().parse().unwrap_or(0),
-                                    "content-type" => content_type = v.trim().to_string(),
-                                    _ => {}
-                                }
-                            }
-                        }
-                        let mut body = vec![0; length];
-                        if reader.read_exact(&mut body).is_err() {
-                            return;
-                        }
-                        let result = if method == "POST" {
-                            check_push(&path, &content_type, &body)
-                        } else {
-                            Err(format!("{method} {path}"))
-                        };
-                        let status = match result {
-                            Ok(got) => {
-                                e.lock().unwrap().extend(got);
-                                "204 No Content"
-                            }
-                            Err(why) => {
-                                errs.lock().unwrap().push(why);
-                                "400 Bad Request"
-                            }
-                        };
-                        let _ = write!(conn, "HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
-                    }
-                });
-            }
-        });
-        Receiver {
-            port,
-            entries,
-            errors,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/loki/api/v1/push", self.port)
-    }
-
-    fn entries(&self) -> Vec<Entry> {
-        let errors = self.errors.lock().unwrap();
-        assert!(errors.is_empty(), "pushes Loki would refuse: {errors:?}");
-        self.entries.lock().unwrap().clone()
-    }
-}
 
 #[test]
 fn logs_forward_to_loki_with_labels_and_stop_on_remove_relation() {
     let t = Twelve::new();
-    let loki = Receiver::start();
+    let loki = Loki::start(0);
     let src = t.example("flask");
     t.ok(&["deploy", src.to_str().unwrap(), "shipped", "-n", "2"]);
     eventually("both units serving", LONG, || {
