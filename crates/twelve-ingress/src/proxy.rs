@@ -124,12 +124,19 @@ async fn forward(
 
     guard.set_backend(backend.clone(), &pool.histogram);
     let deadline = tokio::time::Instant::now() + snap.request_timeout;
-    let send = |backend: &BackendRt, body| {
-        let out = outgoing(body);
-        let exchange = upstream::request(&conn.pool, backend.addr, snap.connect_timeout, out);
-        tokio::time::timeout_at(deadline, exchange)
-    };
-    let mut result = send(&backend, (!bodyless).then_some(body)).await;
+    // A macro, not a closure: the future borrows the backend it is given.
+    macro_rules! send {
+        ($backend:expr, $body:expr) => {{
+            let b: &BackendRt = $backend;
+            let to = upstream::Target {
+                addr: b.addr,
+                socket: b.socket.as_deref(),
+            };
+            let exchange = upstream::request(&conn.pool, to, snap.connect_timeout, outgoing($body));
+            tokio::time::timeout_at(deadline, exchange).await
+        }};
+    }
+    let mut result = send!(&backend, (!bodyless).then_some(body));
 
     if let (Ok(Err(e)), true) = (&result, bodyless && pool.ready.len() > 1) {
         // The newest table: the failed backend may have been replaced meanwhile.
@@ -142,7 +149,7 @@ async fn forward(
         if let (true, Some(next)) = (e.is_connect() || idempotent, other) {
             backend = next;
             guard.set_backend(backend.clone(), &pool.histogram);
-            result = send(&backend, None).await;
+            result = send!(&backend, None);
         }
     }
 

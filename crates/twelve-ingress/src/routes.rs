@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +62,10 @@ pub struct Backend {
     pub unit: String,
     /// Where the unit listens: an IP address and port (no host names).
     pub addr: SocketAddr,
+    /// A Unix socket the unit also listens on (twelve binds one for gunicorn): requests
+    /// go there, and to `addr` when it cannot be reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
     #[serde(default)]
     pub state: BackendState,
 }
@@ -108,6 +112,12 @@ pub enum RoutesError {
     AppName(String),
     #[error("timeout {0} must be above zero")]
     Timeout(&'static str),
+    #[error("app {app}: unit {unit}: socket {socket:?} must be an absolute path")]
+    Socket {
+        app: String,
+        unit: String,
+        socket: PathBuf,
+    },
     #[error("app {app}: unit {unit} is listed twice")]
     DuplicateUnit { app: String, unit: String },
     #[error("invalid route table: {0}")]
@@ -144,6 +154,13 @@ impl RouteTable {
                     return Err(RoutesError::DuplicateUnit {
                         app: name.clone(),
                         unit: b.unit.clone(),
+                    });
+                }
+                if let Some(socket) = b.socket.as_ref().filter(|p| !p.is_absolute()) {
+                    return Err(RoutesError::Socket {
+                        app: name.clone(),
+                        unit: b.unit.clone(),
+                        socket: socket.clone(),
                     });
                 }
             }

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,8 @@ pub(crate) struct BackendRt {
     pub app: String,
     pub unit: String,
     pub addr: SocketAddr,
+    /// The Unix socket the unit also listens on, tried first.
+    pub socket: Option<PathBuf>,
     pub authority: Authority,
     pub inflight: Inflight,
     pub counters: Arc<UnitCounters>,
@@ -81,9 +84,12 @@ pub(crate) struct Snapshot {
     pub header_read_timeout: Duration,
 }
 
+/// App, unit, address and Unix socket.
+type BackendKey = (String, String, SocketAddr, Option<PathBuf>);
+
 #[derive(Default)]
 pub(crate) struct Registry {
-    backends: HashMap<(String, String, SocketAddr), Arc<BackendRt>>,
+    backends: HashMap<BackendKey, Arc<BackendRt>>,
     counters: BTreeMap<(String, String), Arc<UnitCounters>>,
     histograms: BTreeMap<String, Arc<AppHistogram>>,
 }
@@ -119,13 +125,14 @@ impl Registry {
         for (name, route) in &table.apps {
             let mut ready = Vec::new();
             for b in &route.backends {
-                let key = (name.clone(), b.unit.clone(), b.addr);
+                let key = (name.clone(), b.unit.clone(), b.addr, b.socket.clone());
                 let rt = match self.backends.get(&key) {
                     Some(rt) => rt.clone(),
                     None => Arc::new(BackendRt {
                         app: name.clone(),
                         unit: b.unit.clone(),
                         addr: b.addr,
+                        socket: b.socket.clone(),
                         authority: Authority::try_from(b.addr.to_string().as_str())
                             .expect("a socket address is an authority"),
                         inflight: Inflight::default(),

@@ -8,11 +8,16 @@
 //! A backend that closes every connection (gunicorn's sync workers) costs one connect per
 //! request: the socket is made non-blocking at creation and the request head is sent right
 //! after `connect`, which on loopback has usually completed the handshake already, so the
-//! proxy does not wait for writability nor ask for `SO_ERROR`.
+//! proxy does not wait for writability nor ask for `SO_ERROR`. A backend that also listens
+//! on a Unix socket (twelve binds one for gunicorn units) is reached there: a Unix connect
+//! is a fraction of a loopback TCP one (no handshake through the network stack, no port,
+//! no TIME-WAIT), which is most of the proxy's cost per request for such a backend. When
+//! the socket cannot be reached (gone, refused, its backlog full) the request goes over TCP.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -25,8 +30,8 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 use socket2::{Domain, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::table::POOL_IDLE_TIMEOUT;
 
@@ -39,9 +44,93 @@ const MAX_IDLE_PER_BACKEND: usize = 128;
 /// The read buffer grows by this much when it is full.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// A connection to a backend: TCP, or the Unix socket the backend also listens on.
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Stream::Tcp(s) => s.poll_read_ready(cx),
+            Stream::Unix(s) => s.poll_read_ready(cx),
+        }
+    }
+
+    async fn writable(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.writable().await,
+            Stream::Unix(s) => s.writable().await,
+        }
+    }
+
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Stream::Tcp(s) => s.take_error(),
+            Stream::Unix(s) => s.take_error(),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 /// One connection to a backend with the bytes read from it and not consumed yet.
 pub(crate) struct UpConn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub buf: BytesMut,
     /// `TCP_NODELAY` is set. A request head goes in one write and finds nothing unacknowledged
     /// in front of it, so Nagle's algorithm only matters from the first body chunk on.
@@ -49,7 +138,7 @@ pub(crate) struct UpConn {
 }
 
 impl UpConn {
-    fn new(stream: TcpStream) -> UpConn {
+    fn new(stream: Stream) -> UpConn {
         UpConn {
             stream,
             buf: BytesMut::with_capacity(8 * 1024),
@@ -57,17 +146,19 @@ impl UpConn {
         }
     }
 
-    /// Sends small writes at once (bodies, tunnels).
+    /// Sends small writes at once (bodies, tunnels). A Unix socket always does.
     pub(crate) fn set_nodelay(&mut self) {
-        if !self.nodelay {
-            self.nodelay = self.stream.set_nodelay(true).is_ok();
+        if let (false, Stream::Tcp(s)) = (self.nodelay, &self.stream) {
+            self.nodelay = s.set_nodelay(true).is_ok();
         }
     }
 
     /// Closes a connection that cannot carry another request, once its response was read
     /// whole: with a reset, which spares the backend's TIME-WAIT and the FIN and ACK each way.
     fn close_after_response(self) {
-        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+        if let Stream::Tcp(s) = &self.stream {
+            let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+        }
     }
 
     /// Whether an idle connection has nothing to read: no early close, reset or stray
@@ -177,18 +268,26 @@ pub(crate) struct Outgoing<'a> {
     pub idempotent: bool,
 }
 
-/// Sends one request to `addr` on an idle connection of `pool` or a new one, and returns
+/// Where a backend listens: its TCP address, and the Unix socket it may also listen on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub addr: SocketAddr,
+    pub socket: Option<&'a Path>,
+}
+
+/// Sends one request to `to` on an idle connection of `pool` or a new one, and returns
 /// the response once its head is read; its body streams from the socket.
 pub(crate) async fn request(
     pool: &Arc<Pool>,
-    addr: SocketAddr,
+    to: Target<'_>,
     connect_timeout: Duration,
     mut out: Outgoing<'_>,
 ) -> Result<Response<UpstreamBody>, UpError> {
+    let addr = to.addr;
     let (mut conn, mut reused, mut sent) = match pool.checkout(addr) {
         Some(conn) => (conn, true, 0),
         None => {
-            let (conn, sent) = connect(addr, connect_timeout, out.head).await?;
+            let (conn, sent) = connect(to, connect_timeout, out.head).await?;
             (conn, false, sent)
         }
     };
@@ -197,7 +296,7 @@ pub(crate) async fn request(
             Ok(head) => return Ok(head.into_response(conn, pool, addr)),
             // A kept-alive connection the backend closed meanwhile: once more on a new one.
             Err(e) if reused && e.nothing_received && out.body.is_none() && out.idempotent => {
-                (conn, sent) = connect(addr, connect_timeout, out.head).await?;
+                (conn, sent) = connect(to, connect_timeout, out.head).await?;
                 reused = false;
             }
             Err(e) => return Err(UpError::Failed(e.message)),
@@ -205,8 +304,36 @@ pub(crate) async fn request(
     }
 }
 
-/// Opens a connection and sends as much of `head` as the socket takes at once.
+/// Opens a connection, on the Unix socket when there is one that answers, and sends as
+/// much of `head` as the socket takes at once.
 async fn connect(
+    to: Target<'_>,
+    timeout: Duration,
+    head: &[u8],
+) -> Result<(UpConn, usize), UpError> {
+    if let Some(path) = to.socket {
+        if let Some(connected) = connect_unix(path, head) {
+            return Ok(connected);
+        }
+    }
+    connect_tcp(to.addr, timeout, head).await
+}
+
+/// A Unix stream connect completes or fails at once (a full backlog says `EAGAIN` on a
+/// non-blocking socket rather than waiting): `None` sends the caller to TCP.
+fn connect_unix(path: &Path, head: &[u8]) -> Option<(UpConn, usize)> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM.nonblocking(), None).ok()?;
+    socket.connect(&socket2::SockAddr::unix(path).ok()?).ok()?;
+    let sent = match socket.send(head) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(_) => return None,
+    };
+    let stream = UnixStream::from_std(std::os::unix::net::UnixStream::from(socket)).ok()?;
+    Some((UpConn::new(Stream::Unix(stream)), sent))
+}
+
+async fn connect_tcp(
     addr: SocketAddr,
     timeout: Duration,
     head: &[u8],
@@ -224,7 +351,7 @@ async fn connect(
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
         Err(e) => return Err(UpError::Connect(e)),
     };
-    let stream = TcpStream::from_std(socket.into()).map_err(UpError::Connect)?;
+    let stream = Stream::Tcp(TcpStream::from_std(socket.into()).map_err(UpError::Connect)?);
     if sent == 0 {
         match tokio::time::timeout(timeout, stream.writable()).await {
             Ok(Ok(())) => {}
@@ -277,7 +404,26 @@ async fn roundtrip(
     let Some(body) = out.body.take() else {
         return read_head(stream, buf, out.head_method).await;
     };
-    let (mut rd, mut wr) = stream.split();
+    match stream {
+        Stream::Tcp(s) => {
+            let (rd, wr) = s.split();
+            exchange(rd, wr, buf, body, out).await
+        }
+        Stream::Unix(s) => {
+            let (rd, wr) = s.split();
+            exchange(rd, wr, buf, body, out).await
+        }
+    }
+}
+
+/// Sends the body while reading the response head, on the two halves of a connection.
+async fn exchange<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut rd: R,
+    mut wr: W,
+    buf: &mut BytesMut,
+    body: Incoming,
+    out: &Outgoing<'_>,
+) -> Result<Parsed, RtError> {
     let mut send = pin!(send_body(&mut wr, body, out.chunked));
     let mut recv = pin!(read_head(&mut rd, buf, out.head_method));
     let mut sent = false;
@@ -381,7 +527,7 @@ impl Parsed {
     }
 }
 
-async fn read_head<R: tokio::io::AsyncRead + Unpin>(
+async fn read_head<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
     head_method: bool,
@@ -826,39 +972,50 @@ mod tests {
         assert!(parse_head(&mut bad, false).is_err());
     }
 
-    /// A backend on a socket that answers each connection with `answer`, then leaves it
-    /// open (keep-alive) or closes it.
+    /// Reads request heads from `s` and answers each with `answer` (in small pieces, to
+    /// cross read boundaries); closes after the first when `close`.
+    async fn answer_on<S: AsyncRead + AsyncWrite + Unpin>(
+        mut s: S,
+        answer: &'static [u8],
+        close: bool,
+    ) {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            for piece in answer.chunks(3) {
+                if s.write_all(piece).await.is_err() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+            if close {
+                return;
+            }
+        }
+    }
+
+    /// A backend on a TCP socket that answers each connection with `answer`, then leaves
+    /// it open (keep-alive) or closes it.
     async fn backend(answer: &'static [u8], close: bool) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             loop {
-                let (mut s, _) = listener.accept().await.unwrap();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    loop {
-                        let mut seen = Vec::new();
-                        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match s.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => seen.extend_from_slice(&buf[..n]),
-                            }
-                        }
-                        // Answer in small pieces, to cross read boundaries.
-                        for piece in answer.chunks(3) {
-                            if s.write_all(piece).await.is_err() {
-                                return;
-                            }
-                            tokio::task::yield_now().await;
-                        }
-                        if close {
-                            return;
-                        }
-                    }
-                });
+                let (s, _) = listener.accept().await.unwrap();
+                tokio::spawn(answer_on(s, answer, close));
             }
         });
         addr
+    }
+
+    fn tcp(addr: SocketAddr) -> Target<'static> {
+        Target { addr, socket: None }
     }
 
     async fn get(pool: &Arc<Pool>, addr: SocketAddr) -> (StatusCode, Bytes) {
@@ -869,7 +1026,7 @@ mod tests {
             head_method: false,
             idempotent: true,
         };
-        let response = request(pool, addr, Duration::from_secs(5), out)
+        let response = request(pool, tcp(addr), Duration::from_secs(5), out)
             .await
             .unwrap();
         let status = response.status();
@@ -925,7 +1082,7 @@ mod tests {
             head_method: false,
             idempotent: true,
         };
-        let response = request(&pool, addr, Duration::from_secs(5), out)
+        let response = request(&pool, tcp(addr), Duration::from_secs(5), out)
             .await
             .unwrap();
         assert!(response.into_body().collect().await.is_err());
@@ -945,9 +1102,57 @@ mod tests {
             head_method: false,
             idempotent: true,
         };
-        let Err(e) = request(&pool, addr, Duration::from_secs(5), out).await else {
+        let Err(e) = request(&pool, tcp(addr), Duration::from_secs(5), out).await else {
             panic!("nothing listens there");
         };
         assert!(e.is_connect(), "{e}");
+    }
+
+    /// A backend listening on TCP and on a Unix socket, answering which one carried the
+    /// request: the Unix socket while it is there, TCP once it is gone.
+    #[tokio::test]
+    async fn the_unix_socket_is_preferred_and_tcp_takes_over_without_it() {
+        const BY_TCP: &[u8] =
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\ntcp";
+        const BY_UNIX: &[u8] =
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nunix";
+        let addr = backend(BY_TCP, true).await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let accepting = tokio::spawn(async move {
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                tokio::spawn(answer_on(s, BY_UNIX, true));
+            }
+        });
+        let pool = Arc::new(Pool::default());
+        let get = |pool: Arc<Pool>, socket: std::path::PathBuf| async move {
+            let out = Outgoing {
+                head: b"GET / HTTP/1.1\r\nhost: x\r\n\r\n",
+                body: None,
+                chunked: false,
+                head_method: false,
+                idempotent: true,
+            };
+            let to = Target {
+                addr,
+                socket: Some(&socket),
+            };
+            let response = request(&pool, to, Duration::from_secs(5), out)
+                .await
+                .unwrap();
+            response.into_body().collect().await.unwrap().to_bytes()
+        };
+        for _ in 0..3 {
+            assert_eq!(&get(pool.clone(), path.clone()).await[..], b"unix");
+        }
+        // The backend stopped listening there (its socket file stays: refused).
+        accepting.abort();
+        let _ = accepting.await;
+        assert_eq!(&get(pool.clone(), path.clone()).await[..], b"tcp");
+        // The socket file is gone.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(&get(pool.clone(), path.clone()).await[..], b"tcp");
     }
 }

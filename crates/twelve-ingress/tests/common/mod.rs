@@ -111,6 +111,7 @@ impl TestBackend {
         Backend {
             unit: self.unit.clone(),
             addr: self.addr,
+            socket: None,
             state,
         }
     }
