@@ -1,6 +1,7 @@
 """flask-example: the Flask example application of twelve."""
 
 import os
+import socket
 
 import flask
 
@@ -19,6 +20,22 @@ def index():
 def env():
     """The whole process environment, so tests can see what the app sees."""
     return flask.jsonify(dict(os.environ))
+
+
+@app.route("/request")
+def request_info():
+    """How this request reached the app: client address, scheme, host, forwarded headers,
+    and the transport gunicorn accepted it on (unix: the socket twelve's ingress uses)."""
+    req = flask.request
+    family = getattr(req.environ.get("gunicorn.socket"), "family", None)
+    transport = {socket.AF_UNIX: "unix", socket.AF_INET: "tcp", socket.AF_INET6: "tcp"}
+    return flask.jsonify(
+        remote_addr=req.remote_addr,
+        scheme=req.scheme,
+        host=req.host,
+        forwarded_for=req.headers.get("X-Forwarded-For"),
+        transport=transport.get(family),
+    )
 
 
 @app.route("/health")

@@ -1366,14 +1366,18 @@ impl Controller {
         if pebble.system_info().await.is_ok() {
             return Ok(());
         }
-        std::fs::create_dir_all(dir.join("tmp")).map_err(|e| e.to_string())?;
+        // tmp: the app's TMPDIR; run: the sockets the app listens on (gunicorn's).
+        for own in ["tmp", "run"] {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.join(own);
+            std::fs::create_dir_all(&path).map_err(|e| e.to_string())?;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700));
+            self.run_as.chown(&path);
+        }
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
-            let _ =
-                std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o700));
         }
-        self.run_as.chown(&dir.join("tmp"));
         let dir_s = dir.display().to_string();
         let child = crate::client::spawn_detached(
             &self.exe,

@@ -90,16 +90,22 @@ impl Controller {
                 let Ok(addr) = format!("127.0.0.1:{}", u.app_port).parse() else {
                     continue;
                 };
+                // A gunicorn unit's socket: there once gunicorn has bound it (before the
+                // unit is ready); the ingress goes to the port when it stops answering.
+                let socket = crate::substrate::gunicorn_socket(&app.unit_dir(&self.home, u.number))
+                    .filter(|p| p.exists());
                 if draining.contains(&unit) {
                     backends.push(Backend {
                         unit,
                         addr,
+                        socket,
                         state: BackendState::Draining,
                     });
                 } else if ready {
                     backends.push(Backend {
                         unit,
                         addr,
+                        socket,
                         state: BackendState::Ready,
                     });
                 }

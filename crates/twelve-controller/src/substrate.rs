@@ -189,6 +189,38 @@ impl RunAs {
     }
 }
 
+/// The Unix socket a gunicorn unit listens on beside its port, for the ingress: a
+/// connection there costs a fraction of a loopback TCP one, and gunicorn's sync workers
+/// take one connection per request. `None` when the path would not fit in a socket
+/// address (108 bytes on Linux), where the ingress uses the port alone.
+pub fn gunicorn_socket(unit_dir: &Path) -> Option<PathBuf> {
+    let path = unit_dir.join("run").join("gunicorn.sock");
+    (path.as_os_str().len() < 100).then_some(path)
+}
+
+/// The lines added to a unit's `gunicorn.conf.py` for [`gunicorn_socket`]: the bind (gunicorn
+/// unlinks a stale socket file before binding and removes its own when it stops), and a
+/// worker hook that gives requests arriving there the loopback address as `REMOTE_ADDR`,
+/// as they had over TCP (gunicorn leaves it empty for a Unix socket peer).
+fn gunicorn_socket_conf(sock: &Path) -> String {
+    let quoted = sock
+        .display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('\'', "\\'");
+    format!(
+        "\n# twelve: the ingress reaches this unit on a Unix socket beside the port.\n\
+         bind = bind + ['unix:{quoted}']\n\n\
+         def post_worker_init(worker):\n\
+         \x20   app = worker.wsgi\n\n\
+         \x20   def twelve_unix_peer(environ, start_response):\n\
+         \x20       if not environ.get('REMOTE_ADDR'):\n\
+         \x20           environ['REMOTE_ADDR'] = '127.0.0.1'\n\
+         \x20       return app(environ, start_response)\n\n\
+         \x20   worker.wsgi = twelve_unix_peer\n"
+    )
+}
+
 /// What a unit runs, mapped onto this machine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostUnit {
@@ -220,8 +252,13 @@ pub fn host_unit(
         map.add(rock_path, host.clone());
         files.insert(host, String::new());
     }
-    for ((_, content), slot) in plan.files.iter().zip(files.values_mut()) {
+    for ((rock_path, content), slot) in plan.files.iter().zip(files.values_mut()) {
         *slot = map.quoted_paths(content);
+        if rock_path.ends_with("/gunicorn.conf.py") {
+            if let Some(sock) = gunicorn_socket(unit_dir) {
+                slot.push_str(&gunicorn_socket_conf(&sock));
+            }
+        }
     }
     let path_env = {
         let mut dirs: Vec<String> = map
@@ -297,6 +334,58 @@ pub fn host_unit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The added lines are Python that gunicorn runs: the bind list gains the socket, and
+    /// the worker hook fills an empty `REMOTE_ADDR` and leaves a real one alone.
+    #[test]
+    fn gunicorn_units_bind_a_unix_socket_and_keep_a_client_address() {
+        let unit = Path::new("/var/lib/twelve/units/web-0.2");
+        let sock = gunicorn_socket(unit).unwrap();
+        assert_eq!(sock, unit.join("run/gunicorn.sock"));
+        assert_eq!(
+            gunicorn_socket(&Path::new("/x").join("y".repeat(100))),
+            None
+        );
+        let conf = format!(
+            "bind = ['0.0.0.0:8000']\n{}",
+            gunicorn_socket_conf(Path::new("/o'k/run/gunicorn.sock"))
+        );
+        let check = r#"
+import sys
+conf = {}
+exec(sys.stdin.read(), conf)
+assert conf['bind'] == ['0.0.0.0:8000', "unix:/o'k/run/gunicorn.sock"], conf['bind']
+class Worker:
+    wsgi = staticmethod(lambda environ, start_response: environ['REMOTE_ADDR'])
+w = Worker()
+conf['post_worker_init'](w)
+assert w.wsgi({'REMOTE_ADDR': ''}, None) == '127.0.0.1'
+assert w.wsgi({}, None) == '127.0.0.1'
+assert w.wsgi({'REMOTE_ADDR': '10.0.0.7'}, None) == '10.0.0.7'
+print('ok')
+"#;
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", check])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "ok",
+            "{conf}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     #[test]
     fn rock_paths_and_bare_commands_map_to_the_release() {

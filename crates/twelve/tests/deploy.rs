@@ -5,6 +5,8 @@ mod common;
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use common::*;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -501,4 +503,52 @@ fn an_app_runs_the_project_it_was_deployed_with_until_the_next_deploy() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(left, 0, "the app's project copies are removed with it");
+}
+
+/// The ingress reaches a gunicorn unit on the Unix socket gunicorn binds beside its port (a
+/// connection per request, as gunicorn's sync workers take them, costs far less there than
+/// over loopback TCP). The app still sees a client address and the forwarded headers, and
+/// the ingress goes over TCP when the socket is not there.
+#[test]
+fn the_ingress_reaches_gunicorn_units_on_a_unix_socket() {
+    let t = Twelve::new();
+    let src = t.example("flask");
+    t.ok(&["deploy", src.to_str().unwrap(), "sock"]);
+    let request = |t: &Twelve| -> Option<Value> {
+        let (code, body) = via_ingress(t, "sock", "/request")?;
+        (code == 200).then(|| serde_json::from_str(&body).ok())?
+    };
+    let seen = eventually("served through the ingress", LONG, || request(&t));
+    assert_eq!(seen["transport"], "unix", "{seen}");
+    assert_eq!(seen["remote_addr"], "127.0.0.1", "{seen}");
+    assert_eq!(seen["forwarded_for"], "127.0.0.1", "{seen}");
+    assert_eq!(seen["scheme"], "http", "{seen}");
+    assert_eq!(
+        seen["host"],
+        format!("sock.localhost:{}", t.ingress_port),
+        "{seen}"
+    );
+    let (_, direct) = http_get(t.port("sock/0"), "/request").unwrap();
+    let direct: Value = serde_json::from_str(&direct).unwrap();
+    assert_eq!(
+        direct["transport"], "tcp",
+        "the port still answers: {direct}"
+    );
+
+    // Without the socket file every request still succeeds, over TCP.
+    let sock = t.home.path().join("units/sock-0/run/gunicorn.sock");
+    assert!(sock.exists(), "{} missing", sock.display());
+    std::fs::remove_file(&sock).unwrap();
+    for _ in 0..5 {
+        let seen = request(&t).expect("answered without the socket");
+        assert_eq!(seen["transport"], "tcp", "{seen}");
+    }
+
+    // The unit's next instance binds its own socket, and the ingress uses it.
+    t.ok(&["config", "sock", "greeting=again"]);
+    eventually("the new instance, on its socket", LONG, || {
+        let (_, body) = via_ingress(&t, "sock", "/")?;
+        body.contains("again").then_some(())?;
+        request(&t).filter(|s| s["transport"] == "unix")
+    });
 }
