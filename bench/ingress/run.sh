@@ -3,8 +3,10 @@
 #   direct            wrk -> upstream
 #   twelve ingress    wrk -> twelve ingress -> upstream
 #   nginx             wrk -> nginx (upstream + proxy_pass + keepalive) -> upstream
-# Upstreams: a minimal gunicorn Flask app (2 sync workers) and a tiny static one
-# (nginx, `return 200 "ok"`). Prints, for each of RUNS rounds, a table with ratios to direct
+#   nginx-unix        (Flask only) nginx to the Unix socket gunicorn also listens on
+# Upstreams: a minimal gunicorn Flask app (2 sync workers, bound to TCP and to a Unix
+# socket as twelve binds gunicorn units; twelve's ingress is given the socket as a
+# deployed unit's route is) and a tiny static one (nginx, `return 200 "ok"`). Prints, for each of RUNS rounds, a table with ratios to direct
 # and the proxy's CPU time per request (utime+stime of its process(es) over the measured wrk
 # run, divided by the requests answered), then the median of the rounds.
 #
@@ -28,6 +30,7 @@ command -v wrk >/dev/null || { echo "run.sh: wrk missing (scripts/setup.sh)" >&2
 [ -x "$NGINX" ] || { echo "run.sh: nginx missing (scripts/setup.sh)" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/twelve-ingress-bench.XXXXXX)
+chmod 755 "$work" # nginx workers run as nobody and reach the Unix socket here
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -66,7 +69,7 @@ app = Flask(__name__)
 def index():
     return "ok"
 EOF
-(cd "$work" && exec "$VENV/bin/gunicorn" -w 2 -b "127.0.0.1:$flask_port" --log-level warning app:app) &
+(cd "$work" && exec "$VENV/bin/gunicorn" -w 2 -b "127.0.0.1:$flask_port" -b "unix:$work/flask.sock" --log-level warning app:app) &
 pids+=($!)
 
 # Upstream 2: a static answer from nginx, one worker.
@@ -92,7 +95,7 @@ pids+=($!)
 # Proxy 1: twelve ingress.
 cat >"$work/routes.json" <<EOF
 {"apps": {
-  "flask": {"backends": [{"unit": "flask/0", "addr": "127.0.0.1:$flask_port"}]},
+  "flask": {"backends": [{"unit": "flask/0", "addr": "127.0.0.1:$flask_port", "socket": "$work/flask.sock"}]},
   "static": {"backends": [{"unit": "static/0", "addr": "127.0.0.1:$static_port"}]}
 }}
 EOF
@@ -115,6 +118,7 @@ http {
   access_log off;
   keepalive_requests 100000;
   upstream flask { server 127.0.0.1:$flask_port; keepalive 32; }
+  upstream flask-unix { server unix:$work/flask.sock; keepalive 32; }
   upstream static { server 127.0.0.1:$static_port; keepalive 32; }
   proxy_http_version 1.1;
   proxy_set_header Connection "";
@@ -124,6 +128,7 @@ http {
   proxy_set_header X-Forwarded-Host \$host;
   proxy_buffering off;
   server { listen 127.0.0.1:$nginx_port; server_name flask.localhost; location / { proxy_pass http://flask; } }
+  server { listen 127.0.0.1:$nginx_port; server_name flask-unix.localhost; location / { proxy_pass http://flask-unix; } }
   server { listen 127.0.0.1:$nginx_port; server_name static.localhost; location / { proxy_pass http://static; } }
 }
 EOF
@@ -196,7 +201,13 @@ for round in $(seq "$RUNS"); do
     read -r t_rps t_p50 t_p99 t_cpu < <(run "$upstream via twelve" "$ingress_port" "$upstream.localhost" "$ingress_pid")
     # shellcheck disable=SC2086
     read -r n_rps n_p50 n_p99 n_cpu < <(run "$upstream via nginx" "$nginx_port" "$upstream.localhost" $nginx_workers)
-    for row in "direct $d_rps $d_p50 $d_p99 $d_cpu" "twelve-ingress $t_rps $t_p50 $t_p99 $t_cpu" "nginx $n_rps $n_p50 $n_p99 $n_cpu"; do
+    rows_now=("direct $d_rps $d_p50 $d_p99 $d_cpu" "twelve-ingress $t_rps $t_p50 $t_p99 $t_cpu" "nginx $n_rps $n_p50 $n_p99 $n_cpu")
+    if [ "$upstream" = flask ]; then
+      # shellcheck disable=SC2086
+      read -r u_rps u_p50 u_p99 u_cpu < <(run "flask via nginx (unix)" "$nginx_port" "flask-unix.localhost" $nginx_workers)
+      rows_now+=("nginx-unix $u_rps $u_p50 $u_p99 $u_cpu")
+    fi
+    for row in "${rows_now[@]}"; do
       read -r name rps p50 p99 cpu <<<"$row"
       awk -v u="$upstream" -v n="$name" -v r="$rps" -v a="$p50" -v b="$p99" -v c="$cpu" -v dr="$d_rps" -v db="$d_p99" \
         'BEGIN { printf "| %-8s | %-14s | %8.0f | %6.2f | %6.2f | %14.2fx | %12.2fx | %16s |\n", u, n, r, a, b, r / dr, b / db, c }'
@@ -210,7 +221,9 @@ done
 printf "\nmedian of %s rounds\n\n" "$RUNS"
 header
 for upstream in flask static; do
-  for name in direct twelve-ingress nginx; do
+  names="direct twelve-ingress nginx"
+  [ "$upstream" = flask ] && names="$names nginx-unix"
+  for name in $names; do
     awk -v u="$upstream" -v n="$name" '
       function median(a, k,   i, j, t) {
         for (i = 2; i <= k; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
