@@ -3,6 +3,10 @@
 
 use clap::Parser;
 
+/// The twelve binary's allocator, so that the benchmark measures what twelve runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "ingress")]
 struct Cli {
