@@ -327,14 +327,18 @@ fn django_superuser_logs_in_to_the_admin() {
         .to_string();
     assert!(pw.len() >= 16);
 
-    // Log in through the admin form, as a person would.
-    let port = t.port(&format!("{app}/0"));
+    // Log in through the admin form at the app's URL, as a person would: through the
+    // ingress (which reaches gunicorn on its Unix socket), CSRF cookie and check included.
+    let host = format!("{app}.localhost:{}", t.ingress_port);
+    let resolve = format!("{host}:127.0.0.1");
     let jar = t.home.path().join("cookies");
-    let base = format!("http://127.0.0.1:{port}/admin/");
+    let base = format!("http://{host}/admin/");
     let curl = |args: &[&str]| {
         Command::new("curl")
             .args([
                 "-s",
+                "--resolve",
+                &resolve,
                 "-c",
                 jar.to_str().unwrap(),
                 "-b",
