@@ -39,6 +39,7 @@ checks=(
   "test -x /usr/sbin/nginx:nginx"
   "command -v supervisord:supervisor"
   "command -v curl:curl"
+  "command -v openssl:openssl"
   "command -v psql:postgresql-client"
   "command -v jq:jq"
   "command -v node:nodejs"

@@ -119,8 +119,9 @@ impl ControllerClient {
 }
 
 /// Spawns `exe args` in a new session with output appended to `log`, and does not wait.
-/// With `clean_env`, the child gets only a minimal environment (PATH, LANG, TZ), so that
-/// apps under it do not inherit whatever shell first started the controller.
+/// With `clean_env`, the child gets only a minimal environment (PATH, LANG, TZ, RUST_LOG,
+/// and SSL_CERT_FILE: the CA bundle log forwarding trusts), so that apps under it do not
+/// inherit whatever shell first started the controller.
 pub fn spawn_detached(
     exe: &Path,
     args: &[&str],
@@ -141,7 +142,7 @@ pub fn spawn_detached(
             "PATH",
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         );
-        for keep in ["LANG", "TZ", "RUST_LOG"] {
+        for keep in ["LANG", "TZ", "RUST_LOG", "SSL_CERT_FILE"] {
             if let Some(v) = std::env::var_os(keep) {
                 cmd.env(keep, v);
             }

@@ -8,6 +8,11 @@
 //!
 //! Targets follow the plan: `reconcile` is called on every plan change (layers added over
 //! the API included), so adding, changing or disabling a target takes effect at once.
+//!
+//! `https://` locations are reached over TLS (rustls), trusting the certificates of
+//! `SSL_CERT_FILE` when it is set, else the system's bundle
+//! (`/etc/ssl/certs/ca-certificates.crt`), else the Mozilla roots built in, as Pebble (Go)
+//! trusts the system's.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -151,13 +156,13 @@ fn endpoint(t: &LogTarget) -> Result<Endpoint, String> {
         .parse()
         .map_err(|e| format!("invalid location {location:?}: {e}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
+        Some("http" | "https") => {}
         Some(s) => {
             return Err(format!(
-                "location {location:?}: scheme {s:?} is not supported (only http://)"
+                "location {location:?}: scheme {s:?} is not supported (http:// or https://)"
             ))
         }
-        None => return Err(format!("location {location:?} is not an http:// URL")),
+        None => return Err(format!("location {location:?} is not an http(s):// URL")),
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("location {location:?} has no host"));
@@ -628,14 +633,23 @@ async fn post(uri: &hyper::Uri, body: String) -> Result<(hyper::StatusCode, Stri
 
 async fn post_inner(uri: &hyper::Uri, body: String) -> Result<(hyper::StatusCode, String), String> {
     let host = uri.host().unwrap_or_default();
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+    let tls = uri.scheme_str() == Some("https");
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let bare = host.trim_matches(['[', ']']);
+    let stream = tokio::net::TcpStream::connect((bare, port))
         .await
         .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
+    let mut sender = if tls {
+        let name = rustls::pki_types::ServerName::try_from(bare.to_string())
+            .map_err(|e| format!("invalid server name {host:?}: {e}"))?;
+        let stream = tls_connector()?
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("TLS with {host}:{port}: {e}"))?;
+        handshake(stream).await?
+    } else {
+        handshake(stream).await?
+    };
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or(host);
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let req = hyper::Request::post(path)
@@ -662,6 +676,78 @@ async fn post_inner(uri: &hyper::Uri, body: String) -> Result<(hyper::StatusCode
         format!("; {text}")
     };
     Ok((status, excerpt))
+}
+
+/// An HTTP/1 connection over `io`, driven by a task of its own.
+async fn handshake<T>(io: T) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// The TLS client of every `https://` target, built on first use.
+fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
+    static CONNECTOR: std::sync::OnceLock<Result<tokio_rustls::TlsConnector, String>> =
+        std::sync::OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            let roots = trusted_roots(std::env::var_os("SSL_CERT_FILE").map(Into::into))?;
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+        })
+        .clone()
+}
+
+/// The certificates of `cert_file` (`SSL_CERT_FILE`), else of the system's bundle, else
+/// the Mozilla roots built in. A named file that cannot be used is an error (said in the
+/// target's status), not a silent fallback.
+fn trusted_roots(cert_file: Option<std::path::PathBuf>) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    const SYSTEM: &str = "/etc/ssl/certs/ca-certificates.crt";
+    let (path, named) = match cert_file {
+        Some(p) => (p, true),
+        None => (std::path::PathBuf::from(SYSTEM), false),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match std::fs::read(&path) {
+        Ok(pem) => {
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                match cert {
+                    // A bundle may hold a certificate rustls cannot use: skip it.
+                    Ok(cert) => {
+                        let _ = roots.add(cert);
+                    }
+                    Err(e) if named => {
+                        return Err(format!("SSL_CERT_FILE {}: {e}", path.display()))
+                    }
+                    Err(_) => {}
+                }
+            }
+            if roots.is_empty() && named {
+                return Err(format!(
+                    "SSL_CERT_FILE {}: no usable PEM certificate",
+                    path.display()
+                ));
+            }
+        }
+        Err(e) if named => return Err(format!("SSL_CERT_FILE {}: {e}", path.display())),
+        Err(_) => {}
+    }
+    if roots.is_empty() {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    Ok(roots)
 }
 
 #[cfg(test)]
@@ -713,14 +799,33 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_are_http_only_and_otel_gets_the_logs_path() {
+    fn tls_roots_come_from_ssl_cert_file_else_the_system_else_built_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let e = trusted_roots(Some(missing)).unwrap_err();
+        assert!(
+            e.starts_with("SSL_CERT_FILE ") && e.contains("missing.pem"),
+            "{e}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = trusted_roots(Some(empty)).unwrap_err();
+        assert!(e.contains("no usable PEM certificate"), "{e}");
+        // The system's bundle or, without one, the built-in roots: never empty.
+        assert!(!trusted_roots(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn endpoints_are_http_or_https_and_otel_gets_the_logs_path() {
         let mut t = target(&["all"]);
         assert_eq!(
             endpoint(&t).unwrap().uri.to_string(),
             "http://localhost:3100/loki/api/v1/push"
         );
         t.location = Some("https://loki/x".into());
-        assert!(endpoint(&t).unwrap_err().contains("only http://"));
+        assert_eq!(endpoint(&t).unwrap().uri.to_string(), "https://loki/x");
+        t.location = Some("ftp://loki/x".into());
+        assert!(endpoint(&t).unwrap_err().contains("http:// or https://"));
         t.type_ = Some("opentelemetry".into());
         t.location = Some("http://collector:4318/".into());
         let ep = endpoint(&t).unwrap();
@@ -977,7 +1082,7 @@ mod tests {
     async fn unsupported_targets_queue_nothing_and_say_why() {
         let store = crate::logs::LogStore::new(false);
         store.forwarder.reconcile(&plan(
-            "services:\n  a: {override: replace, command: x}\nlog-targets:\n  s:\n    override: replace\n    type: syslog\n    location: tcp://127.0.0.1:514\n    services: [all]\n  h:\n    override: replace\n    type: loki\n    location: https://loki/loki/api/v1/push\n    services: [all]\n",
+            "services:\n  a: {override: replace, command: x}\nlog-targets:\n  s:\n    override: replace\n    type: syslog\n    location: tcp://127.0.0.1:514\n    services: [all]\n  h:\n    override: replace\n    type: loki\n    location: ftp://loki/loki/api/v1/push\n    services: [all]\n",
         ));
         store.write("a", "line".into());
         let infos = store.forwarder.infos();

@@ -37,6 +37,10 @@ impl Daemon {
     }
 
     fn start_with(layers: &[(&str, &str)], args: &[&str]) -> Daemon {
+        Daemon::start_env(layers, args, &[])
+    }
+
+    fn start_env(layers: &[(&str, &str)], args: &[&str], env: &[(&str, &Path)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         write_layers(dir.path(), layers);
         let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
@@ -44,6 +48,7 @@ impl Daemon {
             .args(["pebble", "run", "--dir"])
             .arg(dir.path())
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -976,6 +981,129 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Runs openssl with `args` in `dir`; the test fails with its stderr if it does.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`<name>-ca.pem`) and a server certificate it signed for localhost and 127.0.0.1
+/// (`<name>-chain.pem`, `<name>-key.pem`), as a private Loki would have.
+fn certificates(dir: &Path, name: &str) {
+    let ca_key = format!("{name}-ca-key.pem");
+    let ca = format!("{name}-ca.pem");
+    let key = format!("{name}-key.pem");
+    let csr = format!("{name}.csr");
+    let cert = format!("{name}.pem");
+    let ext = format!("{name}.ext");
+    std::fs::write(
+        dir.join(&ext),
+        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let subject = format!("/CN={name} test CA");
+    let mut args = vec!["req", "-x509", "-days", "2", "-subj", &subject];
+    args.extend(ec);
+    args.extend(["-keyout", &ca_key, "-out", &ca]);
+    openssl(dir, &args);
+    let mut args = vec!["req", "-subj", "/CN=localhost"];
+    args.extend(ec);
+    args.extend(["-keyout", &key, "-out", &csr]);
+    openssl(dir, &args);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+    );
+    let chain = [
+        std::fs::read(dir.join(&cert)).unwrap(),
+        std::fs::read(dir.join(&ca)).unwrap(),
+    ]
+    .concat();
+    std::fs::write(dir.join(format!("{name}-chain.pem")), chain).unwrap();
+}
+
+/// An `https://` location: the lines go over TLS to a receiver whose certificate a CA in
+/// `SSL_CERT_FILE` signed. With another CA there, nothing is sent and the target says why.
+#[test]
+fn log_targets_forward_over_https_trusting_ssl_cert_file() {
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path(), "loki");
+    certificates(certs.path(), "other");
+    let read = |f: &str| std::fs::read(certs.path().join(f)).unwrap();
+    let loki = Loki::start_tls(0, &read("loki-chain.pem"), &read("loki-key.pem"));
+    let layer = format!(
+        "services:\n  ticker:\n    override: replace\n    command: {TICKER}\n    startup: enabled\nlog-targets:\n  loki:\n    override: replace\n    type: loki\n    location: https://localhost:{}/loki/api/v1/push\n    services: [all]\n",
+        loki.port
+    );
+    let ca = certs.path().join("loki-ca.pem");
+    let d = Daemon::start_env(&[("001-base.yaml", &layer)], &[], &[("SSL_CERT_FILE", &ca)]);
+    d.wait_long("ticks in Loki over TLS", || {
+        ticks(&loki.lines("ticker")).len() >= 3
+    });
+    let got = ticks(&loki.lines("ticker"));
+    assert_eq!(got, (0..got.len() as u64).collect::<Vec<_>>());
+    assert_eq!(d.log_target("loki").status, "active");
+
+    // Trusting another CA only: the handshake fails, nothing arrives, the target says so.
+    let before = loki.lines("ticker").len();
+    let other = certs.path().join("other-ca.pem");
+    let d2 = Daemon::start_env(
+        &[("001-base.yaml", &layer)],
+        &[],
+        &[("SSL_CERT_FILE", &other)],
+    );
+    d2.wait_long("the untrusted target failing", || {
+        d2.log_target("loki").status == "failing"
+    });
+    let info = d2.log_target("loki");
+    let error = info.error.unwrap_or_default();
+    assert!(
+        error.contains("TLS") && error.contains("certificate"),
+        "{error}"
+    );
+    assert_eq!(info.sent, 0);
+    drop(d);
+    std::thread::sleep(Duration::from_millis(300));
+    let after_first = loki.lines("ticker").len();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        loki.lines("ticker").len(),
+        after_first,
+        "nothing from the daemon that does not trust the certificate (had {before} before)"
+    );
 }
 
 #[test]

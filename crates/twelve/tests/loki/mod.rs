@@ -74,70 +74,106 @@ fn check_push(path: &str, content_type: &str, body: &[u8]) -> Result<Vec<Entry>,
     Ok(out)
 }
 
+type Shared = (Arc<Mutex<Vec<Entry>>>, Arc<Mutex<Vec<String>>>);
+
+/// Serves one connection: requests until the client closes it.
+fn serve<S: Read + Write>(conn: S, (e, errs): Shared) {
+    let mut reader = BufReader::new(conn);
+    loop {
+        let mut request = String::new();
+        if reader.read_line(&mut request).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = request.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").to_string(),
+        );
+        let (mut length, mut content_type) = (0usize, String::new());
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                match k.to_ascii_lowercase().as_str() {
+                    "content-length" => length = v.trim().parse().unwrap_or(0),
+                    "content-type" => content_type = v.trim().to_string(),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let result = if method == "POST" {
+            check_push(&path, &content_type, &body)
+        } else {
+            Err(format!("{method} {path}"))
+        };
+        let status = match result {
+            Ok(got) => {
+                e.lock().unwrap().extend(got);
+                "204 No Content"
+            }
+            Err(why) => {
+                errs.lock().unwrap().push(why);
+                "400 Bad Request"
+            }
+        };
+        let conn = reader.get_mut();
+        let _ = write!(conn, "HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+        let _ = conn.flush();
+    }
+}
+
 impl Loki {
     /// Listens on `port` (0: any free port).
     pub fn start(port: u16) -> Loki {
+        Loki::listen(port, None)
+    }
+
+    /// Listens on `port` over TLS with this certificate chain and key (PEM).
+    pub fn start_tls(port: u16, chain_pem: &[u8], key_pem: &[u8]) -> Loki {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
+            .map(|c| c.unwrap())
+            .collect();
+        let key = PrivateKeyDer::from_pem_slice(key_pem).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        Loki::listen(port, Some(Arc::new(config)))
+    }
+
+    fn listen(port: u16, tls: Option<Arc<rustls::ServerConfig>>) -> Loki {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let entries = Arc::new(Mutex::new(vec![]));
         let errors = Arc::new(Mutex::new(vec![]));
-        let (e, errs) = (entries.clone(), errors.clone());
+        let shared: Shared = (entries.clone(), errors.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let (e, errs) = (e.clone(), errs.clone());
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(conn.try_clone().unwrap());
-                    let mut conn = conn;
-                    loop {
-                        let mut request = String::new();
-                        if reader.read_line(&mut request).unwrap_or(0) == 0 {
+                let (shared, tls) = (shared.clone(), tls.clone());
+                std::thread::spawn(move || match tls {
+                    Some(config) => {
+                        let Ok(session) = rustls::ServerConnection::new(config) else {
                             return;
-                        }
-                        let mut parts = request.split_whitespace();
-                        let (method, path) = (
-                            parts.next().unwrap_or("").to_string(),
-                            parts.next().unwrap_or("").to_string(),
-                        );
-                        let (mut length, mut content_type) = (0usize, String::new());
-                        loop {
-                            let mut h = String::new();
-                            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            let h = h.trim_end();
-                            if h.is_empty() {
-                                break;
-                            }
-                            if let Some((k, v)) = h.split_once(':') {
-                                match k.to_ascii_lowercase().as_str() {
-                                    "content-length" => length = v.trim().parse().unwrap_or(0),
-                                    "content-type" => content_type = v.trim().to_string(),
-                                    _ => {}
-                                }
-                            }
-                        }
-                        let mut body = vec![0; length];
-                        if reader.read_exact(&mut body).is_err() {
-                            return;
-                        }
-                        let result = if method == "POST" {
-                            check_push(&path, &content_type, &body)
-                        } else {
-                            Err(format!("{method} {path}"))
                         };
-                        let status = match result {
-                            Ok(got) => {
-                                e.lock().unwrap().extend(got);
-                                "204 No Content"
-                            }
-                            Err(why) => {
-                                errs.lock().unwrap().push(why);
-                                "400 Bad Request"
-                            }
-                        };
-                        let _ = write!(conn, "HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+                        serve(rustls::StreamOwned::new(session, conn), shared)
                     }
+                    None => serve(conn, shared),
                 });
             }
         });
