@@ -1360,20 +1360,27 @@ impl Controller {
         ("active".into(), String::new())
     }
 
+    /// The directories of a unit that belong to its user: `tmp` (the app's TMPDIR) and
+    /// `run` (the sockets the app listens on, gunicorn's). Also called before a unit's
+    /// files are written, for a unit whose supervisor an older twelve started.
+    pub(crate) fn unit_own_dirs(&self, dir: &Path) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        for own in ["tmp", "run"] {
+            let path = dir.join(own);
+            std::fs::create_dir_all(&path).map_err(|e| e.to_string())?;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700));
+            self.run_as.chown(&path);
+        }
+        Ok(())
+    }
+
     pub(crate) async fn ensure_pebble(&self, dir: &Path) -> Result<(), String> {
         let dir = dir.to_path_buf();
         let pebble = Pebble::for_dir(&dir);
         if pebble.system_info().await.is_ok() {
             return Ok(());
         }
-        // tmp: the app's TMPDIR; run: the sockets the app listens on (gunicorn's).
-        for own in ["tmp", "run"] {
-            use std::os::unix::fs::PermissionsExt;
-            let path = dir.join(own);
-            std::fs::create_dir_all(&path).map_err(|e| e.to_string())?;
-            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700));
-            self.run_as.chown(&path);
-        }
+        self.unit_own_dirs(&dir)?;
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));

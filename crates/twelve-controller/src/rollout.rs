@@ -74,6 +74,7 @@ impl Controller {
             return Ok(());
         }
         let push = serde_saphyr::to_string(&push).map_err(|e| e.to_string())?;
+        self.unit_own_dirs(&dir)?;
         for (path, content) in &host.files {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;

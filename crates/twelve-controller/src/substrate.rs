@@ -198,19 +198,25 @@ pub fn gunicorn_socket(unit_dir: &Path) -> Option<PathBuf> {
     (path.as_os_str().len() < 100).then_some(path)
 }
 
-/// The lines added to a unit's `gunicorn.conf.py` for [`gunicorn_socket`]: the bind (gunicorn
-/// unlinks a stale socket file before binding and removes its own when it stops), and a
+/// The lines added to a unit's `gunicorn.conf.py` for [`gunicorn_socket`]: the bind, when
+/// its directory is there (without it gunicorn would not start; the ingress then uses the
+/// port), which gunicorn unlinks if stale before binding and removes when it stops; and a
 /// worker hook that gives requests arriving there the loopback address as `REMOTE_ADDR`,
 /// as they had over TCP (gunicorn leaves it empty for a Unix socket peer).
 fn gunicorn_socket_conf(sock: &Path) -> String {
-    let quoted = sock
-        .display()
-        .to_string()
-        .replace('\\', "\\\\")
-        .replace('\'', "\\'");
+    let py = |p: &Path| {
+        p.display()
+            .to_string()
+            .replace('\\', "\\\\")
+            .replace('\'', "\\'")
+    };
+    let quoted = py(sock);
+    let dir = py(sock.parent().unwrap_or(Path::new("/")));
     format!(
         "\n# twelve: the ingress reaches this unit on a Unix socket beside the port.\n\
-         bind = bind + ['unix:{quoted}']\n\n\
+         import os as _twelve_os\n\n\
+         if _twelve_os.path.isdir('{dir}'):\n\
+         \x20   bind = bind + ['unix:{quoted}']\n\n\
          def post_worker_init(worker):\n\
          \x20   app = worker.wsgi\n\n\
          \x20   def twelve_unix_peer(environ, start_response):\n\
@@ -346,15 +352,23 @@ mod tests {
             gunicorn_socket(&Path::new("/x").join("y".repeat(100))),
             None
         );
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path().join("o'k/run");
         let conf = format!(
             "bind = ['0.0.0.0:8000']\n{}",
-            gunicorn_socket_conf(Path::new("/o'k/run/gunicorn.sock"))
+            gunicorn_socket_conf(&run.join("gunicorn.sock"))
         );
         let check = r#"
-import sys
+import os, sys
 conf = {}
-exec(sys.stdin.read(), conf)
-assert conf['bind'] == ['0.0.0.0:8000', "unix:/o'k/run/gunicorn.sock"], conf['bind']
+text = sys.stdin.read()
+run = sys.argv[1]
+exec(text, conf)
+assert conf['bind'] == ['0.0.0.0:8000'], ('no directory, no socket', conf['bind'])
+os.makedirs(run)
+conf = {}
+exec(text, conf)
+assert conf['bind'] == ['0.0.0.0:8000', 'unix:' + run + '/gunicorn.sock'], conf['bind']
 class Worker:
     wsgi = staticmethod(lambda environ, start_response: environ['REMOTE_ADDR'])
 w = Worker()
@@ -366,6 +380,7 @@ print('ok')
 "#;
         let mut child = std::process::Command::new("python3")
             .args(["-c", check])
+            .arg(&run)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
