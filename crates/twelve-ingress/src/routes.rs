@@ -245,15 +245,22 @@ mod tests {
     }
 
     #[test]
-    fn rejects_bad_names_duplicates_and_zero_timeouts() {
+    fn rejects_bad_names_duplicates_zero_timeouts_and_relative_sockets() {
         for bad in [
             r#"{"apps": {"Web": {}}}"#,
             r#"{"apps": {"a.b": {}}}"#,
             r#"{"apps": {"w": {"backends": [{"unit": "w/0", "addr": "127.0.0.1:1"}, {"unit": "w/0", "addr": "127.0.0.1:2"}]}}}"#,
             r#"{"timeouts": {"request_ms": 0}}"#,
             r#"{"apps": {"w": {"backends": [{"unit": "w/0", "addr": "localhost:1"}]}}}"#,
+            r#"{"apps": {"w": {"backends": [{"unit": "w/0", "addr": "127.0.0.1:1", "socket": "run/g.sock"}]}}}"#,
         ] {
             assert!(RouteTable::from_json(bad.as_bytes()).is_err(), "{bad}");
         }
+        let ok = r#"{"apps": {"w": {"backends": [{"unit": "w/0", "addr": "127.0.0.1:1", "socket": "/u/run/g.sock"}]}}}"#;
+        let table = RouteTable::from_json(ok.as_bytes()).unwrap();
+        assert_eq!(
+            table.apps["w"].backends[0].socket.as_deref(),
+            Some(Path::new("/u/run/g.sock"))
+        );
     }
 }

@@ -1014,18 +1014,23 @@ mod tests {
         addr
     }
 
-    fn tcp(addr: SocketAddr) -> Target<'static> {
-        Target { addr, socket: None }
-    }
-
-    async fn get(pool: &Arc<Pool>, addr: SocketAddr) -> (StatusCode, Bytes) {
-        let out = Outgoing {
+    /// `GET /`, without a body.
+    fn get_request() -> Outgoing<'static> {
+        Outgoing {
             head: b"GET / HTTP/1.1\r\nhost: x\r\n\r\n",
             body: None,
             chunked: false,
             head_method: false,
             idempotent: true,
-        };
+        }
+    }
+
+    fn tcp(addr: SocketAddr) -> Target<'static> {
+        Target { addr, socket: None }
+    }
+
+    async fn get(pool: &Arc<Pool>, addr: SocketAddr) -> (StatusCode, Bytes) {
+        let out = get_request();
         let response = request(pool, tcp(addr), Duration::from_secs(5), out)
             .await
             .unwrap();
@@ -1075,13 +1080,7 @@ mod tests {
     async fn a_truncated_body_is_an_error() {
         let addr = backend(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", true).await;
         let pool = Arc::new(Pool::default());
-        let out = Outgoing {
-            head: b"GET / HTTP/1.1\r\nhost: x\r\n\r\n",
-            body: None,
-            chunked: false,
-            head_method: false,
-            idempotent: true,
-        };
+        let out = get_request();
         let response = request(&pool, tcp(addr), Duration::from_secs(5), out)
             .await
             .unwrap();
@@ -1095,13 +1094,7 @@ mod tests {
             l.local_addr().unwrap()
         };
         let pool = Arc::new(Pool::default());
-        let out = Outgoing {
-            head: b"GET / HTTP/1.1\r\nhost: x\r\n\r\n",
-            body: None,
-            chunked: false,
-            head_method: false,
-            idempotent: true,
-        };
+        let out = get_request();
         let Err(e) = request(&pool, tcp(addr), Duration::from_secs(5), out).await else {
             panic!("nothing listens there");
         };
@@ -1128,13 +1121,7 @@ mod tests {
         });
         let pool = Arc::new(Pool::default());
         let get = |pool: Arc<Pool>, socket: std::path::PathBuf| async move {
-            let out = Outgoing {
-                head: b"GET / HTTP/1.1\r\nhost: x\r\n\r\n",
-                body: None,
-                chunked: false,
-                head_method: false,
-                idempotent: true,
-            };
+            let out = get_request();
             let to = Target {
                 addr,
                 socket: Some(&socket),
