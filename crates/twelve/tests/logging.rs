@@ -150,3 +150,28 @@ fn logs_forward_to_loki_with_labels_and_stop_on_remove_relation() {
         entries.len() - settled
     );
 }
+
+/// An `https://` Loki whose certificate a private CA signed: the controller is started with
+/// `SSL_CERT_FILE` naming that CA, passes it to the unit supervisors (whose environment is
+/// otherwise cleared), and the lines arrive over TLS.
+#[test]
+fn logs_forward_to_an_https_loki_trusting_the_controllers_ssl_cert_file() {
+    let certs = tempfile::tempdir().unwrap();
+    loki::certificates(certs.path(), "loki");
+    let read = |f: &str| std::fs::read(certs.path().join(f)).unwrap();
+    let loki = Loki::start_tls(0, &read("loki-chain.pem"), &read("loki-key.pem"));
+    let mut t = Twelve::new();
+    let ca = certs.path().join("loki-ca.pem");
+    t.env
+        .push(("SSL_CERT_FILE".into(), ca.to_str().unwrap().into()));
+    let src = t.example("flask");
+    t.ok(&["deploy", src.to_str().unwrap(), "tls"]);
+    let url = format!("https://localhost:{}/loki/api/v1/push", loki.port);
+    t.ok(&["logs", "tls", "--forward", &format!("loki={url}")]);
+    eventually("worker lines in Loki over TLS", LONG, || {
+        loki.entries()
+            .iter()
+            .any(|e| e.line.contains("worker alive"))
+            .then_some(())
+    });
+}

@@ -16,6 +16,8 @@ pub struct Twelve {
     pub ingress_port: u16,
     /// `TWELVE_WEB_ADDR`: any free port unless [`Twelve::with_fixed_web_addr`].
     pub web_listen: String,
+    /// More environment for every command (and so for the controller they start).
+    pub env: Vec<(String, String)>,
 }
 
 pub fn repo() -> PathBuf {
@@ -62,6 +64,7 @@ impl Twelve {
             home,
             ingress_port,
             web_listen: "127.0.0.1:0".into(),
+            env: vec![],
         }
     }
 
@@ -81,6 +84,7 @@ impl Twelve {
             .env("TWELVE_INGRESS_PORT", self.ingress_port.to_string())
             .env("TWELVE_READY_TIMEOUT", "30")
             .env("TWELVE_WEB_ADDR", &self.web_listen)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.home.path())
             .output()
             .unwrap()
