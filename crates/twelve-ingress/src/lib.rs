@@ -15,6 +15,7 @@
 pub mod admin;
 mod body;
 mod cli;
+mod h1;
 mod metrics;
 mod proxy;
 pub mod routes;

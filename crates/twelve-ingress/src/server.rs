@@ -14,8 +14,10 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::body::ConnState;
+use crate::h1::Outcome;
 use crate::routes::{RouteTable, RoutesError};
 use crate::table::{BackendInflight, Registry, Snapshot};
 use crate::upstream::Pool;
@@ -163,7 +165,7 @@ impl IngressHandle {
 
         let cancel = CancellationToken::new();
         let workers = (0..config.workers)
-            .map(|i| Worker::spawn(i, shared.clone(), config.drain_timeout))
+            .map(|i| Worker::spawn(i, shared.clone(), config.drain_timeout, cancel.clone()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| IngressError::Io {
                 path: "worker thread".into(),
@@ -237,6 +239,7 @@ impl Worker {
         index: usize,
         shared: Arc<Shared>,
         drain_timeout: Duration,
+        stop: CancellationToken,
     ) -> std::io::Result<Worker> {
         let (streams, mut incoming) = tokio::sync::mpsc::unbounded_channel();
         let (finished, done) = tokio::sync::oneshot::channel();
@@ -247,7 +250,7 @@ impl Worker {
             .name(format!("ingress-{index}"))
             .spawn(move || {
                 runtime.block_on(async move {
-                    let graceful = GracefulShutdown::new();
+                    let connections = Connections::default();
                     // This thread's backend connections: registered with its event loop,
                     // used by its requests only.
                     let pool = Arc::new(Pool::default());
@@ -256,19 +259,47 @@ impl Worker {
                         let Ok(stream) = TcpStream::from_std(stream) else {
                             continue;
                         };
-                        tokio::spawn(serve_connection(
-                            stream,
-                            peer,
-                            shared.clone(),
-                            pool.clone(),
-                            graceful.watcher(),
-                        ));
+                        connections.serve(stream, peer, &shared, &pool, &stop);
                     }
-                    let _ = tokio::time::timeout(drain_timeout, graceful.shutdown()).await;
+                    let _ = tokio::time::timeout(drain_timeout, connections.drain()).await;
                 });
                 let _ = finished.send(());
             })?;
         Ok(Worker { streams, done })
+    }
+}
+
+/// The client connections of one runtime, waited for at shutdown: HTTP/1 ones close once
+/// their response in progress is written (`stop`), HTTP/2 ones through hyper's graceful
+/// shutdown.
+#[derive(Default)]
+struct Connections {
+    tasks: TaskTracker,
+    graceful: GracefulShutdown,
+}
+
+impl Connections {
+    fn serve(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shared: &Arc<Shared>,
+        pool: &Arc<Pool>,
+        stop: &CancellationToken,
+    ) {
+        self.tasks.spawn(serve_connection(
+            stream,
+            peer,
+            shared.clone(),
+            pool.clone(),
+            self.graceful.watcher(),
+            stop.clone(),
+        ));
+    }
+
+    async fn drain(self) {
+        self.tasks.close();
+        tokio::join!(self.graceful.shutdown(), self.tasks.wait());
     }
 }
 
@@ -279,7 +310,7 @@ async fn accept_loop(
     drain_timeout: Duration,
     workers: Vec<Worker>,
 ) {
-    let graceful = GracefulShutdown::new();
+    let connections = Connections::default();
     let pool = Arc::new(Pool::default());
     let sweeper = workers
         .is_empty()
@@ -298,13 +329,7 @@ async fn accept_loop(
             },
         };
         if workers.is_empty() {
-            tokio::spawn(serve_connection(
-                stream,
-                peer,
-                shared.clone(),
-                pool.clone(),
-                graceful.watcher(),
-            ));
+            connections.serve(stream, peer, &shared, &pool, &cancel);
             continue;
         }
         if let Ok(stream) = stream.into_std() {
@@ -319,7 +344,7 @@ async fn accept_loop(
         done.push(worker.done);
     }
     let drained = async {
-        graceful.shutdown().await;
+        connections.drain().await;
         for d in done {
             let _ = d.await;
         }
@@ -336,6 +361,7 @@ async fn serve_connection(
     shared: Arc<Shared>,
     pool: Arc<Pool>,
     watcher: Watcher,
+    stop: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
     let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
@@ -346,24 +372,45 @@ async fn serve_connection(
     drop(snap);
     let conn = Arc::new(ConnState::new(shared, peer_ip, pool));
 
-    let service = {
-        let conn = conn.clone();
-        service_fn(move |req| crate::proxy::handle(conn.clone(), req))
+    let outcome = tokio::select! {
+        outcome = crate::h1::serve(stream, conn.clone(), &stop) => outcome,
+        _ = watch(&conn, idle, header_read, &stop) => return,
     };
-    let connection =
-        watcher.watch(server.serve_connection_with_upgrades(TokioIo::new(stream), service));
-    tokio::select! {
-        _ = connection => {}
-        _ = watch(&conn, idle, header_read) => {}
+    match outcome {
+        Outcome::Closed => {}
+        Outcome::Tunnel(client, from_client, backend) => {
+            crate::h1::tunnel(client, from_client, backend).await;
+        }
+        Outcome::H2(stream, preface) => {
+            conn.set_h2();
+            let service = {
+                let conn = conn.clone();
+                service_fn(move |req| crate::proxy::handle(conn.clone(), req))
+            };
+            let io = TokioIo::new(crate::h1::Rewind::new(stream, preface));
+            let connection = watcher.watch(server.serve_connection(io, service));
+            tokio::select! {
+                _ = connection => {}
+                _ = watch(&conn, idle, header_read, &stop) => {}
+            }
+        }
     }
 }
 
 /// Returns once the connection has had no request in flight for `idle`, or, on HTTP/1, for
 /// `header_read`: a keep-alive connection waiting for its next request, or a client slow to
 /// send a whole head (a request counts from its complete head on). One timer per
-/// connection, re-armed only when it fires, instead of one per request head.
-async fn watch(conn: &ConnState, idle: Duration, header_read: Duration) {
+/// connection, re-armed only when it fires, instead of one per request head. Once `stop`
+/// is cancelled, returns as soon as no request is in flight.
+async fn watch(conn: &ConnState, idle: Duration, header_read: Duration, stop: &CancellationToken) {
     loop {
+        if stop.is_cancelled() {
+            if conn.idle_for_ms().is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
         let limit = if conn.is_h2() {
             idle
         } else {
@@ -375,6 +422,9 @@ async fn watch(conn: &ConnState, idle: Duration, header_read: Duration) {
             Some(ms) => Duration::from_millis(limit_ms - ms),
             None => limit,
         };
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => {}
+        }
     }
 }

@@ -219,11 +219,10 @@ impl Registry {
     }
 }
 
-/// HTTP/1 gets no timer: hyper's header read timeout allocates and registers a timer for
-/// every request head; the connection's watch (`server::watch`) enforces it instead.
+/// hyper serves HTTP/2 only (h2c connections, handed over by `crate::h1` when they open
+/// with the preface); HTTP/1 is `crate::h1`'s.
 fn server_builder() -> ServerBuilder {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().max_buf_size(MAX_REQUEST_HEAD);
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http2_only();
     builder
         .http2()
         .timer(TokioTimer::new())

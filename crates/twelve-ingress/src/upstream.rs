@@ -259,7 +259,7 @@ pub(crate) struct Outgoing<'a> {
     /// The whole request head, ending with the empty line.
     pub head: &'a [u8],
     /// The body to stream after the head, `None` for a request without one.
-    pub body: Option<Incoming>,
+    pub body: Option<ReqBody<'a>>,
     /// Whether the body goes chunked (else the head carries its `Content-Length`).
     pub chunked: bool,
     /// A `HEAD` request: the response has no body whatever its head says.
@@ -421,7 +421,7 @@ async fn exchange<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     mut rd: R,
     mut wr: W,
     buf: &mut BytesMut,
-    body: Incoming,
+    body: ReqBody<'_>,
     out: &Outgoing<'_>,
 ) -> Result<Parsed, RtError> {
     let mut send = pin!(send_body(&mut wr, body, out.chunked));
@@ -445,17 +445,11 @@ async fn exchange<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 
 async fn send_body<W: AsyncWrite + Unpin>(
     wr: &mut W,
-    mut body: Incoming,
+    mut body: ReqBody<'_>,
     chunked: bool,
 ) -> Result<(), RtError> {
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| rt_error("reading the request body", e, false))?;
-        let Ok(mut data) = frame.into_data() else {
-            continue; // trailers are not forwarded
-        };
-        if data.is_empty() {
-            continue;
-        }
+    while let Some(data) = body.next().await {
+        let mut data = data.map_err(|e| rt_error("reading the request body", e, false))?;
         let written = if chunked {
             let mut chunk = Bytes::from(format!("{:x}\r\n", data.len()))
                 .chain(data)
@@ -474,9 +468,70 @@ async fn send_body<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// How the response body ends.
+/// A request body to send: hyper's (HTTP/2 clients), or one read from an HTTP/1 client
+/// connection by [`crate::h1`].
+pub(crate) enum ReqBody<'a> {
+    Hyper(Incoming),
+    Client(ClientBody<'a>),
+}
+
+impl ReqBody<'_> {
+    /// The next non-empty piece of data; `None` at the end. Trailers are not forwarded.
+    async fn next(&mut self) -> Option<Result<Bytes, String>> {
+        match self {
+            ReqBody::Hyper(body) => loop {
+                match body.frame().await? {
+                    Err(e) => return Some(Err(e.to_string())),
+                    Ok(frame) => match frame.into_data() {
+                        Ok(data) if !data.is_empty() => return Some(Ok(data)),
+                        _ => continue,
+                    },
+                }
+            },
+            ReqBody::Client(body) => body.next().await.map(|r| r.map_err(|e| e.to_string())),
+        }
+    }
+}
+
+/// A request body read from a client connection: its read half, the bytes read and not
+/// consumed yet (what follows the body stays there), and how far the body has come.
+pub(crate) struct ClientBody<'a> {
+    pub rd: &'a mut TcpStream,
+    pub buf: &'a mut BytesMut,
+    pub framing: &'a mut Framing,
+}
+
+impl ClientBody<'_> {
+    async fn next(&mut self) -> Option<io::Result<Bytes>> {
+        loop {
+            match decode(self.framing, self.buf) {
+                Ok(Step::Data(data)) if data.is_empty() => continue,
+                Ok(Step::Data(data)) => return Some(Ok(data)),
+                Ok(Step::End) => return None,
+                Err(e) => return Some(Err(e)),
+                Ok(Step::More) => {
+                    if self.buf.capacity() - self.buf.len() < 1024 {
+                        self.buf.reserve(READ_CHUNK);
+                    }
+                    match self.rd.read_buf(self.buf).await {
+                        Ok(0) => {
+                            return Some(Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "the client closed the connection before the end of the body",
+                            )))
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How a message body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub(crate) enum Framing {
     /// This many bytes are left.
     Length(u64),
     Chunked(Chunk),
@@ -486,7 +541,7 @@ enum Framing {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
+pub(crate) enum Chunk {
     /// Before a chunk-size line.
     Size,
     /// Inside a chunk with this many bytes left.
@@ -772,6 +827,82 @@ fn chunk_size(buf: &mut BytesMut) -> io::Result<Option<u64>> {
     Ok(Some(size))
 }
 
+/// What [`decode`] found in the buffer.
+pub(crate) enum Step {
+    Data(Bytes),
+    /// The body is complete.
+    End,
+    /// More bytes are needed (or, for [`Framing::Eof`], the end of the stream).
+    More,
+}
+
+/// Takes the next piece of a body framed by `framing` from the start of `buf`: data, the
+/// end, or a request for more bytes. Chunk sizes, extensions and trailers are consumed; the
+/// bytes after the body stay in `buf`.
+pub(crate) fn decode(framing: &mut Framing, buf: &mut BytesMut) -> io::Result<Step> {
+    loop {
+        match *framing {
+            Framing::Done => return Ok(Step::End),
+            Framing::Length(0) => {
+                *framing = Framing::Done;
+                return Ok(Step::End);
+            }
+            _ if buf.is_empty() => return Ok(Step::More),
+            Framing::Length(left) => {
+                let take = left.min(buf.len() as u64);
+                *framing = Framing::Length(left - take);
+                return Ok(Step::Data(buf.split_to(take as usize).freeze()));
+            }
+            Framing::Eof => return Ok(Step::Data(buf.split().freeze())),
+            Framing::Chunked(state) => {
+                let before = buf.len();
+                match state {
+                    Chunk::Size => match chunk_size(buf)? {
+                        Some(0) => *framing = Framing::Chunked(Chunk::Trailers),
+                        Some(n) => *framing = Framing::Chunked(Chunk::Data(n)),
+                        None => {}
+                    },
+                    Chunk::Data(left) => {
+                        let take = left.min(buf.len() as u64);
+                        *framing = Framing::Chunked(if left == take {
+                            Chunk::DataEnd
+                        } else {
+                            Chunk::Data(left - take)
+                        });
+                        return Ok(Step::Data(buf.split_to(take as usize).freeze()));
+                    }
+                    Chunk::DataEnd => {
+                        if buf.len() >= 2 {
+                            if &buf[..2] != b"\r\n" {
+                                return Err(bad_chunk());
+                            }
+                            buf.advance(2);
+                            *framing = Framing::Chunked(Chunk::Size);
+                        }
+                    }
+                    Chunk::Trailers => {
+                        // Trailer fields are dropped; the section ends with an empty line.
+                        match buf.windows(2).position(|w| w == b"\r\n") {
+                            Some(0) => {
+                                buf.advance(2);
+                                *framing = Framing::Done;
+                                return Ok(Step::End);
+                            }
+                            Some(end) => buf.advance(end + 2),
+                            None if buf.len() > 64 * 1024 => return Err(bad_chunk()),
+                            None => {}
+                        }
+                    }
+                }
+                // No progress with the bytes there are: more are needed.
+                if *framing == Framing::Chunked(state) && buf.len() == before {
+                    return Ok(Step::More);
+                }
+            }
+        }
+    }
+}
+
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = io::Error;
@@ -782,108 +913,32 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
         loop {
-            let buffered = this.conn.as_ref().map_or(0, |c| c.buf.len());
-            match this.framing {
-                Framing::Done => return Poll::Ready(None),
-                Framing::Length(0) => {
-                    this.finish();
-                    return Poll::Ready(None);
-                }
-                Framing::Length(left) if buffered > 0 => {
-                    let take = left.min(buffered as u64);
-                    let conn = this
-                        .conn
-                        .as_mut()
-                        .expect("buffered bytes have a connection");
-                    let data = conn.buf.split_to(take as usize).freeze();
-                    this.framing = Framing::Length(left - take);
-                    if left == take {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match decode(&mut this.framing, &mut conn.buf) {
+                Ok(Step::Data(data)) => {
+                    // The last bytes: the connection goes home before the client has them.
+                    if this.framing == Framing::Length(0) {
                         this.finish();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Framing::Eof if buffered > 0 => {
-                    let conn = this
-                        .conn
-                        .as_mut()
-                        .expect("buffered bytes have a connection");
-                    let data = conn.buf.split().freeze();
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                Ok(Step::End) => {
+                    this.finish();
+                    return Poll::Ready(None);
                 }
-                Framing::Chunked(state) if buffered > 0 => {
-                    let conn = this
-                        .conn
-                        .as_mut()
-                        .expect("buffered bytes have a connection");
-                    let buf = &mut conn.buf;
-                    match state {
-                        Chunk::Size => match chunk_size(buf) {
-                            Ok(Some(0)) => this.framing = Framing::Chunked(Chunk::Trailers),
-                            Ok(Some(n)) => this.framing = Framing::Chunked(Chunk::Data(n)),
-                            Ok(None) => {}
-                            Err(e) => return Poll::Ready(Some(Err(e))),
-                        },
-                        Chunk::Data(left) => {
-                            let take = left.min(buf.len() as u64);
-                            let data = buf.split_to(take as usize).freeze();
-                            this.framing = Framing::Chunked(if left == take {
-                                Chunk::DataEnd
-                            } else {
-                                Chunk::Data(left - take)
-                            });
-                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                Err(e) => return Poll::Ready(Some(Err(e))),
+                Ok(Step::More) => match this.poll_fill(cx) {
+                    Poll::Ready(Ok(true)) => {}
+                    Poll::Ready(Ok(false)) if this.framing == Framing::Eof => {
+                        this.framing = Framing::Done;
+                        if let Some(conn) = this.conn.take() {
+                            conn.close_after_response();
                         }
-                        Chunk::DataEnd => {
-                            if buf.len() >= 2 {
-                                if &buf[..2] != b"\r\n" {
-                                    return Poll::Ready(Some(Err(bad_chunk())));
-                                }
-                                buf.advance(2);
-                                this.framing = Framing::Chunked(Chunk::Size);
-                            }
-                        }
-                        Chunk::Trailers => {
-                            // Trailer fields are dropped; the section ends with an empty line.
-                            match buf.windows(2).position(|w| w == b"\r\n") {
-                                Some(0) => {
-                                    buf.advance(2);
-                                    this.finish();
-                                    return Poll::Ready(None);
-                                }
-                                Some(end) => buf.advance(end + 2),
-                                None if buf.len() > 64 * 1024 => {
-                                    return Poll::Ready(Some(Err(bad_chunk())))
-                                }
-                                None => {}
-                            }
-                        }
+                        return Poll::Ready(None);
                     }
-                    // Progress made without a frame, or more bytes needed: go round; an
-                    // unchanged state with bytes left needs a read.
-                    let now = this.conn.as_ref().map_or(0, |c| c.buf.len());
-                    if this.framing != Framing::Chunked(state) || now != buffered {
-                        continue;
-                    }
-                    match this.poll_fill(cx) {
-                        Poll::Ready(Ok(true)) => continue,
-                        Poll::Ready(Ok(false)) => return Poll::Ready(Some(Err(truncated()))),
-                        Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
-                        Poll::Pending => return Poll::Pending,
-                    }
-                }
-                // Nothing buffered: read.
-                _ => match this.poll_fill(cx) {
-                    Poll::Ready(Ok(true)) => continue,
-                    Poll::Ready(Ok(false)) => {
-                        if this.framing == Framing::Eof {
-                            this.framing = Framing::Done;
-                            if let Some(conn) = this.conn.take() {
-                                conn.close_after_response();
-                            }
-                            return Poll::Ready(None);
-                        }
-                        return Poll::Ready(Some(Err(truncated())));
-                    }
+                    Poll::Ready(Ok(false)) => return Poll::Ready(Some(Err(truncated()))),
                     Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
                     Poll::Pending => return Poll::Pending,
                 },

@@ -524,6 +524,13 @@ async fn a_malformed_request_gets_400_and_a_concurrent_one_is_served() {
         &b"GARBAGE\r\n\r\n"[..],
         b"GET / HTTP/1.1\r\nHost web.localhost\r\n\r\n",
         b"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        // Ways to make a proxy and its backend disagree on where a request ends.
+        b"POST / HTTP/1.1\r\nHost: web.localhost\r\nTransfer-Encoding: chunked\r\n\
+          Content-Length: 5\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: web.localhost\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"POST / HTTP/1.0\r\nHost: web.localhost\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: web.localhost\r\nHost: other.localhost\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: -1\r\n\r\n",
     ] {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let answer = raw(&mut stream, garbage, "\r\n\r\n").await;
@@ -745,4 +752,224 @@ async fn an_idle_connection_is_closed_but_not_one_waiting_for_its_answer() {
     assert_eq!(rest, "", "the connection closes without another byte");
     assert!(idle_since.elapsed() >= Duration::from_millis(250));
     assert!(idle_since.elapsed() < DEADLINE);
+}
+
+/// Reads from `stream` until it is closed (or [`DEADLINE`]).
+async fn read_to_end(stream: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut got)).await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order_and_head_has_no_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = TestBackend::start("web/0").await;
+    let ingress = start_ingress(dir.path()).await;
+    ingress
+        .set_routes(table(vec![(
+            "web",
+            app(Policy::RoundRobin, vec![web.route(Ready)]),
+        )]))
+        .unwrap();
+    let mut stream = TcpStream::connect(ingress.addr()).await.unwrap();
+    let answer = raw(
+        &mut stream,
+        b"GET /a HTTP/1.1\r\nHost: web.localhost\r\n\r\n\
+          HEAD /b HTTP/1.1\r\nHost: web.localhost\r\n\r\n\
+          GET /c HTTP/1.1\r\nHost: web.localhost\r\n\r\n",
+        "path=/c\n",
+    )
+    .await;
+    let responses: Vec<&str> = answer.split("HTTP/1.1 200 OK\r\n").skip(1).collect();
+    assert_eq!(responses.len(), 3, "{answer}");
+    assert!(responses[0].contains("path=/a\n"), "{answer}");
+    // HEAD: the length of the body GET would have, and no body.
+    assert!(
+        responses[1]
+            .to_ascii_lowercase()
+            .contains("content-length: "),
+        "{answer}"
+    );
+    assert!(responses[1].ends_with("\r\n\r\n"), "{answer}");
+    assert!(responses[2].contains("path=/c\n"), "{answer}");
+    assert_eq!(web.hits(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_the_ingress_does_not_forward_is_never_taken_for_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = TestBackend::start("web/0").await;
+    let ingress = start_ingress(dir.path()).await;
+    ingress
+        .set_routes(table(vec![(
+            "web",
+            app(Policy::RoundRobin, vec![web.route(Ready)]),
+        )]))
+        .unwrap();
+    // A 404 answered before the body: the body holds what looks like a request.
+    let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: web.localhost\r\n\r\n";
+    let mut request = format!(
+        "POST /nothing HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+        smuggled.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(smuggled);
+    let mut stream = TcpStream::connect(ingress.addr()).await.unwrap();
+    stream.write_all(&request).await.unwrap();
+    let answer = read_to_end(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+    assert_eq!(web.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_absolute_targets_and_expect_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = TestBackend::start("web/0").await;
+    let ingress = start_ingress(dir.path()).await;
+    ingress
+        .set_routes(table(vec![(
+            "web",
+            app(Policy::RoundRobin, vec![web.route(Ready)]),
+        )]))
+        .unwrap();
+    let addr = ingress.addr();
+
+    // HTTP/1.0 without Host, routed by path: answered, then closed.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /web/old HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_end(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("path=/old\n"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+
+    // HTTP/1.0 asking to keep the connection: it is kept and says so.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    for path in ["/one", "/two"] {
+        let request = format!("GET /web{path} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let answer = raw(&mut stream, request.as_bytes(), &format!("path={path}\n")).await;
+        assert!(answer.contains("connection: keep-alive\r\n"), "{answer}");
+        assert!(answer.contains(&format!("path={path}\n")), "{answer}");
+    }
+
+    // The absolute form routes by its authority, which becomes the forwarded host.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let answer = raw(
+        &mut stream,
+        b"GET http://web.localhost:8080/abs?x=1 HTTP/1.1\r\nHost: web.localhost:8080\r\n\r\n",
+        "x-forwarded-host",
+    )
+    .await;
+    assert!(answer.contains("path=/abs?x=1\n"), "{answer}");
+    assert!(answer.contains("host: web.localhost:8080\n"), "{answer}");
+
+    // Expect: 100-continue gets its interim answer before the body is sent.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let interim = raw(
+        &mut stream,
+        b"POST /upload HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: 5\r\n\
+          Expect: 100-continue\r\n\r\n",
+        "\r\n\r\n",
+    )
+    .await;
+    assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+    let answer = raw(&mut stream, b"hello", "received=5\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("received=5\n"), "{answer}");
+}
+
+/// A backend answering every request on a connection with `answer`, closing after it when
+/// `close`.
+async fn raw_backend(answer: &'static [u8], close: bool) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        head.drain(..end + 4);
+                        if stream.write_all(answer).await.is_err() || close {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_and_close_delimited_bodies_reach_clients_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunked = raw_backend(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        false,
+    )
+    .await;
+    let until_close = raw_backend(b"HTTP/1.0 200 OK\r\n\r\nuntil the end", true).await;
+    let backend = |app: &str, addr| twelve_ingress::Backend {
+        unit: format!("{app}/0"),
+        addr,
+        socket: None,
+        state: Ready,
+    };
+    let ingress = start_ingress(dir.path()).await;
+    ingress
+        .set_routes(table(vec![
+            (
+                "chunked",
+                app(Policy::RoundRobin, vec![backend("chunked", chunked)]),
+            ),
+            (
+                "eof",
+                app(Policy::RoundRobin, vec![backend("eof", until_close)]),
+            ),
+        ]))
+        .unwrap();
+    let addr = ingress.addr();
+    for (host, body) in [
+        ("chunked.localhost", "hello world"),
+        ("eof.localhost", "until the end"),
+    ] {
+        // Twice on one connection: the first response ended where the client expected.
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        for _ in 0..2 {
+            let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            let answer = raw(&mut stream, request.as_bytes(), "0\r\n\r\n").await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            assert!(
+                answer.contains("transfer-encoding: chunked\r\n"),
+                "{answer}"
+            );
+            assert!(answer.ends_with("0\r\n\r\n"), "{answer}");
+            assert!(!answer.contains("X-Trailer"), "{answer}");
+        }
+        let reply = get(addr, host, "/").await;
+        assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, body));
+        // An HTTP/1.0 client gets the body up to the end of the connection.
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let answer = read_to_end(&mut stream).await;
+        assert!(answer.ends_with(&format!("\r\n\r\n{body}")), "{answer}");
+        assert!(!answer.contains("transfer-encoding"), "{answer}");
+    }
 }

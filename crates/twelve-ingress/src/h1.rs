@@ -1,0 +1,635 @@
+//! HTTP/1 to clients, without hyper's server side. A client connection is one task that
+//! reads a request head into its buffer, parses it with `httparse` and writes the backend's
+//! request head straight from the parsed fields ([`crate::proxy::write_request_head`]),
+//! with no `Request`, `HeaderMap` or per-request allocation of its own; the response head
+//! and body go out in one write when the backend sent them together. Bodies stream both
+//! ways: a request body is read from the client socket while it is sent (chunked or with
+//! its length), and a response body while the client takes it.
+//!
+//! A connection that opens with HTTP/2's preface (h2c with prior knowledge) is handed to
+//! hyper ([`Outcome::H2`]). An accepted WebSocket (or other) upgrade becomes a tunnel
+//! between the two sockets ([`Outcome::Tunnel`]).
+//!
+//! Rules kept here, as a server facing the open network needs: a head larger than
+//! [`MAX_REQUEST_HEAD`] or with more than [`MAX_HEADERS`] fields gets 431; a malformed one,
+//! conflicting `Content-Length`s, `Transfer-Encoding` with `Content-Length` (a smuggling
+//! vector), a `Transfer-Encoding` that does not end in `chunked` or on HTTP/1.0, more than
+//! one `Host`, or an authority-form target get 400, and the connection closes after the
+//! answer. A connection whose request body was not read to its end (the backend answered
+//! early) is closed after the response, so no body byte is taken for a request.
+
+use std::future::poll_fn;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::Body as _;
+use hyper::header::HeaderMap;
+use hyper::StatusCode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::{ConnState, Guard};
+use crate::proxy::{self, Exchange, RequestHead};
+use crate::table::{AppPool, BackendRt, Snapshot, MAX_REQUEST_HEAD};
+use crate::upstream::{Chunk, ClientBody, Framing, ReqBody, UpConn, UpstreamBody};
+
+/// Request header fields beyond this many get 431 (hyper's limit).
+pub const MAX_HEADERS: usize = 100;
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Response bytes gathered before a write.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Body pieces at least this large are written from where they are, not copied.
+const COPY_LIMIT: usize = 8 * 1024;
+
+/// How a client connection ended.
+pub(crate) enum Outcome {
+    Closed,
+    /// It speaks HTTP/2 with prior knowledge: hyper serves it, replaying these bytes.
+    H2(TcpStream, Bytes),
+    /// A backend accepted an upgrade: the client's bytes after the request head and the
+    /// backend connection (with the bytes it sent after its `101`).
+    Tunnel(TcpStream, Bytes, UpConn),
+}
+
+/// What a request head asks for, parsed and checked; the backend head is written.
+struct Request<'s> {
+    head_len: usize,
+    keep_alive: bool,
+    http10: bool,
+    action: Action<'s>,
+}
+
+/// Each with how the request body ends (`Framing::Done`: none).
+enum Action<'s> {
+    Reply(StatusCode, Bytes, Framing),
+    Unavailable(&'s AppPool, Framing),
+    Forward(Forward<'s>),
+}
+
+struct Forward<'s> {
+    pool: &'s AppPool,
+    backend: Arc<BackendRt>,
+    /// How the request body ends; `Framing::Done` for none.
+    body: Framing,
+    chunked: bool,
+    head_method: bool,
+    idempotent: bool,
+    upgrade: bool,
+    expect_continue: bool,
+}
+
+/// A request head the ingress refuses; the connection closes after the answer.
+struct Reject(StatusCode, &'static str);
+
+/// Serves HTTP/1 requests on `stream` until the client closes, a request asks for the
+/// connection to close, an error, or `stop` (after the response in progress).
+pub(crate) async fn serve(
+    mut stream: TcpStream,
+    conn: Arc<ConnState>,
+    stop: &CancellationToken,
+) -> Outcome {
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut out: Vec<u8> = Vec::with_capacity(8 * 1024);
+    let mut up_head: Vec<u8> = Vec::with_capacity(1024);
+    let mut first = true;
+    loop {
+        // A whole request head.
+        let mut snap;
+        let request = loop {
+            if first && !buf.is_empty() && H2_PREFACE.starts_with(&buf[..buf.len().min(24)]) {
+                if buf.len() >= H2_PREFACE.len() {
+                    return Outcome::H2(stream, buf.freeze());
+                }
+            } else if !buf.is_empty() {
+                up_head.clear();
+                // The table of now, not of when the connection last had a request.
+                snap = conn.shared.table.load_full();
+                match parse(&buf, &snap, &conn, &mut up_head) {
+                    Ok(Some(request)) => break request,
+                    Ok(None) if buf.len() >= MAX_REQUEST_HEAD => {
+                        reject(
+                            &mut stream,
+                            Reject(
+                                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                                "request head too large",
+                            ),
+                        )
+                        .await;
+                        return Outcome::Closed;
+                    }
+                    Ok(None) => {}
+                    Err(rejected) => {
+                        reject(&mut stream, rejected).await;
+                        return Outcome::Closed;
+                    }
+                }
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(8 * 1024);
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return Outcome::Closed,
+                Ok(_) => {}
+            }
+        };
+        first = false;
+        buf.advance(request.head_len);
+        let mut keep_alive = request.keep_alive;
+        let http10 = request.http10;
+        let mut guard = Guard::begin(conn.clone());
+
+        let (status, response) = match request.action {
+            // A body left unread would be taken for the next request: the connection closes.
+            Action::Reply(status, page, body) => {
+                keep_alive &= body == Framing::Done;
+                (status, Err(page))
+            }
+            Action::Unavailable(pool, body) => {
+                keep_alive &= body == Framing::Done;
+                guard.set_no_unit(&pool.no_unit, &pool.histogram);
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Err(pool.unavailable.clone()),
+                )
+            }
+            Action::Forward(f) => {
+                let mut framing = f.body;
+                let has_body = framing != Framing::Done;
+                if f.expect_continue
+                    && has_body
+                    && stream
+                        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                        .await
+                        .is_err()
+                {
+                    return Outcome::Closed;
+                }
+                let body = has_body.then(|| {
+                    ReqBody::Client(ClientBody {
+                        rd: &mut stream,
+                        buf: &mut buf,
+                        framing: &mut framing,
+                    })
+                });
+                let exchange = Exchange {
+                    head: &up_head,
+                    chunked: f.chunked,
+                    head_method: f.head_method,
+                    idempotent: f.idempotent,
+                };
+                let sent = proxy::send(
+                    &conn.shared,
+                    &snap,
+                    f.pool,
+                    &conn,
+                    f.backend,
+                    exchange,
+                    body,
+                    &mut guard,
+                )
+                .await;
+                // A body not read to its end leaves bytes that are not a request.
+                keep_alive &= matches!(framing, Framing::Done | Framing::Length(0));
+                match sent {
+                    Err((status, page)) => (status, Err(Bytes::from(page))),
+                    Ok(response) => {
+                        let status = response.status();
+                        if status == StatusCode::SWITCHING_PROTOCOLS {
+                            if !f.upgrade {
+                                return Outcome::Closed;
+                            }
+                            guard.status = status.as_u16();
+                            let (parts, body) = response.into_parts();
+                            out.clear();
+                            write_head(&mut out, status, &parts.headers, Framed::Upgrade);
+                            if stream.write_all(&out).await.is_err() {
+                                return Outcome::Closed;
+                            }
+                            drop(guard);
+                            return match body.into_conn() {
+                                Some(backend) => Outcome::Tunnel(stream, buf.freeze(), backend),
+                                None => Outcome::Closed,
+                            };
+                        }
+                        (status, Ok((response, f.head_method)))
+                    }
+                }
+            }
+        };
+        guard.status = status.as_u16();
+        keep_alive &= !stop.is_cancelled();
+        out.clear();
+        let written = match response {
+            Err(page) => {
+                write_page(&mut out, status, &page, keep_alive, http10);
+                stream.write_all(&out).await.map(|()| true)
+            }
+            Ok((response, head_method)) => {
+                let (parts, mut body) = response.into_parts();
+                let framed = if head_method
+                    || status.is_informational()
+                    || status == StatusCode::NO_CONTENT
+                    || status == StatusCode::NOT_MODIFIED
+                {
+                    Framed::NoBody
+                } else if body.size_hint().exact().is_some() {
+                    Framed::Length
+                } else if http10 {
+                    keep_alive = false;
+                    Framed::Close
+                } else {
+                    Framed::Chunked
+                };
+                write_head(&mut out, status, &parts.headers, framed);
+                write_connection(&mut out, keep_alive, http10);
+                out.extend_from_slice(b"\r\n");
+                write_body(&mut stream, &mut out, &mut body, framed == Framed::Chunked).await
+            }
+        };
+        drop(guard);
+        match written {
+            Ok(true) if keep_alive => {}
+            _ => {
+                let _ = stream.shutdown().await;
+                return Outcome::Closed;
+            }
+        }
+    }
+}
+
+/// Parses the request head at the start of `buf` (`None`: not complete yet), routes it and,
+/// when it goes to a backend, writes the backend's head into `up_head`.
+fn parse<'s>(
+    buf: &[u8],
+    snap: &'s Snapshot,
+    conn: &ConnState,
+    up_head: &mut Vec<u8>,
+) -> Result<Option<Request<'s>>, Reject> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Reject(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too many header fields",
+            ))
+        }
+        Err(_) => return Err(Reject(StatusCode::BAD_REQUEST, "malformed request head")),
+    };
+    let bad = |why| Err(Reject(StatusCode::BAD_REQUEST, why));
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return bad("malformed request head");
+    };
+    let http10 = version == 0;
+
+    let mut host: Option<&[u8]> = None;
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding: Option<bool> = None; // Some(the last coding is chunked)
+    let (mut close, mut keep_alive_token, mut upgrade_token) = (false, false, false);
+    let (mut upgrade_field, mut expect_continue) = (false, false);
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        let value = h.value;
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                if host.is_some() {
+                    return bad("more than one Host");
+                }
+                host = Some(value);
+            }
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                let Some(n) = parse_length(value) else {
+                    return bad("invalid Content-Length");
+                };
+                if content_length.is_some_and(|m| m != n) {
+                    return bad("conflicting Content-Length");
+                }
+                content_length = Some(n);
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                let last = value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+                transfer_encoding = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    close |= token.eq_ignore_ascii_case(b"close");
+                    keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                    upgrade_token |= token.eq_ignore_ascii_case(b"upgrade");
+                }
+            }
+            7 if name.eq_ignore_ascii_case(b"upgrade") => upgrade_field = true,
+            6 if name.eq_ignore_ascii_case(b"expect") => {
+                expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            }
+            _ => {}
+        }
+    }
+    let body = match (transfer_encoding, content_length) {
+        (Some(_), Some(_)) => return bad("Transfer-Encoding with Content-Length"),
+        (Some(_), None) if http10 => return bad("Transfer-Encoding on HTTP/1.0"),
+        (Some(false), None) => return bad("Transfer-Encoding not ending in chunked"),
+        (Some(true), None) => Framing::Chunked(Chunk::Size),
+        (None, Some(n)) if n > 0 => Framing::Length(n),
+        (None, _) => Framing::Done,
+    };
+    let keep_alive = !close && (!http10 || keep_alive_token);
+    let upgrade = !http10 && upgrade_field && upgrade_token;
+
+    // The target: origin form, absolute form (its authority is the host), or `*`.
+    let (target, authority) = if target.starts_with('/') || target == "*" {
+        (target, None)
+    } else if let Some(rest) = strip_scheme(target) {
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let path = &rest[end..];
+        if !path.starts_with('/') && !path.is_empty() {
+            return bad("absolute target without a path");
+        }
+        (if path.is_empty() { "/" } else { path }, Some(&rest[..end]))
+    } else {
+        return bad("unsupported request target");
+    };
+    let route_host = authority.or_else(|| host.and_then(|h| std::str::from_utf8(h).ok()));
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let (pool, strip) = match route_host
+        .and_then(proxy::host_label)
+        .and_then(|label| snap.apps.get(&*label))
+    {
+        Some(pool) => (pool, None),
+        None => {
+            let segment = path[1.min(path.len())..].split('/').next().unwrap_or("");
+            match snap.apps.get(segment) {
+                Some(pool) => (pool, Some(path.len() - 1 - segment.len())),
+                None => {
+                    let page = proxy::not_found_page(snap, route_host.unwrap_or(""), path);
+                    return Ok(Some(Request {
+                        head_len,
+                        keep_alive,
+                        http10,
+                        action: Action::Reply(StatusCode::NOT_FOUND, Bytes::from(page), body),
+                    }));
+                }
+            }
+        }
+    };
+    let Some(backend) = pool.pick(None).cloned() else {
+        return Ok(Some(Request {
+            head_len,
+            keep_alive,
+            http10,
+            action: Action::Unavailable(pool, body),
+        }));
+    };
+
+    let chunked = body != Framing::Done && transfer_encoding.is_some();
+    let forwarded_host = host.or(authority.map(str::as_bytes));
+    proxy::write_request_head(
+        up_head,
+        &RequestHead {
+            method,
+            target,
+            host: forwarded_host,
+            strip: strip.map(|rest_len| (rest_len, &pool.prefix)),
+            peer_ip: &conn.peer_ip,
+            fallback_host: backend.authority.as_str(),
+            upgrade,
+            chunked,
+        },
+        || req.headers.iter().map(|h| (h.name.as_bytes(), h.value)),
+    );
+    Ok(Some(Request {
+        head_len,
+        keep_alive,
+        http10,
+        action: Action::Forward(Forward {
+            pool,
+            backend,
+            body,
+            chunked,
+            head_method: method == "HEAD",
+            idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS"),
+            upgrade,
+            expect_continue,
+        }),
+    }))
+}
+
+fn strip_scheme(target: &str) -> Option<&str> {
+    ["http://", "https://"].into_iter().find_map(|scheme| {
+        let n = scheme.len();
+        let head = target.as_bytes().get(..n)?;
+        // ASCII bytes: `n` is a character boundary.
+        head.eq_ignore_ascii_case(scheme.as_bytes())
+            .then(|| &target[n..])
+    })
+}
+
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// How a response's body is delimited towards the client.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framed {
+    /// None (HEAD, 1xx, 204, 304): the fields are sent as they came.
+    NoBody,
+    /// The backend's `Content-Length`, among the fields.
+    Length,
+    Chunked,
+    /// By closing the connection (an HTTP/1.0 client, a body of unknown length).
+    Close,
+    /// A `101`: the fields as they came, then the tunnel.
+    Upgrade,
+}
+
+fn write_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap, framed: Framed) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framed {
+        Framed::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framed::Upgrade => out.extend_from_slice(b"\r\n"),
+        Framed::NoBody | Framed::Length | Framed::Close => {}
+    }
+}
+
+fn write_connection(out: &mut Vec<u8>, keep_alive: bool, http10: bool) {
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+}
+
+/// A page the ingress answers itself (404, 502, 503, 504).
+fn write_page(out: &mut Vec<u8>, status: StatusCode, page: &[u8], keep_alive: bool, http10: bool) {
+    write_head(out, status, &HeaderMap::new(), Framed::Length);
+    out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\ncontent-length: ");
+    out.extend_from_slice(page.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    write_connection(out, keep_alive, http10);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(page);
+}
+
+async fn reject(stream: &mut TcpStream, Reject(status, why): Reject) {
+    let mut out = Vec::with_capacity(256);
+    write_page(
+        &mut out,
+        status,
+        format!("{} {why}\n", status).as_bytes(),
+        false,
+        false,
+    );
+    let _ = stream.write_all(&out).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Writes `out` (the head) and the body after it, gathering what the backend has already
+/// sent into one write and writing whenever the body has nothing more ready. `Ok(false)`
+/// when the backend's body failed midway: the client got a truncated response and the
+/// connection must close.
+async fn write_body(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    body: &mut UpstreamBody,
+    chunked: bool,
+) -> io::Result<bool> {
+    loop {
+        let next = match poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
+            Poll::Ready(next) => next,
+            Poll::Pending => {
+                if !out.is_empty() {
+                    stream.write_all(out).await?;
+                    out.clear();
+                }
+                poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+            }
+        };
+        let data = match next {
+            None => {
+                if chunked {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
+                stream.write_all(out).await?;
+                out.clear();
+                return Ok(true);
+            }
+            Some(Err(_)) => {
+                stream.write_all(out).await?;
+                out.clear();
+                return Ok(false);
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                _ => continue,
+            },
+        };
+        if chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        if data.len() >= COPY_LIMIT {
+            let mut both = Buf::chain(&out[..], data);
+            stream.write_all_buf(&mut both).await?;
+            out.clear();
+        } else {
+            out.extend_from_slice(&data);
+        }
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= WRITE_BATCH {
+            stream.write_all(out).await?;
+            out.clear();
+        }
+    }
+}
+
+/// Copies both ways between an upgraded client connection and its backend, starting with
+/// the bytes each side sent before the tunnel began.
+pub(crate) async fn tunnel(mut client: TcpStream, from_client: Bytes, mut backend: UpConn) {
+    backend.set_nodelay();
+    if !backend.buf.is_empty() && client.write_all(&backend.buf).await.is_err() {
+        return;
+    }
+    if !from_client.is_empty() && backend.stream.write_all(&from_client).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut backend.stream).await;
+}
+
+/// A connection whose first bytes were already read: they are read again first.
+pub(crate) struct Rewind {
+    prefix: Bytes,
+    stream: TcpStream,
+}
+
+impl Rewind {
+    pub(crate) fn new(stream: TcpStream, prefix: Bytes) -> Rewind {
+        Rewind { prefix, stream }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
