@@ -61,6 +61,8 @@ struct Request<'s> {
     head_len: usize,
     keep_alive: bool,
     http10: bool,
+    /// A `HEAD` request: answers carry no body.
+    head_method: bool,
     action: Action<'s>,
 }
 
@@ -141,6 +143,7 @@ pub(crate) async fn serve(
         buf.advance(request.head_len);
         let mut keep_alive = request.keep_alive;
         let http10 = request.http10;
+        let head_method = request.head_method;
         let mut guard = Guard::begin(conn.clone());
 
         let (status, response) = match request.action {
@@ -201,22 +204,30 @@ pub(crate) async fn serve(
                         let status = response.status();
                         if status == StatusCode::SWITCHING_PROTOCOLS {
                             if !f.upgrade {
-                                return Outcome::Closed;
+                                keep_alive = false;
+                                let page =
+                                    "502 Bad Gateway\n\nThe backend switched protocols unasked.\n";
+                                (
+                                    StatusCode::BAD_GATEWAY,
+                                    Err(Bytes::from_static(page.as_bytes())),
+                                )
+                            } else {
+                                guard.status = status.as_u16();
+                                let (parts, body) = response.into_parts();
+                                out.clear();
+                                write_head(&mut out, status, &parts.headers, Framed::Upgrade);
+                                if stream.write_all(&out).await.is_err() {
+                                    return Outcome::Closed;
+                                }
+                                drop(guard);
+                                return match body.into_conn() {
+                                    Some(backend) => Outcome::Tunnel(stream, buf.freeze(), backend),
+                                    None => Outcome::Closed,
+                                };
                             }
-                            guard.status = status.as_u16();
-                            let (parts, body) = response.into_parts();
-                            out.clear();
-                            write_head(&mut out, status, &parts.headers, Framed::Upgrade);
-                            if stream.write_all(&out).await.is_err() {
-                                return Outcome::Closed;
-                            }
-                            drop(guard);
-                            return match body.into_conn() {
-                                Some(backend) => Outcome::Tunnel(stream, buf.freeze(), backend),
-                                None => Outcome::Closed,
-                            };
+                        } else {
+                            (status, Ok(response))
                         }
-                        (status, Ok((response, f.head_method)))
                     }
                 }
             }
@@ -227,9 +238,13 @@ pub(crate) async fn serve(
         let written = match response {
             Err(page) => {
                 write_page(&mut out, status, &page, keep_alive, http10);
+                if head_method {
+                    // The length of the page a GET would get, and no page.
+                    out.truncate(out.len() - page.len());
+                }
                 stream.write_all(&out).await.map(|()| true)
             }
-            Ok((response, head_method)) => {
+            Ok(response) => {
                 let (parts, mut body) = response.into_parts();
                 let framed = if head_method
                     || status.is_informational()
@@ -288,6 +303,7 @@ fn parse<'s>(
         return bad("malformed request head");
     };
     let http10 = version == 0;
+    let head_method = method == "HEAD";
 
     let mut host: Option<&[u8]> = None;
     let mut content_length: Option<u64> = None;
@@ -372,6 +388,7 @@ fn parse<'s>(
                         head_len,
                         keep_alive,
                         http10,
+                        head_method,
                         action: Action::Reply(StatusCode::NOT_FOUND, Bytes::from(page), body),
                     }));
                 }
@@ -383,6 +400,7 @@ fn parse<'s>(
             head_len,
             keep_alive,
             http10,
+            head_method,
             action: Action::Unavailable(pool, body),
         }));
     };
@@ -407,12 +425,13 @@ fn parse<'s>(
         head_len,
         keep_alive,
         http10,
+        head_method,
         action: Action::Forward(Forward {
             pool,
             backend,
             body,
             chunked,
-            head_method: method == "HEAD",
+            head_method,
             idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS"),
             upgrade,
             expect_continue,

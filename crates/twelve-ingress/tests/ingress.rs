@@ -794,6 +794,19 @@ async fn pipelined_requests_are_answered_in_order_and_head_has_no_body() {
     assert!(responses[1].ends_with("\r\n\r\n"), "{answer}");
     assert!(responses[2].contains("path=/c\n"), "{answer}");
     assert_eq!(web.hits(), 3);
+
+    // A HEAD the ingress answers itself has no body either.
+    let answer = raw(
+        &mut stream,
+        b"HEAD /nothing HTTP/1.1\r\nHost: localhost\r\n\r\n\
+          GET /web/d HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "path=/d\n",
+    )
+    .await;
+    let (head, rest) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(rest.contains("path=/d\n"), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
