@@ -22,21 +22,20 @@ use std::future::poll_fn;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::Body as _;
-use hyper::header::HeaderMap;
 use hyper::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 use crate::body::{ConnState, Guard};
 use crate::proxy::{self, Exchange, RequestHead};
 use crate::table::{AppPool, BackendRt, Snapshot, MAX_REQUEST_HEAD};
-use crate::upstream::{Chunk, ClientBody, Framing, ReqBody, UpConn, UpstreamBody};
+use crate::upstream::{Chunk, ClientBody, Framing, ReqBody, UpConn, UpResponse, UpstreamBody};
 
 /// Request header fields beyond this many get 431 (hyper's limit).
 pub const MAX_HEADERS: usize = 100;
@@ -89,12 +88,8 @@ struct Forward<'s> {
 struct Reject(StatusCode, &'static str);
 
 /// Serves HTTP/1 requests on `stream` until the client closes, a request asks for the
-/// connection to close, an error, or `stop` (after the response in progress).
-pub(crate) async fn serve(
-    mut stream: TcpStream,
-    conn: Arc<ConnState>,
-    stop: &CancellationToken,
-) -> Outcome {
+/// connection to close, an error, or the ingress stopping (after the response in progress).
+pub(crate) async fn serve(mut stream: TcpStream, conn: Arc<ConnState>) -> Outcome {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut out: Vec<u8> = Vec::with_capacity(8 * 1024);
     let mut up_head: Vec<u8> = Vec::with_capacity(1024);
@@ -201,7 +196,7 @@ pub(crate) async fn serve(
                 match sent {
                     Err((status, page)) => (status, Err(Bytes::from(page))),
                     Ok(response) => {
-                        let status = response.status();
+                        let status = response.status;
                         if status == StatusCode::SWITCHING_PROTOCOLS {
                             if !f.upgrade {
                                 keep_alive = false;
@@ -213,14 +208,13 @@ pub(crate) async fn serve(
                                 )
                             } else {
                                 guard.status = status.as_u16();
-                                let (parts, body) = response.into_parts();
                                 out.clear();
-                                write_head(&mut out, status, &parts.headers, Framed::Upgrade);
+                                write_head(&mut out, status, &response.fields, Framed::Upgrade);
                                 if stream.write_all(&out).await.is_err() {
                                     return Outcome::Closed;
                                 }
                                 drop(guard);
-                                return match body.into_conn() {
+                                return match response.body.into_conn() {
                                     Some(backend) => Outcome::Tunnel(stream, buf.freeze(), backend),
                                     None => Outcome::Closed,
                                 };
@@ -233,7 +227,7 @@ pub(crate) async fn serve(
             }
         };
         guard.status = status.as_u16();
-        keep_alive &= !stop.is_cancelled();
+        keep_alive &= !conn.shared.stopping.load(Ordering::Relaxed);
         out.clear();
         let written = match response {
             Err(page) => {
@@ -245,7 +239,9 @@ pub(crate) async fn serve(
                 stream.write_all(&out).await.map(|()| true)
             }
             Ok(response) => {
-                let (parts, mut body) = response.into_parts();
+                let UpResponse {
+                    fields, mut body, ..
+                } = response;
                 let framed = if head_method
                     || status.is_informational()
                     || status == StatusCode::NO_CONTENT
@@ -260,7 +256,7 @@ pub(crate) async fn serve(
                 } else {
                     Framed::Chunked
                 };
-                write_head(&mut out, status, &parts.headers, framed);
+                write_head(&mut out, status, &fields, framed);
                 write_connection(&mut out, keep_alive, http10);
                 out.extend_from_slice(b"\r\n");
                 write_body(&mut stream, &mut out, &mut body, framed == Framed::Chunked).await
@@ -471,18 +467,14 @@ enum Framed {
     Upgrade,
 }
 
-fn write_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap, framed: Framed) {
+/// The status line, the backend's `fields` (`name: value\r\n` lines) and the framing.
+fn write_head(out: &mut Vec<u8>, status: StatusCode, fields: &[u8], framed: Framed) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    out.extend_from_slice(fields);
     match framed {
         Framed::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framed::Upgrade => out.extend_from_slice(b"\r\n"),
@@ -500,7 +492,7 @@ fn write_connection(out: &mut Vec<u8>, keep_alive: bool, http10: bool) {
 
 /// A page the ingress answers itself (404, 502, 503, 504).
 fn write_page(out: &mut Vec<u8>, status: StatusCode, page: &[u8], keep_alive: bool, http10: bool) {
-    write_head(out, status, &HeaderMap::new(), Framed::Length);
+    write_head(out, status, b"", Framed::Length);
     out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\ncontent-length: ");
     out.extend_from_slice(page.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n");

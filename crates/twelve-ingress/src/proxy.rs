@@ -15,7 +15,7 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 use crate::body::{ConnState, Guard, ResBody};
 use crate::server::Shared;
 use crate::table::{AppPool, BackendRt, Snapshot};
-use crate::upstream::{self, Outgoing, ReqBody, UpstreamBody};
+use crate::upstream::{self, Outgoing, ReqBody, UpResponse};
 
 pub(crate) async fn handle(
     conn: Arc<ConnState>,
@@ -124,7 +124,7 @@ async fn forward(
     };
     let body = (!bodyless).then_some(ReqBody::Hyper(body));
     match send(shared, snap, pool, conn, backend, exchange, body, guard).await {
-        Ok(response) => response.map(ResBody::upstream),
+        Ok(response) => response.into_http().map(ResBody::upstream),
         Err((status, page)) => text(status, page),
     }
 }
@@ -152,7 +152,7 @@ pub(crate) async fn send(
     exchange: Exchange<'_>,
     body: Option<ReqBody<'_>>,
     guard: &mut Guard,
-) -> Result<Response<UpstreamBody>, (StatusCode, String)> {
+) -> Result<UpResponse, (StatusCode, String)> {
     let bodyless = body.is_none();
     let outgoing = |body| Outgoing {
         head: exchange.head,

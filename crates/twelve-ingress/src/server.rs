@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,6 +78,9 @@ pub enum IngressError {
 
 pub(crate) struct Shared {
     pub table: ArcSwap<Snapshot>,
+    /// Set before the ingress stops: HTTP/1 connections close after their response in
+    /// progress (an atomic read per response, where the cancellation token takes a lock).
+    pub stopping: AtomicBool,
     registry: Mutex<Registry>,
     routes_path: PathBuf,
 }
@@ -142,6 +146,7 @@ impl IngressHandle {
             table: ArcSwap::from_pointee(snapshot),
             registry: Mutex::new(registry),
             routes_path,
+            stopping: AtomicBool::new(false),
         });
 
         let addr = SocketAddr::new(config.bind, config.port);
@@ -220,6 +225,7 @@ impl IngressHandle {
     /// Stops accepting, lets requests in flight finish (up to the drain timeout), removes
     /// the socket and pid file.
     pub async fn shutdown(self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
         self.cancel.cancel();
         let _ = self.proxy_task.await;
         let _ = tokio::time::timeout(self.drain_timeout, self.admin_task).await;
@@ -373,7 +379,7 @@ async fn serve_connection(
     let conn = Arc::new(ConnState::new(shared, peer_ip, pool));
 
     let outcome = tokio::select! {
-        outcome = crate::h1::serve(stream, conn.clone(), &stop) => outcome,
+        outcome = crate::h1::serve(stream, conn.clone()) => outcome,
         _ = watch(&conn, idle, header_read, &stop) => return,
     };
     match outcome {

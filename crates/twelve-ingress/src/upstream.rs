@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::{pin, Pin};
@@ -27,7 +28,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -282,7 +283,7 @@ pub(crate) async fn request(
     to: Target<'_>,
     connect_timeout: Duration,
     mut out: Outgoing<'_>,
-) -> Result<Response<UpstreamBody>, UpError> {
+) -> Result<UpResponse, UpError> {
     let addr = to.addr;
     let (mut conn, mut reused, mut sent) = match pool.checkout(addr) {
         Some(conn) => (conn, true, 0),
@@ -554,18 +555,46 @@ pub(crate) enum Chunk {
 
 struct Parsed {
     status: StatusCode,
-    headers: HeaderMap,
+    fields: Bytes,
     framing: Framing,
     keep_alive: bool,
 }
 
+/// A backend's answer: its status, the header fields to pass on and its body, streaming.
+pub(crate) struct UpResponse {
+    pub status: StatusCode,
+    /// `name: value\r\n` lines as the backend wrote them, without hop-by-hop fields (a
+    /// `101` keeps `upgrade` and says `connection: upgrade`) and without a
+    /// `Content-Length` that `Transfer-Encoding` overrides.
+    pub fields: Bytes,
+    pub body: UpstreamBody,
+}
+
+impl UpResponse {
+    /// The answer as hyper wants it (HTTP/2 clients).
+    pub(crate) fn into_http(self) -> Response<UpstreamBody> {
+        let mut response = Response::new(self.body);
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        for line in self.fields.split(|&b| b == b'\n') {
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let value = line[colon + 1..].trim_ascii();
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(&line[..colon]),
+                HeaderValue::from_maybe_shared(self.fields.slice_ref(value)),
+            ) else {
+                continue;
+            };
+            headers.append(name, value);
+        }
+        response
+    }
+}
+
 impl Parsed {
-    fn into_response(
-        self,
-        conn: UpConn,
-        pool: &Arc<Pool>,
-        addr: SocketAddr,
-    ) -> Response<UpstreamBody> {
+    fn into_response(self, conn: UpConn, pool: &Arc<Pool>, addr: SocketAddr) -> UpResponse {
         let mut body = UpstreamBody {
             conn: Some(conn),
             framing: self.framing,
@@ -575,10 +604,11 @@ impl Parsed {
         if self.status != StatusCode::SWITCHING_PROTOCOLS {
             body.finish_if_done();
         }
-        let mut response = Response::new(body);
-        *response.status_mut() = self.status;
-        *response.headers_mut() = self.headers;
-        response
+        UpResponse {
+            status: self.status,
+            fields: self.fields,
+            body,
+        }
     }
 }
 
@@ -617,17 +647,19 @@ async fn read_head<R: AsyncRead + Unpin>(
     }
 }
 
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
 /// Parses a response head at the start of `buf` and consumes it; `None` if incomplete.
 /// Informational answers (`100 Continue`, `103 Early Hints`) are skipped. Hop-by-hop
 /// headers are left out.
 fn parse_head(buf: &mut BytesMut, head_method: bool) -> Result<Option<Parsed>, String> {
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-        let mut response = httparse::Response::new(&mut slots);
-        let len = match response.parse(buf) {
+        let mut slots =
+            [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut slots,
+        ) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(e) => return Err(e.to_string()),
@@ -638,45 +670,28 @@ fn parse_head(buf: &mut BytesMut, head_method: bool) -> Result<Option<Parsed>, S
             buf.advance(len);
             continue;
         }
+        let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
         let mut keep_alive = response.version == Some(1);
-        let mut headers = HeaderMap::with_capacity(response.headers.len());
-        // Kept headers with the place of their value in `buf`: the values become slices of
-        // the head once it is split off, with no copy or allocation of their own.
-        let base = buf.as_ptr() as usize;
-        let mut kept: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(response.headers.len());
         let mut content_length: Option<u64> = None;
         let mut transfer_encoding: Option<bool> = None; // Some(last coding is chunked)
-        let mut named: Vec<HeaderName> = Vec::new();
-        let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
+        let mut named: Vec<&[u8]> = Vec::new();
         for h in response.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| e.to_string())?;
-            if name == header::CONNECTION {
-                for token in std::str::from_utf8(h.value).unwrap_or("").split(',') {
-                    let token = token.trim();
-                    if token.eq_ignore_ascii_case("close") {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"connection") {
+                for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
                         keep_alive = false;
-                    } else if token.eq_ignore_ascii_case("upgrade") {
-                    } else if !token.is_empty() && !token.eq_ignore_ascii_case("keep-alive") {
-                        if let Ok(n) = HeaderName::from_bytes(token.as_bytes()) {
-                            named.push(n);
-                        }
+                    } else if !token.is_empty()
+                        && !token.eq_ignore_ascii_case(b"upgrade")
+                        && !token.eq_ignore_ascii_case(b"keep-alive")
+                    {
+                        named.push(token);
                     }
                 }
-                if upgrade {
-                    headers.append(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                }
-                continue;
-            }
-            if name == header::TRANSFER_ENCODING {
-                let last = std::str::from_utf8(h.value)
-                    .unwrap_or("")
-                    .rsplit(',')
-                    .next()
-                    .unwrap_or("");
-                transfer_encoding = Some(last.trim().eq_ignore_ascii_case("chunked"));
-                continue;
-            }
-            if name == header::CONTENT_LENGTH {
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+                transfer_encoding = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if name.eq_ignore_ascii_case(b"content-length") {
                 let n = std::str::from_utf8(h.value)
                     .ok()
                     .and_then(|v| v.trim().parse::<u64>().ok())
@@ -684,32 +699,36 @@ fn parse_head(buf: &mut BytesMut, head_method: bool) -> Result<Option<Parsed>, S
                 if content_length.is_some_and(|m| m != n) {
                     return Err("conflicting Content-Length".into());
                 }
-                if content_length.is_some() {
-                    continue;
-                }
                 content_length = Some(n);
-            } else if name == KEEP_ALIVE
-                || name == PROXY_CONNECTION
-                || name == header::TE
-                || name == header::TRAILER
-                || name == header::PROXY_AUTHENTICATE
-                || name == header::PROXY_AUTHORIZATION
-                || (name == header::UPGRADE && !upgrade)
-            {
+            }
+        }
+        // The fields passed on, as they came.
+        let mut fields = Vec::with_capacity(len);
+        let mut length_written = false;
+        for h in response.headers.iter() {
+            let name = h.name.as_bytes();
+            let dropped = (crate::proxy::is_hop_by_hop(name)
+                && !(upgrade && name.eq_ignore_ascii_case(b"upgrade")))
+                || named.iter().any(|n| n.eq_ignore_ascii_case(name));
+            if dropped {
                 continue;
             }
-            let start = h.value.as_ptr() as usize - base;
-            kept.push((name, start, start + h.value.len()));
+            if name.eq_ignore_ascii_case(b"content-length") {
+                // Transfer-Encoding wins over Content-Length (RFC 9112 §6.3); one is enough.
+                if transfer_encoding.is_some() || length_written {
+                    continue;
+                }
+                length_written = true;
+            }
+            fields.extend_from_slice(name);
+            fields.extend_from_slice(b": ");
+            fields.extend_from_slice(h.value);
+            fields.extend_from_slice(b"\r\n");
         }
-        let head = buf.split_to(len).freeze();
-        for (name, start, end) in kept {
-            let value = HeaderValue::from_maybe_shared(head.slice(start..end))
-                .map_err(|e| e.to_string())?;
-            headers.append(name, value);
+        if upgrade {
+            fields.extend_from_slice(b"connection: upgrade\r\n");
         }
-        for name in named {
-            headers.remove(name);
-        }
+        buf.advance(len);
         let no_body = head_method
             || upgrade
             || status == StatusCode::NO_CONTENT
@@ -717,8 +736,6 @@ fn parse_head(buf: &mut BytesMut, head_method: bool) -> Result<Option<Parsed>, S
         let framing = if no_body {
             Framing::Length(0)
         } else if let Some(chunked) = transfer_encoding {
-            // Transfer-Encoding wins over Content-Length (RFC 9112 §6.3).
-            headers.remove(header::CONTENT_LENGTH);
             if chunked {
                 Framing::Chunked(Chunk::Size)
             } else {
@@ -733,7 +750,7 @@ fn parse_head(buf: &mut BytesMut, head_method: bool) -> Result<Option<Parsed>, S
         };
         return Ok(Some(Parsed {
             status,
-            headers,
+            fields: Bytes::from(fields),
             framing,
             keep_alive: keep_alive && !upgrade,
         }));
@@ -980,8 +997,7 @@ mod tests {
         );
         assert_eq!(p.framing, Framing::Length(2));
         assert!(p.keep_alive);
-        let names: Vec<_> = p.headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["content-length", "x-kept"]);
+        assert_eq!(&p.fields[..], b"Content-Length: 2\r\nX-Kept: 1\r\n");
         assert_eq!(&rest[..], b"ok");
 
         let (p, _) = parse(
@@ -989,7 +1005,7 @@ mod tests {
             false,
         );
         assert_eq!(p.framing, Framing::Chunked(Chunk::Size));
-        assert!(p.headers.is_empty());
+        assert!(p.fields.is_empty());
 
         let (p, _) = parse("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", false);
         assert_eq!((p.framing, p.keep_alive), (Framing::Eof, false));
@@ -999,7 +1015,7 @@ mod tests {
 
         let (p, _) = parse("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", true);
         assert_eq!(p.framing, Framing::Length(0));
-        assert_eq!(p.headers[header::CONTENT_LENGTH], "2");
+        assert_eq!(&p.fields[..], b"Content-Length: 2\r\n");
 
         let (p, _) = parse("HTTP/1.1 304 Not Modified\r\n\r\n", false);
         assert_eq!(p.framing, Framing::Length(0));
@@ -1015,8 +1031,10 @@ mod tests {
             "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
             false,
         );
-        assert_eq!(p.headers[header::UPGRADE], "websocket");
-        assert_eq!(p.headers[header::CONNECTION], "upgrade");
+        assert_eq!(
+            &p.fields[..],
+            b"Upgrade: websocket\r\nconnection: upgrade\r\n"
+        );
         assert!(!p.keep_alive);
 
         let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
@@ -1089,8 +1107,8 @@ mod tests {
         let response = request(pool, tcp(addr), Duration::from_secs(5), out)
             .await
             .unwrap();
-        let status = response.status();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let status = response.status;
+        let body = response.body.collect().await.unwrap().to_bytes();
         (status, body)
     }
 
@@ -1139,7 +1157,7 @@ mod tests {
         let response = request(&pool, tcp(addr), Duration::from_secs(5), out)
             .await
             .unwrap();
-        assert!(response.into_body().collect().await.is_err());
+        assert!(response.body.collect().await.is_err());
     }
 
     #[tokio::test]
@@ -1184,7 +1202,7 @@ mod tests {
             let response = request(&pool, to, Duration::from_secs(5), out)
                 .await
                 .unwrap();
-            response.into_body().collect().await.unwrap().to_bytes()
+            response.body.collect().await.unwrap().to_bytes()
         };
         for _ in 0..3 {
             assert_eq!(&get(pool.clone(), path.clone()).await[..], b"unix");
