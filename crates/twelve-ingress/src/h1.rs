@@ -493,7 +493,9 @@ fn write_connection(out: &mut Vec<u8>, keep_alive: bool, http10: bool) {
 /// A page the ingress answers itself (404, 502, 503, 504).
 fn write_page(out: &mut Vec<u8>, status: StatusCode, page: &[u8], keep_alive: bool, http10: bool) {
     write_head(out, status, b"", Framed::Length);
-    out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\ncontent-length: ");
+    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
     out.extend_from_slice(page.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n");
     write_connection(out, keep_alive, http10);

@@ -833,6 +833,7 @@ async fn a_body_the_ingress_does_not_forward_is_never_taken_for_a_request() {
     let answer = read_to_end(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
     assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(answer.contains("\r\ndate: "), "{answer}");
     assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
     assert_eq!(web.hits(), 0);
 }
