@@ -49,14 +49,7 @@ async fn host_routing_sends_the_path_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_prefix_is_stripped_and_forwarded_headers_are_set() {
     let dir = tempfile::tempdir().unwrap();
-    let web = TestBackend::start("web/0").await;
-    let ingress = start_ingress(dir.path()).await;
-    ingress
-        .set_routes(table(vec![(
-            "web",
-            app(Policy::RoundRobin, vec![web.route(Ready)]),
-        )]))
-        .unwrap();
+    let (_web, ingress) = web_behind_ingress(dir.path()).await;
 
     for (path, upstream) in [
         ("/web/a/b?c=d", "/a/b?c=d"),
@@ -305,14 +298,7 @@ async fn an_unknown_app_answers_404_naming_the_known_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrades_pass_through() {
     let dir = tempfile::tempdir().unwrap();
-    let web = TestBackend::start("web/0").await;
-    let ingress = start_ingress(dir.path()).await;
-    ingress
-        .set_routes(table(vec![(
-            "web",
-            app(Policy::RoundRobin, vec![web.route(Ready)]),
-        )]))
-        .unwrap();
+    let (_web, ingress) = web_behind_ingress(dir.path()).await;
     let mut stream = TcpStream::connect(ingress.addr()).await.unwrap();
     let head = raw(
         &mut stream,
@@ -336,14 +322,7 @@ async fn websocket_upgrades_pass_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_stream_through() {
     let dir = tempfile::tempdir().unwrap();
-    let web = TestBackend::start("web/0").await;
-    let ingress = start_ingress(dir.path()).await;
-    ingress
-        .set_routes(table(vec![(
-            "web",
-            app(Policy::RoundRobin, vec![web.route(Ready)]),
-        )]))
-        .unwrap();
+    let (web, ingress) = web_behind_ingress(dir.path()).await;
 
     // 20 MiB in 1 MiB chunks; the second chunk is only sent once the backend has seen
     // bytes of the first, which a buffering proxy would never let happen.
@@ -389,14 +368,7 @@ impl http_body::Body for ChannelBody {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_requests_are_proxied_to_http1_backends() {
     let dir = tempfile::tempdir().unwrap();
-    let web = TestBackend::start("web/0").await;
-    let ingress = start_ingress(dir.path()).await;
-    ingress
-        .set_routes(table(vec![(
-            "web",
-            app(Policy::RoundRobin, vec![web.route(Ready)]),
-        )]))
-        .unwrap();
+    let (_web, ingress) = web_behind_ingress(dir.path()).await;
     let port = ingress.addr().port();
     let by_host = get_h2c(ingress.addr(), &format!("http://web.localhost:{port}/h2?q")).await;
     assert_eq!(by_host.status, StatusCode::OK);
@@ -455,14 +427,7 @@ async fn a_slow_request_body_does_not_delay_others_and_still_arrives() {
     // The body of a slow upload streams to its backend byte by byte while the ingress
     // serves other clients, on the same backend, in between.
     let dir = tempfile::tempdir().unwrap();
-    let web = TestBackend::start("web/0").await;
-    let ingress = start_ingress(dir.path()).await;
-    ingress
-        .set_routes(table(vec![(
-            "web",
-            app(Policy::RoundRobin, vec![web.route(Ready)]),
-        )]))
-        .unwrap();
+    let (web, ingress) = web_behind_ingress(dir.path()).await;
     let mut slow = TcpStream::connect(ingress.addr()).await.unwrap();
     slow.write_all(b"POST /upload HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: 10\r\n\r\n")
         .await
@@ -484,14 +449,7 @@ async fn a_slow_request_body_does_not_delay_others_and_still_arrives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_heads_get_431() {
     let dir = tempfile::tempdir().unwrap();
-    let web = TestBackend::start("web/0").await;
-    let ingress = start_ingress(dir.path()).await;
-    ingress
-        .set_routes(table(vec![(
-            "web",
-            app(Policy::RoundRobin, vec![web.route(Ready)]),
-        )]))
-        .unwrap();
+    let (web, ingress) = web_behind_ingress(dir.path()).await;
     // Exactly the limit and not yet a whole head: the ingress reads all of it, so its
     // answer is not lost to a reset.
     let mut head = b"GET / HTTP/1.1\r\nHost: web.localhost\r\nX-Big: ".to_vec();
@@ -506,14 +464,7 @@ async fn oversized_request_heads_get_431() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_request_gets_400_and_a_concurrent_one_is_served() {
     let dir = tempfile::tempdir().unwrap();
-    let web = TestBackend::start("web/0").await;
-    let ingress = start_ingress(dir.path()).await;
-    ingress
-        .set_routes(table(vec![(
-            "web",
-            app(Policy::RoundRobin, vec![web.route(Ready)]),
-        )]))
-        .unwrap();
+    let (web, ingress) = web_behind_ingress(dir.path()).await;
     let addr = ingress.addr();
     let good = tokio::spawn(async move { get(addr, "web.localhost", "/hold").await });
     eventually("the good request reaches the backend", || {
@@ -544,14 +495,7 @@ async fn a_malformed_request_gets_400_and_a_concurrent_one_is_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_mid_body_does_not_disturb_others() {
     let dir = tempfile::tempdir().unwrap();
-    let web = TestBackend::start("web/0").await;
-    let ingress = start_ingress(dir.path()).await;
-    ingress
-        .set_routes(table(vec![(
-            "web",
-            app(Policy::RoundRobin, vec![web.route(Ready)]),
-        )]))
-        .unwrap();
+    let (web, ingress) = web_behind_ingress(dir.path()).await;
     let mut stream = TcpStream::connect(ingress.addr()).await.unwrap();
     stream
         .write_all(
@@ -684,14 +628,7 @@ async fn routes_are_persisted_and_served_again_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_requests_in_flight_finish() {
     let dir = tempfile::tempdir().unwrap();
-    let web = TestBackend::start("web/0").await;
-    let ingress = start_ingress(dir.path()).await;
-    ingress
-        .set_routes(table(vec![(
-            "web",
-            app(Policy::RoundRobin, vec![web.route(Ready)]),
-        )]))
-        .unwrap();
+    let (web, ingress) = web_behind_ingress(dir.path()).await;
     let addr = ingress.addr();
     let held = tokio::spawn(async move { get(addr, "web.localhost", "/hold").await });
     eventually("the request held", || web.held.load(Ordering::SeqCst) == 1).await;
@@ -764,14 +701,7 @@ async fn read_to_end(stream: &mut TcpStream) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_in_order_and_head_has_no_body() {
     let dir = tempfile::tempdir().unwrap();
-    let web = TestBackend::start("web/0").await;
-    let ingress = start_ingress(dir.path()).await;
-    ingress
-        .set_routes(table(vec![(
-            "web",
-            app(Policy::RoundRobin, vec![web.route(Ready)]),
-        )]))
-        .unwrap();
+    let (web, ingress) = web_behind_ingress(dir.path()).await;
     let mut stream = TcpStream::connect(ingress.addr()).await.unwrap();
     let answer = raw(
         &mut stream,
@@ -812,14 +742,7 @@ async fn pipelined_requests_are_answered_in_order_and_head_has_no_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_the_ingress_does_not_forward_is_never_taken_for_a_request() {
     let dir = tempfile::tempdir().unwrap();
-    let web = TestBackend::start("web/0").await;
-    let ingress = start_ingress(dir.path()).await;
-    ingress
-        .set_routes(table(vec![(
-            "web",
-            app(Policy::RoundRobin, vec![web.route(Ready)]),
-        )]))
-        .unwrap();
+    let (web, ingress) = web_behind_ingress(dir.path()).await;
     // A 404 answered before the body: the body holds what looks like a request.
     let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: web.localhost\r\n\r\n";
     let mut request = format!(
@@ -841,14 +764,7 @@ async fn a_body_the_ingress_does_not_forward_is_never_taken_for_a_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http10_absolute_targets_and_expect_continue() {
     let dir = tempfile::tempdir().unwrap();
-    let web = TestBackend::start("web/0").await;
-    let ingress = start_ingress(dir.path()).await;
-    ingress
-        .set_routes(table(vec![(
-            "web",
-            app(Policy::RoundRobin, vec![web.route(Ready)]),
-        )]))
-        .unwrap();
+    let (_web, ingress) = web_behind_ingress(dir.path()).await;
     let addr = ingress.addr();
 
     // HTTP/1.0 without Host, routed by path: answered, then closed.

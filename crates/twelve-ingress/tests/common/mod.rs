@@ -208,6 +208,19 @@ pub async fn start_ingress(dir: &Path) -> IngressHandle {
     IngressHandle::start(config).await.unwrap()
 }
 
+/// One backend, `web/0`, routed as app `web` (round-robin) by a new ingress in `dir`.
+pub async fn web_behind_ingress(dir: &Path) -> (TestBackend, IngressHandle) {
+    let web = TestBackend::start("web/0").await;
+    let ingress = start_ingress(dir).await;
+    ingress
+        .set_routes(table(vec![(
+            "web",
+            app(Policy::RoundRobin, vec![web.route(BackendState::Ready)]),
+        )]))
+        .unwrap();
+    (web, ingress)
+}
+
 pub struct Reply {
     pub status: StatusCode,
     pub headers: hyper::HeaderMap,
