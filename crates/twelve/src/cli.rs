@@ -17,6 +17,20 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `twelve pebble ...` alone, parsed the same way as through [`Cli`].
+#[derive(Debug, Parser)]
+#[command(name = "twelve", version, propagate_version = true)]
+pub struct PebbleCli {
+    #[command(subcommand)]
+    pub command: PebbleOnly,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PebbleOnly {
+    /// The Pebble-compatible unit supervisor and its client commands.
+    Pebble(twelve_pebble::cli::PebbleArgs),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Profile {
     #[value(name = "flask-framework")]

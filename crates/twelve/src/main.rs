@@ -18,6 +18,12 @@ mod output;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // A unit supervisor parses its own arguments only: it is the one long-lived role there
+    // is one of per unit, and building the whole command tree touches code it never needs.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "pebble") {
+        let cli::PebbleOnly::Pebble(args) = cli::PebbleCli::parse().command;
+        return twelve_pebble::cli::run(args);
+    }
     let cli = cli::Cli::parse();
     let daemon = matches!(
         &cli.command,

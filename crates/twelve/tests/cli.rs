@@ -91,6 +91,31 @@ fn init_refuses_to_overwrite() {
 }
 
 #[test]
+fn pebble_commands_parse_as_subcommands_of_twelve() {
+    // `twelve pebble ...` takes a parser of its own (a supervisor builds no other command);
+    // what a user sees is the same as for any other subcommand.
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = twelve(&["pebble", "--help"], dir.path());
+    assert_eq!(code, 0);
+    assert!(out.contains("pebble <COMMAND>"), "{out}");
+    for command in ["run", "plan", "services", "replan", "logs"] {
+        assert!(
+            out.contains(&format!("\n  {command} ")),
+            "{command} missing:\n{out}"
+        );
+    }
+    let (code, out, _) = twelve(&["pebble", "--version"], dir.path());
+    assert_eq!(code, 0);
+    assert!(out.starts_with("twelve-pebble "), "{out}");
+    let (code, _, err) = twelve(&["pebble", "bogus"], dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("unrecognized subcommand 'bogus'"), "{err}");
+    let (code, _, err) = twelve(&["pebble", "services", "--dir"], dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("--dir"), "{err}");
+}
+
+#[test]
 fn init_help_lists_the_profiles_and_unknown_profiles_fail() {
     let dir = tempfile::tempdir().unwrap();
     let (_, out, _) = twelve(&["init", "--help"], dir.path());
