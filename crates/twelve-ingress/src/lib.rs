@@ -11,6 +11,8 @@
 //! atomics, and the only lock is the one around a worker thread's own pool of idle backend
 //! connections (module `upstream`, where HTTP/1.1 to backends is written and parsed), which
 //! only that thread takes (with `workers: 0`, one pool serves the caller's runtime).
+//! HTTP/1 clients are served by module `h1` (one task per connection, no hyper), HTTP/2
+//! (h2c) clients by hyper through module `proxy`.
 
 pub mod admin;
 mod body;
