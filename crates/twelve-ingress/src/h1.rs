@@ -369,27 +369,15 @@ fn parse<'s>(
     };
     let route_host = authority.or_else(|| host.and_then(|h| std::str::from_utf8(h).ok()));
     let path = target.split_once('?').map_or(target, |(p, _)| p);
-    let (pool, strip) = match route_host
-        .and_then(proxy::host_label)
-        .and_then(|label| snap.apps.get(&*label))
-    {
-        Some(pool) => (pool, None),
-        None => {
-            let segment = path[1.min(path.len())..].split('/').next().unwrap_or("");
-            match snap.apps.get(segment) {
-                Some(pool) => (pool, Some(path.len() - 1 - segment.len())),
-                None => {
-                    let page = proxy::not_found_page(snap, route_host.unwrap_or(""), path);
-                    return Ok(Some(Request {
-                        head_len,
-                        keep_alive,
-                        http10,
-                        head_method,
-                        action: Action::Reply(StatusCode::NOT_FOUND, Bytes::from(page), body),
-                    }));
-                }
-            }
-        }
+    let Some((pool, strip)) = proxy::resolve(snap, route_host, path) else {
+        let page = proxy::not_found_page(snap, route_host.unwrap_or(""), path);
+        return Ok(Some(Request {
+            head_len,
+            keep_alive,
+            http10,
+            head_method,
+            action: Action::Reply(StatusCode::NOT_FOUND, Bytes::from(page), body),
+        }));
     };
     let Some(backend) = pool.pick(None).cloned() else {
         return Ok(Some(Request {

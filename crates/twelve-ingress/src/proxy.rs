@@ -40,19 +40,29 @@ async fn route(
     guard: &mut Guard,
 ) -> Response<ResBody> {
     let host = request_host(&req);
-    if let Some(pool) = host.and_then(host_label).and_then(|l| snap.apps.get(&*l)) {
-        return forward(shared, snap, pool, conn, req, None, guard).await;
-    }
     let path = req.uri().path();
-    let segment = path[1.min(path.len())..].split('/').next().unwrap_or("");
-    if let Some(pool) = snap.apps.get(segment) {
-        let rest_len = path.len() - 1 - segment.len();
-        return forward(shared, snap, pool, conn, req, Some(rest_len), guard).await;
+    match resolve(snap, host, path) {
+        Some((pool, strip)) => forward(shared, snap, pool, conn, req, strip, guard).await,
+        None => text(
+            StatusCode::NOT_FOUND,
+            not_found_page(snap, host.unwrap_or(""), path),
+        ),
     }
-    text(
-        StatusCode::NOT_FOUND,
-        not_found_page(snap, host.unwrap_or(""), path),
-    )
+}
+
+/// The app a request goes to: the first label of its host, else the first segment of its
+/// path, with then the length of the path after `/<app>` (to strip).
+pub(crate) fn resolve<'s>(
+    snap: &'s Snapshot,
+    host: Option<&str>,
+    path: &str,
+) -> Option<(&'s AppPool, Option<usize>)> {
+    if let Some(pool) = host.and_then(host_label).and_then(|l| snap.apps.get(&*l)) {
+        return Some((&**pool, None));
+    }
+    let segment = path[1.min(path.len())..].split('/').next().unwrap_or("");
+    let pool = snap.apps.get(segment)?;
+    Some((&**pool, Some(path.len() - 1 - segment.len())))
 }
 
 /// The 404 page: the app is unknown, here are the known ones.
