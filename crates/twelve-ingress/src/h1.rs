@@ -35,7 +35,9 @@ use tokio::net::TcpStream;
 use crate::body::{ConnState, Guard};
 use crate::proxy::{self, Exchange, RequestHead};
 use crate::table::{AppPool, BackendRt, Snapshot, MAX_REQUEST_HEAD};
-use crate::upstream::{Chunk, ClientBody, Framing, ReqBody, UpConn, UpResponse, UpstreamBody};
+use crate::upstream::{
+    decode, Chunk, Framing, ReqBody, Step, UpConn, UpResponse, UpstreamBody, READ_CHUNK,
+};
 
 /// Request header fields beyond this many get 431 (hyper's limit).
 pub const MAX_HEADERS: usize = 100;
@@ -62,23 +64,21 @@ struct Request<'s> {
     http10: bool,
     /// A `HEAD` request: answers carry no body.
     head_method: bool,
+    /// How the request body ends; `Framing::Done` for none.
+    body: Framing,
     action: Action<'s>,
 }
 
-/// Each with how the request body ends (`Framing::Done`: none).
 enum Action<'s> {
-    Reply(StatusCode, Bytes, Framing),
-    Unavailable(&'s AppPool, Framing),
+    Reply(StatusCode, Bytes),
+    Unavailable(&'s AppPool),
     Forward(Forward<'s>),
 }
 
 struct Forward<'s> {
     pool: &'s AppPool,
     backend: Arc<BackendRt>,
-    /// How the request body ends; `Framing::Done` for none.
-    body: Framing,
     chunked: bool,
-    head_method: bool,
     idempotent: bool,
     upgrade: bool,
     expect_continue: bool,
@@ -139,16 +139,14 @@ pub(crate) async fn serve(mut stream: TcpStream, conn: Arc<ConnState>) -> Outcom
         let mut keep_alive = request.keep_alive;
         let http10 = request.http10;
         let head_method = request.head_method;
+        // A body left unread would be taken for the next request: the connection closes
+        // unless the body is read to its end.
+        let mut framing = request.body;
         let mut guard = Guard::begin(conn.clone());
 
         let (status, response) = match request.action {
-            // A body left unread would be taken for the next request: the connection closes.
-            Action::Reply(status, page, body) => {
-                keep_alive &= body == Framing::Done;
-                (status, Err(page))
-            }
-            Action::Unavailable(pool, body) => {
-                keep_alive &= body == Framing::Done;
+            Action::Reply(status, page) => (status, Err(page)),
+            Action::Unavailable(pool) => {
                 guard.set_no_unit(&pool.no_unit, &pool.histogram);
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -156,7 +154,6 @@ pub(crate) async fn serve(mut stream: TcpStream, conn: Arc<ConnState>) -> Outcom
                 )
             }
             Action::Forward(f) => {
-                let mut framing = f.body;
                 let has_body = framing != Framing::Done;
                 if f.expect_continue
                     && has_body
@@ -177,7 +174,7 @@ pub(crate) async fn serve(mut stream: TcpStream, conn: Arc<ConnState>) -> Outcom
                 let exchange = Exchange {
                     head: &up_head,
                     chunked: f.chunked,
-                    head_method: f.head_method,
+                    head_method,
                     idempotent: f.idempotent,
                 };
                 let sent = proxy::send(
@@ -191,8 +188,6 @@ pub(crate) async fn serve(mut stream: TcpStream, conn: Arc<ConnState>) -> Outcom
                     &mut guard,
                 )
                 .await;
-                // A body not read to its end leaves bytes that are not a request.
-                keep_alive &= matches!(framing, Framing::Done | Framing::Length(0));
                 match sent {
                     Err((status, page)) => (status, Err(Bytes::from(page))),
                     Ok(response) => {
@@ -227,6 +222,7 @@ pub(crate) async fn serve(mut stream: TcpStream, conn: Arc<ConnState>) -> Outcom
             }
         };
         guard.status = status.as_u16();
+        keep_alive &= matches!(framing, Framing::Done | Framing::Length(0));
         keep_alive &= !conn.shared.stopping.load(Ordering::Relaxed);
         out.clear();
         let written = match response {
@@ -376,7 +372,8 @@ fn parse<'s>(
             keep_alive,
             http10,
             head_method,
-            action: Action::Reply(StatusCode::NOT_FOUND, Bytes::from(page), body),
+            body,
+            action: Action::Reply(StatusCode::NOT_FOUND, Bytes::from(page)),
         }));
     };
     let Some(backend) = pool.pick(None).cloned() else {
@@ -385,7 +382,8 @@ fn parse<'s>(
             keep_alive,
             http10,
             head_method,
-            action: Action::Unavailable(pool, body),
+            body,
+            action: Action::Unavailable(pool),
         }));
     };
 
@@ -410,12 +408,11 @@ fn parse<'s>(
         keep_alive,
         http10,
         head_method,
+        body,
         action: Action::Forward(Forward {
             pool,
             backend,
-            body,
             chunked,
-            head_method,
             idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS"),
             upgrade,
             expect_continue,
@@ -439,6 +436,42 @@ fn parse_length(value: &[u8]) -> Option<u64> {
         return None;
     }
     std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// A request body read from a client connection: its read half, the bytes read and not
+/// consumed yet (what follows the body stays there), and how far the body has come.
+pub(crate) struct ClientBody<'a> {
+    pub rd: &'a mut TcpStream,
+    pub buf: &'a mut BytesMut,
+    pub framing: &'a mut Framing,
+}
+
+impl ClientBody<'_> {
+    pub(crate) async fn next(&mut self) -> Option<io::Result<Bytes>> {
+        loop {
+            match decode(self.framing, self.buf) {
+                Ok(Step::Data(data)) if data.is_empty() => continue,
+                Ok(Step::Data(data)) => return Some(Ok(data)),
+                Ok(Step::End) => return None,
+                Err(e) => return Some(Err(e)),
+                Ok(Step::More) => {
+                    if self.buf.capacity() - self.buf.len() < 1024 {
+                        self.buf.reserve(READ_CHUNK);
+                    }
+                    match self.rd.read_buf(self.buf).await {
+                        Ok(0) => {
+                            return Some(Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "the client closed the connection before the end of the body",
+                            )))
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// How a response's body is delimited towards the client.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper::{Method, Request, Response, StatusCode};
 
 use crate::body::{ConnState, Guard, ResBody};
 use crate::server::Shared;
@@ -21,9 +21,6 @@ pub(crate) async fn handle(
     conn: Arc<ConnState>,
     req: Request<Incoming>,
 ) -> Result<Response<ResBody>, Infallible> {
-    if req.version() == Version::HTTP_2 {
-        conn.set_h2();
-    }
     let mut guard = Guard::begin(conn.clone());
     let shared = &*conn.shared;
     let snap = shared.table.load_full();
@@ -102,29 +99,14 @@ async fn forward(
         && (parts.headers.contains_key(header::TRANSFER_ENCODING)
             || !parts.headers.contains_key(header::CONTENT_LENGTH));
     let mut head = Vec::with_capacity(512);
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .map(HeaderValue::as_bytes)
-        .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
-    write_request_head(
+    write_parts_head(
         &mut head,
-        &RequestHead {
-            method: parts.method.as_str(),
-            target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-            host,
-            strip: strip.map(|rest_len| (rest_len, &pool.prefix)),
-            peer_ip: &conn.peer_ip,
-            fallback_host: backend.authority.as_str(),
-            upgrade: false,
-            chunked,
-        },
-        || {
-            parts
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
-        },
+        &parts,
+        strip.map(|rest_len| (rest_len, &pool.prefix)),
+        &conn.peer_ip,
+        backend.authority.as_str(),
+        false,
+        chunked,
     );
     let exchange = Exchange {
         head: &head,
@@ -224,6 +206,41 @@ pub(crate) async fn send(
             ),
         )),
     }
+}
+
+/// [`write_request_head`] for a request hyper parsed (HTTP/2: the host may be the
+/// `:authority`).
+fn write_parts_head(
+    out: &mut Vec<u8>,
+    parts: &hyper::http::request::Parts,
+    strip: Option<(usize, &HeaderValue)>,
+    peer_ip: &HeaderValue,
+    fallback_host: &str,
+    upgrade: bool,
+    chunked: bool,
+) {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .map(HeaderValue::as_bytes)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
+    let request = RequestHead {
+        method: parts.method.as_str(),
+        target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        host,
+        strip,
+        peer_ip,
+        fallback_host,
+        upgrade,
+        chunked,
+    };
+    let fields = || {
+        parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+    };
+    write_request_head(out, &request, fields);
 }
 
 /// A request as the backend gets it, before its header fields.
@@ -453,25 +470,14 @@ mod tests {
         let prefix = HeaderValue::from_static("/web");
         let peer = HeaderValue::from_static("10.0.0.9");
         let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
-        let host = parts.headers.get(header::HOST).map(HeaderValue::as_bytes);
-        write_request_head(
+        write_parts_head(
             &mut out,
-            &RequestHead {
-                method: parts.method.as_str(),
-                target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-                host,
-                strip: strip.map(|n| (n, &prefix)),
-                peer_ip: &peer,
-                fallback_host: "127.0.0.1:9",
-                upgrade,
-                chunked,
-            },
-            || {
-                parts
-                    .headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
-            },
+            &parts,
+            strip.map(|n| (n, &prefix)),
+            &peer,
+            "127.0.0.1:9",
+            upgrade,
+            chunked,
         );
         String::from_utf8(out).unwrap()
     }

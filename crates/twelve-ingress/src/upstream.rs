@@ -43,7 +43,7 @@ const MAX_RESPONSE_HEADERS: usize = 128;
 /// Idle connections kept per backend and worker.
 const MAX_IDLE_PER_BACKEND: usize = 128;
 /// The read buffer grows by this much when it is full.
-const READ_CHUNK: usize = 16 * 1024;
+pub(crate) const READ_CHUNK: usize = 16 * 1024;
 
 /// A connection to a backend: TCP, or the Unix socket the backend also listens on.
 pub(crate) enum Stream {
@@ -473,7 +473,7 @@ async fn send_body<W: AsyncWrite + Unpin>(
 /// connection by [`crate::h1`].
 pub(crate) enum ReqBody<'a> {
     Hyper(Incoming),
-    Client(ClientBody<'a>),
+    Client(crate::h1::ClientBody<'a>),
 }
 
 impl ReqBody<'_> {
@@ -490,42 +490,6 @@ impl ReqBody<'_> {
                 }
             },
             ReqBody::Client(body) => body.next().await.map(|r| r.map_err(|e| e.to_string())),
-        }
-    }
-}
-
-/// A request body read from a client connection: its read half, the bytes read and not
-/// consumed yet (what follows the body stays there), and how far the body has come.
-pub(crate) struct ClientBody<'a> {
-    pub rd: &'a mut TcpStream,
-    pub buf: &'a mut BytesMut,
-    pub framing: &'a mut Framing,
-}
-
-impl ClientBody<'_> {
-    async fn next(&mut self) -> Option<io::Result<Bytes>> {
-        loop {
-            match decode(self.framing, self.buf) {
-                Ok(Step::Data(data)) if data.is_empty() => continue,
-                Ok(Step::Data(data)) => return Some(Ok(data)),
-                Ok(Step::End) => return None,
-                Err(e) => return Some(Err(e)),
-                Ok(Step::More) => {
-                    if self.buf.capacity() - self.buf.len() < 1024 {
-                        self.buf.reserve(READ_CHUNK);
-                    }
-                    match self.rd.read_buf(self.buf).await {
-                        Ok(0) => {
-                            return Some(Err(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "the client closed the connection before the end of the body",
-                            )))
-                        }
-                        Ok(_) => {}
-                        Err(e) => return Some(Err(e)),
-                    }
-                }
-            }
         }
     }
 }

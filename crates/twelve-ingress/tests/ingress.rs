@@ -643,6 +643,41 @@ async fn shutdown_lets_requests_in_flight_finish() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_closes_idle_keep_alive_connections_and_ends_busy_ones_after_their_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (web, ingress) = web_behind_ingress(dir.path()).await;
+    let mut idle = TcpStream::connect(ingress.addr()).await.unwrap();
+    let answer = raw(
+        &mut idle,
+        b"GET /first HTTP/1.1\r\nHost: web.localhost\r\n\r\n",
+        "path=/first\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mut busy = TcpStream::connect(ingress.addr()).await.unwrap();
+    busy.write_all(b"GET /hold HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
+        .await
+        .unwrap();
+    eventually("the request held", || web.held.load(Ordering::SeqCst) == 1).await;
+
+    let stopping = tokio::spawn(ingress.shutdown());
+    // The kept-alive connection with nothing in flight is closed at once...
+    assert_eq!(read_to_end(&mut idle).await, "");
+    assert_eq!(
+        web.held.load(Ordering::SeqCst),
+        1,
+        "closed while one was held"
+    );
+    // ...the busy one gets its answer, saying the connection ends, and then ends.
+    web.release.add_permits(1);
+    let answer = read_to_end(&mut busy).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(answer.ends_with("released\n"), "{answer}");
+    stopping.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedded_ingress_serves_on_the_callers_runtime() {
     let dir = tempfile::tempdir().unwrap();
     let web = TestBackend::start("web/0").await;
