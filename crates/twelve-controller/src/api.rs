@@ -20,6 +20,14 @@ pub enum Request {
         /// `key=value` settings, parsed against the project's options.
         #[serde(default)]
         config: IndexMap<String, String>,
+        /// Juju-style constraints (`mem=512M cores=1.5`) for every unit.
+        #[serde(default)]
+        constraints: Option<String>,
+    },
+    /// Change an app's constraints; running units get the new limits at once.
+    SetConstraints {
+        app: String,
+        constraints: String,
     },
     /// Go back to an earlier release of an app.
     Rollback {
@@ -208,6 +216,9 @@ pub struct AppStatus {
     /// The generation of desired state this status reflects (see `Deploy`'s answer).
     #[serde(default)]
     pub generation: u64,
+    /// Each unit's limits (`mem` in bytes, `cores`), when the app has constraints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<crate::model::Constraints>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

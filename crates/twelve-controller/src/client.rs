@@ -93,17 +93,38 @@ impl ControllerClient {
             ApiError::new(format!("cannot create {}: {e}", self.home.root.display()))
                 .hint("set TWELVE_HOME to a writable directory")
         })?;
-        let pid = spawn_detached(
+        let log_start = std::fs::metadata(self.home.log_file())
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let mut child = spawn_detached(
             &exe,
             &["controller", "run"],
             &self.home.root,
             &self.home.log_file(),
             false,
         )
-        .map_err(|e| ApiError::new(format!("cannot start the controller: {e}")))?
-        .id();
+        .map_err(|e| ApiError::new(format!("cannot start the controller: {e}")))?;
+        let pid = child.id();
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                // It gave up: say why, from what it wrote to its log.
+                let log = std::fs::read(self.home.log_file()).unwrap_or_default();
+                let said =
+                    String::from_utf8_lossy(log.get(log_start as usize..).unwrap_or_default())
+                        .lines()
+                        .rfind(|l| !l.trim().is_empty())
+                        .map(|l| {
+                            l.trim_start_matches("Error: ")
+                                .trim_start_matches("error: ")
+                                .to_string()
+                        })
+                        .unwrap_or_else(|| format!("it exited with {status}"));
+                return Err(
+                    ApiError::new(format!("the controller cannot start: {said}"))
+                        .hint(format!("see {}", self.home.log_file().display())),
+                );
+            }
             if self.is_running() {
                 eprintln!(
                     "Started the twelve controller (pid {pid}, state in {}).",
@@ -129,6 +150,21 @@ pub fn spawn_detached(
     log: &Path,
     clean_env: bool,
 ) -> std::io::Result<std::process::Child> {
+    spawn_detached_in(exe, args, Some(home), log, clean_env, &[])
+}
+
+/// [`spawn_detached`], with `TWELVE_HOME` only when `home` is given (a unit's supervisor
+/// gets none: nothing of the controller's reaches an app), joining the cgroups whose
+/// `cgroup.procs` descriptors are `cgroup_fds` before it runs anything (so every process
+/// it starts is in the unit's cgroup from its first instruction).
+pub fn spawn_detached_in(
+    exe: &Path,
+    args: &[&str],
+    home: Option<&Path>,
+    log: &Path,
+    clean_env: bool,
+    cgroup_fds: &[i32],
+) -> std::io::Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
     let out = std::fs::OpenOptions::new()
         .create(true)
@@ -149,15 +185,21 @@ pub fn spawn_detached(
         }
     }
     cmd.args(args)
-        .env("TWELVE_HOME", home)
         .stdin(std::process::Stdio::null())
         .stdout(out)
         .stderr(err)
         .current_dir("/");
-    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+    match home {
+        Some(home) => cmd.env("TWELVE_HOME", home),
+        None => cmd.env_remove("TWELVE_HOME"),
+    };
+    let fds = cgroup_fds.to_vec();
+    // SAFETY: setsid and write are async-signal-safe; nothing else runs between fork and
+    // exec, and `fds` was allocated before the fork.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
+            crate::cgroup::join_in_child(&fds)?;
             Ok(())
         });
     }

@@ -74,15 +74,8 @@ impl Controller {
             return Ok(());
         }
         let push = serde_saphyr::to_string(&push).map_err(|e| e.to_string())?;
-        self.unit_own_dirs(&dir)?;
-        for (path, content) in &host.files {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-            }
-            std::fs::write(path, content).map_err(|e| e.to_string())?;
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644));
-        }
+        self.unit_own_dirs(app, &dir)?;
+        crate::substrate::write_unit_files(&host.files, self.app_user(app)?.as_ref())?;
         let serving = self
             .routes_pushed
             .lock()
@@ -246,14 +239,9 @@ impl Controller {
         }
         let (plan2, host2) = self.unit_plan(&rec2, unit)?;
         let dir2 = rec2.unit_dir(&self.home, unit);
-        self.ensure_pebble(&dir2).await?;
+        self.ensure_pebble(&rec2, &dir2).await?;
         let pebble2 = Pebble::for_dir(&dir2);
-        for (path, content) in &host2.files {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-            }
-            std::fs::write(path, content).map_err(|e| e.to_string())?;
-        }
+        crate::substrate::write_unit_files(&host2.files, self.app_user(&rec2.name)?.as_ref())?;
         let layer2 = serde_saphyr::to_string(&host2.layer).map_err(|e| e.to_string())?;
         // A scheduler runs on one unit only: the new instance's waits until the old
         // instance has stopped.

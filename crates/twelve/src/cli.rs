@@ -240,6 +240,19 @@ pub enum AppCommand {
         management: Option<String>,
         #[arg(long)]
         charm_dir: Option<PathBuf>,
+        /// Limits for each unit, Juju-style: "mem=512M cores=1.5" (see set-constraints).
+        #[arg(long, value_name = "CONSTRAINTS")]
+        constraints: Option<String>,
+    },
+    /// Set an app's constraints: `mem=1G` (memory per unit; K, M, G, T; MiB when bare),
+    /// `cores=1.5` (CPU quota per unit). The whole set is replaced, as in Juju: a key not
+    /// given has no limit. Running units get them at
+    /// once, without a restart; a unit over its memory limit loses a process, which its
+    /// supervisor restarts.
+    SetConstraints {
+        app: String,
+        #[arg(value_name = "KEY=VALUE", required = true)]
+        constraints: Vec<String>,
     },
     /// Apps, units, addresses and statuses.
     Status {

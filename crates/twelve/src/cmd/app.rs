@@ -54,6 +54,7 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
             charm_dir,
             external,
             management,
+            constraints,
         } => {
             let kind = dir.to_string_lossy().to_string();
             if !dir.exists() && twelve_providers::Kind::parse(&kind).is_some() {
@@ -75,7 +76,29 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
                     .with_help("twelve deploy postgresql --external postgresql://postgres@127.0.0.1:5432/postgres")
                     .into());
             }
-            deploy(&dir, app, num_units, config, release, no_wait, charm_dir)
+            deploy(
+                &dir,
+                app,
+                num_units,
+                config,
+                release,
+                no_wait,
+                charm_dir,
+                constraints,
+            )
+        }
+        AppCommand::SetConstraints { app, constraints } => {
+            let r = client().call(&Request::SetConstraints {
+                app: app.clone(),
+                constraints: constraints.join(" "),
+            })?;
+            let now = r["constraints"].as_str().unwrap_or_default();
+            if now.is_empty() {
+                println!("{app}: no constraints");
+            } else {
+                println!("{app}: constraints {now} (applied to every running unit)");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         AppCommand::Integrate {
             app,
@@ -493,6 +516,7 @@ fn deploy(
     release: Option<u32>,
     no_wait: bool,
     charm_dir: Option<PathBuf>,
+    constraints: Option<String>,
 ) -> CliResult<ExitCode> {
     let settings = parse_settings(&config)?;
     let c = client();
@@ -529,6 +553,7 @@ fn deploy(
             release_id: release.id.clone(),
             num_units,
             config: settings,
+            constraints,
         })?;
         let verb = if r["new"].as_bool() == Some(true) {
             "deployed"
