@@ -250,7 +250,10 @@ impl UnitCgroup {
                         .memory
                         .map(|b| b.to_string())
                         .unwrap_or_else(|| "max".into());
-                    let _ = std::fs::write(d.join("memory.max"), mem);
+                    let _ = std::fs::write(d.join("memory.max"), &mem);
+                    // The limit is on memory, not memory pushed to swap.
+                    let swap = if limits.memory.is_some() { "0" } else { "max" };
+                    let _ = std::fs::write(d.join("memory.swap.max"), swap);
                     let cpu = limits
                         .cpu_millis
                         .map(|m| format!("{} 100000", (m * 100).max(1000)))
@@ -262,7 +265,12 @@ impl UnitCgroup {
                         .memory
                         .map(|b| b.to_string())
                         .unwrap_or_else(|| "-1".into());
-                    let _ = std::fs::write(d.join("memory.limit_in_bytes"), mem);
+                    // memory+swap may never be below memory: lift it, set memory, then
+                    // hold memory+swap to the same (no escape to swap).
+                    let memsw = d.join("memory.memsw.limit_in_bytes");
+                    let _ = std::fs::write(&memsw, "-1");
+                    let _ = std::fs::write(d.join("memory.limit_in_bytes"), &mem);
+                    let _ = std::fs::write(&memsw, &mem);
                 }
                 Kind::V1Cpu => {
                     let _ = std::fs::write(d.join("cpu.cfs_period_us"), "100000");

@@ -1109,6 +1109,12 @@ impl Controller {
             })
             .collect();
         let mut list = list;
+        // Constraints as stored, even before the next reconcile pass.
+        for st in &mut list {
+            if let Some(a) = apps.iter().find(|a| a.name == st.name) {
+                st.constraints = (a.constraints != Constraints::default()).then_some(a.constraints);
+            }
+        }
         if let Some(e) = self
             .ingress_error
             .lock()
@@ -1563,10 +1569,15 @@ impl Controller {
             }
         }
         self.unit_own_dirs(&app.name, &dir)?;
+        // The constraints as stored now (`app` may predate a `set-constraints`).
+        let constraints = match self.store.app(&app.name) {
+            Ok(Some(fresh)) => fresh.constraints,
+            _ => app.constraints,
+        };
         let cgroup = if self.cgroups.is_enabled() {
             Some(
                 self.cgroups
-                    .create(&dir, app.constraints.limits())
+                    .create(&dir, constraints.limits())
                     .map_err(|e| format!("cannot create the cgroup of {}: {e}", dir.display()))?,
             )
         } else {
