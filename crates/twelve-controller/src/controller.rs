@@ -48,6 +48,8 @@ pub struct Controller {
     app_users: Mutex<HashMap<String, AppUser>>,
     /// The cgroup hierarchies units are contained in.
     pub(crate) cgroups: crate::cgroup::Cgroups,
+    /// Which app groups each release directory was last opened to.
+    release_grants: Mutex<HashMap<String, Vec<u32>>>,
     pub(crate) vault: crate::vault::Vault,
     pub(crate) providers: twelve_providers::Providers,
     pub(crate) service_status: Mutex<HashMap<String, ServiceStatus>>,
@@ -165,6 +167,7 @@ impl Controller {
             run_as,
             app_users: Mutex::new(HashMap::new()),
             cgroups,
+            release_grants: Mutex::new(HashMap::new()),
             vault,
             providers: twelve_providers::Providers::new(),
             service_status: Mutex::new(HashMap::new()),
@@ -1144,6 +1147,7 @@ impl Controller {
                 }
                 // Units that are going away leave rotation before they stop.
                 self.push_routes(&apps).await;
+                self.grant_releases(&apps);
                 self.remove_stray_units(&apps).await;
                 self.reconcile_services().await;
                 for app in &apps {
@@ -1503,6 +1507,46 @@ impl Controller {
                 .insert(app.to_string(), u.clone());
         }
         Ok(user)
+    }
+
+    /// Opens each release directory to the groups of the apps that have it (in any
+    /// release, for rollbacks) and closes it to everyone else (`substrate::restrict_release`).
+    pub(crate) fn grant_releases(&self, apps: &[AppRecord]) {
+        if self.run_as == RunAs::Invoker {
+            return;
+        }
+        let mut want: HashMap<String, Vec<u32>> = HashMap::new();
+        for app in apps {
+            let Ok(Some(user)) = self.app_user(&app.name) else {
+                continue;
+            };
+            for r in &app.releases {
+                want.entry(r.id.clone()).or_default().push(user.gid);
+            }
+        }
+        let mut done = self
+            .release_grants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (id, mut gids) in want {
+            gids.sort_unstable();
+            gids.dedup();
+            if done.get(&id) == Some(&gids) {
+                continue;
+            }
+            let dir = self.home.releases().join(&id);
+            if !dir.is_dir() {
+                continue;
+            }
+            match crate::substrate::restrict_release(&dir, &gids) {
+                Ok(()) => {}
+                Err(e) => log(format!(
+                    "cannot restrict {} to its apps ({e}): other apps can read its code",
+                    dir.display()
+                )),
+            }
+            done.insert(id, gids);
+        }
     }
 
     /// The unit directory laid out for its app's user (`substrate::unit_dirs`). Also

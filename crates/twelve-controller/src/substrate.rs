@@ -155,14 +155,21 @@ pub fn home_tag(home: &Path) -> String {
     digest[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The user name of an app of the controller at `home`: `tw<tag>-<app>`, cut to the
-/// 32 characters a user name may have. The tag comes first so that `ps`, which shows
-/// eight characters, tells apps apart.
+/// The user name of an app of the controller at `home`: `tw<tag>-<app>`, within the 32
+/// characters a user name may have (a longer app name keeps 14 characters and gains a
+/// digest of the whole, so two long names never share a user). The tag comes first so
+/// that `ps`, which shows eight characters, tells apps apart.
 pub fn app_user_name(home: &Path, app: &str) -> String {
+    use sha2::Digest;
     let tag = &home_tag(home)[..6];
-    let mut name = format!("tw{tag}-{app}");
-    name.truncate(32);
-    name
+    let name = format!("tw{tag}-{app}");
+    if name.len() <= 32 {
+        return name;
+    }
+    let digest = sha2::Sha256::digest(app.as_bytes());
+    let h: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let head: String = app.chars().take(14).collect();
+    format!("tw{tag}-{head}-{}", &h[..7])
 }
 
 impl RunAs {
@@ -301,6 +308,59 @@ pub fn write_unit_files(
         std::fs::write(path, content).map_err(|e| e.to_string())?;
         own(path, user.map(|u| (0, u.gid)), 0o640)
             .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Closes a release directory to every app but the ones that run it: mode 0750, root's,
+/// with a POSIX ACL entry `group:<app group>:r-x` for each app group in `gids` (a
+/// release is content-addressed, so two apps deploying the same files share it). What is
+/// inside keeps its modes: without a way through this directory, nobody else reaches it.
+/// Fails where the file system has no ACLs (the caller then leaves it open, and says so).
+pub fn restrict_release(dir: &Path, gids: &[u32]) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    // The kernel's posix_acl_xattr format: a version, then (tag, perm, id) entries in tag
+    // order, named groups by id, a mask when there are named entries.
+    const USER_OBJ: u16 = 0x01;
+    const GROUP_OBJ: u16 = 0x04;
+    const GROUP: u16 = 0x08;
+    const MASK: u16 = 0x10;
+    const OTHER: u16 = 0x20;
+    const UNDEFINED: u32 = u32::MAX;
+    let mut gids = gids.to_vec();
+    gids.sort_unstable();
+    gids.dedup();
+    let mut acl: Vec<u8> = 2u32.to_le_bytes().to_vec();
+    let mut entry = |tag: u16, perm: u16, id: u32| {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    };
+    entry(USER_OBJ, 7, UNDEFINED);
+    entry(GROUP_OBJ, 5, UNDEFINED);
+    for g in &gids {
+        entry(GROUP, 5, *g);
+    }
+    entry(MASK, 5, UNDEFINED);
+    entry(OTHER, 0, UNDEFINED);
+    own(dir, Some((0, 0)), 0o750)?;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: a NUL-terminated path, a static attribute name, and a buffer with its length.
+    let r = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            c"system.posix_acl_access".as_ptr(),
+            acl.as_ptr().cast(),
+            acl.len(),
+            0,
+        )
+    };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        // Leave it as it was: readable, rather than closed to the app that runs it.
+        let _ = own(dir, None, 0o755);
+        return Err(e);
     }
     Ok(())
 }
@@ -513,6 +573,28 @@ print('ok')
             "{conf}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    #[test]
+    fn app_users_are_distinct_per_home_and_app_and_valid_names() {
+        let (h1, h2) = (Path::new("/var/lib/twelve"), Path::new("/srv/other"));
+        let a = app_user_name(h1, "web");
+        assert!(
+            a.starts_with("tw") && a.ends_with("-web") && a.len() == 12,
+            "{a}"
+        );
+        assert_ne!(a, app_user_name(h2, "web"), "two controllers, two users");
+        let long1 = app_user_name(h1, "a-very-long-application-name-number-one");
+        let long2 = app_user_name(h1, "a-very-long-application-name-number-two");
+        assert_ne!(long1, long2);
+        for n in [&a, &long1, &long2] {
+            assert!(n.len() <= 32, "{n}");
+            assert!(
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{n}"
+            );
+        }
     }
 
     #[test]

@@ -133,8 +133,19 @@ fn one_app_cannot_read_signal_or_take_over_another() {
     }
     let t = Twelve::new();
     let src = t.example("flask");
+    // bravo's code differs from alpha's, so it has a release of its own.
+    let bravo_src = tempfile::Builder::new()
+        .prefix("twelve-bravo-")
+        .tempdir()
+        .unwrap();
+    copy_dir(&src, bravo_src.path());
+    std::fs::write(bravo_src.path().join("bravo_only.py"), "TOKEN = 'b'\n").unwrap();
+    let _ = std::fs::set_permissions(
+        bravo_src.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    );
     deploy_active(&t, &src, "alpha", &[]);
-    deploy_active(&t, &src, "bravo", &[]);
+    deploy_active(&t, bravo_src.path(), "bravo", &[]);
     let (a_dir, b_dir) = (unit_dir(&t, "alpha", 0), unit_dir(&t, "bravo", 0));
 
     // Every process of each app (web, workers, schedulers, the statsd exporter) runs as
@@ -198,6 +209,23 @@ fn one_app_cannot_read_signal_or_take_over_another() {
 
     // And what it may not do with bravo's.
     let b = b_dir.display();
+    let release_of = |pid: i32| {
+        let cmd = cmdline(pid);
+        let at = cmd.find("/releases/").unwrap_or_else(|| panic!("{cmd}"));
+        cmd[at..].split('/').nth(2).unwrap().to_string()
+    };
+    let (a_release, b_release) = (release_of(a_pid), release_of(b_pid));
+    assert_ne!(a_release, b_release);
+    let releases = t.home.path().join("releases");
+    let (ok, out) = exec_sh(
+        &t,
+        "alpha/0",
+        &format!(
+            "cat {}/{a_release}/app/app.py >/dev/null",
+            releases.display()
+        ),
+    );
+    assert!(ok, "alpha reads its own code: {out}");
     for (what, script) in [
         ("read bravo's environment", format!("cat /proc/{b_pid}/environ")),
         ("signal bravo's processes", format!("kill -0 {b_pid}")),
@@ -211,6 +239,10 @@ fn one_app_cannot_read_signal_or_take_over_another() {
             format!("rm -f {b}/run/gunicorn.sock; python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.bind(\"{b}/run/gunicorn.sock\")'"),
         ),
         ("read the state store", format!("cat {}/state.db", t.home.path().display())),
+        (
+            "read bravo's code",
+            format!("cat {}/{b_release}/app/bravo_only.py", releases.display()),
+        ),
     ] {
         let (ok, out) = exec_sh(&t, "alpha/0", &script);
         assert!(!ok, "alpha could {what}: {script}\n{out}");
