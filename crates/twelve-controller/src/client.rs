@@ -121,7 +121,8 @@ impl ControllerClient {
 /// Spawns `exe args` in a new session with output appended to `log`, and does not wait.
 /// With `clean_env`, the child gets only a minimal environment (PATH, LANG, TZ, RUST_LOG,
 /// and SSL_CERT_FILE: the CA bundle log forwarding trusts), so that apps under it do not
-/// inherit whatever shell first started the controller.
+/// inherit whatever shell first started the controller. The log is created 0600; the child
+/// starts with umask 022 whatever this process's is (the controller's is 077).
 pub fn spawn_detached(
     exe: &Path,
     args: &[&str],
@@ -129,10 +130,12 @@ pub fn spawn_detached(
     log: &Path,
     clean_env: bool,
 ) -> std::io::Result<std::process::Child> {
+    use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::process::CommandExt;
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(log)?;
     let err = out.try_clone()?;
     let mut cmd = std::process::Command::new(exe);
@@ -154,10 +157,12 @@ pub fn spawn_detached(
         .stdout(out)
         .stderr(err)
         .current_dir("/");
-    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+    // SAFETY: setsid and umask are async-signal-safe; nothing else runs between fork and
+    // exec.
     unsafe {
         cmd.pre_exec(|| {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
             Ok(())
         });
     }

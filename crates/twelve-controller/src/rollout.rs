@@ -76,12 +76,7 @@ impl Controller {
         let push = serde_saphyr::to_string(&push).map_err(|e| e.to_string())?;
         self.unit_own_dirs(&dir)?;
         for (path, content) in &host.files {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-            }
-            std::fs::write(path, content).map_err(|e| e.to_string())?;
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644));
+            crate::home::write_shared(path, content).map_err(|e| e.to_string())?;
         }
         let serving = self
             .routes_pushed
@@ -249,10 +244,7 @@ impl Controller {
         self.ensure_pebble(&dir2).await?;
         let pebble2 = Pebble::for_dir(&dir2);
         for (path, content) in &host2.files {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-            }
-            std::fs::write(path, content).map_err(|e| e.to_string())?;
+            crate::home::write_shared(path, content).map_err(|e| e.to_string())?;
         }
         let layer2 = serde_saphyr::to_string(&host2.layer).map_err(|e| e.to_string())?;
         // A scheduler runs on one unit only: the new instance's waits until the old

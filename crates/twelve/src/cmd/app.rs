@@ -966,6 +966,8 @@ fn controller(cmd: ControllerCommand) -> CliResult<ExitCode> {
     let home = Home::from_env();
     match cmd {
         ControllerCommand::Run => {
+            // Before anything is created: the store, logs and keys are the controller's alone.
+            twelve_controller::home::restrict_umask();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
