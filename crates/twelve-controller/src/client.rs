@@ -120,8 +120,8 @@ impl ControllerClient {
 
 /// Spawns `exe args` in a new session with output appended to `log`, and does not wait.
 /// With `clean_env`, the child gets only a minimal environment (PATH, LANG, TZ, RUST_LOG,
-/// and SSL_CERT_FILE: the CA bundle log forwarding trusts), so that apps under it do not
-/// inherit whatever shell first started the controller. The log is created 0600; the child
+/// and SSL_CERT_FILE: the CA bundle log forwarding trusts; not `TWELVE_HOME`), so that apps
+/// under it do not inherit whatever shell first started the controller. The log is created 0600; the child
 /// starts with umask 022 whatever this process's is (the controller's is 077).
 pub fn spawn_detached(
     exe: &Path,
@@ -151,8 +151,12 @@ pub fn spawn_detached(
             }
         }
     }
+    if !clean_env {
+        // The controller finds its home there; a supervisor or the ingress is given its
+        // directory instead, so that the apps under it never see the controller's home.
+        cmd.env("TWELVE_HOME", home);
+    }
     cmd.args(args)
-        .env("TWELVE_HOME", home)
         .stdin(std::process::Stdio::null())
         .stdout(out)
         .stderr(err)

@@ -74,3 +74,18 @@ fn a_started_controller_keeps_its_home_private() {
         );
     }
 }
+
+#[test]
+fn apps_never_see_the_controllers_home_in_their_environment() {
+    let t = Twelve::new();
+    let src = t.example("go");
+    t.ok(&["deploy", src.to_str().unwrap(), "envcheck"]);
+    let env = app_env(t.port("envcheck/0"));
+    let env = env.as_object().expect("the app's environment as an object");
+    assert!(env.contains_key("PATH"), "{env:?}");
+    assert!(
+        !env.contains_key("TWELVE_HOME"),
+        "TWELVE_HOME reached the app: {:?}",
+        env.get("TWELVE_HOME")
+    );
+}
