@@ -121,8 +121,9 @@ impl ControllerClient {
 /// Spawns `exe args` in a new session with output appended to `log`, and does not wait.
 /// With `clean_env`, the child gets only a minimal environment (PATH, LANG, TZ, RUST_LOG,
 /// and SSL_CERT_FILE: the CA bundle log forwarding trusts; not `TWELVE_HOME`), so that apps
-/// under it do not inherit whatever shell first started the controller. The log is created 0600; the child
-/// starts with umask 022 whatever this process's is (the controller's is 077).
+/// under it do not inherit whatever shell first started the controller. The log is
+/// created 0600; the child starts with umask 022 whatever this process's is (the
+/// controller's is 077).
 pub fn spawn_detached(
     exe: &Path,
     args: &[&str],
