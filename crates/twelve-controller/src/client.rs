@@ -141,8 +141,10 @@ impl ControllerClient {
 
 /// Spawns `exe args` in a new session with output appended to `log`, and does not wait.
 /// With `clean_env`, the child gets only a minimal environment (PATH, LANG, TZ, RUST_LOG,
-/// and SSL_CERT_FILE: the CA bundle log forwarding trusts), so that apps under it do not
-/// inherit whatever shell first started the controller.
+/// and SSL_CERT_FILE: the CA bundle log forwarding trusts; not `TWELVE_HOME`), so that apps
+/// under it do not inherit whatever shell first started the controller. The log is
+/// created 0600; the child starts with umask 022 whatever this process's is (the
+/// controller's is 077).
 pub fn spawn_detached(
     exe: &Path,
     args: &[&str],
@@ -153,8 +155,9 @@ pub fn spawn_detached(
     spawn_detached_in(exe, args, Some(home), log, clean_env, &[])
 }
 
-/// [`spawn_detached`], with `TWELVE_HOME` only when `home` is given (a unit's supervisor
-/// gets none: nothing of the controller's reaches an app), joining the cgroups whose
+/// [`spawn_detached`], with `TWELVE_HOME` only when `home` is given and the environment
+/// is not clean (a supervisor or the ingress is given its directory instead, so that the
+/// apps under it never see the controller's home), joining the cgroups whose
 /// `cgroup.procs` descriptors are `cgroup_fds` before it runs anything (so every process
 /// it starts is in the unit's cgroup from its first instruction).
 pub fn spawn_detached_in(
@@ -165,10 +168,12 @@ pub fn spawn_detached_in(
     clean_env: bool,
     cgroup_fds: &[i32],
 ) -> std::io::Result<std::process::Child> {
+    use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::process::CommandExt;
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(log)?;
     let err = out.try_clone()?;
     let mut cmd = std::process::Command::new(exe);
@@ -184,21 +189,22 @@ pub fn spawn_detached_in(
             }
         }
     }
+    match home.filter(|_| !clean_env) {
+        Some(home) => cmd.env("TWELVE_HOME", home),
+        None => cmd.env_remove("TWELVE_HOME"),
+    };
     cmd.args(args)
         .stdin(std::process::Stdio::null())
         .stdout(out)
         .stderr(err)
         .current_dir("/");
-    match home {
-        Some(home) => cmd.env("TWELVE_HOME", home),
-        None => cmd.env_remove("TWELVE_HOME"),
-    };
     let fds = cgroup_fds.to_vec();
-    // SAFETY: setsid and write are async-signal-safe; nothing else runs between fork and
-    // exec, and `fds` was allocated before the fork.
+    // SAFETY: setsid, umask and write are async-signal-safe; nothing else runs between
+    // fork and exec, and `fds` was allocated before the fork.
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
             crate::cgroup::join_in_child(&fds)?;
             Ok(())
         });

@@ -304,6 +304,15 @@ pub fn write_unit_files(
     for (path, content) in files {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            // `files/` and the directories under it: the app's group traverses them
+            // (the controller's umask would leave them root's alone).
+            for dir in parent.ancestors() {
+                own(dir, user.map(|u| (0, u.gid)), 0o750)
+                    .map_err(|e| format!("{}: {e}", dir.display()))?;
+                if dir.file_name().is_some_and(|n| n == "files") {
+                    break;
+                }
+            }
         }
         std::fs::write(path, content).map_err(|e| e.to_string())?;
         own(path, user.map(|u| (0, u.gid)), 0o640)

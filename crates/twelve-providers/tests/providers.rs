@@ -59,6 +59,27 @@ async fn scenario(server: &Server, passwords_enforced: bool) {
         err.to_lowercase().contains(&expected.to_lowercase()),
         "{kind}: {err}"
     );
+    if kind == Kind::Postgresql && server.is_managed() {
+        // On a server twelve runs, the databases open to every role by default are not.
+        for other in ["postgres", "template1"] {
+            let err = login(kind, &retarget(&da, other))
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("A connected to {other}"));
+            assert!(
+                err.contains("permission denied for database"),
+                "{other}: {err}"
+            );
+        }
+    }
+    if kind == Kind::Mysql {
+        // A sees its own database only.
+        let mut dbs = mysql_databases(uri(&da))
+            .await
+            .expect("SHOW DATABASES as A");
+        dbs.sort();
+        assert_eq!(dbs, ["information_schema".to_string(), name.clone()]);
+    }
     if kind == Kind::Redis {
         // Keys outside the app's prefix are off limits too.
         let mut c = redis::Client::open(uri(&da))

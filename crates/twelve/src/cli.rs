@@ -408,7 +408,15 @@ pub enum AppCommand {
         command: MetricsCommand,
     },
     /// Print the URL of the live dashboard (apps, units, statuses, logs).
-    Dashboard,
+    ///
+    /// The dashboard answers only requests for localhost, 127.0.0.1 or [::1]; with
+    /// --token, the URL carries a token that opens it under any other name too (through a
+    /// tunnel or a proxy). Keep that URL to yourself.
+    Dashboard {
+        /// Print a URL with the access token (from TWELVE_HOME/web-token).
+        #[arg(long)]
+        token: bool,
+    },
     /// The controller daemon.
     Controller {
         #[command(subcommand)]

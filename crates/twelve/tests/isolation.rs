@@ -238,6 +238,7 @@ fn one_app_cannot_read_signal_or_take_over_another() {
             "plant a socket where bravo's gunicorn listens",
             format!("rm -f {b}/run/gunicorn.sock; python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.bind(\"{b}/run/gunicorn.sock\")'"),
         ),
+        ("list the controller's home", format!("ls {}", t.home.path().display())),
         ("read the state store", format!("cat {}/state.db", t.home.path().display())),
         (
             "read bravo's code",

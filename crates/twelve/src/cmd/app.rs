@@ -251,9 +251,21 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
             print!("{body}");
             Ok(ExitCode::SUCCESS)
         }
-        AppCommand::Dashboard => {
+        AppCommand::Dashboard { token } => {
             let (addr, _) = web_get("/api/state")?;
-            println!("http://{addr}/");
+            if !token {
+                println!("http://{addr}/");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let home = Home::from_env();
+            let token = home.read_web_token().ok().flatten().ok_or_else(|| {
+                Diagnostic::error(format!(
+                    "the controller keeps no dashboard token in {}",
+                    home.web_token_file().display()
+                ))
+                .with_help("see controller.log, then restart it: twelve controller stop")
+            })?;
+            println!("http://{addr}/?token={token}");
             Ok(ExitCode::SUCCESS)
         }
         AppCommand::AddSecret {
@@ -991,6 +1003,8 @@ fn controller(cmd: ControllerCommand) -> CliResult<ExitCode> {
     let home = Home::from_env();
     match cmd {
         ControllerCommand::Run => {
+            // Before anything is created: the store, logs and keys are the controller's alone.
+            twelve_controller::home::restrict_umask();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -1049,7 +1063,13 @@ fn web_get(path: &str) -> CliResult<(String, String)> {
     let addr = addr.trim().to_string();
     let mut s =
         std::net::TcpStream::connect(&addr).with_context(|| format!("cannot reach {addr}"))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").context("cannot send the request")?;
+    // The token too: the server answers other Hosts than loopback names (e.g. 0.0.0.0:9180) with it only.
+    let auth = match home.read_web_token() {
+        Ok(Some(t)) => format!("Authorization: Bearer {t}\r\n"),
+        _ => String::new(),
+    };
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n")
+        .context("cannot send the request")?;
     let mut text = String::new();
     s.read_to_string(&mut text)
         .context("cannot read the answer")?;
