@@ -129,6 +129,9 @@ pub enum Request {
         external: Option<String>,
         #[serde(default)]
         management: Option<String>,
+        /// An adopted Redis: limit each app to keys `<app>:*`.
+        #[serde(default)]
+        key_prefix: bool,
     },
     /// Integrate an app with a backing service, or give an endpoint's data by hand.
     Integrate {

@@ -356,7 +356,11 @@ impl Controller {
                 name,
                 external,
                 management,
-            } => self.deploy_service(&kind, name, external, management).await,
+                key_prefix,
+            } => {
+                self.deploy_service(&kind, name, external, management, key_prefix)
+                    .await
+            }
             Request::Integrate { app, target, data } => self.integrate(&app, &target, data).await,
             Request::RemoveRelation {
                 app,

@@ -238,6 +238,10 @@ pub enum AppCommand {
         /// RabbitMQ: the management API URL of an adopted broker.
         #[arg(long, value_name = "URL")]
         management: Option<String>,
+        /// An adopted Redis: limit each app's user to keys and channels `<app>:*` (by
+        /// default each app's user has every key, as under paas-charm).
+        #[arg(long)]
+        key_prefix: bool,
         #[arg(long)]
         charm_dir: Option<PathBuf>,
         /// Limits for each unit, Juju-style: "mem=512M cores=1.5" (see set-constraints).

@@ -55,6 +55,7 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
             external,
             management,
             constraints,
+            key_prefix,
         } => {
             let kind = dir.to_string_lossy().to_string();
             if !dir.exists() && twelve_providers::Kind::parse(&kind).is_some() {
@@ -63,6 +64,7 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
                     name: app,
                     external,
                     management,
+                    key_prefix,
                 })?;
                 println!(
                     "{} deployed: {}",
@@ -71,8 +73,8 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            if external.is_some() || management.is_some() {
-                return Err(Diagnostic::error("--external and --management are for backing services")
+            if external.is_some() || management.is_some() || key_prefix {
+                return Err(Diagnostic::error("--external, --management and --key-prefix are for backing services")
                     .with_help("twelve deploy postgresql --external postgresql://postgres@127.0.0.1:5432/postgres")
                     .into());
             }
@@ -131,6 +133,9 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
                 r["endpoint"].as_str().unwrap_or_default(),
                 r["provider"].as_str().unwrap_or_default()
             );
+            if let Some(w) = r["warning"].as_str() {
+                eprintln!("warning: {w}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         AppCommand::RemoveRelation {
