@@ -1292,7 +1292,7 @@ impl Controller {
 
         for (u, _, _) in &plans {
             if let Err(e) = self
-                .ensure_pebble(app, &app.unit_dir(&self.home, u.number))
+                .ensure_pebble(&app.unit_dir(&self.home, u.number))
                 .await
             {
                 status.status = "blocked".into();
@@ -1555,8 +1555,10 @@ impl Controller {
 
     /// The unit directory laid out for its app's user (`substrate::unit_dirs`). Also
     /// called before a unit's files are written, for a unit an older twelve started.
-    pub(crate) fn unit_own_dirs(&self, app: &str, dir: &Path) -> Result<(), String> {
-        let user = self.app_user(app)?;
+    pub(crate) fn unit_own_dirs(&self, dir: &Path) -> Result<(), String> {
+        let app = crate::substrate::app_of_unit_dir(dir)
+            .ok_or_else(|| format!("{} is not a unit directory", dir.display()))?;
+        let user = self.app_user(&app)?;
         crate::substrate::unit_dirs(dir, user.as_ref())
             .map_err(|e| format!("cannot prepare {}: {e}", dir.display()))
     }
@@ -1575,7 +1577,7 @@ impl Controller {
     /// Makes sure the unit's supervisor runs. A supervisor that died leaves nothing
     /// behind: what its services left in the unit's cgroup is killed before a new one
     /// starts, in a fresh cgroup with the app's constraints.
-    pub(crate) async fn ensure_pebble(&self, app: &AppRecord, dir: &Path) -> Result<(), String> {
+    pub(crate) async fn ensure_pebble(&self, dir: &Path) -> Result<(), String> {
         let dir = dir.to_path_buf();
         let pebble = Pebble::for_dir(&dir);
         if pebble.system_info().await.is_ok() {
@@ -1616,12 +1618,12 @@ impl Controller {
                 ));
             }
         }
-        self.unit_own_dirs(&app.name, &dir)?;
-        // The constraints as stored now (`app` may predate a `set-constraints`).
-        let constraints = match self.store.app(&app.name) {
-            Ok(Some(fresh)) => fresh.constraints,
-            _ => app.constraints,
-        };
+        self.unit_own_dirs(&dir)?;
+        // The app's constraints as stored now.
+        let constraints = crate::substrate::app_of_unit_dir(&dir)
+            .and_then(|app| self.store.app(&app).ok().flatten())
+            .map(|a| a.constraints)
+            .unwrap_or_default();
         let cgroup = if self.cgroups.is_enabled() {
             Some(
                 self.cgroups

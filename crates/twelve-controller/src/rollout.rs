@@ -74,8 +74,8 @@ impl Controller {
             return Ok(());
         }
         let push = serde_saphyr::to_string(&push).map_err(|e| e.to_string())?;
-        self.unit_own_dirs(app, &dir)?;
-        crate::substrate::write_unit_files(&host.files, self.app_user(app)?.as_ref())?;
+        self.unit_own_dirs(&dir)?;
+        crate::substrate::write_unit_files(&host.files, host.app_user.as_ref())?;
         let serving = self
             .routes_pushed
             .lock()
@@ -239,9 +239,9 @@ impl Controller {
         }
         let (plan2, host2) = self.unit_plan(&rec2, unit)?;
         let dir2 = rec2.unit_dir(&self.home, unit);
-        self.ensure_pebble(&rec2, &dir2).await?;
+        self.ensure_pebble(&dir2).await?;
         let pebble2 = Pebble::for_dir(&dir2);
-        crate::substrate::write_unit_files(&host2.files, self.app_user(&rec2.name)?.as_ref())?;
+        crate::substrate::write_unit_files(&host2.files, host2.app_user.as_ref())?;
         let layer2 = serde_saphyr::to_string(&host2.layer).map_err(|e| e.to_string())?;
         // A scheduler runs on one unit only: the new instance's waits until the old
         // instance has stopped.
