@@ -429,64 +429,78 @@ impl Planner<'_> {
     }
 
     /// The app secret key: from `<opt>-id` (a secret with one key `value`), from `<opt>`,
-    /// else the generated one.
+    /// else the generated one. `<opt>` is `app-secret-key` (paas-charm main, every
+    /// framework) or, for Flask and Django, the 1.x `flask-secret-key`/`django-secret-key`;
+    /// more than one of them set is `invalid options: ...` naming them.
     fn secret_key(
         &mut self,
         values: &IndexMap<String, Value>,
         invalid: &mut Vec<String>,
     ) -> Result<Option<String>, Blocker> {
-        let candidates = [self.fw.secret_key_option(), "app-secret-key"];
-        for opt in candidates {
-            let id_opt = format!("{opt}-id");
-            let direct = values
-                .get(opt)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty());
-            let by_id = values.get(&id_opt);
-            match (direct, by_id) {
-                (Some(_), Some(_)) => {
-                    return Err(Blocker(Status::blocked(
-                        format!("{id_opt} and {opt} are defined in the same time"),
-                        ServicesAction::Hold,
-                    )))
-                }
-                (None, Some(v)) => {
-                    let content = match self.secret_content(&id_opt, v) {
-                        Ok(c) => c.unwrap_or_default(),
-                        Err(SecretProblem::Invalid) => {
-                            invalid.push(id_opt);
-                            return Ok(self.state.secret_key.clone());
-                        }
-                        Err(SecretProblem::Blocked(m)) => {
-                            return Err(Blocker(Status::blocked(m, ServicesAction::Stop)))
-                        }
-                    };
-                    if content.len() > 1 {
-                        return Err(Blocker(Status::blocked(
-                            format!("{id_opt} secret contains multiple values"),
-                            ServicesAction::Hold,
-                        )));
-                    }
-                    return match content.get("value") {
-                        Some(v) => {
-                            self.notes
-                                .push(format!("secret key from the secret in {id_opt}"));
-                            Ok(Some(v.clone()))
-                        }
-                        None => Err(Blocker(Status::blocked(
-                            format!("{id_opt} missing 'value' key in the secret content"),
-                            ServicesAction::Hold,
-                        ))),
-                    };
-                }
-                (Some(k), None) => {
-                    self.notes.push(format!("secret key from option {opt}"));
-                    return Ok(Some(k.to_string()));
-                }
-                (None, None) => {}
-            }
+        let mut candidates = vec!["app-secret-key"];
+        if self.fw.is_gunicorn() {
+            candidates.push(self.fw.secret_key_option());
         }
-        Ok(self.state.secret_key.clone())
+        let set: Vec<(&str, String)> = candidates
+            .iter()
+            .flat_map(|opt| [opt.to_string(), format!("{opt}-id")].map(|n| (*opt, n)))
+            .filter(|(_, n)| match values.get(n) {
+                Some(Value::String(v)) => !v.is_empty(),
+                Some(v) => !v.is_null(),
+                None => false,
+            })
+            .collect();
+        if set.len() > 1 {
+            for (_, n) in &set {
+                if !invalid.contains(n) {
+                    invalid.push(n.clone());
+                }
+            }
+            self.notes.push(format!(
+                "the secret key is set more than once ({}): set one of them",
+                set.iter()
+                    .map(|(_, n)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            return Ok(self.state.secret_key.clone());
+        }
+        let Some((opt, name)) = set.into_iter().next() else {
+            return Ok(self.state.secret_key.clone());
+        };
+        let id_opt = format!("{opt}-id");
+        if name != id_opt {
+            let k = values.get(opt).and_then(Value::as_str).unwrap_or_default();
+            self.notes.push(format!("secret key from option {opt}"));
+            return Ok(Some(k.to_string()));
+        }
+        let content = match self.secret_content(&id_opt, &values[&id_opt]) {
+            Ok(c) => c.unwrap_or_default(),
+            Err(SecretProblem::Invalid) => {
+                invalid.push(id_opt);
+                return Ok(self.state.secret_key.clone());
+            }
+            Err(SecretProblem::Blocked(m)) => {
+                return Err(Blocker(Status::blocked(m, ServicesAction::Stop)))
+            }
+        };
+        if content.len() > 1 {
+            return Err(Blocker(Status::blocked(
+                format!("{id_opt} secret contains multiple values"),
+                ServicesAction::Hold,
+            )));
+        }
+        match content.get("value") {
+            Some(v) => {
+                self.notes
+                    .push(format!("secret key from the secret in {id_opt}"));
+                Ok(Some(v.clone()))
+            }
+            None => Err(Blocker(Status::blocked(
+                format!("{id_opt} missing 'value' key in the secret content"),
+                ServicesAction::Hold,
+            ))),
+        }
     }
 
     /// The framework's own options as environment variables (paas-charm's `*Config` models).

@@ -160,7 +160,7 @@ fn secret_key_id_takes_a_secret_with_one_value() {
         (
             vec![("value", "a")],
             true,
-            Err("flask-secret-key-id and flask-secret-key are defined in the same time"),
+            Err("invalid options: flask-secret-key, flask-secret-key-id"),
         ),
     ];
     for (content, also_direct, want) in cases {
@@ -176,6 +176,110 @@ fn secret_key_id_takes_a_secret_with_one_value() {
             Err(m) => {
                 assert_eq!(p.status.state, State::Blocked);
                 assert_eq!(p.status.message, m);
+            }
+        }
+    }
+}
+
+/// paas-charm main (unreleased, breaking): Flask and Django take the secret key from
+/// `app-secret-key`/`app-secret-key-id`, and the workload variable keeps the framework
+/// prefix. twelve keeps the 1.x `flask-secret-key`/`django-secret-key` too; setting more
+/// than one is `invalid options`.
+#[test]
+fn app_secret_key_options_for_every_framework_keep_the_variable_prefix() {
+    let secret = SecretView {
+        name: Some("key".into()),
+        content: Some([("value".to_string(), "from-secret".to_string())].into()),
+    };
+    let cases: Vec<(Framework, Vec<(&str, &str)>, Result<(&str, &str), &str>)> = vec![
+        (
+            Framework::Flask,
+            vec![("app-secret-key", "new")],
+            Ok(("FLASK_SECRET_KEY", "new")),
+        ),
+        (
+            Framework::Django,
+            vec![("app-secret-key", "new")],
+            Ok(("DJANGO_SECRET_KEY", "new")),
+        ),
+        (
+            Framework::Flask,
+            vec![("app-secret-key-id", "secret:s1")],
+            Ok(("FLASK_SECRET_KEY", "from-secret")),
+        ),
+        (
+            Framework::Django,
+            vec![("app-secret-key-id", "secret:s1")],
+            Ok(("DJANGO_SECRET_KEY", "from-secret")),
+        ),
+        (
+            Framework::Flask,
+            vec![("flask-secret-key", "old")],
+            Ok(("FLASK_SECRET_KEY", "old")),
+        ),
+        (
+            Framework::Django,
+            vec![("django-secret-key", "old")],
+            Ok(("DJANGO_SECRET_KEY", "old")),
+        ),
+        (
+            Framework::FastApi,
+            vec![("app-secret-key", "k")],
+            Ok(("APP_SECRET_KEY", "k")),
+        ),
+        (
+            Framework::Flask,
+            vec![("app-secret-key", "a"), ("app-secret-key-id", "secret:s1")],
+            Err("invalid options: app-secret-key, app-secret-key-id"),
+        ),
+        (
+            Framework::Django,
+            vec![("app-secret-key", "a"), ("app-secret-key-id", "secret:s1")],
+            Err("invalid options: app-secret-key, app-secret-key-id"),
+        ),
+        (
+            Framework::Go,
+            vec![("app-secret-key", "a"), ("app-secret-key-id", "secret:s1")],
+            Err("invalid options: app-secret-key, app-secret-key-id"),
+        ),
+        (
+            Framework::Flask,
+            vec![("flask-secret-key", "a"), ("app-secret-key", "b")],
+            Err("invalid options: app-secret-key, flask-secret-key"),
+        ),
+    ];
+    for (fw, set_options, want) in cases {
+        let f = project(fw, "", "", &[]);
+        // The options exist, so `twelve config` accepts them.
+        let options = twelve_charm::config::effective_options(&f.project);
+        let mut s = state();
+        s.secrets.insert("s1".into(), secret.clone());
+        for (name, value) in &set_options {
+            assert!(options.contains_key(*name), "{fw}: no option {name}");
+            set(&mut s, name, json!(value));
+        }
+        let p = plan(&f, &s);
+        match want {
+            Ok((var, value)) => {
+                // (Django without a database is blocked for that, not for its options.)
+                assert!(
+                    p.status.state == State::Active
+                        || p.status.message == "Django requires a database integration to work",
+                    "{fw} {set_options:?}: {}",
+                    p.status.message
+                );
+                assert_eq!(p.environment[var], value, "{fw} {set_options:?}");
+                assert!(
+                    !p.environment.keys().any(|k| k.contains("SECRET_KEY_ID")
+                        || k.ends_with("APP_SECRET_KEY") && var != "APP_SECRET_KEY"),
+                    "{fw}: option leaked as a user variable: {:?}",
+                    p.environment.keys().collect::<Vec<_>>()
+                );
+                assert!(p.secret_values.contains(value), "{fw}");
+            }
+            Err(m) => {
+                assert_eq!(p.status.state, State::Blocked, "{fw} {set_options:?}");
+                assert_eq!(p.status.message, m, "{fw}");
             }
         }
     }

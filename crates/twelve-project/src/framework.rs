@@ -125,8 +125,9 @@ impl Framework {
         }
     }
 
-    /// The option that sets the app secret key: `flask-secret-key`, `django-secret-key`,
-    /// else `app-secret-key`. 2.x spells it `app-secret-key` everywhere, also accepted.
+    /// The 1.x option that sets the app secret key: `flask-secret-key`, `django-secret-key`,
+    /// else `app-secret-key`. paas-charm main spells it `app-secret-key` everywhere, which
+    /// Flask and Django accept as well.
     pub fn secret_key_option(self) -> &'static str {
         match self {
             Framework::Flask => "flask-secret-key",
@@ -217,6 +218,9 @@ impl Framework {
             }
         };
         if self.is_gunicorn() {
+            // paas-charm main (unreleased, breaking) names the Flask and Django secret key
+            // options `app-secret-key(-id)` too; the 1.x names above stay accepted.
+            options.extend(app_secret());
             options.extend(webserver());
         }
         options
