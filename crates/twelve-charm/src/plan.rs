@@ -10,7 +10,7 @@ use twelve_layer::{
     Check, CheckLevel, Command, GoDuration, HttpCheck, LogTarget, Override, Service, Startup,
     TcpCheck,
 };
-use twelve_project::{Framework, OptionType, Project};
+use twelve_project::{Framework, OptionType, PaasCharmLine, Project};
 
 use crate::config::{
     effective_options, encode_env, env_name, is_framework_option, python_json, resolved_values,
@@ -344,27 +344,75 @@ impl Planner<'_> {
                 .and_then(|v| u16::try_from(v).ok())
         };
         let pc = &self.project.paas_config;
-        let (default_metrics_port, default_metrics_path) = self.fw.default_metrics();
-        let configured_app = pc.port.or_else(|| match self.fw {
-            Framework::FastApi => int("webserver-port"),
-            Framework::Go | Framework::ExpressJs | Framework::SpringBoot => int("app-port"),
-            _ => None,
-        });
-        let configured_app = configured_app.unwrap_or(self.fw.default_port());
-        let configured_metrics = pc
-            .metrics_port
-            .or_else(|| int("metrics-port"))
-            .unwrap_or(default_metrics_port);
-        let metrics_path = pc
-            .metrics_path
-            .clone()
-            .or_else(|| {
-                values
-                    .get("metrics-path")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| default_metrics_path.to_string());
+        let (configured_app, configured_metrics, metrics_path) = match self.project.paas_charm {
+            PaasCharmLine::Main => {
+                // paas-charm main: paas-config.yaml, else the framework's defaults; of the
+                // options only the aliases its config models still read (FastAPI's
+                // `webserver-port`, Spring Boot's `app-port`), when set.
+                let explicit = |name: &str| {
+                    self.state
+                        .config
+                        .get(name)
+                        .and_then(Value::as_u64)
+                        .and_then(|v| u16::try_from(v).ok())
+                };
+                let app = pc
+                    .port
+                    .or_else(|| match self.fw {
+                        Framework::FastApi => explicit("webserver-port"),
+                        Framework::SpringBoot => explicit("app-port"),
+                        _ => None,
+                    })
+                    .unwrap_or(self.fw.main_default_port());
+                let (default_port, default_path) = self.fw.main_default_metrics();
+                for opt in ["metrics-port", "metrics-path"] {
+                    if self.state.config.contains_key(opt) {
+                        self.notes.push(format!(
+                            "option {opt} is not read under paas-charm main: set {opt} in paas-config.yaml"
+                        ));
+                    }
+                }
+                self.notes.push(format!(
+                    "ports follow paas-charm main (paas-config.yaml sets port, metrics-port or metrics-path): app {app}, metrics {} {}",
+                    pc.metrics_port.unwrap_or(default_port),
+                    pc.metrics_path.as_deref().unwrap_or(default_path)
+                ));
+                (
+                    app,
+                    pc.metrics_port.unwrap_or(default_port),
+                    pc.metrics_path
+                        .clone()
+                        .unwrap_or_else(|| default_path.to_string()),
+                )
+            }
+            PaasCharmLine::V1_12 => {
+                let (default_metrics_port, default_metrics_path) = self.fw.default_metrics();
+                let configured_app = pc.port.or_else(|| match self.fw {
+                    Framework::FastApi => int("webserver-port"),
+                    Framework::Go | Framework::ExpressJs | Framework::SpringBoot => int("app-port"),
+                    _ => None,
+                });
+                let configured_metrics = pc
+                    .metrics_port
+                    .or_else(|| int("metrics-port"))
+                    .unwrap_or(default_metrics_port);
+                let metrics_path = pc
+                    .metrics_path
+                    .clone()
+                    .or_else(|| {
+                        values
+                            .get("metrics-path")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_else(|| default_metrics_path.to_string());
+                (
+                    configured_app.unwrap_or(self.fw.default_port()),
+                    configured_metrics,
+                    metrics_path,
+                )
+            }
+        };
         let app = self.state.network.app_port.unwrap_or(configured_app);
         // An app that serves metrics on its own port keeps doing so on the assigned port.
         let metrics = if configured_metrics == configured_app {
@@ -513,6 +561,7 @@ impl Planner<'_> {
     ) -> IndexMap<String, String> {
         let mut env = IndexMap::new();
         let p = self.fw.framework_config_prefix();
+        let main = self.project.paas_charm == PaasCharmLine::Main;
         let get = |n: &str| values.get(n);
         let positive = |n: &str, invalid: &mut Vec<String>| -> Option<i64> {
             let v = get(n)?.as_i64()?;
@@ -592,6 +641,8 @@ impl Planner<'_> {
                 env.insert("METRICS_PATH".into(), ports.metrics_path.clone());
             }
             Framework::Go => {
+                // paas-charm main drops Go's `APP_` framework prefix: `PORT`, `METRICS_*`.
+                let p = if main { "" } else { p };
                 env.insert(format!("{p}PORT"), ports.app.to_string());
                 env.insert(format!("{p}METRICS_PORT"), ports.metrics.to_string());
                 env.insert(format!("{p}METRICS_PATH"), ports.metrics_path.clone());
@@ -608,8 +659,13 @@ impl Planner<'_> {
                     env.insert("APP_PROFILES".into(), v.to_string());
                     env.insert("spring.profiles.active".into(), v.to_string());
                 }
-                env.insert("MANAGEMENT_SERVER_PORT".into(), ports.metrics.to_string());
-                env.insert("METRICS_PATH".into(), ports.metrics_path.clone());
+                if main {
+                    // paas-charm main: the property itself, and no METRICS_* variables.
+                    env.insert("management.server.port".into(), ports.metrics.to_string());
+                } else {
+                    env.insert("MANAGEMENT_SERVER_PORT".into(), ports.metrics.to_string());
+                    env.insert("METRICS_PATH".into(), ports.metrics_path.clone());
+                }
                 env.insert("server.forward-headers-strategy".into(), "framework".into());
                 env.insert(
                     "management.endpoints.web.exposure.include".into(),
@@ -626,6 +682,12 @@ impl Planner<'_> {
                     last.to_string(),
                 );
             }
+        }
+        if main && self.fw.is_gunicorn() {
+            // paas-charm main exposes the resolved metrics endpoint to every framework;
+            // Flask and Django get it with their prefix (the statsd exporter's port).
+            env.insert(format!("{p}METRICS_PORT"), ports.metrics.to_string());
+            env.insert(format!("{p}METRICS_PATH"), ports.metrics_path.clone());
         }
         for opt in ["app-port", "metrics-port", "webserver-port"] {
             if let Some(v) = get(opt).and_then(Value::as_i64) {

@@ -10,6 +10,7 @@ use serde_json::json;
 use twelve_charm::{ActionRun, SecretView, ServicesAction, State};
 use twelve_layer::Startup;
 use twelve_project::Framework;
+use twelve_project::PaasCharmLine;
 use twelve_project::ALL_FRAMEWORKS;
 
 const TOKEN_OPTION: &str = "config:\n  options:\n    token:\n      type: string\n";
@@ -446,6 +447,232 @@ fn spring_boot_gets_server_and_management_properties() {
         !e.contains_key("APP_METRICS_PORT"),
         "metrics-port is the framework's, not leaked as a user option"
     );
+}
+
+/// paas-charm main (unreleased): ports come from `paas-config.yaml` (`port`, `metrics-port`,
+/// `metrics-path`) and the resolved framework defaults always reach the workload. A
+/// project runs under main when its paas-config.yaml sets one of those keys (paas-charm
+/// 1.12 refuses them); `None` here stands for a project switched by `--paas-charm main`.
+#[test]
+fn ports_and_metrics_variables_follow_paas_charm_main() {
+    type Case<'a> = (
+        Framework,
+        Option<&'a str>,
+        (u16, u16, &'a str),
+        Vec<(&'a str, &'a str)>,
+        Vec<&'a str>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            Framework::Flask,
+            None,
+            (8000, 9102, "/metrics"),
+            vec![
+                ("FLASK_METRICS_PORT", "9102"),
+                ("FLASK_METRICS_PATH", "/metrics"),
+                ("FLASK_BASE_URL", "http://web.default:8000"),
+            ],
+            vec![],
+        ),
+        (
+            Framework::Django,
+            None,
+            (8000, 9102, "/metrics"),
+            vec![
+                ("DJANGO_METRICS_PORT", "9102"),
+                ("DJANGO_METRICS_PATH", "/metrics"),
+            ],
+            vec![],
+        ),
+        (
+            Framework::Flask,
+            Some("metrics-port: 9200\nmetrics-path: /stats\n"),
+            (8000, 9200, "/stats"),
+            vec![
+                ("FLASK_METRICS_PORT", "9200"),
+                ("FLASK_METRICS_PATH", "/stats"),
+            ],
+            vec![],
+        ),
+        (
+            Framework::FastApi,
+            None,
+            (8000, 8000, "/metrics"),
+            vec![
+                ("UVICORN_PORT", "8000"),
+                ("METRICS_PORT", "8000"),
+                ("METRICS_PATH", "/metrics"),
+                ("APP_BASE_URL", "http://web.default:8000"),
+            ],
+            vec![],
+        ),
+        (
+            Framework::FastApi,
+            Some("port: 9000\n"),
+            (9000, 8000, "/metrics"),
+            vec![
+                ("UVICORN_PORT", "9000"),
+                ("METRICS_PORT", "8000"),
+                ("APP_BASE_URL", "http://web.default:9000"),
+            ],
+            vec![],
+        ),
+        (
+            Framework::FastApi,
+            Some("metrics-port: 9464\n"),
+            (8000, 9464, "/metrics"),
+            vec![("UVICORN_PORT", "8000"), ("METRICS_PORT", "9464")],
+            vec![],
+        ),
+        (
+            Framework::Go,
+            None,
+            (8080, 8080, "/metrics"),
+            vec![
+                ("PORT", "8080"),
+                ("METRICS_PORT", "8080"),
+                ("METRICS_PATH", "/metrics"),
+            ],
+            vec!["APP_PORT", "APP_METRICS_PORT", "APP_METRICS_PATH"],
+        ),
+        (
+            Framework::Go,
+            Some("port: 9000\n"),
+            (9000, 8080, "/metrics"),
+            vec![
+                ("PORT", "9000"),
+                ("METRICS_PORT", "8080"),
+                ("APP_BASE_URL", "http://web.default:9000"),
+            ],
+            vec!["APP_PORT"],
+        ),
+        (
+            Framework::ExpressJs,
+            None,
+            (8080, 9464, "/metrics"),
+            vec![
+                ("PORT", "8080"),
+                ("METRICS_PORT", "9464"),
+                ("METRICS_PATH", "/metrics"),
+                ("NODE_ENV", "production"),
+            ],
+            vec![],
+        ),
+        (
+            Framework::SpringBoot,
+            None,
+            (8080, 8080, "/actuator/prometheus"),
+            vec![
+                ("SERVER_PORT", "8080"),
+                ("management.server.port", "8080"),
+                ("management.endpoints.web.base-path", "/actuator"),
+                (
+                    "management.endpoints.web.path-mapping.prometheus",
+                    "prometheus",
+                ),
+            ],
+            vec!["METRICS_PORT", "METRICS_PATH", "MANAGEMENT_SERVER_PORT"],
+        ),
+        (
+            Framework::SpringBoot,
+            Some("metrics-port: 9000\n"),
+            (8080, 9000, "/actuator/prometheus"),
+            vec![("SERVER_PORT", "8080"), ("management.server.port", "9000")],
+            vec!["METRICS_PORT", "METRICS_PATH", "MANAGEMENT_SERVER_PORT"],
+        ),
+    ];
+    for (fw, paas_config, (app, metrics, path), present, absent) in cases {
+        let files: Vec<(&str, &str)> = paas_config
+            .map(|text| vec![("charm/paas-config.yaml", text)])
+            .unwrap_or_default();
+        let mut f = project(fw, "", "", &files);
+        match paas_config {
+            Some(_) => assert_eq!(f.project.paas_charm, PaasCharmLine::Main, "{fw}"),
+            None => {
+                assert_eq!(f.project.paas_charm, PaasCharmLine::V1_12, "{fw}");
+                f.project.paas_charm = PaasCharmLine::Main;
+            }
+        }
+        let p = plan(&f, &state());
+        let what = format!("{fw} {paas_config:?}");
+        assert_eq!(
+            (p.ports.app, p.ports.metrics, p.ports.metrics_path.as_str()),
+            (app, metrics, path),
+            "{what}"
+        );
+        for (var, value) in present {
+            assert_eq!(
+                p.environment.get(var).map(String::as_str),
+                Some(value),
+                "{what}: {var}"
+            );
+        }
+        for var in absent {
+            assert!(!p.environment.contains_key(var), "{what}: {var} is set");
+        }
+    }
+}
+
+/// paas-charm 1.12 (a project whose paas-config.yaml sets no port): the options decide and
+/// nothing of main's variables appears.
+#[test]
+fn ports_follow_paas_charm_1_12_without_paas_config_ports() {
+    let cases: Vec<(Framework, (u16, u16), Vec<(&str, &str)>, Vec<&str>)> = vec![
+        (
+            Framework::Flask,
+            (8000, 9102),
+            vec![],
+            vec!["FLASK_METRICS_PORT"],
+        ),
+        (
+            Framework::FastApi,
+            (8080, 8080),
+            vec![("UVICORN_PORT", "8080"), ("METRICS_PORT", "8080")],
+            vec![],
+        ),
+        (
+            Framework::Go,
+            (8080, 8080),
+            vec![("APP_PORT", "8080"), ("APP_METRICS_PORT", "8080")],
+            vec!["PORT", "METRICS_PORT"],
+        ),
+        (
+            Framework::ExpressJs,
+            (8080, 8080),
+            vec![("METRICS_PORT", "8080")],
+            vec![],
+        ),
+        (
+            Framework::SpringBoot,
+            (8080, 8080),
+            vec![
+                ("MANAGEMENT_SERVER_PORT", "8080"),
+                ("METRICS_PATH", "/actuator/prometheus"),
+            ],
+            vec!["management.server.port"],
+        ),
+    ];
+    for (fw, (app, metrics), present, absent) in cases {
+        let f = project(
+            fw,
+            "",
+            "",
+            &[("charm/paas-config.yaml", "framework_logging_format: json\n")],
+        );
+        assert_eq!(f.project.paas_charm, PaasCharmLine::V1_12, "{fw}");
+        let p = plan(&f, &state());
+        assert_eq!((p.ports.app, p.ports.metrics), (app, metrics), "{fw}");
+        for (var, value) in present {
+            assert_eq!(
+                p.environment.get(var).map(String::as_str),
+                Some(value),
+                "{fw}: {var}"
+            );
+        }
+        for var in absent {
+            assert!(!p.environment.contains_key(var), "{fw}: {var} is set");
+        }
+    }
 }
 
 #[test]

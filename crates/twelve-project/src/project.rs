@@ -11,7 +11,7 @@ use twelve_layer::{Layer, LayerDoc, Override, Plan, Service, Startup};
 use crate::charmcraft::*;
 use crate::diagnostic::{file_name, parse_yaml, Diagnostic, Loc};
 use crate::framework::{Framework, ALL_FRAMEWORKS};
-use crate::paas_config::PaasConfig;
+use crate::paas_config::{PaasCharmLine, PaasConfig};
 use crate::rockcraft::{RockcraftFile, ROCKCRAFT_KEYS};
 
 /// A project as twelve understands it.
@@ -31,6 +31,10 @@ pub struct Project {
     /// The rock's services: the extension's main service with `services:` merged over it.
     pub services: IndexMap<String, Service>,
     pub paas_config: PaasConfig,
+    /// The paas-charm rules the project runs under where 1.12 and main differ (ports and
+    /// metrics variables): main when `paas-config.yaml` sets `port`, `metrics-port` or
+    /// `metrics-path`, else 1.12. `twelve render --paas-charm` overrides it.
+    pub paas_charm: PaasCharmLine,
     pub files: ProjectFiles,
     /// Things the user should know (ignored keys, defaults taken).
     pub notes: Vec<Diagnostic>,
@@ -238,6 +242,7 @@ impl Project {
             requires,
             actions,
             services,
+            paas_charm: paas_config.line(),
             paas_config,
             files,
             notes,
@@ -372,6 +377,16 @@ fn validate_paas_config(cfg: &PaasConfig) -> Result<(), String> {
             return Err(format!(
                 "framework_logging_format must be \"json\", not {fmt:?}"
             ));
+        }
+    }
+    for (key, port) in [("port", cfg.port), ("metrics-port", cfg.metrics_port)] {
+        if port == Some(0) {
+            return Err(format!("{key} must be a port from 1 to 65535"));
+        }
+    }
+    if let Some(path) = &cfg.metrics_path {
+        if !path.starts_with('/') {
+            return Err(format!("metrics-path {path:?} must start with /"));
         }
     }
     if let Some(h) = &cfg.healthcheck {

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use twelve_project::{init, Framework, OptionType, Project, ALL_FRAMEWORKS};
+use twelve_project::{init, Framework, OptionType, PaasCharmLine, Project, ALL_FRAMEWORKS};
 
 fn write(dir: &Path, rel: &str, text: &str) {
     let p = dir.join(rel);
@@ -274,4 +274,45 @@ fn paas_config_is_read_and_checked() {
         err.contains("Invalid paas-config.yaml: duplicate job_name"),
         "{err}"
     );
+}
+
+/// paas-charm 1.12 refuses top-level `port`, `metrics-port` and `metrics-path` in
+/// paas-config.yaml; a project that sets one is written for paas-charm main.
+#[test]
+fn paas_config_ports_select_paas_charm_main_and_are_checked() {
+    let cases: Vec<(Option<&str>, Result<PaasCharmLine, &str>)> = vec![
+        (None, Ok(PaasCharmLine::V1_12)),
+        (
+            Some("framework_logging_format: json\n"),
+            Ok(PaasCharmLine::V1_12),
+        ),
+        (Some("port: 9000\n"), Ok(PaasCharmLine::Main)),
+        (Some("metrics-port: 9102\n"), Ok(PaasCharmLine::Main)),
+        (Some("metrics-path: /stats\n"), Ok(PaasCharmLine::Main)),
+        (
+            Some("port: 0\n"),
+            Err("Invalid paas-config.yaml: port must be a port from 1 to 65535"),
+        ),
+        (Some("metrics-port: 70000\n"), Err("paas-config.yaml")),
+        (
+            Some("metrics-path: stats\n"),
+            Err("metrics-path \"stats\" must start with /"),
+        ),
+    ];
+    for (text, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "rockcraft.yaml", FLASK_ROCK);
+        write(dir.path(), "charm/charmcraft.yaml", "name: web\n");
+        if let Some(t) = text {
+            write(dir.path(), "charm/paas-config.yaml", t);
+        }
+        match (Project::load(dir.path()), want) {
+            (Ok(p), Ok(line)) => assert_eq!(p.paas_charm, line, "{text:?}"),
+            (Err(e), Err(m)) => assert!(e.to_string().contains(m), "{text:?}: {e}"),
+            (got, want) => panic!(
+                "{text:?}: got {:?}, want {want:?}",
+                got.map(|p| p.paas_charm)
+            ),
+        }
+    }
 }

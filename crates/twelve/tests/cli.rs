@@ -263,3 +263,50 @@ fn every_example_renders_with_its_worker_and_scheduler() {
         assert!(services.keys().any(|k| k.ends_with("-scheduler")), "{ex}");
     }
 }
+
+/// `--paas-charm` picks the port rules where paas-charm 1.12 and main differ; without it a
+/// project is 1.12 unless its paas-config.yaml sets a port key (main only).
+#[test]
+fn render_follows_the_paas_charm_line_of_the_project_or_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = twelve(
+        &[
+            "init",
+            "--profile",
+            "go-framework",
+            "--name",
+            "hello",
+            "proj",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let env_of = |extra: &[&str]| {
+        let mut args = vec!["render", "proj", "--format", "json"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = twelve(&args, dir.path());
+        assert_eq!(code, 0, "{extra:?}: {err}");
+        let doc: Value = serde_json::from_str(&out).unwrap();
+        doc["services"]["go"]["environment"].clone()
+    };
+    let v1 = env_of(&[]);
+    assert_eq!(v1["APP_PORT"], "8080");
+    assert!(v1["PORT"].is_null(), "{v1}");
+    let main = env_of(&["--paas-charm", "main"]);
+    assert_eq!(main["PORT"], "8080");
+    assert_eq!(main["METRICS_PORT"], "8080");
+    assert!(main["APP_PORT"].is_null(), "{main}");
+
+    std::fs::write(
+        dir.path().join("proj/charm/paas-config.yaml"),
+        "port: 9000\n",
+    )
+    .unwrap();
+    let by_file = env_of(&[]);
+    assert_eq!(by_file["PORT"], "9000");
+    assert_eq!(env_of(&["--paas-charm", "1.12"])["APP_PORT"], "9000");
+
+    let (code, _, err) = twelve(&["render", "proj", "--paas-charm", "3"], dir.path());
+    assert_ne!(code, 0);
+    assert!(err.contains("use 1.12 or main"), "{err}");
+}
