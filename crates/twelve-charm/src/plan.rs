@@ -120,6 +120,7 @@ pub fn plan_unit(project: &Project, state: &AppState) -> UnitPlan {
         fw: project.framework,
         notes: vec![],
         secrets: BTreeSet::new(),
+        usable: BTreeSet::new(),
     }
     .plan()
 }
@@ -130,6 +131,8 @@ struct Planner<'a> {
     fw: Framework,
     notes: Vec<String>,
     secrets: BTreeSet<String>,
+    /// Endpoints whose relation data gave the app its variables (complete data).
+    usable: BTreeSet<String>,
 }
 
 /// A problem that decides the status; the first one found wins, in paas-charm's order.
@@ -247,9 +250,8 @@ impl Planner<'_> {
         );
         if self.fw == Framework::SpringBoot
             && !self
-                .state
-                .integrations
-                .keys()
+                .usable
+                .iter()
                 .any(|e| self.kind(e) == Some(IntegrationKind::Tracing))
         {
             for k in [
@@ -763,6 +765,21 @@ impl Planner<'_> {
                         Ok(out) => {
                             self.secrets.extend(out.secrets);
                             env.extend(out.env);
+                            self.usable.insert(endpoint.clone());
+                        }
+                        // Data that is not complete yet (no password, `redis://host:None`):
+                        // paas-charm's requirers give no relation data then, and the
+                        // integration counts as not there: no variables, and `missing
+                        // integrations` when it is required. Only http-proxy blocks.
+                        Err(RelationDataError::Unusable { reason, .. })
+                            if kind != IntegrationKind::HttpProxy =>
+                        {
+                            self.notes.push(format!(
+                                "{endpoint}: relation data not complete yet ({reason}); treated as not integrated, as paas-charm does"
+                            ));
+                            if rel.required() && kind.checked_when_required() {
+                                missing.push((kind, endpoint.clone()));
+                            }
                         }
                         Err(e) => {
                             let msg = match (&e, kind) {
@@ -800,7 +817,7 @@ impl Planner<'_> {
             )));
         }
         if self.fw == Framework::Django {
-            let has_db = self.state.integrations.keys().any(|e| {
+            let has_db = self.usable.iter().any(|e| {
                 matches!(
                     self.kind(e),
                     Some(

@@ -759,6 +759,121 @@ fn missing_required_integrations_are_listed_in_paas_charm_order() {
         .all(|s| s.startup == Some(Startup::Disabled)));
 }
 
+/// Relation data that is not complete yet (RabbitMQ without a password, Redis
+/// `redis://host:None`, a database without credentials): paas-charm's requirers return no
+/// data, so the integration counts as not there: active without its variables, or
+/// `missing integrations` when required. Only http-proxy blocks on such data.
+#[test]
+fn incomplete_relation_data_counts_as_not_integrated_yet() {
+    type Case<'a> = (
+        Framework,
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        State,
+        &'a str,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            Framework::Flask,
+            "redis: {interface: redis}",
+            "redis",
+            vec![("uri", "redis://cache:None")],
+            State::Active,
+            "",
+            "REDIS_",
+        ),
+        (
+            Framework::Flask,
+            "redis: {interface: redis, optional: false}",
+            "redis",
+            vec![("uri", "redis://cache:None")],
+            State::Blocked,
+            "missing integrations: redis",
+            "REDIS_",
+        ),
+        (
+            Framework::Go,
+            "rabbitmq: {interface: rabbitmq}",
+            "rabbitmq",
+            vec![("username", "web"), ("hostname", "mq")],
+            State::Active,
+            "",
+            "RABBITMQ_",
+        ),
+        (
+            Framework::Go,
+            "rabbitmq: {interface: rabbitmq, optional: false}",
+            "rabbitmq",
+            vec![("username", "web"), ("hostname", "mq")],
+            State::Blocked,
+            "missing integrations: rabbitmq",
+            "RABBITMQ_",
+        ),
+        (
+            Framework::FastApi,
+            "postgresql: {interface: postgresql_client, optional: false}",
+            "postgresql",
+            vec![("username", "web")],
+            State::Blocked,
+            "missing integrations: postgresql",
+            "POSTGRESQL_",
+        ),
+        (
+            Framework::Django,
+            "postgresql: {interface: postgresql_client}",
+            "postgresql",
+            vec![("username", "web")],
+            State::Blocked,
+            "Django requires a database integration to work",
+            "POSTGRESQL_",
+        ),
+        (
+            Framework::Flask,
+            "http-proxy: {interface: http_proxy}",
+            "http-proxy",
+            vec![],
+            State::Blocked,
+            "http-proxy relation data is either unavailable, invalid or not usable.",
+            "HTTP_PROXY",
+        ),
+    ];
+    for (fw, requires, endpoint, data, state_want, message, prefix) in cases {
+        let f = project(fw, &format!("requires:\n  {requires}\n"), "", &[]);
+        let mut s = state();
+        s.integrations.insert(
+            endpoint.into(),
+            data.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let p = plan(&f, &s);
+        assert_eq!(
+            (p.status.state, p.status.message.as_str()),
+            (state_want, message),
+            "{fw} {requires} {data:?}"
+        );
+        assert!(
+            !p.environment.keys().any(|k| k.starts_with(prefix)),
+            "{fw} {requires}: {:?}",
+            p.environment.keys().collect::<Vec<_>>()
+        );
+    }
+    // Spring Boot with tracing data that has no endpoint yet keeps OTEL exporters off.
+    let f = project(
+        Framework::SpringBoot,
+        "requires:\n  tracing: {interface: tracing}\n",
+        "",
+        &[],
+    );
+    let mut s = state();
+    s.integrations.insert("tracing".into(), Default::default());
+    let p = plan(&f, &s);
+    assert_eq!(p.status.state, State::Active, "{}", p.status.message);
+    assert_eq!(p.environment["OTEL_TRACES_EXPORTER"], "none");
+}
+
 #[test]
 fn django_requires_a_database() {
     let f = project(Framework::Django, "", "", &[]);
