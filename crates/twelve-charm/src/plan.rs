@@ -1191,8 +1191,9 @@ impl UnitPlan {
         self.status.state
     }
 
-    /// Replaces secret values in `text` with a marker: whole values when short, else every
-    /// occurrence (so a URL keeps its host but not its password).
+    /// Replaces secret values in `text` with a marker: every occurrence of a long secret
+    /// (so a URL keeps its host but not its password), and of a short one where it stands
+    /// as a word of its own (`:pw@`, `=pw`), never inside another word.
     pub fn redact(&self, text: &str) -> String {
         redact_with(&self.secret_values, text)
     }
@@ -1200,24 +1201,83 @@ impl UnitPlan {
 
 pub const REDACTED: &str = "<redacted>";
 
+/// Secrets at least this long are hidden wherever they occur; shorter ones only as whole
+/// words, so a password like `fig` does not hide `ConfigMap`.
+pub const SUBSTRING_SECRET_LEN: usize = 8;
+
+/// The secrets and their percent-encoded forms, longest first (so a secret containing
+/// another is replaced whole).
+fn secret_forms(secrets: &BTreeSet<String>) -> Vec<String> {
+    let mut forms: Vec<String> = secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .flat_map(|s| {
+            let encoded =
+                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string();
+            [s.clone(), encoded]
+        })
+        .collect();
+    forms.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    forms.dedup();
+    forms
+}
+
+/// `text` with secrets hidden: a text equal to a secret becomes the marker; inside a longer
+/// text, long secrets are replaced wherever they occur and short ones only where they
+/// stand as a word (the characters around them are not letters or digits).
 pub fn redact_with(secrets: &BTreeSet<String>, text: &str) -> String {
-    let mut out = text.to_string();
-    // Longest first, so a secret containing another is replaced whole.
-    let mut list: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
-    list.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for s in list {
-        let encoded = percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
-            .to_string();
-        for form in [s.as_str(), encoded.as_str()] {
-            if form.is_empty() || !out.contains(form) {
-                continue;
-            }
-            if form.len() >= 4 || out == form {
-                out = out.replace(form, REDACTED);
-            } else {
-                return REDACTED.to_string();
-            }
-        }
+    let forms = secret_forms(secrets);
+    if forms.iter().any(|f| f == text) {
+        return REDACTED.to_string();
     }
+    let mut out = text.to_string();
+    for form in &forms {
+        if !out.contains(form.as_str()) {
+            continue;
+        }
+        out = if form.len() >= SUBSTRING_SECRET_LEN {
+            out.replace(form.as_str(), REDACTED)
+        } else {
+            replace_words(&out, form)
+        };
+    }
+    out
+}
+
+/// Only whole values that are secrets, and long secrets inside longer texts: for texts that
+/// are not meant to hold secrets at all (names, kinds, labels), where a short secret
+/// matching part of a word is a coincidence.
+pub fn redact_values_with(secrets: &BTreeSet<String>, text: &str) -> String {
+    let forms = secret_forms(secrets);
+    if forms.iter().any(|f| f == text) {
+        return REDACTED.to_string();
+    }
+    let mut out = text.to_string();
+    for form in forms.iter().filter(|f| f.len() >= SUBSTRING_SECRET_LEN) {
+        out = out.replace(form.as_str(), REDACTED);
+    }
+    out
+}
+
+/// Replaces the occurrences of `word` not preceded or followed by a letter or digit.
+fn replace_words(text: &str, word: &str) -> String {
+    let is_word_char = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut before: Option<char> = None;
+    while let Some(i) = rest.find(word) {
+        let prev = rest[..i].chars().next_back().or(before);
+        let next = rest[i + word.len()..].chars().next();
+        out.push_str(&rest[..i]);
+        if is_word_char(prev) || is_word_char(next) {
+            out.push_str(word);
+        } else {
+            out.push_str(REDACTED);
+        }
+        before = word.chars().next_back();
+        rest = &rest[i + word.len()..];
+    }
+    out.push_str(rest);
     out
 }

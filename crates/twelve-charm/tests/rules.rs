@@ -1366,3 +1366,39 @@ fn the_exporter_follows_the_status_and_a_custom_metrics_path() {
         p.notes
     );
 }
+
+/// Redaction hides secret values, not every text that contains a short secret by chance.
+#[test]
+fn redaction_hides_values_and_words_not_parts_of_words() {
+    use twelve_charm::plan::{redact_values_with, redact_with};
+    let secrets: std::collections::BTreeSet<String> =
+        ["fig", "s3cr3t-pass", "p@ss"].map(String::from).into();
+    let cases: Vec<(&str, &str, &str)> = vec![
+        // (text, redact_with, redact_values_with)
+        ("fig", "<redacted>", "<redacted>"),
+        ("ConfigMap", "ConfigMap", "ConfigMap"),
+        ("web-config", "web-config", "web-config"),
+        (
+            "postgresql://u:fig@db:5432/web",
+            "postgresql://u:<redacted>@db:5432/web",
+            "postgresql://u:fig@db:5432/web",
+        ),
+        (
+            "postgresql://u:s3cr3t-pass@db/web",
+            "postgresql://u:<redacted>@db/web",
+            "postgresql://u:<redacted>@db/web",
+        ),
+        ("xs3cr3t-passx", "x<redacted>x", "x<redacted>x"),
+        (
+            "amqp://u:p%40ss@mq:5672/%2F",
+            "amqp://u:<redacted>@mq:5672/%2F",
+            "amqp://u:p%40ss@mq:5672/%2F",
+        ),
+        ("fig,fig", "<redacted>,<redacted>", "fig,fig"),
+        ("figs fig", "figs <redacted>", "figs fig"),
+    ];
+    for (text, shown, value_shown) in cases {
+        assert_eq!(redact_with(&secrets, text), shown, "{text}");
+        assert_eq!(redact_values_with(&secrets, text), value_shown, "{text}");
+    }
+}
