@@ -1008,7 +1008,15 @@ impl Planner<'_> {
             None if self.project.files.gevent => "gevent".into(),
             None => "sync".into(),
         };
-        if class == "gevent" && !self.project.files.gevent {
+        if class == "gevent" && !self.project.files.gevent_worker {
+            // paas-charm checks `import gevent`; gunicorn 22+'s gevent worker also imports
+            // `packaging`, which only `gunicorn[gevent]` brings: gevent alone would pass
+            // that check and crash gunicorn at start.
+            if self.project.files.gevent {
+                self.notes.push(
+                    "gevent is required but not gunicorn[gevent]: gunicorn's gevent worker also needs packaging; require gunicorn[gevent] (or add packaging)".into(),
+                );
+            }
             return Err(Blocker(Status::blocked(
                 format!("gunicorn[gevent] must be installed in the rock. {doc}"),
                 ServicesAction::Hold,

@@ -889,10 +889,31 @@ fn django_requires_a_database() {
 
 #[test]
 fn worker_class_rules() {
-    let cases: Vec<(Option<&str>, &str, Result<&str, &str>)> = vec![
+    let cases: Vec<(Option<&str>, &str, Result<&str, &str>)> =
+        vec![
         (None, "flask\n", Ok("sync")),
-        (None, "flask\ngevent\n", Ok("gevent")),
+        (None, "flask\ngunicorn[gevent]\n", Ok("gevent")),
+        (None, "flask\nGunicorn [setproctitle, gevent]==23.0\n", Ok("gevent")),
+        (None, "flask\ngevent\npackaging\n", Ok("gevent")),
+        (Some("gevent"), "flask\ngunicorn[gevent]\n", Ok("gevent")),
         (Some("sync"), "flask\ngevent\n", Ok("sync")),
+        // gevent alone: `import gevent` works but gunicorn's gevent worker crashes
+        // (`No module named 'packaging'`), so the charms' message, not a crash.
+        (
+            None,
+            "flask\ngevent\n",
+            Err("gunicorn[gevent] must be installed in the rock. https://bit.ly/flask-async-doc"),
+        ),
+        (
+            Some("gevent"),
+            "flask\ngevent\n",
+            Err("gunicorn[gevent] must be installed in the rock. https://bit.ly/flask-async-doc"),
+        ),
+        (
+            Some("gevent"),
+            "flask\ngunicorn[setproctitle]\ngevent\n",
+            Err("gunicorn[gevent] must be installed in the rock. https://bit.ly/flask-async-doc"),
+        ),
         (
             Some("gevent"),
             "flask\n",
@@ -913,15 +934,17 @@ fn worker_class_rules() {
         let p = plan(&f, &s);
         match want {
             Ok(k) => assert!(
-                p.services["flask"]
-                    .command
-                    .as_deref()
-                    .unwrap()
-                    .ends_with(&format!("-k [ {k} ]")),
-                "{:?}",
+                p.status.state == State::Active
+                    && p.services["flask"]
+                        .command
+                        .as_deref()
+                        .unwrap()
+                        .ends_with(&format!("-k [ {k} ]")),
+                "{reqs:?}: {:?} {:?}",
+                p.status,
                 p.services["flask"].command
             ),
-            Err(m) => assert_eq!(p.status.message, m),
+            Err(m) => assert_eq!(p.status.message, m, "{class:?} {reqs:?}"),
         }
     }
     let f = project(

@@ -52,6 +52,10 @@ pub struct ProjectFiles {
     pub manage_py: bool,
     /// `gevent` is among the app's Python requirements.
     pub gevent: bool,
+    /// What gunicorn's gevent worker imports is required: `gunicorn[gevent]`, or both
+    /// `gevent` and `packaging` (gunicorn 22+ checks gevent's version with `packaging`,
+    /// which only its `gevent` extra pulls in).
+    pub gevent_worker: bool,
     /// Project action handlers found under `actions/`, by action name -> file name.
     pub action_handlers: IndexMap<String, String>,
 }
@@ -430,6 +434,9 @@ fn read_files(
         .collect::<Vec<_>>()
         .join("\n");
     let gevent = framework.is_python() && mentions_package(&python_deps, "gevent");
+    let gevent_worker = gevent
+        && (has_extra(&python_deps, "gunicorn", "gevent")
+            || mentions_package(&python_deps, "packaging"));
     let mut action_handlers = IndexMap::new();
     for name in actions.keys() {
         for candidate in [name.clone(), format!("{name}.sh"), format!("{name}.py")] {
@@ -446,8 +453,38 @@ fn read_files(
         migrate_py: has("migrate.py"),
         manage_py: framework == Framework::Django && app_dir.join("manage.py").is_file(),
         gevent,
+        gevent_worker,
         action_handlers,
     }
+}
+
+/// Whether a requirements/pyproject text requires `package[... extra ...]`.
+pub fn has_extra(deps: &str, package: &str, extra: &str) -> bool {
+    deps.lines().any(|line| {
+        let line = line
+            .split('#')
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase()
+            .replace(' ', "");
+        let mut rest = line.as_str();
+        while let Some(i) = rest.find(package) {
+            let after = &rest[i + package.len()..];
+            let starts_word = rest[..i]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+            if starts_word {
+                if let Some(extras) = after.strip_prefix('[').and_then(|a| a.split(']').next()) {
+                    if extras.split(',').any(|e| e.trim() == extra) {
+                        return true;
+                    }
+                }
+            }
+            rest = after;
+        }
+        false
+    })
 }
 
 /// Whether a requirements/pyproject text names `package` (also as an extra, `gunicorn[gevent]`).
