@@ -748,6 +748,14 @@ fn tracing_with_several_endpoints_uses_the_first() {
         &[("endpoint", "http://tempo-0:4318/, http://tempo-1:4318/")],
     );
     assert_eq!(e["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://tempo-0:4318/");
+    // No endpoint in the list: not there yet, like no endpoint key.
+    for d in [vec![], vec![("endpoint", " , ")]] {
+        assert_eq!(
+            unusable_reason(run(K::Tracing, Framework::Go, &d)),
+            "no endpoint yet",
+            "{d:?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------- smtp
