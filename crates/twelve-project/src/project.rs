@@ -402,7 +402,7 @@ fn validate_paas_config(cfg: &PaasConfig) -> Result<(), String> {
 }
 
 /// Where the files that become the rock's app directory live in the project.
-fn app_source_dir(root: &Path, framework: Framework, name: &str) -> PathBuf {
+pub(crate) fn app_source_dir(root: &Path, framework: Framework, name: &str) -> PathBuf {
     match framework {
         // The django-framework extension packs `<name>/` (dashes as underscores) as /django/app.
         Framework::Django => {
@@ -502,7 +502,7 @@ pub fn mentions_package(deps: &str, package: &str) -> bool {
 }
 
 /// The WSGI/ASGI entry point or Go binary, as the rockcraft extensions discover it.
-fn entry_point(app_dir: &Path, framework: Framework, name: &str) -> String {
+pub(crate) fn entry_point(app_dir: &Path, framework: Framework, name: &str) -> String {
     let snake = name.replace('-', "_");
     match framework {
         Framework::Flask | Framework::FastApi => {
