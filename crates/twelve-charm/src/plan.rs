@@ -367,6 +367,13 @@ impl Planner<'_> {
                     })
                     .unwrap_or(self.fw.main_default_port());
                 let (default_port, default_path) = self.fw.main_default_metrics();
+                if let (Some(port), None) = (pc.port, pc.metrics_port) {
+                    if default_port == self.fw.main_default_port() && port != default_port {
+                        self.notes.push(format!(
+                            "metrics are expected on port {default_port}, not the app's {port}: paas-charm main keeps the default metrics port when only port is set; set metrics-port: {port} in paas-config.yaml if the app serves metrics on its own port"
+                        ));
+                    }
+                }
                 for opt in ["metrics-port", "metrics-path"] {
                     if self.state.config.contains_key(opt) {
                         self.notes.push(format!(

@@ -610,6 +610,13 @@ fn ports_and_metrics_variables_follow_paas_charm_main() {
         for var in absent {
             assert!(!p.environment.contains_key(var), "{what}: {var} is set");
         }
+        if paas_config == Some("port: 9000\n") {
+            assert!(
+                p.notes.iter().any(|n| n.contains("set metrics-port: 9000")),
+                "{what}: {:?}",
+                p.notes
+            );
+        }
     }
 }
 
