@@ -103,6 +103,10 @@ pub enum Command {
         /// The directory holding charmcraft.yaml (default: DIR/charm, else DIR).
         #[arg(long)]
         charm_dir: Option<PathBuf>,
+        /// Which paas-charm's port rules to follow, `1.12` or `main` (default: main when
+        /// paas-config.yaml sets port, metrics-port or metrics-path, else 1.12).
+        #[arg(long, value_name = "LINE")]
+        paas_charm: Option<twelve_project::PaasCharmLine>,
     },
     /// Kubernetes: render the app as Kubernetes objects, or apply them (server-side apply)
     /// to a cluster (docs/k8s.md).
