@@ -23,6 +23,7 @@ mod proxy;
 pub mod routes;
 mod server;
 mod table;
+mod trust;
 mod upstream;
 
 pub use admin::client;

@@ -161,7 +161,7 @@ pub(crate) async fn send(
             let b: &BackendRt = $backend;
             let to = upstream::Target {
                 addr: b.addr,
-                socket: b.socket.as_deref(),
+                socket: b.socket.as_ref(),
             };
             let exchange = upstream::request(&conn.pool, to, snap.connect_timeout, outgoing($body));
             tokio::time::timeout_at(deadline, exchange).await

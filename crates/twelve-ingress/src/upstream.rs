@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -35,6 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::table::POOL_IDLE_TIMEOUT;
+use crate::trust::UnixBackend;
 
 /// Response heads larger than this are a bad gateway.
 const MAX_RESPONSE_HEAD: usize = 256 * 1024;
@@ -273,7 +273,7 @@ pub(crate) struct Outgoing<'a> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Target<'a> {
     pub addr: SocketAddr,
-    pub socket: Option<&'a Path>,
+    pub socket: Option<&'a UnixBackend>,
 }
 
 /// Sends one request to `to` on an idle connection of `pool` or a new one, and returns
@@ -305,33 +305,50 @@ pub(crate) async fn request(
     }
 }
 
-/// Opens a connection, on the Unix socket when there is one that answers, and sends as
-/// much of `head` as the socket takes at once.
+/// Opens a connection, on the Unix socket when there is one that answers and is the app's
+/// own ([`crate::trust`]), and sends as much of `head` as the socket takes at once.
 async fn connect(
     to: Target<'_>,
     timeout: Duration,
     head: &[u8],
 ) -> Result<(UpConn, usize), UpError> {
-    if let Some(path) = to.socket {
-        if let Some(connected) = connect_unix(path, head) {
-            return Ok(connected);
+    if let Some(unix) = to.socket.filter(|u| u.worth_trying()) {
+        match connect_unix(unix, head) {
+            Ok(Some(connected)) => return Ok(connected),
+            Ok(None) => {}
+            Err(why) => unix.refuse(&why, to.addr),
         }
     }
     connect_tcp(to.addr, timeout, head).await
 }
 
 /// A Unix stream connect completes or fails at once (a full backlog says `EAGAIN` on a
-/// non-blocking socket rather than waiting): `None` sends the caller to TCP.
-fn connect_unix(path: &Path, head: &[u8]) -> Option<(UpConn, usize)> {
-    let socket = Socket::new(Domain::UNIX, Type::STREAM.nonblocking(), None).ok()?;
-    socket.connect(&socket2::SockAddr::unix(path).ok()?).ok()?;
-    let sent = match socket.send(head) {
+/// non-blocking socket rather than waiting): `Ok(None)` sends the caller to TCP, and so
+/// does `Err`, which says why the server on the socket is not trusted. Nothing is sent
+/// before the server's credentials are checked.
+fn connect_unix(unix: &UnixBackend, head: &[u8]) -> Result<Option<(UpConn, usize)>, String> {
+    let Ok(socket) = Socket::new(Domain::UNIX, Type::STREAM.nonblocking(), None) else {
+        return Ok(None);
+    };
+    let Ok(addr) = socket2::SockAddr::unix(&unix.path) else {
+        return Ok(None);
+    };
+    if socket.connect(&addr).is_err() {
+        return Ok(None);
+    }
+    let Ok(stream) = UnixStream::from_std(std::os::unix::net::UnixStream::from(socket)) else {
+        return Ok(None);
+    };
+    let peer = stream
+        .peer_cred()
+        .map_err(|e| format!("its server's credentials cannot be read: {e}"))?;
+    unix.check(peer.uid())?;
+    let sent = match stream.try_write(head) {
         Ok(n) => n,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-        Err(_) => return None,
+        Err(_) => return Ok(None),
     };
-    let stream = UnixStream::from_std(std::os::unix::net::UnixStream::from(socket)).ok()?;
-    Some((UpConn::new(Stream::Unix(stream)), sent))
+    Ok(Some((UpConn::new(Stream::Unix(stream)), sent)))
 }
 
 async fn connect_tcp(
@@ -1159,9 +1176,11 @@ mod tests {
         let pool = Arc::new(Pool::default());
         let get = |pool: Arc<Pool>, socket: std::path::PathBuf| async move {
             let out = get_request();
+            // Served by this process: its uid is the ingress's own.
+            let unix = UnixBackend::new("web/0", socket, None);
             let to = Target {
                 addr,
-                socket: Some(&socket),
+                socket: Some(&unix),
             };
             let response = request(&pool, to, Duration::from_secs(5), out)
                 .await

@@ -943,6 +943,7 @@ async fn chunked_and_close_delimited_bodies_reach_clients_whole() {
         unit: format!("{app}/0"),
         addr,
         socket: None,
+        socket_uid: None,
         state: Ready,
     };
     let ingress = start_ingress(dir.path()).await;

@@ -55,6 +55,7 @@ impl RawBackend {
             unit: "web/0".into(),
             addr: self.addr,
             socket: None,
+            socket_uid: None,
             state: BackendState::Ready,
         }
     }
