@@ -186,6 +186,10 @@ pub(crate) async fn send(
 
     match result {
         Ok(Ok(response)) => Ok(response),
+        Ok(Err(upstream::UpError::Client(e))) => Err((
+            StatusCode::BAD_REQUEST,
+            format!("400 Bad Request\n\nThe request body was malformed or cut short: {e}\n"),
+        )),
         Ok(Err(e)) => {
             let cause = if e.is_connect() {
                 "could not be reached".to_string()
@@ -327,6 +331,7 @@ where
             || name.eq_ignore_ascii_case(b"x-forwarded-prefix")
             || (req.host.is_some() && name.eq_ignore_ascii_case(b"x-forwarded-host"))
             || name.eq_ignore_ascii_case(b"content-length")
+            || underscored_lookalike(name)
             || named.iter().any(|n| n.eq_ignore_ascii_case(name));
         if dropped {
             continue;
@@ -360,6 +365,37 @@ where
         field(b"content-length", decimal(n, &mut digits));
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// A field name with `_` that reads, with `-` for `_`, as a field the ingress frames,
+/// routes or sets itself (`Transfer_Encoding`, `X_Forwarded_For`...): CGI and WSGI servers
+/// map both spellings to the same variable, so the client's copy could stand for the
+/// ingress's. Such fields are not forwarded (nginx drops every name with `_`).
+fn underscored_lookalike(name: &[u8]) -> bool {
+    if !name.contains(&b'_') {
+        return false;
+    }
+    const GUARDED: [&[u8]; 8] = [
+        b"content-length",
+        b"transfer-encoding",
+        b"host",
+        b"connection",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"x-forwarded-prefix",
+    ];
+    GUARDED.iter().any(|g| {
+        g.len() == name.len()
+            && g.iter().zip(name).all(|(&g, &n)| {
+                let n = if n == b'_' {
+                    b'-'
+                } else {
+                    n.to_ascii_lowercase()
+                };
+                g == n
+            })
+    })
 }
 
 /// `n` in decimal digits, written at the end of `buf`.

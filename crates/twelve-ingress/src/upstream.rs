@@ -238,6 +238,8 @@ pub(crate) enum UpError {
     Connect(io::Error),
     /// The exchange failed after connecting.
     Failed(String),
+    /// The client's request body was malformed or ended early: the client's fault.
+    Client(String),
 }
 
 impl UpError {
@@ -250,7 +252,7 @@ impl std::fmt::Display for UpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             UpError::Connect(e) => write!(f, "connect: {e}"),
-            UpError::Failed(e) => f.write_str(e),
+            UpError::Failed(e) | UpError::Client(e) => f.write_str(e),
         }
     }
 }
@@ -300,6 +302,7 @@ pub(crate) async fn request(
                 (conn, sent) = connect(to, connect_timeout, out.head).await?;
                 reused = false;
             }
+            Err(e) if e.client => return Err(UpError::Client(e.message)),
             Err(e) => return Err(UpError::Failed(e.message)),
         }
     }
@@ -392,12 +395,15 @@ struct RtError {
     message: String,
     /// Not a byte came back: the backend may never have seen the request.
     nothing_received: bool,
+    /// The client's body failed (malformed, cut short), not the backend.
+    client: bool,
 }
 
 fn rt_error(what: &str, e: impl std::fmt::Display, nothing_received: bool) -> RtError {
     RtError {
         message: format!("{what}: {e}"),
         nothing_received,
+        client: false,
     }
 }
 
@@ -467,7 +473,10 @@ async fn send_body<W: AsyncWrite + Unpin>(
     chunked: bool,
 ) -> Result<(), RtError> {
     while let Some(data) = body.next().await {
-        let mut data = data.map_err(|e| rt_error("reading the request body", e, false))?;
+        let mut data = data.map_err(|e| RtError {
+            client: true,
+            ..rt_error("reading the request body", e, false)
+        })?;
         let written = if chunked {
             let mut chunk = Bytes::from(format!("{:x}\r\n", data.len()))
                 .chain(data)
@@ -799,20 +808,27 @@ fn bad_chunk() -> io::Error {
 }
 
 /// Parses a chunk-size line (`1a;ext=1\r\n`) at the start of `buf`.
+/// The line ends with CRLF (a bare LF is refused: another parser may not end the line
+/// there); the size is hex digits from the start of the line, then optional spaces or tabs
+/// before an extension (`;...`).
 fn chunk_size(buf: &mut BytesMut) -> io::Result<Option<u64>> {
-    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+    let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
         return if buf.len() > 1024 {
             Err(bad_chunk())
         } else {
             Ok(None)
         };
     };
+    if lf == 0 || buf[lf - 1] != b'\r' {
+        return Err(bad_chunk());
+    }
+    let end = lf - 1;
     let line = &buf[..end];
     let digits = line
         .split(|&b| b == b';')
         .next()
         .unwrap_or(b"")
-        .trim_ascii();
+        .trim_ascii_end();
     if digits.is_empty() || digits.len() > 15 {
         return Err(bad_chunk());
     }
