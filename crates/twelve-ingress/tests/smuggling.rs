@@ -150,6 +150,7 @@ async fn serve_raw(mut stream: TcpStream, record: Arc<Mutex<Record>>) {
     loop {
         match parse_raw_request(&buf) {
             Ok(Some((target, used))) => {
+                let head = buf.starts_with(b"HEAD ");
                 buf.drain(..used);
                 record.lock().unwrap().targets.push(target.clone());
                 if target.contains("/slow") {
@@ -157,8 +158,9 @@ async fn serve_raw(mut stream: TcpStream, record: Arc<Mutex<Record>>) {
                 }
                 let body = format!("seen {target}\n");
                 let answer = format!(
-                    "HTTP/1.1 200 OK\r\nx-seen: {target}\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
+                    "HTTP/1.1 200 OK\r\nx-seen: {target}\r\ncontent-length: {}\r\n\r\n{}",
+                    body.len(),
+                    if head { "" } else { &body }
                 );
                 if stream.write_all(answer.as_bytes()).await.is_err() {
                     return;
@@ -709,4 +711,167 @@ async fn the_corpus_smuggles_nothing_through_the_ingress_and_matches_nginx() {
     }
     eprintln!("{table}");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Fuzzing: byte mutations of valid requests, for a few seconds, with a fixed seed.
+
+/// Panics in the ingress's code (not in the tests' own asserts).
+static INGRESS_PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn count_ingress_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info
+            .location()
+            .is_some_and(|l| !l.file().contains("tests/"))
+        {
+            INGRESS_PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        default(info);
+    }));
+}
+
+/// Pieces a mutation inserts: framing, separators, and a whole request.
+const TOKENS: &[&str] = &[
+    "\r\n",
+    "\n",
+    "\r",
+    "\0",
+    " ",
+    "\t",
+    ":",
+    ",",
+    ";",
+    "0",
+    "f",
+    "0\r\n\r\n",
+    "Transfer-Encoding: chunked\r\n",
+    "Transfer-Encoding: identity\r\n",
+    "Content-Length: 5\r\n",
+    "Content-Length: 0\r\n",
+    "Connection: content-length\r\n",
+    "Connection: close\r\n",
+    "Host: web.localhost\r\n",
+    "Expect: 100-continue\r\n",
+    "GET /web/{T}/smuggled HTTP/1.1\r\nHost: web.localhost\r\n\r\n",
+];
+
+fn mutate(rng: &mut impl rand::Rng, input: &mut Vec<u8>, tag: &str) {
+    for _ in 0..rng.random_range(1..=4) {
+        let at = rng.random_range(0..=input.len());
+        match rng.random_range(0..5) {
+            0 if at < input.len() => input[at] = rng.random(),
+            1 if at < input.len() => {
+                input.remove(at);
+            }
+            2 => {
+                let token = TOKENS[rng.random_range(0..TOKENS.len())].replace("{T}", tag);
+                input.splice(at..at, token.into_bytes());
+            }
+            3 if at < input.len() => {
+                // A slice of the input again, somewhere else.
+                let end = rng.random_range(at..=input.len().min(at + 64));
+                let piece = input[at..end].to_vec();
+                let to = rng.random_range(0..=input.len());
+                input.splice(to..to, piece);
+            }
+            _ => {
+                const BYTES: &[u8] = b"\r\n\0 \t:;,0aF-";
+                let byte = BYTES[rng.random_range(0..BYTES.len())];
+                input.insert(at, byte);
+            }
+        }
+    }
+}
+
+fn escaped(bytes: &[u8]) -> String {
+    bytes.escape_ascii().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutated_requests_never_desync_the_backend_nor_panic() {
+    count_ingress_panics();
+    // A fixed seed, so a failure repeats; TWELVE_FUZZ_SEED and TWELVE_FUZZ_SECS explore more.
+    let seed: u64 = std::env::var("TWELVE_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x7477_656c_7665);
+    let secs: f64 = std::env::var("TWELVE_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let seeds: Vec<Vector> = corpus()
+        .into_iter()
+        .filter(|v| {
+            [
+                "get",
+                "post-length",
+                "post-chunked",
+                "pipelined",
+                "http10-keep-alive",
+                "expect-continue",
+                "chunk-extension",
+                "chunk-trailer",
+                "chunk-then-pipelined",
+                "cl-body-holds-request",
+                "chunk-body-holds-request",
+                "connection-keep-alive-te",
+                "absolute-form",
+            ]
+            .contains(&v.name)
+        })
+        .collect();
+    assert_eq!(seeds.len(), 13);
+
+    let dir = tempfile::tempdir().unwrap();
+    let backend = RawBackend::start().await;
+    let ingress = ingress_for(&backend, dir.path(), 2).await;
+    let addr = ingress.addr();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let start = std::time::Instant::now();
+    let mut inputs = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        let tag = format!("f{inputs:06}");
+        let seed_vector = &seeds[rand::Rng::random_range(&mut rng, 0..seeds.len())];
+        let mut input = seed_vector.bytes_for(&tag);
+        mutate(&mut rng, &mut input, &tag);
+        let from = backend.targets().len();
+        let answers = parse_answers(&exchange(addr, &input).await);
+        let mine = format!("/web/victim-{tag}");
+        let victim_answers = victim(addr, &mine).await;
+        let parsed: Vec<String> = {
+            let mut list: Vec<String> = backend.targets()[from..]
+                .iter()
+                .filter(|t| **t != mine)
+                .cloned()
+                .collect();
+            list.sort();
+            list
+        };
+        let context = format!(
+            "seed {seed}, input {inputs} (from {}): \"{}\"",
+            seed_vector.name,
+            escaped(&input)
+        );
+        assert_eq!(
+            answered_for(&victim_answers),
+            std::slice::from_ref(&mine),
+            "a later client got another's answer; {context}"
+        );
+        assert_eq!(
+            parsed,
+            answered_for(&answers),
+            "the backend parsed requests the ingress did not answer for; {context}; answers {answers:?}"
+        );
+        assert!(
+            backend.garbage().is_empty(),
+            "the backend could not parse {:?}; {context}",
+            backend.garbage()
+        );
+        inputs += 1;
+    }
+    assert_eq!(INGRESS_PANICS.load(std::sync::atomic::Ordering::SeqCst), 0);
+    eprintln!("fuzz: {inputs} mutated inputs in {secs} s, seed {seed}, no desync, no panic");
+    assert!(inputs > 50, "only {inputs} inputs in {secs} s");
 }
