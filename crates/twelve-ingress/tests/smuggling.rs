@@ -18,7 +18,7 @@ use twelve_ingress::{Backend, BackendState, IngressConfig, IngressHandle, Policy
 /// What the recording backend parsed.
 #[derive(Debug, Default)]
 struct Record {
-    /// Request targets, in the order they were parsed.
+    /// Request methods and targets (`GET /a`), in the order they were parsed.
     targets: Vec<String>,
     /// Bytes it could not parse as a request (the connection was closed after them).
     garbage: Vec<String>,
@@ -31,7 +31,7 @@ struct Record {
 /// when any `Transfer-Encoding` mentions `chunked`, else as long as its first
 /// `Content-Length` says; `_` in a field name counts as `-` (as CGI and WSGI servers map
 /// them). It answers each request in turn on its connection (keep-alive),
-/// with `x-seen: <target>`; a target containing `/slow` is answered after 300 ms.
+/// with `x-seen: <method> <target>`; a target containing `/slow` is answered after 300 ms.
 struct RawBackend {
     addr: SocketAddr,
     record: Arc<Mutex<Record>>,
@@ -82,7 +82,8 @@ fn parse_raw_request(buf: &[u8]) -> Result<Option<(String, usize)>, ()> {
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(()),
     };
-    let target = req.path.unwrap_or("").to_string();
+    // The method too: bytes left before a request would change it (`abcGET`).
+    let target = format!("{} {}", req.method.unwrap_or(""), req.path.unwrap_or(""));
     let mut chunked = false;
     let mut length: Option<usize> = None;
     for h in req.headers.iter() {
@@ -310,25 +311,35 @@ async fn connection_naming_content_length_smuggles_nothing() {
     attack.extend_from_slice(inner);
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(&attack).await.unwrap();
-    let first = common::read_until(&mut stream, "seen /first\n").await;
-    assert!(first.contains("x-seen: /first\r\n"), "{first}");
+    let first = common::read_until(&mut stream, "seen POST /first\n").await;
+    assert!(first.contains("x-seen: POST /first\r\n"), "{first}");
 
     let second = victim(addr, "/second").await;
     assert_eq!(
         second,
         vec![Answer {
             status: 200,
-            seen: Some("/second".into())
+            seen: Some("GET /second".into())
         }],
         "the second client got someone else's answer"
     );
-    assert_eq!(backend.targets(), ["/first", "/second"]);
+    assert_eq!(backend.targets(), ["POST /first", "GET /second"]);
     assert!(backend.garbage().is_empty(), "{:?}", backend.garbage());
     drop(stream);
 }
 
 // ---------------------------------------------------------------------------------------
 // The differential corpus: the same bytes to the ingress and to nginx 1.22.
+
+/// A tag of three base-36 digits for the `n`th input (wrapping after 46656).
+fn tag(n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let n = n % (36 * 36 * 36);
+    [n / 1296, n / 36 % 36, n % 36]
+        .iter()
+        .map(|&d| DIGITS[d as usize] as char)
+        .collect()
+}
 
 /// One vector: its name, its bytes (`{T}` is replaced by the vector's tag, which every
 /// target of the vector contains as `/{T}/`), and, where the ingress answers with other
@@ -361,7 +372,10 @@ impl Vector {
         self
     }
 
+    /// The bytes with `tag` for `{T}`: three characters, like `{T}`, so that the lengths
+    /// written in the vector stay right.
     fn bytes_for(&self, tag: &str) -> Vec<u8> {
+        assert_eq!(tag.len(), 3, "{tag}");
         let mut out = Vec::with_capacity(self.bytes.len());
         let mut rest = &self.bytes[..];
         while let Some(at) = rest.windows(3).position(|w| w == b"{T}") {
@@ -581,6 +595,21 @@ fn statuses(answers: &[Answer]) -> Vec<u16> {
     answers.iter().map(|a| a.status).collect()
 }
 
+/// Answers for a request whose method the client never sent: bytes left over on a
+/// backend connection became the start of a request (`abcPOST`).
+fn foreign_methods(answers: &[Answer], sent: &[u8]) -> Vec<String> {
+    answers
+        .iter()
+        .filter_map(|a| a.seen.as_deref())
+        .filter(|seen| {
+            let method = seen.split(' ').next().unwrap_or("");
+            let needle = format!("{method} ");
+            !sent.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 /// The targets the client's answers came from (the backend's echo), sorted.
 fn answered_for(answers: &[Answer]) -> Vec<String> {
     let mut list: Vec<String> = answers.iter().filter_map(|a| a.seen.clone()).collect();
@@ -619,13 +648,20 @@ async fn the_corpus_smuggles_nothing_through_the_ingress_and_matches_nginx() {
     };
     let mut results = Vec::new();
     for (i, vector) in corpus.iter().enumerate() {
-        let tag = format!("v{i:03}");
+        let tag = tag(i as u64);
         let bytes = vector.bytes_for(&tag);
         let from = ingress_backend.targets().len();
         let ours = parse_answers(&exchange(ingress.addr(), &bytes).await);
-        let mine = format!("/web/victim-{tag}/ingress");
-        let victim_ours = victim(ingress.addr(), &mine).await;
+        let path = format!("/web/victim-{tag}/ingress");
+        let victim_ours = victim(ingress.addr(), &path).await;
+        let mine = format!("GET {path}");
         let parsed = window(&ingress_backend, from, &mine);
+        let foreign = foreign_methods(&ours, &bytes);
+        assert!(
+            foreign.is_empty(),
+            "{}: answers for requests the client never sent: {foreign:?}",
+            vector.name
+        );
         assert_eq!(
             answered_for(&victim_ours),
             std::slice::from_ref(&mine),
@@ -636,8 +672,9 @@ async fn the_corpus_smuggles_nothing_through_the_ingress_and_matches_nginx() {
             Some(nginx) => {
                 let from = nginx_backend.targets().len();
                 let answers = parse_answers(&exchange(nginx.addr, &bytes).await);
-                let victim_target = format!("/web/victim-{tag}/nginx");
-                let victim_theirs = victim(nginx.addr, &victim_target).await;
+                let path = format!("/web/victim-{tag}/nginx");
+                let victim_theirs = victim(nginx.addr, &path).await;
+                let victim_target = format!("GET {path}");
                 if answered_for(&victim_theirs) != std::slice::from_ref(&victim_target) {
                     eprintln!(
                         "note: {}: behind nginx a later client got {victim_theirs:?}",
@@ -732,7 +769,7 @@ fn count_ingress_panics() {
     }));
 }
 
-/// Pieces a mutation inserts: framing, separators, and a whole request.
+/// Pieces a mutation inserts anywhere: separators, framing, a whole request.
 const TOKENS: &[&str] = &[
     "\r\n",
     "\n",
@@ -746,21 +783,27 @@ const TOKENS: &[&str] = &[
     "0",
     "f",
     "0\r\n\r\n",
+    "GET /web/{T}/smuggled HTTP/1.1\r\nHost: web.localhost\r\n\r\n",
+];
+
+/// Header lines a mutation inserts at the start of a line of the head.
+const FIELDS: &[&str] = &[
     "Transfer-Encoding: chunked\r\n",
     "Transfer-Encoding: identity\r\n",
     "Content-Length: 5\r\n",
     "Content-Length: 0\r\n",
     "Connection: content-length\r\n",
+    "Connection: transfer-encoding\r\n",
     "Connection: close\r\n",
     "Host: web.localhost\r\n",
     "Expect: 100-continue\r\n",
-    "GET /web/{T}/smuggled HTTP/1.1\r\nHost: web.localhost\r\n\r\n",
+    "Transfer_Encoding: chunked\r\n",
 ];
 
 fn mutate(rng: &mut impl rand::Rng, input: &mut Vec<u8>, tag: &str) {
-    for _ in 0..rng.random_range(1..=4) {
+    for _ in 0..rng.random_range(1..=3) {
         let at = rng.random_range(0..=input.len());
-        match rng.random_range(0..5) {
+        match rng.random_range(0..7) {
             0 if at < input.len() => input[at] = rng.random(),
             1 if at < input.len() => {
                 input.remove(at);
@@ -775,6 +818,18 @@ fn mutate(rng: &mut impl rand::Rng, input: &mut Vec<u8>, tag: &str) {
                 let piece = input[at..end].to_vec();
                 let to = rng.random_range(0..=input.len());
                 input.splice(to..to, piece);
+            }
+            4 | 5 => {
+                // A field at the start of a line of the first head.
+                let head_end = input
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .unwrap_or(input.len());
+                let lines: Vec<usize> = (1..head_end).filter(|&i| input[i - 1] == b'\n').collect();
+                if let Some(&at) = lines.get(rng.random_range(0..lines.len().max(1))) {
+                    let field = FIELDS[rng.random_range(0..FIELDS.len())];
+                    input.splice(at..at, field.bytes());
+                }
             }
             _ => {
                 const BYTES: &[u8] = b"\r\n\0 \t:;,0aF-";
@@ -818,11 +873,12 @@ async fn mutated_requests_never_desync_the_backend_nor_panic() {
                 "chunk-body-holds-request",
                 "connection-keep-alive-te",
                 "absolute-form",
+                "get-with-body",
             ]
             .contains(&v.name)
         })
         .collect();
-    assert_eq!(seeds.len(), 13);
+    assert_eq!(seeds.len(), 14);
 
     let dir = tempfile::tempdir().unwrap();
     let backend = RawBackend::start().await;
@@ -832,14 +888,15 @@ async fn mutated_requests_never_desync_the_backend_nor_panic() {
     let start = std::time::Instant::now();
     let mut inputs = 0u64;
     while start.elapsed().as_secs_f64() < secs {
-        let tag = format!("f{inputs:06}");
+        let tag = tag(inputs);
         let seed_vector = &seeds[rand::Rng::random_range(&mut rng, 0..seeds.len())];
         let mut input = seed_vector.bytes_for(&tag);
         mutate(&mut rng, &mut input, &tag);
         let from = backend.targets().len();
         let answers = parse_answers(&exchange(addr, &input).await);
-        let mine = format!("/web/victim-{tag}");
-        let victim_answers = victim(addr, &mine).await;
+        let path = format!("/web/victim-{tag}");
+        let victim_answers = victim(addr, &path).await;
+        let mine = format!("GET {path}");
         let parsed: Vec<String> = {
             let mut list: Vec<String> = backend.targets()[from..]
                 .iter()
@@ -858,6 +915,11 @@ async fn mutated_requests_never_desync_the_backend_nor_panic() {
             answered_for(&victim_answers),
             std::slice::from_ref(&mine),
             "a later client got another's answer; {context}"
+        );
+        let foreign = foreign_methods(&answers, &input);
+        assert!(
+            foreign.is_empty(),
+            "answers for requests the client never sent: {foreign:?}; {context}"
         );
         assert_eq!(
             parsed,
