@@ -255,14 +255,21 @@ fn parse_answers(mut bytes: &[u8]) -> Vec<Answer> {
 const ANSWER_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Sends `bytes` on a new connection, closes the sending side, reads until the server
-/// closes (or [`ANSWER_DEADLINE`]).
-async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+/// closes; `None` when it has not closed within [`ANSWER_DEADLINE`] (the backend answers
+/// at once: a server that neither answers nor closes is stuck on something).
+async fn try_exchange(addr: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let _ = stream.write_all(bytes).await;
     let _ = stream.shutdown().await;
     let mut got = Vec::new();
-    let _ = tokio::time::timeout(ANSWER_DEADLINE, stream.read_to_end(&mut got)).await;
-    got
+    match tokio::time::timeout(ANSWER_DEADLINE, stream.read_to_end(&mut got)).await {
+        Err(_) => None,
+        Ok(_) => Some(got),
+    }
+}
+
+async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    try_exchange(addr, bytes).await.unwrap_or_default()
 }
 
 /// One GET with its own target, on its own connection: the answer must be its own.
@@ -651,7 +658,10 @@ async fn the_corpus_smuggles_nothing_through_the_ingress_and_matches_nginx() {
         let tag = tag(i as u64);
         let bytes = vector.bytes_for(&tag);
         let from = ingress_backend.targets().len();
-        let ours = parse_answers(&exchange(ingress.addr(), &bytes).await);
+        let Some(ours) = try_exchange(ingress.addr(), &bytes).await else {
+            panic!("{}: the ingress neither answered nor closed", vector.name);
+        };
+        let ours = parse_answers(&ours);
         let path = format!("/web/victim-{tag}/ingress");
         let victim_ours = victim(ingress.addr(), &path).await;
         let mine = format!("GET {path}");
@@ -893,7 +903,13 @@ async fn mutated_requests_never_desync_the_backend_nor_panic() {
         let mut input = seed_vector.bytes_for(&tag);
         mutate(&mut rng, &mut input, &tag);
         let from = backend.targets().len();
-        let answers = parse_answers(&exchange(addr, &input).await);
+        let Some(answers) = try_exchange(addr, &input).await else {
+            panic!(
+                "the ingress neither answered nor closed; seed {seed}, input {inputs}: \"{}\"",
+                escaped(&input)
+            );
+        };
+        let answers = parse_answers(&answers);
         let path = format!("/web/victim-{tag}");
         let victim_answers = victim(addr, &path).await;
         let mine = format!("GET {path}");
