@@ -162,6 +162,7 @@ pub(crate) async fn send(
             let to = upstream::Target {
                 addr: b.addr,
                 socket: b.socket.as_ref(),
+                tcp_owner: b.tcp_owner.as_ref(),
             };
             let exchange = upstream::request(&conn.pool, to, snap.connect_timeout, outgoing($body));
             tokio::time::timeout_at(deadline, exchange).await

@@ -17,7 +17,7 @@ use hyper_util::server::conn::auto;
 
 use crate::metrics::{AppHistogram, Inflight, UnitCounters};
 use crate::routes::{BackendState, Policy, RouteTable};
-use crate::trust::UnixBackend;
+use crate::trust::{TcpBackend, UnixBackend};
 
 /// Request heads larger than this are answered 431.
 pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
@@ -36,6 +36,8 @@ pub(crate) struct BackendRt {
     pub addr: SocketAddr,
     /// The Unix socket the unit also listens on, tried first when it is the app's own.
     pub socket: Option<UnixBackend>,
+    /// When the route names the unit's uid: the TCP listener on `addr` must be its.
+    pub tcp_owner: Option<TcpBackend>,
     pub authority: Authority,
     pub inflight: Inflight,
     pub counters: Arc<UnitCounters>,
@@ -143,6 +145,7 @@ impl Registry {
                             .socket
                             .clone()
                             .map(|path| UnixBackend::new(&b.unit, path, b.socket_uid)),
+                        tcp_owner: b.socket_uid.map(|uid| TcpBackend::new(&b.unit, uid)),
                         authority: Authority::try_from(b.addr.to_string().as_str())
                             .expect("a socket address is an authority"),
                         inflight: Inflight::default(),

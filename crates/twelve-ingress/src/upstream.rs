@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::table::POOL_IDLE_TIMEOUT;
-use crate::trust::UnixBackend;
+use crate::trust::{TcpBackend, UnixBackend};
 
 /// Response heads larger than this are a bad gateway.
 const MAX_RESPONSE_HEAD: usize = 256 * 1024;
@@ -276,6 +276,8 @@ pub(crate) struct Outgoing<'a> {
 pub(crate) struct Target<'a> {
     pub addr: SocketAddr,
     pub socket: Option<&'a UnixBackend>,
+    /// The uid the TCP listener must have, when the route names one.
+    pub tcp_owner: Option<&'a TcpBackend>,
 }
 
 /// Sends one request to `to` on an idle connection of `pool` or a new one, and returns
@@ -321,6 +323,11 @@ async fn connect(
             Ok(None) => {}
             Err(why) => unix.refuse(&why, to.addr),
         }
+    }
+    if let Some(owner) = to.tcp_owner {
+        owner.check(to.addr).map_err(|why| {
+            UpError::Connect(io::Error::new(io::ErrorKind::PermissionDenied, why))
+        })?;
     }
     connect_tcp(to.addr, timeout, head).await
 }
@@ -1096,7 +1103,11 @@ mod tests {
     }
 
     fn tcp(addr: SocketAddr) -> Target<'static> {
-        Target { addr, socket: None }
+        Target {
+            addr,
+            socket: None,
+            tcp_owner: None,
+        }
     }
 
     async fn get(pool: &Arc<Pool>, addr: SocketAddr) -> (StatusCode, Bytes) {
@@ -1197,6 +1208,7 @@ mod tests {
             let to = Target {
                 addr,
                 socket: Some(&unix),
+                tcp_owner: None,
             };
             let response = request(&pool, to, Duration::from_secs(5), out)
                 .await
