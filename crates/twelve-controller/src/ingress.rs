@@ -143,6 +143,9 @@ impl Controller {
         let mut table = RouteTable::default();
         for app in apps {
             let st = statuses.get(&app.name);
+            // Who the app's processes run as: the ingress uses a unit's socket, and its
+            // port, only when that user is behind them (docs/ingress.md).
+            let socket_uid = self.app_user(&app.name).ok().flatten().map(|u| u.uid);
             let mut backends = vec![];
             for u in &app.units {
                 let unit = format!("{}/{}", app.name, u.number);
@@ -161,6 +164,7 @@ impl Controller {
                         unit,
                         addr,
                         socket,
+                        socket_uid,
                         state: BackendState::Draining,
                     });
                 } else if ready {
@@ -168,6 +172,7 @@ impl Controller {
                         unit,
                         addr,
                         socket,
+                        socket_uid,
                         state: BackendState::Ready,
                     });
                 }
