@@ -820,6 +820,12 @@ impl Controller {
                 return Err(ApiError::new(format!("unknown option {r:?} for {name}")));
             }
         }
+        let mut proposed = app.config.clone();
+        for r in &reset {
+            proposed.shift_remove(r);
+        }
+        proposed.extend(values.clone());
+        self.refuse_blocking_config(&app, &project, &proposed)?;
         self.update(name, move |app| {
             for r in &reset {
                 app.config.shift_remove(r);

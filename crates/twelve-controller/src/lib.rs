@@ -4,12 +4,14 @@
 pub mod actions;
 pub mod api;
 pub mod backing;
+mod changes;
 pub mod client;
 pub mod controller;
 pub mod home;
 pub mod ingress;
 pub mod migration;
 pub mod model;
+pub mod planner;
 pub mod releases;
 mod rollout;
 pub mod secrets;
