@@ -20,6 +20,9 @@ pub enum Request {
         /// `key=value` settings, parsed against the project's options.
         #[serde(default)]
         config: IndexMap<String, String>,
+        /// Seconds the change may take to be ready everywhere before it is rolled back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout: Option<u64>,
     },
     /// Go back to an earlier release of an app.
     Rollback {
@@ -208,6 +211,12 @@ pub struct AppStatus {
     /// The generation of desired state this status reflects (see `Deploy`'s answer).
     #[serde(default)]
     pub generation: u64,
+    /// While the app is blocked but its units keep running what they ran: that release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_release: Option<u32>,
+    /// The last change that was rolled back, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<crate::model::RollbackRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -221,6 +230,10 @@ pub struct UnitStatus {
     /// The unit's supervisor directory (`twelve pebble --dir`, and where `logs` reads).
     #[serde(default)]
     pub supervisor: String,
+    /// In the ingress's rotation: ready, and running its plan (or the plan it keeps while
+    /// the app is blocked).
+    #[serde(default)]
+    pub serving: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

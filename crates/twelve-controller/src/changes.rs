@@ -21,11 +21,11 @@ impl Controller {
         config: &IndexMap<String, Value>,
     ) -> Result<(), ApiError> {
         let unit = app.units.first().map(|u| u.number).unwrap_or(0);
-        let state = self.app_state(app, unit);
-        let current = plan_unit(project, &state).status;
-        let mut proposed_state = state;
-        proposed_state.config = config.clone();
-        let proposed = plan_unit(project, &proposed_state).status;
+        let current = plan_unit(project, &self.app_state(app, unit)).status;
+        // The state as the rules would see it with the new values (secrets included).
+        let mut changed = app.clone();
+        changed.config = config.clone();
+        let proposed = plan_unit(project, &self.app_state(&changed, unit)).status;
         match crate::planner::config_refusal(&current, &proposed) {
             None => Ok(()),
             Some(why) => Err(ApiError::new(format!(
@@ -36,6 +36,20 @@ impl Controller {
                 "fix the value and run it again; `twelve config {}` lists the options",
                 app.name
             ))),
+        }
+    }
+}
+
+impl Controller {
+    /// Records how long the app's next changes may take to go live (`deploy --timeout`).
+    pub(crate) fn set_rollout_timeout(&self, app: &str, timeout: Option<u64>) {
+        if let Ok(Some(rec)) = self.store.app(app) {
+            if rec.rollout_timeout != timeout {
+                let _ = self.store.update_app(app, move |a| {
+                    a.rollout_timeout = timeout;
+                    Ok(())
+                });
+            }
         }
     }
 }

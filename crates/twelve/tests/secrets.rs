@@ -62,7 +62,7 @@ fn the_seed_secret_workflow_rolls_out_and_never_leaks() {
     // Configured before it is granted: refused; nothing changes.
     let err = t.fails(&["config", "web", &format!("api-token={uri}")]);
     assert!(
-        err.contains("(option api-token) does not exist or is not granted to web"),
+        err.contains("secret my-api-token is not granted to web"),
         "{err}"
     );
     t.ok(&["grant-secret", "my-api-token", "web"]);
