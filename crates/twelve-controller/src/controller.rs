@@ -1150,7 +1150,18 @@ impl Controller {
         Ok((plan, host))
     }
 
-    async fn reconcile_app(&self, app: &AppRecord, apps: &[AppRecord]) -> AppStatus {
+    async fn reconcile_app(self: &Arc<Self>, app: &AppRecord, apps: &[AppRecord]) -> AppStatus {
+        if self.is_surging(&app.name) {
+            // A rollout of this app runs in the background and reports its own progress.
+            if let Some(st) = self
+                .statuses
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&app.name)
+            {
+                return st.clone();
+            }
+        }
         let mut status = AppStatus {
             name: app.name.clone(),
             framework: app.framework.clone(),
@@ -1271,6 +1282,16 @@ impl Controller {
 
         self.roll_out(app, apps, &plans, migration, &mut status)
             .await;
+        if self.is_surging(&app.name) {
+            // Not acted on until the rollout it started is live or rolled back.
+            status.generation = self
+                .statuses
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&app.name)
+                .map(|s| s.generation.min(app.generation.saturating_sub(1)))
+                .unwrap_or(0);
+        }
 
         // What each unit runs and reports now (a surge may have moved units to new
         // incarnations and ports), ranked by the planner's types.

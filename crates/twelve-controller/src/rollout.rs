@@ -4,6 +4,7 @@
 //! is ready and stable; a change that is not by its deadline is rolled back without
 //! waiting on the broken incarnations.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use twelve_charm::UnitPlan;
@@ -19,7 +20,7 @@ use crate::substrate::HostUnit;
 /// How long new incarnations must stay ready, their processes unchanged, before they take
 /// traffic (a gunicorn whose workers cannot boot accepts connections for a second before
 /// it exits).
-pub(crate) const STABILITY: Duration = Duration::from_millis(1500);
+pub(crate) const STABILITY: Duration = Duration::from_millis(3000);
 
 /// A unit's plan, as `reconcile_app` computed it.
 pub(crate) type Planned = (UnitRecord, UnitPlan, HostUnit);
@@ -27,7 +28,7 @@ pub(crate) type Planned = (UnitRecord, UnitPlan, HostUnit);
 impl Controller {
     /// Brings the app's units to their plans, as the planner decides.
     pub(crate) async fn roll_out(
-        &self,
+        self: &Arc<Self>,
         app: &AppRecord,
         apps: &[AppRecord],
         plans: &[Planned],
@@ -84,14 +85,9 @@ impl Controller {
                         }
                     }
                 }
-                Step::Surge(list) => match self.surge(app, &list, status).await {
-                    Ok(()) => {}
-                    Err(Surged::RolledBack(rec)) => status.rollback = Some(rec),
-                    Err(Surged::Failed(e)) => {
-                        log(format!("{}: {e}", app.name));
-                        status.message = e;
-                    }
-                },
+                // In the background: other apps reconcile meanwhile, and this one's
+                // passes leave it alone until it is done (`surging`).
+                Step::Surge(list) => self.spawn_surge(app, list),
             }
         }
     }
@@ -284,31 +280,38 @@ impl Controller {
 
     /// Starts a new incarnation of each serving unit beside it, waits until all are ready
     /// and stable, then moves traffic and stops the old ones; or rolls back at the deadline.
-    async fn surge(
-        &self,
-        app: &AppRecord,
-        units: &[u32],
-        status: &mut AppStatus,
-    ) -> Result<(), Surged> {
+    fn spawn_surge(self: &Arc<Self>, app: &AppRecord, units: Vec<u32>) {
         let keys: Vec<String> = units.iter().map(|n| format!("{}/{n}", app.name)).collect();
         self.surging
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend(keys.iter().cloned());
-        let result = self.surge_inner(app, units, status).await;
-        let mut surging = self.surging.lock().unwrap_or_else(|e| e.into_inner());
-        for k in &keys {
-            surging.remove(k);
-        }
-        result
+        let me = self.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(Surged::Failed(e)) = me.surge_inner(&app, &units).await {
+                log(format!("{}: {e}", app.name));
+            }
+            let mut surging = me.surging.lock().unwrap_or_else(|e| e.into_inner());
+            for k in &keys {
+                surging.remove(k);
+            }
+            drop(surging);
+            me.wake.notify_one();
+        });
     }
 
-    async fn surge_inner(
-        &self,
-        app: &AppRecord,
-        units: &[u32],
-        status: &mut AppStatus,
-    ) -> Result<(), Surged> {
+    /// Whether a surge of the app runs now.
+    pub(crate) fn is_surging(&self, app: &str) -> bool {
+        let prefix = format!("{app}/");
+        self.surging
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|k| k.starts_with(&prefix))
+    }
+
+    async fn surge_inner(&self, app: &AppRecord, units: &[u32]) -> Result<(), Surged> {
         let started = Instant::now();
         let deadline = app
             .rollout_timeout
@@ -375,7 +378,7 @@ impl Controller {
                     ready_for: stab.ready_for(now_ms),
                 });
             }
-            self.show_progress(app, &seen, status);
+            self.show_progress(app, &seen);
             match planner::judge_surge(&seen, started.elapsed(), deadline, STABILITY) {
                 SurgeDecision::Wait => tokio::time::sleep(Duration::from_millis(150)).await,
                 d => break d,
@@ -403,7 +406,7 @@ impl Controller {
                 release: 0,
             };
             return Err(match self.roll_back(app, rec) {
-                Some(rec) => Surged::RolledBack(rec),
+                Some(_) => Surged::RolledBack,
                 None => Surged::Failed(format!(
                     "{}/{unit} did not become ready within {}s ({reason}); the old instances keep serving",
                     app.name,
@@ -539,7 +542,7 @@ impl Controller {
     }
 
     /// While new incarnations start, `status` says how far each one is.
-    fn show_progress(&self, app: &AppRecord, seen: &[NewIncarnation], status: &AppStatus) {
+    fn show_progress(&self, app: &AppRecord, seen: &[NewIncarnation]) {
         let mut statuses = self.statuses.lock().unwrap_or_else(|e| e.into_inner());
         let Some(shown) = statuses.get_mut(&app.name) else {
             return;
@@ -555,7 +558,6 @@ impl Controller {
                 u.message = format!("new instance: {what}");
             }
         }
-        let _ = status;
     }
 
     /// Restores the last good release and config after a change that did not become
@@ -598,7 +600,7 @@ impl Controller {
 
 /// How a surge ended when it did not go live.
 pub(crate) enum Surged {
-    RolledBack(RollbackRecord),
+    RolledBack,
     Failed(String),
 }
 
