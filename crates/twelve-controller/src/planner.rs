@@ -158,12 +158,21 @@ pub fn plan_app(v: &AppView) -> Vec<Step> {
         .filter(|u| !u.only_log_targets && !serves(u))
         .map(|u| u.number)
         .collect();
-    let surge: Vec<u32> = stale
-        .iter()
-        .filter(|u| !u.only_log_targets && serves(u))
-        .map(|u| u.number)
-        .take(v.surge_budget.max(1))
-        .collect();
+    // A new incarnation has new ports, which are in every other unit's environment
+    // (`<P>PEER_FQDNS`): when one serving unit needs one, every serving unit gets one in
+    // the same surge, so that they all agree once it is live (and units changed in place
+    // meanwhile are given the new ports too).
+    let surge: Vec<u32> = if stale.iter().any(|u| !u.only_log_targets && serves(u)) {
+        v.units
+            .iter()
+            .filter(|u| serves(u))
+            .map(|u| u.number)
+            .take(v.surge_budget.max(1))
+            .collect()
+    } else {
+        vec![]
+    };
+    let logs: Vec<u32> = logs.into_iter().filter(|n| !surge.contains(n)).collect();
     if !logs.is_empty() {
         steps.push(Step::LogTargets(logs));
     }
@@ -352,6 +361,21 @@ mod tests {
         assert_eq!(plan_app(&v), [Step::Surge(vec![0, 1])]);
         v.surge_budget = 0;
         assert_eq!(plan_app(&v), [Step::Surge(vec![0])]);
+    }
+
+    #[test]
+    fn when_one_serving_unit_changes_every_serving_unit_surges_with_it() {
+        // Scaling from 1 to 3 changes the peers of unit 0: the new units start in place,
+        // and unit 0 gets a new incarnation (new ports the new units are given too).
+        let v = app(vec![
+            unit(0, true, true, Health::Ready),
+            unit(1, false, true, Health::Ready),
+            unit(2, true, false, Health::Starting("starting".into())),
+        ]);
+        assert_eq!(
+            plan_app(&v),
+            [Step::Restart(vec![2]), Step::Surge(vec![0, 1])]
+        );
     }
 
     #[test]

@@ -52,7 +52,42 @@ impl Controller {
                 .is_some_and(|g| g.release != app.current_release || g.config != app.config),
             surge_budget: self.surge_budget(app),
         };
-        for step in planner::plan_app(&view) {
+        let steps = planner::plan_app(&view);
+        // A surge gives units new ports, which units changed in place now must know.
+        let surging: Vec<u32> = steps
+            .iter()
+            .find_map(|s| match s {
+                Step::Surge(list) => Some(list.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let next = if surging.is_empty() {
+            None
+        } else {
+            match self.with_new_ports(app, &surging) {
+                Ok(next) => Some(next),
+                Err(e) => {
+                    log(format!("{}: {e}", app.name));
+                    return;
+                }
+            }
+        };
+        let replanned: Vec<Planned> = match &next {
+            Some(next) => plans
+                .iter()
+                .filter_map(|(u, _, _)| {
+                    let (plan, host) = self.unit_plan(next, u.number).ok()?;
+                    Some((u.clone(), plan, host))
+                })
+                .collect(),
+            None => vec![],
+        };
+        let plans = if replanned.len() == plans.len() {
+            &replanned[..]
+        } else {
+            plans
+        };
+        for step in steps {
             let find = |n: u32| plans.iter().find(|(u, _, _)| u.number == n);
             match step {
                 Step::Hold => {}
@@ -87,7 +122,11 @@ impl Controller {
                 }
                 // In the background: other apps reconcile meanwhile, and this one's
                 // passes leave it alone until it is done (`surging`).
-                Step::Surge(list) => self.spawn_surge(app, list),
+                Step::Surge(list) => {
+                    if let Some(next) = &next {
+                        self.spawn_surge(app, next.clone(), list)
+                    }
+                }
             }
         }
     }
@@ -97,12 +136,10 @@ impl Controller {
         let dir = app.unit_dir(&self.home, unit);
         let key = format!("{}/{unit}", app.name);
         let layer = serde_saphyr::to_string(&host.layer).unwrap_or_default();
+        let wanted = LayerDigest::of(&layer);
         let previous = self.running_layer(&key, &dir).await;
-        let only_log_targets = previous.as_deref().is_some_and(|p| {
-            matches!(
-                (without_log_targets(p), without_log_targets(&layer)),
-                (Some(a), Some(b)) if a == b
-            )
+        let only_log_targets = previous.as_ref().is_some_and(|p| {
+            p.sans_log_targets.is_some() && p.sans_log_targets == wanted.sans_log_targets
         });
         let serving = self
             .routes_pushed
@@ -118,7 +155,7 @@ impl Controller {
         let (health, _) = unit_health(&Pebble::for_dir(&dir), host).await;
         UnitView {
             number: unit,
-            stale: previous.as_deref() != Some(layer.as_str()),
+            stale: previous.as_ref().map(|p| &p.full) != Some(&wanted.full),
             only_log_targets,
             serving,
             health,
@@ -126,8 +163,9 @@ impl Controller {
     }
 
     /// The layer the unit's supervisor runs, as pushed by this controller or an earlier
-    /// one (kept in the unit directory, valid while the same supervisor runs).
-    async fn running_layer(&self, key: &str, dir: &std::path::Path) -> Option<String> {
+    /// one (its digests are kept in the unit directory, valid while the same supervisor
+    /// runs; never the layer itself, which holds secrets).
+    async fn running_layer(&self, key: &str, dir: &std::path::Path) -> Option<LayerDigest> {
         let boot = Pebble::for_dir(dir).system_info().await.ok()?.daemon_id;
         let known = self
             .pushed
@@ -135,23 +173,29 @@ impl Controller {
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
             .filter(|(b, _)| *b == boot)
-            .map(|(_, l)| l.clone());
+            .map(|(_, l)| LayerDigest::of(l));
         if known.is_some() {
             return known;
         }
         let text = std::fs::read_to_string(dir.join(PUSHED_FILE)).ok()?;
-        let (b, layer) = text.split_once('\n')?;
-        (b == boot).then(|| {
-            self.pushed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key.to_string(), (boot, layer.to_string()));
-            layer.to_string()
+        let mut lines = text.lines();
+        (lines.next()? == boot).then_some(())?;
+        Some(LayerDigest {
+            full: lines.next()?.to_string(),
+            sans_log_targets: lines.next().filter(|l| !l.is_empty()).map(str::to_string),
         })
     }
 
     fn remember_pushed(&self, key: &str, dir: &std::path::Path, boot: String, layer: String) {
-        let _ = std::fs::write(dir.join(PUSHED_FILE), format!("{boot}\n{layer}"));
+        let d = LayerDigest::of(&layer);
+        let _ = std::fs::write(
+            dir.join(PUSHED_FILE),
+            format!(
+                "{boot}\n{}\n{}\n",
+                d.full,
+                d.sans_log_targets.unwrap_or_default()
+            ),
+        );
         self.pushed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -280,7 +324,7 @@ impl Controller {
 
     /// Starts a new incarnation of each serving unit beside it, waits until all are ready
     /// and stable, then moves traffic and stops the old ones; or rolls back at the deadline.
-    fn spawn_surge(self: &Arc<Self>, app: &AppRecord, units: Vec<u32>) {
+    fn spawn_surge(self: &Arc<Self>, app: &AppRecord, next: AppRecord, units: Vec<u32>) {
         let keys: Vec<String> = units.iter().map(|n| format!("{}/{n}", app.name)).collect();
         self.surging
             .lock()
@@ -289,7 +333,7 @@ impl Controller {
         let me = self.clone();
         let app = app.clone();
         tokio::spawn(async move {
-            if let Err(Surged::Failed(e)) = me.surge_inner(&app, &units).await {
+            if let Err(Surged::Failed(e)) = me.surge_inner(&app, next, &units).await {
                 log(format!("{}: {e}", app.name));
             }
             let mut surging = me.surging.lock().unwrap_or_else(|e| e.into_inner());
@@ -311,13 +355,9 @@ impl Controller {
             .any(|k| k.starts_with(&prefix))
     }
 
-    async fn surge_inner(&self, app: &AppRecord, units: &[u32]) -> Result<(), Surged> {
-        let started = Instant::now();
-        let deadline = app
-            .rollout_timeout
-            .map(Duration::from_secs)
-            .unwrap_or_else(ready_timeout);
-        // Every new incarnation at once, on new ports: peers see each other's new addresses.
+    /// The app as it will be once `units` live in new incarnations on new ports (reserved
+    /// now): every new incarnation at once, so peers see each other's new addresses.
+    fn with_new_ports(&self, app: &AppRecord, units: &[u32]) -> Result<AppRecord, String> {
         let mut next = app.clone();
         let olds: Vec<UnitRecord> = app
             .units
@@ -342,7 +382,7 @@ impl Controller {
                 }
                 Ok(out)
             })
-            .map_err(|e| Surged::Failed(e.message))?;
+            .map_err(|e| e.message)?;
         for (n, app_port, metrics_port, statsd_port) in &ports {
             for u in next.units.iter_mut().filter(|u| u.number == *n) {
                 u.app_port = *app_port;
@@ -351,6 +391,26 @@ impl Controller {
                 u.incarnation += 1;
             }
         }
+        Ok(next)
+    }
+
+    async fn surge_inner(
+        &self,
+        app: &AppRecord,
+        next: AppRecord,
+        units: &[u32],
+    ) -> Result<(), Surged> {
+        let started = Instant::now();
+        let deadline = app
+            .rollout_timeout
+            .map(Duration::from_secs)
+            .unwrap_or_else(ready_timeout);
+        let olds: Vec<UnitRecord> = app
+            .units
+            .iter()
+            .filter(|u| units.contains(&u.number))
+            .cloned()
+            .collect();
         let mut new: Vec<NewInc> = vec![];
         for n in units {
             match self.start_incarnation(&next, *n).await {
@@ -648,6 +708,25 @@ impl NewInc {
 }
 
 const PUSHED_FILE: &str = ".twelve-layer";
+
+/// What identifies a layer without holding it (it holds the app's secrets): digests of
+/// its text, and of its text without log targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LayerDigest {
+    full: String,
+    sans_log_targets: Option<String>,
+}
+
+impl LayerDigest {
+    fn of(layer: &str) -> LayerDigest {
+        use sha2::{Digest, Sha256};
+        let hex = |t: &str| format!("{:x}", Sha256::digest(t.as_bytes()));
+        LayerDigest {
+            full: hex(layer),
+            sans_log_targets: without_log_targets(layer).map(|t| hex(&t)),
+        }
+    }
+}
 
 fn write_files(host: &HostUnit) -> Result<(), String> {
     for (path, content) in &host.files {

@@ -62,6 +62,71 @@ fn invalid_config_is_refused_naming_the_option_and_changes_nothing() {
     assert_eq!((code, body.contains("hello")), (200, true), "{body}");
 }
 
+#[test]
+fn a_blocked_app_keeps_serving_the_release_it_runs() {
+    let t = Twelve::new();
+    let src = t.example("flask");
+    t.ok(&["deploy", src.to_str().unwrap(), "held"]);
+    let uri = t.ok(&["add-secret", "held-token", "value=abc"]);
+    t.ok(&["grant-secret", "held-token", "held"]);
+    t.ok(&["config", "held", &format!("api-token={}", uri.trim())]);
+    // Revoked later: blocked as paas-charm blocks, and the running plan keeps serving.
+    t.ok(&["revoke-secret", "held-token", "held"]);
+    let st = eventually("blocked", LONG, || {
+        let st = t.status("held");
+        (st["status"] == "blocked").then_some(st)
+    });
+    assert_eq!(
+        st["message"], "secret held-token is not granted to held; serving release 1",
+        "{st}"
+    );
+    assert_eq!(st["serving_release"], 1, "{st}");
+    for _ in 0..20 {
+        let (code, body) = via_ingress(&t, "held", "/").unwrap();
+        assert_eq!(code, 200, "{body}");
+    }
+    let text = t.ok(&["status"]);
+    assert!(text.contains("serving release 1"), "{text}");
+}
+
+#[test]
+fn commands_return_once_their_change_is_live() {
+    let t = Twelve::new();
+    let src = t.example("flask");
+    t.ok(&["deploy", src.to_str().unwrap(), "sync"]);
+    // scale-application: the new units exist, run and serve when it returns.
+    let out = t.cmd(&["scale-application", "sync", "3"]);
+    assert!(out.status.success());
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(progress.contains("sync/2:"), "a line per unit: {progress}");
+    let st = t.status("sync");
+    assert_eq!(st["status"], "active", "{st}");
+    assert_eq!(st["units"].as_array().unwrap().len(), 3, "{st}");
+    t.ok(&["logs", "sync/2"]);
+    // config: every unit serves the new value when it returns.
+    t.ok(&["config", "sync", "greeting=synced"]);
+    every_unit_serves(&t, "sync", 3, "synced").expect("the new config everywhere");
+    // remove-unit: gone when it returns.
+    t.ok(&["remove-unit", "sync/1"]);
+    assert_eq!(t.status("sync")["units"].as_array().unwrap().len(), 2);
+    // run APP ACTION runs on the leader, and waits for the new key.
+    let key = || {
+        let port = t.port("sync/2");
+        app_env(port)["FLASK_SECRET_KEY"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let before = key();
+    t.ok(&["run", "sync", "rotate-secret-key"]);
+    assert_ne!(key(), before, "rotated when `run` returned");
+    t.ok(&["run", "sync/leader", "rotate-secret-key"]);
+    let err = t.fails(&["run", "sync/2", "rotate-secret-key"]);
+    assert!(err.contains("only leader unit"), "{err}");
+    // --no-wait returns at once.
+    t.ok(&["config", "sync", "greeting=later", "--no-wait"]);
+}
+
 /// Requests `app` through the ingress in a loop (bounded in time) until stopped; counts
 /// successes and failures.
 struct Load {
