@@ -18,8 +18,9 @@ use crate::planner::{self, Health, NewIncarnation, Stability, Step, SurgeDecisio
 use crate::substrate::HostUnit;
 
 /// How long new incarnations must stay ready, their processes unchanged, before they take
-/// traffic (a gunicorn whose workers cannot boot accepts connections for a second before
-/// it exits).
+/// traffic: a gunicorn whose workers cannot boot accepts connections for a second before
+/// it exits, and an app may crash a few seconds after it is up (counted from ready, as an
+/// app's own timers start when it is imported, just before it answers).
 pub(crate) const STABILITY: Duration = Duration::from_millis(3000);
 
 /// A unit's plan, as `reconcile_app` computed it.
@@ -612,6 +613,7 @@ impl Controller {
             let what = match (&n.health, n.ready_for) {
                 (Health::Ready, Some(r)) if r >= STABILITY => "ready".to_string(),
                 (Health::Ready, _) => "ready, checking it stays up".to_string(),
+                (Health::Starting(_), _) => "starting".to_string(),
                 (h, _) => h.reason().to_string(),
             };
             if let Some(u) = shown.units.iter_mut().find(|u| u.name == name) {

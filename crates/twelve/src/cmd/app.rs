@@ -647,7 +647,8 @@ fn wait_settled(
 ) -> CliResult<ExitCode> {
     let start = Instant::now();
     let mut last = String::new();
-    let mut shown: IndexMap<String, String> = IndexMap::new();
+    // Each unit's line once per state it passes through (a crash loop alternates).
+    let mut shown: std::collections::HashSet<(String, String)> = Default::default();
     loop {
         let r = c.call(&Request::Status {
             app: Some(name.to_string()),
@@ -659,9 +660,8 @@ fn wait_settled(
                 "" => u.status.clone(),
                 m => format!("{}: {m}", u.status),
             };
-            if shown.get(&u.name) != Some(&line) {
+            if shown.insert((u.name.clone(), line.clone())) {
                 eprintln!("  {}: {line}", u.name);
-                shown.insert(u.name.clone(), line);
             }
         }
         if st.generation >= generation {
@@ -671,10 +671,7 @@ fn wait_settled(
                     "{name}: the change did not go live: {}; rolled back to release {}",
                     rb.reason, rb.release
                 ))
-                .with_help(format!(
-                    "the previous release keeps serving; see `twelve logs {}`",
-                    rb.unit
-                ))
+                .with_help("the previous release and config served throughout and still do")
                 .into());
             }
             let line = format!(
