@@ -1282,8 +1282,9 @@ impl Controller {
 
         self.roll_out(app, apps, &plans, migration, &mut status)
             .await;
-        if self.is_surging(&app.name) {
-            // Not acted on until the rollout it started is live or rolled back.
+        if self.is_surging(&app.name) || status.rollback.is_some() {
+            // Not acted on until the rollout it started is live or rolled back, and the
+            // next pass reports the state it went back to.
             status.generation = self
                 .statuses
                 .lock()
