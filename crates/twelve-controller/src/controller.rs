@@ -1282,9 +1282,12 @@ impl Controller {
 
         self.roll_out(app, apps, &plans, migration, &mut status)
             .await;
-        if self.is_surging(&app.name) || status.rollback.is_some() {
-            // Not acted on until the rollout it started is live or rolled back, and the
-            // next pass reports the state it went back to.
+        if let Some(rb) = &status.rollback {
+            // Rolled back in this pass: the release that serves is the one it went back to.
+            status.release = Some(rb.release);
+        }
+        if self.is_surging(&app.name) {
+            // Not acted on until the rollout it started is live or rolled back.
             status.generation = self
                 .statuses
                 .lock()

@@ -467,7 +467,24 @@ impl Controller {
                 release: 0,
             };
             return Err(match self.roll_back(app, rec) {
-                Some(_) => Surged::RolledBack,
+                Some(rec) => {
+                    // Said at once (the next pass may first clean up what is left of the
+                    // broken instances): the change was acted on, and went back.
+                    if let Some(st) = self
+                        .statuses
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_mut(&app.name)
+                    {
+                        st.generation = app.generation;
+                        st.release = Some(rec.release);
+                        st.rollback = Some(rec);
+                        for u in st.units.iter_mut() {
+                            u.message.clear();
+                        }
+                    }
+                    Surged::RolledBack
+                }
                 None => Surged::Failed(format!(
                     "{}/{unit} did not become ready within {}s ({reason}); the old instances keep serving",
                     app.name,
