@@ -97,7 +97,18 @@ else
   exit 1
 fi
 
-echo "setup: go $(go version | awk '{print $3}'), $(python3 --version), node $(node --version 2>/dev/null || echo missing), $(java -version 2>&1 | head -1 || echo 'java missing')"
+# uv (PyPI), which twelve builds Python virtual environments with (pip when it is missing).
+# Linked into /usr/local/bin, so that it is found without pyenv's shims too.
+if [ ! -x /usr/local/bin/uv ]; then
+  if ! python3 -c 'import uv' >/dev/null 2>&1; then
+    echo "setup: installing uv (PyPI)"
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore uv
+  fi
+  uv_bin=$(python3 -c 'import uv; print(uv.find_uv_bin())')
+  "${SUDO[@]}" ln -sf "$uv_bin" /usr/local/bin/uv
+fi
+
+echo "setup: go $(go version | awk '{print $3}'), $(python3 --version), $(uv --version), node $(node --version 2>/dev/null || echo missing), $(java -version 2>&1 | head -1 || echo 'java missing')"
 
 if [ "$with_services" = 1 ]; then
   exec "$here/services.sh"

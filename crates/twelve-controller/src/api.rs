@@ -23,6 +23,14 @@ pub enum Request {
         /// Seconds the change may take to be ready everywhere before it is rolled back.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout: Option<u64>,
+        /// Juju-style constraints (`mem=512M cores=1.5`) for every unit.
+        #[serde(default)]
+        constraints: Option<String>,
+    },
+    /// Change an app's constraints; running units get the new limits at once.
+    SetConstraints {
+        app: String,
+        constraints: String,
     },
     /// Go back to an earlier release of an app.
     Rollback {
@@ -124,6 +132,9 @@ pub enum Request {
         external: Option<String>,
         #[serde(default)]
         management: Option<String>,
+        /// An adopted Redis: limit each app to keys `<app>:*`.
+        #[serde(default)]
+        key_prefix: bool,
     },
     /// Integrate an app with a backing service, or give an endpoint's data by hand.
     Integrate {
@@ -217,6 +228,9 @@ pub struct AppStatus {
     /// The last change that was rolled back, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<crate::model::RollbackRecord>,
+    /// Each unit's limits (`mem` in bytes, `cores`), when the app has constraints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<crate::model::Constraints>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

@@ -93,17 +93,38 @@ impl ControllerClient {
             ApiError::new(format!("cannot create {}: {e}", self.home.root.display()))
                 .hint("set TWELVE_HOME to a writable directory")
         })?;
-        let pid = spawn_detached(
+        let log_start = std::fs::metadata(self.home.log_file())
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let mut child = spawn_detached(
             &exe,
             &["controller", "run"],
             &self.home.root,
             &self.home.log_file(),
             false,
         )
-        .map_err(|e| ApiError::new(format!("cannot start the controller: {e}")))?
-        .id();
+        .map_err(|e| ApiError::new(format!("cannot start the controller: {e}")))?;
+        let pid = child.id();
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                // It gave up: say why, from what it wrote to its log.
+                let log = std::fs::read(self.home.log_file()).unwrap_or_default();
+                let said =
+                    String::from_utf8_lossy(log.get(log_start as usize..).unwrap_or_default())
+                        .lines()
+                        .rfind(|l| !l.trim().is_empty())
+                        .map(|l| {
+                            l.trim_start_matches("Error: ")
+                                .trim_start_matches("error: ")
+                                .to_string()
+                        })
+                        .unwrap_or_else(|| format!("it exited with {status}"));
+                return Err(
+                    ApiError::new(format!("the controller cannot start: {said}"))
+                        .hint(format!("see {}", self.home.log_file().display())),
+                );
+            }
             if self.is_running() {
                 eprintln!(
                     "Started the twelve controller (pid {pid}, state in {}).",
@@ -120,8 +141,10 @@ impl ControllerClient {
 
 /// Spawns `exe args` in a new session with output appended to `log`, and does not wait.
 /// With `clean_env`, the child gets only a minimal environment (PATH, LANG, TZ, RUST_LOG,
-/// and SSL_CERT_FILE: the CA bundle log forwarding trusts), so that apps under it do not
-/// inherit whatever shell first started the controller.
+/// and SSL_CERT_FILE: the CA bundle log forwarding trusts; not `TWELVE_HOME`), so that apps
+/// under it do not inherit whatever shell first started the controller. The log is
+/// created 0600; the child starts with umask 022 whatever this process's is (the
+/// controller's is 077).
 pub fn spawn_detached(
     exe: &Path,
     args: &[&str],
@@ -129,10 +152,28 @@ pub fn spawn_detached(
     log: &Path,
     clean_env: bool,
 ) -> std::io::Result<std::process::Child> {
+    spawn_detached_in(exe, args, Some(home), log, clean_env, &[])
+}
+
+/// [`spawn_detached`], with `TWELVE_HOME` only when `home` is given and the environment
+/// is not clean (a supervisor or the ingress is given its directory instead, so that the
+/// apps under it never see the controller's home), joining the cgroups whose
+/// `cgroup.procs` descriptors are `cgroup_fds` before it runs anything (so every process
+/// it starts is in the unit's cgroup from its first instruction).
+pub fn spawn_detached_in(
+    exe: &Path,
+    args: &[&str],
+    home: Option<&Path>,
+    log: &Path,
+    clean_env: bool,
+    cgroup_fds: &[i32],
+) -> std::io::Result<std::process::Child> {
+    use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::process::CommandExt;
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(log)?;
     let err = out.try_clone()?;
     let mut cmd = std::process::Command::new(exe);
@@ -148,16 +189,23 @@ pub fn spawn_detached(
             }
         }
     }
+    match home.filter(|_| !clean_env) {
+        Some(home) => cmd.env("TWELVE_HOME", home),
+        None => cmd.env_remove("TWELVE_HOME"),
+    };
     cmd.args(args)
-        .env("TWELVE_HOME", home)
         .stdin(std::process::Stdio::null())
         .stdout(out)
         .stderr(err)
         .current_dir("/");
-    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+    let fds = cgroup_fds.to_vec();
+    // SAFETY: setsid, umask and write are async-signal-safe; nothing else runs between
+    // fork and exec, and `fds` was allocated before the fork.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+            crate::cgroup::join_in_child(&fds)?;
             Ok(())
         });
     }

@@ -20,7 +20,7 @@ use crate::home::Home;
 use crate::model::*;
 use crate::releases::release_map;
 use crate::store::Store;
-use crate::substrate::{host_unit, HostUnit, RunAs};
+use crate::substrate::{host_unit, AppUser, HostUnit, RunAs};
 
 const MODEL: &str = "local";
 const READY_TIMEOUT_DEFAULT: u64 = 120;
@@ -44,10 +44,18 @@ pub struct Controller {
     /// `TWELVE_HOME/bin`, which the app user can read (the build may sit in root's home).
     pub(crate) unit_exe: PathBuf,
     pub(crate) run_as: RunAs,
+    /// Each app's system user, once looked up or created.
+    app_users: Mutex<HashMap<String, AppUser>>,
+    /// The cgroup hierarchies units are contained in.
+    pub(crate) cgroups: crate::cgroup::Cgroups,
+    /// Which app groups each release directory was last opened to.
+    release_grants: Mutex<HashMap<String, Vec<u32>>>,
     pub(crate) vault: crate::vault::Vault,
     pub(crate) providers: twelve_providers::Providers,
     pub(crate) service_status: Mutex<HashMap<String, ServiceStatus>>,
     pub(crate) ingress_port: u16,
+    /// Why the ingress is not serving this controller's apps, when it is not.
+    pub(crate) ingress_error: Mutex<Option<String>>,
     pub(crate) routes_pushed: Mutex<Option<twelve_ingress::RouteTable>>,
     /// Units taken out of rotation while they restart or stop.
     pub(crate) draining: Mutex<std::collections::BTreeSet<String>>,
@@ -138,7 +146,17 @@ impl Controller {
         // Remember which binary this controller runs, before it can be replaced on disk.
         let _ = crate::client::binary_identity();
         let store = Store::open(&home.db())?;
-        let run_as = RunAs::detect().map_err(anyhow::Error::msg)?;
+        let run_as = RunAs::detect();
+        let tag = crate::substrate::home_tag(
+            &std::fs::canonicalize(&home.root).unwrap_or_else(|_| home.root.clone()),
+        );
+        let cgroups = crate::cgroup::Cgroups::detect(&tag);
+        if !cgroups.is_enabled() {
+            log(format!(
+                "units are not contained in cgroups ({}): a unit's processes may outlive its supervisor",
+                cgroups.limits_unsupported.as_deref().unwrap_or("unknown reason")
+            ));
+        }
         let vault = crate::vault::Vault::open(&home.root.join("secret.key"))?;
         let exe = std::env::current_exe()?;
         Ok(Arc::new(Controller {
@@ -147,10 +165,14 @@ impl Controller {
             home,
             store,
             run_as,
+            app_users: Mutex::new(HashMap::new()),
+            cgroups,
+            release_grants: Mutex::new(HashMap::new()),
             vault,
             providers: twelve_providers::Providers::new(),
             service_status: Mutex::new(HashMap::new()),
             ingress_port: crate::ingress::port_from_env(),
+            ingress_error: Mutex::new(None),
             routes_pushed: Mutex::new(None),
             draining: Mutex::new(Default::default()),
             surging: Mutex::new(Default::default()),
@@ -180,6 +202,12 @@ impl Controller {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
         }
+        // A controller owns its ingress: it does not start when the ingress port is held
+        // by anything else (it would report URLs that reach someone else's server).
+        if let Err(e) = self.ensure_ingress().await {
+            let _ = std::fs::remove_file(&sock);
+            anyhow::bail!("{e}");
+        }
         std::fs::write(self.home.pid_file(), std::process::id().to_string())?;
         log(format!(
             "started (pid {}, home {})",
@@ -206,6 +234,8 @@ impl Controller {
             }
         }
         self.web_stop.notify_waiters();
+        self.stop_ingress_if_unused().await;
+        self.cgroups.remove_empty_bases();
         let _ = std::fs::remove_file(&sock);
         let _ = std::fs::remove_file(self.home.pid_file());
         let _ = std::fs::remove_file(self.home.root.join("web.addr"));
@@ -245,20 +275,34 @@ impl Controller {
                 num_units,
                 config,
                 timeout,
+                constraints,
             } => {
-                self.set_rollout_timeout(&app, timeout);
-                let out = self
-                    .deploy(
-                        app.clone(),
-                        project_dir,
-                        charm_dir,
-                        release_id,
-                        num_units,
-                        config,
-                    )
-                    .await;
-                self.set_rollout_timeout(&app, timeout);
-                out
+                // Checked first: a bad constraint changes nothing.
+                let constraints = constraints
+                    .map(|c| crate::cgroup::parse_constraints(&c))
+                    .transpose()
+                    .map_err(|e| {
+                        ApiError::new(e)
+                            .hint("twelve deploy DIR --constraints \"mem=512M cores=1.5\"")
+                    })?;
+                let name = app.clone();
+                self.set_rollout_timeout(&name, timeout);
+                let mut out = self
+                    .deploy(app, project_dir, charm_dir, release_id, num_units, config)
+                    .await?;
+                self.set_rollout_timeout(&name, timeout);
+                if let Some(c) = constraints {
+                    let applied = self.set_constraints(&name, c)?;
+                    out["constraints"] = applied["constraints"].clone();
+                }
+                Ok(out)
+            }
+            Request::SetConstraints { app, constraints } => {
+                let c = crate::cgroup::parse_constraints(&constraints).map_err(|e| {
+                    ApiError::new(e)
+                        .hint(format!("twelve set-constraints {app} mem=512M cores=1.5"))
+                })?;
+                self.set_constraints(&app, c)
             }
             Request::Rollback { app, release } => self.rollback(&app, release),
             Request::Status { app } => self.status(app.as_deref()),
@@ -315,7 +359,11 @@ impl Controller {
                 name,
                 external,
                 management,
-            } => self.deploy_service(&kind, name, external, management).await,
+                key_prefix,
+            } => {
+                self.deploy_service(&kind, name, external, management, key_prefix)
+                    .await
+            }
             Request::Integrate { app, target, data } => self.integrate(&app, &target, data).await,
             Request::RemoveRelation {
                 app,
@@ -761,6 +809,7 @@ impl Controller {
                     rollback_note: None,
                     rollback: None,
                     rollout_timeout: None,
+                    constraints: Default::default(),
                 };
                 self.store.put_app(&record).map_err(store_err)?;
                 self.statuses
@@ -784,6 +833,51 @@ impl Controller {
                 ))
             }
         }
+    }
+
+    /// Stores an app's constraints (the whole set, as Juju's `set-constraints` does: a key
+    /// not given has no limit) and applies them to every running unit at once: cgroup
+    /// limits change live.
+    fn set_constraints(&self, name: &str, given: Constraints) -> ApiResult {
+        self.app(name)?;
+        if self.cgroups.limits_unsupported.is_some()
+            && (given.mem.is_some() || given.cores.is_some())
+        {
+            return Err(ApiError::new(format!(
+                "constraints cannot be enforced on this machine: {}",
+                self.cgroups
+                    .limits_unsupported
+                    .as_deref()
+                    .unwrap_or_default()
+            )));
+        }
+        let rec = self
+            .store
+            .update_app(name, move |a| {
+                a.constraints = given;
+                Ok(a.clone())
+            })
+            .map_err(store_err)?
+            .map_err(ApiError::new)?;
+        let prefix = format!("{name}-");
+        if let Ok(entries) = std::fs::read_dir(self.home.units()) {
+            for e in entries.flatten() {
+                let file = e.file_name().to_string_lossy().into_owned();
+                let ours = file.strip_prefix(&prefix).is_some_and(|rest| {
+                    let n = rest.split('.').next().unwrap_or_default();
+                    !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())
+                });
+                if ours {
+                    crate::cgroup::UnitCgroup::recorded(&e.path())
+                        .set_limits(rec.constraints.limits());
+                }
+            }
+        }
+        log(format!(
+            "{name}: constraints {:?}",
+            rec.constraints.to_juju()
+        ));
+        Ok(json!({"app": name, "constraints": rec.constraints.to_juju()}))
     }
 
     fn rollback(&self, name: &str, release: u32) -> ApiResult {
@@ -906,6 +1000,12 @@ impl Controller {
         }
         self.store.delete_app(name).map_err(store_err)?;
         let _ = std::fs::remove_dir_all(self.home.root.join("projects").join(name));
+        // No process of the app is left (its units' cgroups are empty): its user goes.
+        self.app_users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        self.run_as.remove_app_user(&self.home.root, name);
         self.statuses
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1028,6 +1128,26 @@ impl Controller {
                 })
             })
             .collect();
+        let mut list = list;
+        // Constraints as stored, even before the next reconcile pass.
+        for st in &mut list {
+            if let Some(a) = apps.iter().find(|a| a.name == st.name) {
+                st.constraints = (a.constraints != Constraints::default()).then_some(a.constraints);
+            }
+        }
+        if let Some(e) = self
+            .ingress_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            // No URL to give: it would not reach the app.
+            for a in &mut list {
+                a.url = None;
+                a.status = "error".into();
+                a.message = format!("not reachable: {e}");
+            }
+        }
         Ok(json!({"apps": list, "backing-services": self.service_statuses()}))
     }
 
@@ -1044,6 +1164,7 @@ impl Controller {
                 }
                 // Units that are going away leave rotation before they stop.
                 self.push_routes(&apps).await;
+                self.grant_releases(&apps);
                 self.remove_stray_units(&apps).await;
                 self.reconcile_services().await;
                 for app in &apps {
@@ -1140,11 +1261,12 @@ impl Controller {
         // Plans run twelve's own roles (the statsd exporter) as `twelve ...`: this binary.
         map.add_program("twelve", self.unit_exe.clone());
         let plan = plan_unit(&project, &self.app_state(app, unit));
+        let user = self.app_user(&app.name)?;
         let host = host_unit(
             &plan,
             &map,
             &app.unit_dir(&self.home, unit),
-            &self.run_as,
+            user.as_ref(),
             project.framework.app_dir(),
         );
         Ok((plan, host))
@@ -1168,6 +1290,7 @@ impl Controller {
             release: Some(app.current_release),
             url: Some(format!("{}/", self.app_url(&app.name))),
             generation: app.generation,
+            constraints: (app.constraints != Constraints::default()).then_some(app.constraints),
             ..Default::default()
         };
         let mut plans = vec![];
@@ -1373,40 +1496,162 @@ impl Controller {
         status
     }
 
-    /// The directories of a unit that belong to its user: `tmp` (the app's TMPDIR) and
-    /// `run` (the sockets the app listens on, gunicorn's). Also called before a unit's
-    /// files are written, for a unit whose supervisor an older twelve started.
-    pub(crate) fn unit_own_dirs(&self, dir: &Path) -> Result<(), String> {
-        use std::os::unix::fs::PermissionsExt;
-        for own in ["tmp", "run"] {
-            let path = dir.join(own);
-            std::fs::create_dir_all(&path).map_err(|e| e.to_string())?;
-            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700));
-            self.run_as.chown(&path);
+    /// The app's own system user (`None` when twelve runs unprivileged), created the first
+    /// time it is needed.
+    pub(crate) fn app_user(&self, app: &str) -> Result<Option<AppUser>, String> {
+        if let Some(u) = self
+            .app_users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(app)
+        {
+            return Ok(Some(u.clone()));
         }
-        Ok(())
+        let user = self.run_as.app_user(&self.home.root, app)?;
+        if let Some(u) = &user {
+            self.app_users
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(app.to_string(), u.clone());
+        }
+        Ok(user)
     }
 
+    /// Opens each release directory to the groups of the apps that have it (in any
+    /// release, for rollbacks) and closes it to everyone else (`substrate::restrict_release`).
+    pub(crate) fn grant_releases(&self, apps: &[AppRecord]) {
+        if self.run_as == RunAs::Invoker {
+            return;
+        }
+        let mut want: HashMap<String, Vec<u32>> = HashMap::new();
+        for app in apps {
+            let Ok(Some(user)) = self.app_user(&app.name) else {
+                continue;
+            };
+            for r in &app.releases {
+                want.entry(r.id.clone()).or_default().push(user.gid);
+            }
+        }
+        let mut done = self
+            .release_grants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (id, mut gids) in want {
+            gids.sort_unstable();
+            gids.dedup();
+            if done.get(&id) == Some(&gids) {
+                continue;
+            }
+            let dir = self.home.releases().join(&id);
+            if !dir.is_dir() {
+                continue;
+            }
+            match crate::substrate::restrict_release(&dir, &gids) {
+                Ok(()) => {}
+                Err(e) => log(format!(
+                    "cannot restrict {} to its apps ({e}): other apps can read its code",
+                    dir.display()
+                )),
+            }
+            done.insert(id, gids);
+        }
+    }
+
+    /// The unit directory laid out for its app's user (`substrate::unit_dirs`). Also
+    /// called before a unit's files are written, for a unit an older twelve started.
+    pub(crate) fn unit_own_dirs(&self, dir: &Path) -> Result<(), String> {
+        let app = crate::substrate::app_of_unit_dir(dir)
+            .ok_or_else(|| format!("{} is not a unit directory", dir.display()))?;
+        let user = self.app_user(&app)?;
+        crate::substrate::unit_dirs(dir, user.as_ref())
+            .map_err(|e| format!("cannot prepare {}: {e}", dir.display()))
+    }
+
+    /// The pid of a unit's supervisor when it is alive.
+    fn supervisor_pid(dir: &Path) -> Option<nix::unistd::Pid> {
+        let pid = std::fs::read_to_string(dir.join(".pebble.pid"))
+            .ok()?
+            .trim()
+            .parse::<i32>()
+            .ok()?;
+        let pid = nix::unistd::Pid::from_raw(pid);
+        nix::sys::signal::kill(pid, None).ok().map(|()| pid)
+    }
+
+    /// Makes sure the unit's supervisor runs. A supervisor that died leaves nothing
+    /// behind: what its services left in the unit's cgroup is killed before a new one
+    /// starts, in a fresh cgroup with the app's constraints.
     pub(crate) async fn ensure_pebble(&self, dir: &Path) -> Result<(), String> {
         let dir = dir.to_path_buf();
         let pebble = Pebble::for_dir(&dir);
         if pebble.system_info().await.is_ok() {
             return Ok(());
         }
-        self.unit_own_dirs(&dir)?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
+        let old = crate::cgroup::UnitCgroup::recorded(&dir);
+        if !old.is_empty_record() {
+            let alive =
+                Self::supervisor_pid(&dir).is_some_and(|pid| old.procs().contains(&pid.as_raw()));
+            if alive {
+                return Err(format!(
+                    "the supervisor in {} runs but does not answer",
+                    dir.display()
+                ));
+            }
+            let left = old.procs();
+            if !left.is_empty() {
+                log(format!(
+                    "the supervisor of {} is gone; killing the {} process(es) it left: {left:?}",
+                    dir.display(),
+                    left.len()
+                ));
+            }
+            let cleaned = {
+                let old = old.clone();
+                tokio::task::spawn_blocking(move || {
+                    let empty = old.kill_all(Duration::from_secs(5));
+                    old.remove();
+                    empty
+                })
+                .await
+                .unwrap_or(false)
+            };
+            if !cleaned {
+                return Err(format!(
+                    "processes of {} survive SIGKILL; not starting another supervisor",
+                    dir.display()
+                ));
+            }
         }
+        self.unit_own_dirs(&dir)?;
+        // The app's constraints as stored now.
+        let constraints = crate::substrate::app_of_unit_dir(&dir)
+            .and_then(|app| self.store.app(&app).ok().flatten())
+            .map(|a| a.constraints)
+            .unwrap_or_default();
+        let cgroup = if self.cgroups.is_enabled() {
+            Some(
+                self.cgroups
+                    .create(&dir, constraints.limits())
+                    .map_err(|e| format!("cannot create the cgroup of {}: {e}", dir.display()))?,
+            )
+        } else {
+            None
+        };
+        let fds = match &cgroup {
+            Some(c) => c.join_files().map_err(|e| e.to_string())?,
+            None => vec![],
+        };
         let dir_s = dir.display().to_string();
-        let child = crate::client::spawn_detached(
+        let child = crate::client::spawn_detached_in(
             &self.exe,
             &["pebble", "run", "--dir", &dir_s],
-            &self.home.root,
+            None,
             &dir.join("pebble.log"),
             true,
+            &crate::cgroup::raw(&fds),
         )
         .map_err(|e| e.to_string())?;
+        drop(fds);
         // Reap it if it ever exits while we live; it runs on after we are gone.
         std::thread::spawn(move || {
             let mut child = child;
@@ -1467,6 +1712,10 @@ impl Controller {
                 }
             }
         }
+        // Whatever the services left (or a supervisor that would not stop) goes with the
+        // unit's cgroup.
+        let cgroup = crate::cgroup::UnitCgroup::recorded(dir);
+        let _ = tokio::task::spawn_blocking(move || cgroup.remove()).await;
         let _ = std::fs::remove_dir_all(dir);
     }
 

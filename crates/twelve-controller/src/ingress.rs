@@ -30,11 +30,53 @@ impl Controller {
         format!("http://{app}.localhost:{}", self.ingress_port)
     }
 
-    /// Starts the ingress when it does not answer.
+    /// The pid of this home's ingress when it runs.
+    fn ingress_pid(&self) -> Option<nix::unistd::Pid> {
+        let dir = self.home.root.join("ingress");
+        let pid: i32 = std::fs::read_to_string(dir.join(twelve_ingress::PID_FILE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        // Only a `twelve ingress run` of this home's directory, never a reused pid.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let ours = args
+            .windows(2)
+            .any(|w| w[0] == b"ingress" && w[1] == b"run")
+            && args.contains(&dir.as_os_str().as_encoded_bytes());
+        ours.then(|| nix::unistd::Pid::from_raw(pid))
+    }
+
+    /// Starts the ingress when it does not answer. Fails, naming the holder, when its
+    /// port is held by anything else: another controller's ingress, or any other server.
     pub(crate) async fn ensure_ingress(&self) -> Result<(), String> {
         let sock = self.ingress_socket();
         if client::get_routes(&sock).await.is_ok() {
+            *self.ingress_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
             return Ok(());
+        }
+        let result = self.start_ingress().await;
+        *self.ingress_error.lock().unwrap_or_else(|e| e.into_inner()) = result.clone().err();
+        result
+    }
+
+    async fn start_ingress(&self) -> Result<(), String> {
+        let sock = self.ingress_socket();
+        if let Some(pid) = self.ingress_pid() {
+            return Err(format!(
+                "the ingress (pid {pid}) runs but does not answer on {}",
+                sock.display()
+            ));
+        }
+        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", self.ingress_port)) {
+            let holder = port_holder(self.ingress_port)
+                .map(|h| format!(" by {h}"))
+                .unwrap_or_default();
+            return Err(format!(
+                "the ingress port {} is already held{holder} ({e}): it is not this controller's ingress, so apps could not be reached through it; stop that process, or give this controller another port with TWELVE_INGRESS_PORT",
+                self.ingress_port
+            ));
         }
         let dir = self.home.root.join("ingress");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -66,6 +108,26 @@ impl Controller {
         ))
     }
 
+    /// Stops the ingress (it finishes the requests in flight) when this controller has
+    /// nothing left for it to serve: called as the controller stops.
+    pub(crate) async fn stop_ingress_if_unused(&self) {
+        let apps = self.store.apps().unwrap_or_default();
+        if !apps.is_empty() {
+            return;
+        }
+        let Some(pid) = self.ingress_pid() else {
+            return;
+        };
+        if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_err() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && nix::sys::signal::kill(pid, None).is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        crate::controller::log(format!("stopped the ingress (pid {pid}): no app left"));
+    }
+
     /// The table as it should be now: ready units in rotation, units being changed out.
     pub(crate) fn route_table(&self, apps: &[AppRecord]) -> RouteTable {
         let statuses = self
@@ -95,6 +157,9 @@ impl Controller {
                 }
             }
             let mut backends = vec![];
+            // The uid the app's servers run as, which the ingress checks its listeners
+            // against (none when twelve runs unprivileged).
+            let socket_uid = self.app_user(&app.name).ok().flatten().map(|u| u.uid);
             for u in &app.units {
                 let unit = format!("{}/{}", app.name, u.number);
                 // Ready and running its plan, or the plan it keeps while the app is
@@ -114,6 +179,7 @@ impl Controller {
                         unit,
                         addr,
                         socket,
+                        socket_uid,
                         state: BackendState::Draining,
                     });
                 } else if ready {
@@ -121,6 +187,7 @@ impl Controller {
                         unit,
                         addr,
                         socket,
+                        socket_uid,
                         state: BackendState::Ready,
                     });
                 }
@@ -223,4 +290,55 @@ impl Controller {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&format!("{app}/{unit}"));
     }
+}
+
+/// Who listens on a TCP port of this machine: `pid N (command)`, from `/proc/net/tcp*`
+/// and the processes' descriptors; `None` when it cannot be told (another user's process
+/// when not root, another network namespace).
+pub fn port_holder(port: u16) -> Option<String> {
+    let mut inodes = vec![];
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is HEX_IP:HEX_PORT; state 0A is LISTEN; inode is field 9.
+            if f.len() > 9 && f[3] == "0A" {
+                let local_port = f[1]
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+                if local_port == Some(port) {
+                    inodes.push(format!("socket:[{}]", f[9]));
+                }
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = proc_entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(link) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            if inodes.iter().any(|i| link.as_os_str() == i.as_str()) {
+                let cmd = std::fs::read(proc_entry.path().join("cmdline"))
+                    .map(|c| {
+                        c.split(|b| *b == 0)
+                            .filter(|a| !a.is_empty())
+                            .map(|a| String::from_utf8_lossy(a).into_owned())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default();
+                return Some(format!("pid {pid} ({cmd})"));
+            }
+        }
+    }
+    None
 }

@@ -40,6 +40,9 @@ pub struct AppRecord {
     /// Why the app was rolled back, shown by `status` until the next change.
     #[serde(default)]
     pub rollback_note: Option<String>,
+    /// Limits for each unit (`--constraints`, `set-constraints`).
+    #[serde(default)]
+    pub constraints: Constraints,
     /// The last rollback, for `twelve deploy` and the commands that wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackRecord>,
@@ -47,6 +50,44 @@ pub struct AppRecord {
     /// (`twelve deploy --timeout`), in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_timeout: Option<u64>,
+}
+
+/// Juju-style constraints: limits on each unit of an app, enforced by its cgroup.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+pub struct Constraints {
+    /// Memory limit in bytes (`mem=512M`): over it, the kernel kills a process of the unit
+    /// and its supervisor restarts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem: Option<u64>,
+    /// CPU quota in CPUs (`cores=1.5`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<f64>,
+}
+
+impl Constraints {
+    pub fn limits(&self) -> crate::cgroup::Limits {
+        crate::cgroup::Limits {
+            memory: self.mem,
+            cpu_millis: self.cores.map(|c| (c * 1000.0).round() as u64),
+        }
+    }
+
+    /// As Juju prints them: `mem=512M cores=1.5`; empty when there are none.
+    pub fn to_juju(&self) -> String {
+        let mut out = vec![];
+        if let Some(m) = self.mem {
+            let mib = m / (1024 * 1024);
+            if m % (1 << 30) == 0 {
+                out.push(format!("mem={}G", m >> 30));
+            } else {
+                out.push(format!("mem={mib}M"));
+            }
+        }
+        if let Some(c) = self.cores {
+            out.push(format!("cores={c}"));
+        }
+        out.join(" ")
+    }
 }
 
 /// A change that did not become ready and was rolled back.

@@ -748,15 +748,7 @@ impl LayerDigest {
 }
 
 fn write_files(host: &HostUnit) -> Result<(), String> {
-    for (path, content) in &host.files {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-        }
-        std::fs::write(path, content).map_err(|e| e.to_string())?;
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644));
-    }
-    Ok(())
+    crate::substrate::write_unit_files(&host.files, host.app_user.as_ref())
 }
 
 /// SIGTERM to a unit supervisor, without waiting (it stops its services and exits).

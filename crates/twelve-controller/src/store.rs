@@ -18,10 +18,36 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("state store holds a record it cannot read: {0}")]
     Decode(#[from] serde_json::Error),
+    #[error("state store {path}: {error}")]
+    Io { path: String, error: std::io::Error },
+}
+
+/// Makes `path` 0600, creating it (empty) when `create` and it is missing.
+fn make_private(path: &Path, create: bool) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |error| StoreError::Io {
+        path: path.display().to_string(),
+        error,
+    };
+    if create {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+    } else if !path.exists() {
+        return Ok(());
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)
 }
 
 impl Store {
+    /// Opens (or creates) the store at `path`. The database, its write-ahead log and its
+    /// shared-memory index are 0600: SQLite gives the `-wal` and `-shm` files the mode of
+    /// the database file, so that file is made 0600 before SQLite opens it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        make_private(path, true)?;
         let conn = Connection::open(path)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
@@ -32,13 +58,23 @@ impl Store {
              CREATE TABLE IF NOT EXISTS secrets (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, doc TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS services (name TEXT PRIMARY KEY, doc TEXT NOT NULL);",
         )?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        // A store an older twelve created may have left them readable.
+        for f in &Store::files(path)[1..] {
+            make_private(f, false)?;
         }
         Ok(Store {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// The store's files, for tests and checks: the database, `-wal` and `-shm`.
+    pub fn files(path: &Path) -> [std::path::PathBuf; 3] {
+        let with = |suffix: &str| {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            std::path::PathBuf::from(p)
+        };
+        [path.to_path_buf(), with("-wal"), with("-shm")]
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {

@@ -4,18 +4,15 @@
 //! - The rock's paths map to the release: the app directory, `/bin/python3` and bare
 //!   commands to the release's virtual environment or binaries, `/tmp` to the unit's own
 //!   temporary directory, the plan's files (gunicorn.conf.py) to the unit's directory.
-//! - `_daemon_` is a real unprivileged user when twelve runs as root; otherwise services
-//!   run as the invoking user.
+//! - The rock's `_daemon_` becomes the app's own system user when twelve runs as root
+//!   ([`AppUser`], one per app, from a reserved uid range); otherwise services run as the
+//!   invoking user.
 
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 use twelve_charm::UnitPlan;
 use twelve_layer::{quote_word, Command, LayerDoc, Service};
-
-/// rockcraft's shared unprivileged user.
-pub const DAEMON_USER: &str = "_daemon_";
-pub const DAEMON_UID: u32 = 584792;
 
 /// Rock path prefixes and the host paths they stand for, longest first.
 #[derive(Debug, Clone, Default)]
@@ -127,66 +124,265 @@ impl PathMap {
     }
 }
 
+/// The first and last uid of the range twelve gives app users from (above rockcraft's
+/// `_daemon_`, 584792; outside the usual login and subordinate-id ranges).
+pub const APP_UID_MIN: u32 = 590_000;
+pub const APP_UID_MAX: u32 = 599_999;
+
 /// Who app processes run as on this machine.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunAs {
-    /// twelve runs as root: apps run as `_daemon_`.
-    Daemon { uid: u32, gid: u32 },
-    /// twelve runs unprivileged: apps run as the invoking user.
+    /// twelve runs as root: every app gets a system user of its own ([`AppUser`]), as
+    /// systemd's DynamicUser gives each service one.
+    PerApp,
+    /// twelve runs unprivileged: apps run as the invoking user (no isolation between apps).
     Invoker,
 }
 
+/// The system user and group an app's processes run as, each app its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Eight hex digits naming a `TWELVE_HOME`, so that two controllers' apps of the same
+/// name get different users (and cgroups).
+pub fn home_tag(home: &Path) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(home.as_os_str().as_encoded_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The user name of an app of the controller at `home`: `tw<tag>-<app>`, within the 32
+/// characters a user name may have (a longer app name keeps 14 characters and gains a
+/// digest of the whole, so two long names never share a user). The tag comes first so
+/// that `ps`, which shows eight characters, tells apps apart.
+pub fn app_user_name(home: &Path, app: &str) -> String {
+    use sha2::Digest;
+    let tag = &home_tag(home)[..6];
+    let name = format!("tw{tag}-{app}");
+    if name.len() <= 32 {
+        return name;
+    }
+    let digest = sha2::Sha256::digest(app.as_bytes());
+    let h: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let head: String = app.chars().take(14).collect();
+    format!("tw{tag}-{head}-{}", &h[..7])
+}
+
 impl RunAs {
-    /// Decides, creating the `_daemon_` user when twelve runs as root and it is missing.
-    pub fn detect() -> Result<RunAs, String> {
-        if !nix::unistd::geteuid().is_root() {
-            return Ok(RunAs::Invoker);
-        }
-        if let Ok(Some(u)) = nix::unistd::User::from_name(DAEMON_USER) {
-            return Ok(RunAs::Daemon {
-                uid: u.uid.as_raw(),
-                gid: u.gid.as_raw(),
-            });
-        }
-        let out = std::process::Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--home-dir",
-                "/nonexistent",
-                "--shell",
-                "/usr/sbin/nologin",
-                "--user-group",
-            ])
-            .args(["--uid", &DAEMON_UID.to_string(), DAEMON_USER])
-            .output()
-            .map_err(|e| format!("cannot run useradd to create the {DAEMON_USER} user: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "cannot create the {DAEMON_USER} user: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        match nix::unistd::User::from_name(DAEMON_USER) {
-            Ok(Some(u)) => Ok(RunAs::Daemon {
-                uid: u.uid.as_raw(),
-                gid: u.gid.as_raw(),
-            }),
-            _ => Err(format!(
-                "created the {DAEMON_USER} user but cannot look it up"
-            )),
+    pub fn detect() -> RunAs {
+        if nix::unistd::geteuid().is_root() {
+            RunAs::PerApp
+        } else {
+            RunAs::Invoker
         }
     }
 
-    pub fn chown(&self, path: &Path) {
-        if let RunAs::Daemon { uid, gid } = self {
-            let _ = nix::unistd::chown(
-                path,
-                Some(nix::unistd::Uid::from_raw(*uid)),
-                Some(nix::unistd::Gid::from_raw(*gid)),
-            );
+    /// The app's user, created (with a group of its own) when it does not exist yet.
+    /// `None` when twelve runs unprivileged.
+    pub fn app_user(&self, home: &Path, app: &str) -> Result<Option<AppUser>, String> {
+        if *self == RunAs::Invoker {
+            return Ok(None);
+        }
+        let name = app_user_name(home, app);
+        if let Some(u) = lookup_user(&name) {
+            return Ok(Some(u));
+        }
+        let comment = format!("twelve app {app} ({})", home.display());
+        for uid in APP_UID_MIN..=APP_UID_MAX {
+            let taken = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .is_some()
+                || nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .is_some();
+            if taken {
+                continue;
+            }
+            let out = std::process::Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--home-dir",
+                    "/nonexistent",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    "--user-group",
+                    "--comment",
+                    &comment,
+                    "--uid",
+                    &uid.to_string(),
+                ])
+                .arg(&name)
+                .output()
+                .map_err(|e| format!("cannot run useradd to create the user of {app}: {e}"))?;
+            if out.status.success() {
+                return lookup_user(&name)
+                    .map(Some)
+                    .ok_or_else(|| format!("created the user {name} but cannot look it up"));
+            }
+            // Another controller took this uid, or this name, in the meantime.
+            if let Some(u) = lookup_user(&name) {
+                return Ok(Some(u));
+            }
+            if out.status.code() == Some(4) {
+                continue;
+            }
+            return Err(format!(
+                "cannot create the user {name} for {app}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Err(format!(
+            "no free uid left in {APP_UID_MIN}-{APP_UID_MAX} for the user of {app}"
+        ))
+    }
+
+    /// Deletes the app's user and group (after its processes are gone).
+    pub fn remove_app_user(&self, home: &Path, app: &str) {
+        if *self == RunAs::Invoker {
+            return;
+        }
+        let name = app_user_name(home, app);
+        if lookup_user(&name).is_some() {
+            let _ = std::process::Command::new("userdel").arg(&name).output();
         }
     }
+}
+
+fn lookup_user(name: &str) -> Option<AppUser> {
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .map(|u| AppUser {
+            name: u.name,
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+        })
+}
+
+/// The app a unit directory belongs to: `<app>-<n>` or `<app>-<n>.<k>`.
+pub fn app_of_unit_dir(dir: &Path) -> Option<String> {
+    let name = dir.file_name()?.to_str()?;
+    let base = match name.rsplit_once('.') {
+        Some((b, k)) if k.parse::<u32>().is_ok() => b,
+        _ => name,
+    };
+    let (app, n) = base.rsplit_once('-')?;
+    (n.parse::<u32>().is_ok() && !app.is_empty()).then(|| app.to_string())
+}
+
+/// Gives `path` to `owner` (uid, gid) with `mode`; root keeps what is root's when `owner`
+/// is `None` (twelve runs unprivileged).
+pub fn own(path: &Path, owner: Option<(u32, u32)>, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some((uid, gid)) = owner {
+        nix::unistd::chown(
+            path,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(std::io::Error::from)?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// Lays out a unit's directory for its app's user: the directory itself root's and the
+/// app group's (0750: the app reads its files, nobody else enters), and `tmp` (TMPDIR),
+/// `run` (its sockets) and `home` (HOME) the app user's own (0700).
+pub fn unit_dirs(dir: &Path, user: Option<&AppUser>) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    own(dir, user.map(|u| (0, u.gid)), 0o750)?;
+    for sub in ["tmp", "run", "home"] {
+        let path = dir.join(sub);
+        std::fs::create_dir_all(&path)?;
+        own(&path, user.map(|u| (u.uid, u.gid)), 0o700)?;
+    }
+    Ok(())
+}
+
+/// Writes the files of a unit's plan (gunicorn.conf.py): root's, readable by the app's
+/// group (0640) and nobody else's; the app cannot change its own supervisor's inputs.
+pub fn write_unit_files(
+    files: &IndexMap<PathBuf, String>,
+    user: Option<&AppUser>,
+) -> Result<(), String> {
+    for (path, content) in files {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            // `files/` and the directories under it: the app's group traverses them
+            // (the controller's umask would leave them root's alone).
+            for dir in parent.ancestors() {
+                own(dir, user.map(|u| (0, u.gid)), 0o750)
+                    .map_err(|e| format!("{}: {e}", dir.display()))?;
+                if dir.file_name().is_some_and(|n| n == "files") {
+                    break;
+                }
+            }
+        }
+        std::fs::write(path, content).map_err(|e| e.to_string())?;
+        own(path, user.map(|u| (0, u.gid)), 0o640)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Closes a release directory to every app but the ones that run it: mode 0750, root's,
+/// with a POSIX ACL entry `group:<app group>:r-x` for each app group in `gids` (a
+/// release is content-addressed, so two apps deploying the same files share it). What is
+/// inside keeps its modes: without a way through this directory, nobody else reaches it.
+/// Fails where the file system has no ACLs (the caller then leaves it open, and says so).
+pub fn restrict_release(dir: &Path, gids: &[u32]) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    // The kernel's posix_acl_xattr format: a version, then (tag, perm, id) entries in tag
+    // order, named groups by id, a mask when there are named entries.
+    const USER_OBJ: u16 = 0x01;
+    const GROUP_OBJ: u16 = 0x04;
+    const GROUP: u16 = 0x08;
+    const MASK: u16 = 0x10;
+    const OTHER: u16 = 0x20;
+    const UNDEFINED: u32 = u32::MAX;
+    let mut gids = gids.to_vec();
+    gids.sort_unstable();
+    gids.dedup();
+    let mut acl: Vec<u8> = 2u32.to_le_bytes().to_vec();
+    let mut entry = |tag: u16, perm: u16, id: u32| {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    };
+    entry(USER_OBJ, 7, UNDEFINED);
+    entry(GROUP_OBJ, 5, UNDEFINED);
+    for g in &gids {
+        entry(GROUP, 5, *g);
+    }
+    entry(MASK, 5, UNDEFINED);
+    entry(OTHER, 0, UNDEFINED);
+    own(dir, Some((0, 0)), 0o750)?;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: a NUL-terminated path, a static attribute name, and a buffer with its length.
+    let r = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            c"system.posix_acl_access".as_ptr(),
+            acl.as_ptr().cast(),
+            acl.len(),
+            0,
+        )
+    };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        // Leave it as it was: readable, rather than closed to the app that runs it.
+        let _ = own(dir, None, 0o755);
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// The Unix socket a gunicorn unit listens on beside its port, for the ingress: a
@@ -237,6 +433,8 @@ pub struct HostUnit {
     pub environment: IndexMap<String, String>,
     pub app_dir: PathBuf,
     pub user: Option<String>,
+    /// The app's own user, who owns the unit's files (`None`: twelve runs unprivileged).
+    pub app_user: Option<AppUser>,
 }
 
 /// Maps a plan: paths, commands, users, and the host environment additions.
@@ -244,7 +442,7 @@ pub fn host_unit(
     plan: &UnitPlan,
     map: &PathMap,
     unit_dir: &Path,
-    run_as: &RunAs,
+    app_user: Option<&AppUser>,
     app_dir_rock: &str,
 ) -> HostUnit {
     let mut map = map.clone();
@@ -285,17 +483,18 @@ pub fn host_unit(
         );
         dirs.join(":")
     };
+    let home = unit_dir.join("home");
     let extra = |env: &mut IndexMap<String, String>| {
         env.insert("PATH".into(), path_env.clone());
         env.insert("TMPDIR".into(), tmp.display().to_string());
+        env.insert("HOME".into(), home.display().to_string());
         env.entry("LANG".into()).or_insert_with(|| "C.UTF-8".into());
         env.entry("PYTHONUNBUFFERED".into())
             .or_insert_with(|| "1".into());
     };
-    let user = match run_as {
-        RunAs::Daemon { .. } => Some(DAEMON_USER.to_string()),
-        RunAs::Invoker => None,
-    };
+    // Every service of the unit runs as the app's user, whether or not the plan names
+    // one: the rocks run everything as `_daemon_` (`run-user`), never as root.
+    let user = app_user.map(|u| u.name.clone());
     let mut layer = LayerDoc {
         summary: Some("twelve unit plan".into()),
         ..Default::default()
@@ -308,14 +507,10 @@ pub fn host_unit(
         if let Some(w) = &s.working_dir {
             s.working_dir = Some(map.path(w));
         }
-        let wants_user = s.user.is_some() || s.user_id.is_some();
-        s.user = None;
+        s.user = user.clone();
         s.user_id = None;
         s.group = None;
         s.group_id = None;
-        if wants_user {
-            s.user = user.clone();
-        }
         for v in s.environment.values_mut() {
             if v.starts_with('/') && !v.contains(':') {
                 *v = map.path(v);
@@ -334,6 +529,7 @@ pub fn host_unit(
         environment,
         app_dir: PathBuf::from(map.path(app_dir_rock)),
         user,
+        app_user: app_user.cloned(),
     }
 }
 
@@ -400,6 +596,41 @@ print('ok')
             "{conf}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    #[test]
+    fn unit_directories_name_their_app() {
+        for (dir, app) in [
+            ("/h/units/web-0", Some("web")),
+            ("/h/units/my-app-12.3", Some("my-app")),
+            ("/h/units/web-x", None),
+            ("/h/units/web", None),
+            ("/h/units/-1", None),
+        ] {
+            assert_eq!(app_of_unit_dir(Path::new(dir)).as_deref(), app, "{dir}");
+        }
+    }
+
+    #[test]
+    fn app_users_are_distinct_per_home_and_app_and_valid_names() {
+        let (h1, h2) = (Path::new("/var/lib/twelve"), Path::new("/srv/other"));
+        let a = app_user_name(h1, "web");
+        assert!(
+            a.starts_with("tw") && a.ends_with("-web") && a.len() == 12,
+            "{a}"
+        );
+        assert_ne!(a, app_user_name(h2, "web"), "two controllers, two users");
+        let long1 = app_user_name(h1, "a-very-long-application-name-number-one");
+        let long2 = app_user_name(h1, "a-very-long-application-name-number-two");
+        assert_ne!(long1, long2);
+        for n in [&a, &long1, &long2] {
+            assert!(n.len() <= 32, "{n}");
+            assert!(
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{n}"
+            );
+        }
     }
 
     #[test]

@@ -176,7 +176,8 @@ impl Controller {
     }
 
     /// Starts the observability server on `TWELVE_WEB_ADDR` (default 127.0.0.1:9180) and
-    /// writes the address it got to `TWELVE_HOME/web.addr`.
+    /// writes the address it got to `TWELVE_HOME/web.addr`. It answers loopback `Host`
+    /// names, and any other with the token of `TWELVE_HOME/web-token`.
     pub(crate) async fn start_web(self: &Arc<Self>) {
         let addr = std::env::var("TWELVE_WEB_ADDR")
             .unwrap_or_else(|_| twelve_web::DEFAULT_ADDR.to_string());
@@ -191,11 +192,22 @@ impl Controller {
             let _ = std::fs::write(self.home.root.join("web.addr"), local.to_string());
             eprintln!("[controller] observability on http://{local}/ (dashboard), /sd, /metrics");
         }
+        // Loopback Host names, or any with the token (`twelve dashboard --token`).
+        let access = match self.home.web_token() {
+            Ok(token) => twelve_web::Access::with_token(token),
+            Err(e) => {
+                eprintln!(
+                    "[controller] cannot keep a dashboard token in {}: {e}; the observability server answers localhost only",
+                    self.home.web_token_file().display()
+                );
+                twelve_web::Access::local_only()
+            }
+        };
         let source: Arc<dyn Source> = Arc::new(WebSource(self.web.clone()));
         let me = self.clone();
         tokio::spawn(async move {
             let stop = async move { me.web_stop.notified().await };
-            let _ = twelve_web::serve(listener, source, stop).await;
+            let _ = twelve_web::serve_with(listener, source, access, stop).await;
         });
     }
 }

@@ -149,7 +149,8 @@ fn python(
     if venv_ready(&venv) {
         opts.say(&format!("reusing virtual environment {key}"));
     } else {
-        build_venv(&python, &venvs, &venv, &deps, extras, opts)?;
+        let installer = build_venv(&python, &venvs, &venv, &deps, extras, opts)?;
+        release.tools.insert(installer.0.into(), installer.1);
     }
 
     std::os::unix::fs::symlink(&venv, dir.join("venv"))
@@ -177,7 +178,7 @@ fn build_venv(
     deps: &PyDeps,
     extras: &[&str],
     opts: &PackOptions,
-) -> Result<(), PackError> {
+) -> Result<(&'static str, String), PackError> {
     mkdir(venvs)?;
     crate::remove_stale(venvs);
     let name = venv
@@ -185,6 +186,24 @@ fn build_venv(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = venvs.join(format!("{name}.tmp-{}", next_suffix()));
+    let uv = match &opts.python_installer {
+        crate::PythonInstaller::Auto => uv(),
+        crate::PythonInstaller::Pip => None,
+        crate::PythonInstaller::Uv(p) => Some(p.clone()),
+    };
+    if let Some(uv) = uv {
+        let cache = venvs.parent().unwrap_or(venvs).join("uv");
+        let result = uv_venv(&uv, &cache, python, &tmp, deps, extras, opts)
+            .and_then(|()| relocate_venv(&tmp, venv))
+            .and_then(|()| inputs::write_synced(&tmp.join(VENV_MARKER), b""));
+        if let Err(e) = result {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        move_in(venvs, &tmp, venv, &name)?;
+        let version = run::version_of(&uv, &["--version"]).unwrap_or_default();
+        return Ok(("uv", version));
+    }
     let result = (|| {
         opts.say("creating virtual environment");
         let mut cmd = Command::new(python);
@@ -236,6 +255,13 @@ fn build_venv(
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
     }
+    move_in(venvs, &tmp, venv, &name)?;
+    Ok(("pip", String::new()))
+}
+
+/// Renames a finished venv into place (a broken one there is moved aside first; one that
+/// another pack finished meanwhile wins).
+fn move_in(venvs: &Path, tmp: &Path, venv: &Path, name: &str) -> Result<(), PackError> {
     // A half-built or broken venv from earlier is moved aside first.
     if venv.exists() && !venv_ready(venv) {
         let aside = venvs.join(format!("{name}.old-{}", next_suffix()));
@@ -243,10 +269,10 @@ fn build_venv(
             let _ = fs::remove_dir_all(&aside);
         }
     }
-    match fs::rename(&tmp, venv) {
+    match fs::rename(tmp, venv) {
         Ok(()) => Ok(()),
         Err(e) => {
-            let _ = fs::remove_dir_all(&tmp);
+            let _ = fs::remove_dir_all(tmp);
             // Another pack built the same venv meanwhile: use theirs.
             if venv_ready(venv) {
                 Ok(())
@@ -258,6 +284,92 @@ fn build_venv(
             }
         }
     }
+}
+
+/// uv, the installer rockcraft's Python plugins use: `$TWELVE_UV` (a path; `pip` to
+/// use pip instead), else `uv` on PATH. `None`: pip builds the venv (slower).
+fn uv() -> Option<PathBuf> {
+    match std::env::var("TWELVE_UV") {
+        Ok(v) if v == "pip" => None,
+        Ok(v) if !v.is_empty() => run::which(&v),
+        _ => run::which("uv"),
+    }
+}
+
+/// Builds the venv with uv: `uv venv` with the chosen interpreter (uv never downloads
+/// one), then `uv pip install`, with uv's cache of wheels in the pack cache (`uv/`), so
+/// that a venv of packages seen before is hard links, not downloads and unpacking.
+fn uv_venv(
+    uv: &Path,
+    cache: &Path,
+    python: &Path,
+    tmp: &Path,
+    deps: &PyDeps,
+    extras: &[&str],
+    opts: &PackOptions,
+) -> Result<(), PackError> {
+    let env = |cmd: &mut Command| {
+        cmd.env("UV_CACHE_DIR", cache)
+            .env("UV_PYTHON_DOWNLOADS", "never")
+            .env("UV_NO_PROGRESS", "1")
+            .env_remove("VIRTUAL_ENV");
+        // An index set for pip is the index for uv too.
+        if std::env::var_os("UV_INDEX_URL").is_none()
+            && std::env::var_os("UV_DEFAULT_INDEX").is_none()
+        {
+            if let Some(i) = std::env::var_os("PIP_INDEX_URL") {
+                cmd.env("UV_DEFAULT_INDEX", i);
+            }
+        }
+    };
+    opts.say("creating virtual environment (uv)");
+    let mut cmd = Command::new(uv);
+    env(&mut cmd);
+    cmd.args(["venv", "--quiet", "--python"])
+        .arg(python)
+        .arg(tmp);
+    run(&mut cmd, "uv venv", "uv (PyPI: pip install uv)")?;
+    let install = |offline: bool| {
+        let mut cmd = Command::new(uv);
+        env(&mut cmd);
+        cmd.args(["pip", "install", "--quiet", "--python"])
+            .arg(tmp.join("bin/python3"));
+        if offline {
+            cmd.arg("--offline");
+        }
+        match deps {
+            PyDeps::Requirements(req) => {
+                if let Some(parent) = req.parent() {
+                    cmd.current_dir(parent);
+                }
+                cmd.arg("-r").arg(req);
+            }
+            PyDeps::Project(d) => {
+                cmd.current_dir(d);
+                cmd.arg(d);
+            }
+            PyDeps::None => {}
+        }
+        cmd.args(extras);
+        cmd
+    };
+    let mut shown = String::from("uv pip install");
+    match deps {
+        PyDeps::Requirements(_) => shown.push_str(" -r requirements.txt"),
+        PyDeps::Project(_) => shown.push_str(" ."),
+        PyDeps::None => {}
+    }
+    for e in extras {
+        shown.push(' ');
+        shown.push_str(e);
+    }
+    opts.say(&shown);
+    // From the wheels already in the cache when they satisfy the requirements (no index
+    // round trips), else from the index.
+    if run(&mut install(true), &shown, "uv (PyPI: pip install uv)").is_ok() {
+        return Ok(());
+    }
+    run(&mut install(false), &shown, "uv (PyPI: pip install uv)").map(|_| ())
 }
 
 /// Rewrites the temporary venv path to its final one in the scripts of `bin/` (console

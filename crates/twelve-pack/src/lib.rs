@@ -38,6 +38,18 @@ pub struct PackOptions {
     pub cache_dir: PathBuf,
     /// Called with a short line for each build step ("creating virtual environment").
     pub progress: Option<Progress>,
+    /// What builds Python virtual environments.
+    pub python_installer: PythonInstaller,
+}
+
+/// What builds a Python release's virtual environment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum PythonInstaller {
+    /// uv when it is there (`$TWELVE_UV`, else on PATH; `TWELVE_UV=pip` says pip), else pip.
+    #[default]
+    Auto,
+    Pip,
+    Uv(PathBuf),
 }
 
 impl PackOptions {
@@ -46,6 +58,7 @@ impl PackOptions {
             releases_dir: releases_dir.into(),
             cache_dir: cache_dir.into(),
             progress: None,
+            python_installer: PythonInstaller::Auto,
         }
     }
 

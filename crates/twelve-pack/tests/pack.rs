@@ -243,6 +243,33 @@ fn flask_pack_reuse_new_id_and_shared_venv() {
     assert_eq!(left, vec![std::ffi::OsString::from(&second.id)]);
 }
 
+/// uv builds the venv (scripts/setup.sh installs it), pip when asked or when uv is
+/// missing; both give a venv that imports the app's dependencies.
+#[test]
+fn venvs_are_built_with_uv_and_pip_remains_the_fallback() {
+    for installer in ["uv", "pip"] {
+        let f = fixture("fastapi");
+        let cache = tempfile::tempdir().unwrap();
+        let mut opts = PackOptions::new(&f.releases, cache.path());
+        if installer == "pip" {
+            opts.python_installer = twelve_pack::PythonInstaller::Pip;
+        }
+        let project = Project::load(&f.root).unwrap_or_else(|d| panic!("{d:?}"));
+        let r = pack(&project, &opts).unwrap_or_else(|e| panic!("{installer}: {e}"));
+        assert!(
+            r.tools.contains_key(installer),
+            "{installer}: {:?}",
+            r.tools
+        );
+        python_ok(&r, "import fastapi, uvicorn");
+        assert_eq!(
+            cache.path().join("uv").is_dir(),
+            installer == "uv",
+            "uv's wheel cache sits in the pack cache"
+        );
+    }
+}
+
 #[test]
 fn fastapi_venv_has_uvicorn() {
     let f = fixture("fastapi");

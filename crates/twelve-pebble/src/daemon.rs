@@ -57,6 +57,7 @@ async fn daemon(opts: RunOptions) -> Result<i32, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let layers = crate::layers::load_dir(&dir.join("layers"))?;
     let plan = Plan::from_layers(&layers).map_err(|e| e.to_string())?;
+    crate::process::protect_from_oom();
     if let Err(e) = crate::process::become_subreaper() {
         crate::log(&format!("Cannot become child subreaper: {e}"));
     }

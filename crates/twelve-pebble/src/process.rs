@@ -44,6 +44,33 @@ fn is_tracked(pid: u32) -> bool {
         .is_some_and(|s| s.contains(&pid))
 }
 
+/// Set once the daemon has made itself exempt from the OOM killer: its services then go
+/// back to the ordinary score, so that a unit over its memory limit loses a service
+/// process (which the daemon restarts), never its supervisor.
+static OOM_PROTECTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Exempts the daemon from the OOM killer (root only; a no-op otherwise).
+pub fn protect_from_oom() {
+    if Uid::effective().is_root() && std::fs::write("/proc/self/oom_score_adj", "-1000").is_ok() {
+        OOM_PROTECTED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// In a child between fork and exec: the ordinary OOM score again. Raw syscalls only.
+fn reset_oom_score() {
+    // SAFETY: open/write/close on a static path and buffer.
+    unsafe {
+        let fd = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if fd >= 0 {
+            libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+        }
+    }
+}
+
 /// Make the daemon the reaper of its orphaned descendants.
 pub fn become_subreaper() -> std::io::Result<()> {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes plain integers.
@@ -281,6 +308,15 @@ pub fn spawn(spec: &Spec, stdin: bool, kill_on_drop: bool) -> Result<Child, Stri
             ));
         }
         cmd.current_dir(dir);
+    }
+    if OOM_PROTECTED.load(std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: only raw syscalls on static data between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                reset_oom_score();
+                Ok(())
+            });
+        }
     }
     if let Some(id) = &spec.identity {
         let (uid, gid) = (id.uid, id.gid);

@@ -243,13 +243,29 @@ pub(crate) async fn provision(server: &Server, app: &str) -> Result<RelationData
         )
         .await?;
     }
+    // Only its owner may connect to an app's database.
     exec(
         &admin,
         &c,
         &format!("restricting database {name}"),
-        &format!("REVOKE ALL ON DATABASE {q} FROM PUBLIC"),
+        &format!("REVOKE ALL ON DATABASE {q} FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE {q} TO {q}"),
     )
     .await?;
+    if server.is_managed() {
+        // On a server of its own, twelve also closes the databases every role may
+        // connect to by default. An adopted server's other databases are its admin's.
+        exec(
+            &admin,
+            &c,
+            "restricting databases postgres and template1",
+            &format!(
+                "REVOKE CONNECT, TEMPORARY ON DATABASE {}, {} FROM PUBLIC",
+                ident("postgres"),
+                ident("template1")
+            ),
+        )
+        .await?;
+    }
 
     let host = if server.is_managed() {
         "127.0.0.1".to_string()

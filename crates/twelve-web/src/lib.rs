@@ -15,7 +15,12 @@
 //!
 //! Everything is read-only. This crate knows nothing of the controller's types: the
 //! controller converts its state into a [`Snapshot`].
+//!
+//! Every route answers only requests whose `Host` is `localhost`, `127.0.0.1` or `[::1]`
+//! (with any port), or that carry the server's token ([`Access`]); others get 403. This
+//! keeps a web page that rebinds its name to 127.0.0.1 from reading the server.
 
+mod access;
 mod dashboard;
 mod metrics;
 mod promconfig;
@@ -39,6 +44,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+pub use access::{is_loopback_host, Access, TOKEN_COOKIE};
 pub use metrics::render_metrics;
 pub use promconfig::prometheus_config;
 
@@ -163,13 +169,19 @@ struct AppState {
     stop: CancellationToken,
 }
 
-/// The routes, for a caller that runs its own server. Its `/events` streams end only
-/// when the client leaves; [`serve`] also ends them at shutdown.
+/// The routes, for a caller that runs its own server, answering loopback `Host`s only.
+/// Its `/events` streams end only when the client leaves; [`serve`] also ends them at
+/// shutdown.
 pub fn router(source: Arc<dyn Source>) -> Router {
-    router_with_stop(source, CancellationToken::new())
+    router_with(source, Access::local_only())
 }
 
-fn router_with_stop(source: Arc<dyn Source>, stop: CancellationToken) -> Router {
+/// [`router`] with the access rule `access`.
+pub fn router_with(source: Arc<dyn Source>, access: Access) -> Router {
+    router_with_stop(source, access, CancellationToken::new())
+}
+
+fn router_with_stop(source: Arc<dyn Source>, access: Access, stop: CancellationToken) -> Router {
     let state = AppState {
         source,
         stats: Arc::new(WebStats::default()),
@@ -185,17 +197,28 @@ fn router_with_stop(source: Arc<dyn Source>, stop: CancellationToken) -> Router 
         .route("/api/state", get(api_state))
         .route("/api/logs", get(api_logs))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(access, access::guard))
 }
 
 /// Serves until `shutdown` completes, then closes the `/events` streams and waits for
-/// the requests under way.
+/// the requests under way. Answers loopback `Host`s only.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     source: Arc<dyn Source>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, source, Access::local_only(), shutdown).await
+}
+
+/// [`serve`] with the access rule `access` (e.g. [`Access::with_token`]).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    source: Arc<dyn Source>,
+    access: Access,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let stop = CancellationToken::new();
-    let app = router_with_stop(source, stop.clone());
+    let app = router_with_stop(source, access, stop.clone());
     let trigger = stop.clone();
     tokio::spawn(async move {
         tokio::select! {

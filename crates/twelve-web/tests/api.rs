@@ -141,8 +141,14 @@ async fn metrics_counts_and_ingress_text() {
 
 #[tokio::test]
 async fn prometheus_config_is_yaml_naming_the_sd_url() {
-    let srv = Server::start(FakeSource::new()).await;
-    let r = get_host(srv.addr, "/prometheus-config", "twelve.example:9180").await;
+    // Another name than localhost is answered with the token only.
+    let srv = Server::start_with(FakeSource::new(), twelve_web::Access::with_token("tok")).await;
+    let r = get_with(
+        srv.addr,
+        "/prometheus-config",
+        "Host: twelve.example:9180\r\nAuthorization: Bearer tok\r\n",
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert!(r.headers["content-type"].starts_with("application/yaml"));
     let v: Value = serde_saphyr::from_str(&r.body).unwrap();
@@ -165,7 +171,12 @@ async fn prometheus_config_is_yaml_naming_the_sd_url() {
     );
 
     // A Host header that could break the YAML is not used.
-    let r = get_host(srv.addr, "/prometheus-config", "a\"b").await;
+    let r = get_with(
+        srv.addr,
+        "/prometheus-config",
+        "Host: a\"b\r\nAuthorization: Bearer tok\r\n",
+    )
+    .await;
     let v: Value = serde_saphyr::from_str(&r.body).unwrap();
     assert_eq!(
         v["scrape_configs"][0]["http_sd_configs"][0]["url"],
@@ -260,4 +271,143 @@ async fn events_send_state_on_change_only() {
         .await
         .unwrap()
         .is_none());
+}
+
+/// Every route, as a browser or Prometheus would ask for it.
+const ROUTES: [&str; 8] = [
+    "/",
+    "/sd",
+    "/v1/sd",
+    "/prometheus-config",
+    "/metrics",
+    "/api/state",
+    "/api/logs?unit=web/0&n=5",
+    "/events",
+];
+
+/// The status of a GET, without waiting for the end of an `/events` stream.
+async fn status_of(addr: std::net::SocketAddr, path: &str, head: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(DEADLINE, async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\n{head}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed before a head");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let code = text.split(' ').nth(1).unwrap().parse().unwrap();
+        (code, text)
+    })
+    .await
+    .expect("an answer in time")
+}
+
+#[tokio::test]
+async fn only_loopback_host_names_are_answered() {
+    let srv = Server::start(FakeSource::new()).await;
+    let port = srv.addr.port();
+    for path in ROUTES {
+        // A page of another site whose name now resolves to 127.0.0.1 (DNS rebinding).
+        for host in [
+            "evil.example".to_string(),
+            format!("evil.example:{port}"),
+            format!("localhost.evil.example:{port}"),
+        ] {
+            let (code, text) = status_of(srv.addr, path, &format!("Host: {host}\r\n")).await;
+            assert_eq!(code, 403, "{path} for {host}: {text}");
+        }
+        let (code, _) = status_of(srv.addr, path, "").await;
+        assert_eq!(code, 403, "{path} without a Host");
+        for host in [
+            "localhost".to_string(),
+            format!("localhost:{port}"),
+            format!("127.0.0.1:{port}"),
+            format!("[::1]:{port}"),
+        ] {
+            let (code, text) = status_of(srv.addr, path, &format!("Host: {host}\r\n")).await;
+            assert_eq!(code, 200, "{path} for {host}: {text}");
+        }
+    }
+    let r = get_host(srv.addr, "/api/state", "evil.example").await;
+    assert!(r.body.contains("twelve dashboard --token"), "{}", r.body);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn the_token_opens_every_route_for_any_host() {
+    const TOKEN: &str = "Zm9vYmFyYmF6LXRva2VuLWZvci10ZXN0cy0xMjM0NTY";
+    let srv = Server::start_with(FakeSource::new(), twelve_web::Access::with_token(TOKEN)).await;
+    let evil = "Host: dash.example:9180\r\n";
+    for path in ROUTES {
+        let (code, text) = status_of(srv.addr, path, evil).await;
+        assert_eq!(code, 403, "{path} without the token: {text}");
+        let (code, _) = status_of(
+            srv.addr,
+            path,
+            &format!("{evil}Authorization: Bearer wrong{}\r\n", &TOKEN[5..]),
+        )
+        .await;
+        assert_eq!(code, 403, "{path} with a wrong token");
+        let (code, text) = status_of(
+            srv.addr,
+            path,
+            &format!("{evil}Authorization: Bearer {TOKEN}\r\n"),
+        )
+        .await;
+        assert_eq!(code, 200, "{path} with the token: {text}");
+        let (code, text) = status_of(
+            srv.addr,
+            path,
+            &format!(
+                "{evil}Cookie: theme=dark; {}={TOKEN}\r\n",
+                twelve_web::TOKEN_COOKIE
+            ),
+        )
+        .await;
+        assert_eq!(code, 200, "{path} with the cookie: {text}");
+        // Loopback names need no token.
+        let (code, _) = status_of(srv.addr, path, "Host: localhost\r\n").await;
+        assert_eq!(code, 200, "{path} for localhost");
+    }
+
+    // `?token=` on the page: the cookie, and the same page without the token in its URL.
+    let r = get_with(srv.addr, &format!("/?token={TOKEN}"), evil).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.headers["location"], "/");
+    let cookie = &r.headers["set-cookie"];
+    assert!(
+        cookie.starts_with(&format!("{}={TOKEN};", twelve_web::TOKEN_COOKIE)),
+        "{cookie}"
+    );
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    // Elsewhere, `?token=` answers at once (a script or Prometheus needs no redirect).
+    let r = get_with(
+        srv.addr,
+        &format!("/api/logs?unit=web/0&token={TOKEN}&n=2"),
+        evil,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.headers["set-cookie"].contains("HttpOnly"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let r = get_with(srv.addr, "/api/state?token=nope", evil).await;
+    assert_eq!(r.status, 403);
+    assert!(!r.body.contains(TOKEN) && !r.headers.contains_key("set-cookie"));
+    srv.stop().await;
 }

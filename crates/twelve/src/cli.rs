@@ -103,6 +103,10 @@ pub enum Command {
         /// The directory holding charmcraft.yaml (default: DIR/charm, else DIR).
         #[arg(long)]
         charm_dir: Option<PathBuf>,
+        /// Which paas-charm's port rules to follow, `1.12` or `main` (default: main when
+        /// paas-config.yaml sets port, metrics-port or metrics-path, else 1.12).
+        #[arg(long, value_name = "LINE")]
+        paas_charm: Option<twelve_project::PaasCharmLine>,
     },
     /// Kubernetes: render the app as Kubernetes objects, or apply them (server-side apply)
     /// to a cluster (docs/k8s.md).
@@ -242,8 +246,25 @@ pub enum AppCommand {
         /// RabbitMQ: the management API URL of an adopted broker.
         #[arg(long, value_name = "URL")]
         management: Option<String>,
+        /// An adopted Redis: limit each app's user to keys and channels `<app>:*` (by
+        /// default each app's user has every key, as under paas-charm).
+        #[arg(long)]
+        key_prefix: bool,
         #[arg(long)]
         charm_dir: Option<PathBuf>,
+        /// Limits for each unit, Juju-style: "mem=512M cores=1.5" (see set-constraints).
+        #[arg(long, value_name = "CONSTRAINTS")]
+        constraints: Option<String>,
+    },
+    /// Set an app's constraints: `mem=1G` (memory per unit; K, M, G, T; MiB when bare),
+    /// `cores=1.5` (CPU quota per unit). The whole set is replaced, as in Juju: a key not
+    /// given has no limit. Running units get them at
+    /// once, without a restart; a unit over its memory limit loses a process, which its
+    /// supervisor restarts.
+    SetConstraints {
+        app: String,
+        #[arg(value_name = "KEY=VALUE", required = true)]
+        constraints: Vec<String>,
     },
     /// Apps, units, addresses and statuses.
     Status {
@@ -425,7 +446,15 @@ pub enum AppCommand {
         command: MetricsCommand,
     },
     /// Print the URL of the live dashboard (apps, units, statuses, logs).
-    Dashboard,
+    ///
+    /// The dashboard answers only requests for localhost, 127.0.0.1 or [::1]; with
+    /// --token, the URL carries a token that opens it under any other name too (through a
+    /// tunnel or a proxy). Keep that URL to yourself.
+    Dashboard {
+        /// Print a URL with the access token (from TWELVE_HOME/web-token).
+        #[arg(long)]
+        token: bool,
+    },
     /// The controller daemon.
     Controller {
         #[command(subcommand)]

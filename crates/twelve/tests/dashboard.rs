@@ -44,6 +44,11 @@ struct Cdp {
 
 impl Cdp {
     fn launch() -> Cdp {
+        Cdp::launch_with(&[])
+    }
+
+    /// With more Chromium flags.
+    fn launch_with(extra: &[&str]) -> Cdp {
         assert!(
             Path::new(CHROMIUM).exists(),
             "{CHROMIUM} is missing: scripts/setup.sh installs it (apt-get install -y chromium)"
@@ -58,6 +63,7 @@ impl Cdp {
             .args(FLAGS)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("--window-size=1280,800")
+            .args(extra)
             .arg("--remote-debugging-pipe")
             .arg("about:blank")
             .stdin(Stdio::piped())
@@ -282,4 +288,113 @@ fn dashboard_shows_real_apps_and_a_status_change_without_reload() {
         LONG,
     );
     assert_eq!(cdp.eval(&page, "window.__sameDocument"), json!(42));
+}
+
+/// One HTTP/1.1 GET with the header lines `head`: the status and the head of the answer.
+fn get_with(port: u16, path: &str, head: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\n{head}\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, text)
+}
+
+/// Every file under `dir`, recursively (symlinks not followed).
+fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            files_under(&e.path(), out);
+        } else if ft.is_file() {
+            out.push(e.path());
+        }
+    }
+}
+
+#[test]
+fn only_localhost_without_the_token_and_the_token_is_never_logged() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Twelve::new();
+    let plain = t.ok(&["dashboard"]).trim().to_string();
+    let addr = t.web_addr();
+    assert_eq!(plain, format!("http://{addr}/"));
+    let url = t.ok(&["dashboard", "--token"]).trim().to_string();
+    let (base, token) = url.split_once("?token=").expect("a URL with ?token=");
+    assert_eq!(base, plain);
+    let file = t.home.path().join("web-token");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "web-token is {mode:o}");
+    assert!(token.len() >= 43, "{token}");
+
+    let port = t.web_port();
+    // A page of another site rebound to 127.0.0.1 is refused; loopback names are served.
+    for path in ["/", "/api/state", "/sd", "/metrics"] {
+        let (code, _) = get_with(port, path, "Host: evil.example\r\n");
+        assert_eq!(code, 403, "{path} for evil.example");
+        let (code, _) = get_with(port, path, &format!("Host: evil.example:{port}\r\n"));
+        assert_eq!(code, 403, "{path} for evil.example:{port}");
+        for host in [
+            "localhost".to_string(),
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+        ] {
+            let (code, _) = get_with(port, path, &format!("Host: {host}\r\n"));
+            assert_eq!(code, 200, "{path} for {host}");
+        }
+        // With the token, any name.
+        let (code, _) = get_with(
+            port,
+            path,
+            &format!("Host: evil.example\r\nAuthorization: Bearer {token}\r\n"),
+        );
+        assert_eq!(code, 200, "{path} with the token");
+    }
+    let (code, head) = get_with(port, &format!("/?token={token}"), "Host: dash.example\r\n");
+    assert_eq!(code, 303, "{head}");
+    assert!(
+        head.contains("HttpOnly") && head.contains("SameSite=Strict"),
+        "{head}"
+    );
+    // The CLI's own requests still work.
+    let out = t.ok(&["metrics", "sd"]);
+    assert!(out.trim_start().starts_with('['), "{out}");
+
+    // In a browser under another name: the token URL opens the live page (its /events
+    // and /api/logs go with the cookie) and leaves no token in the address bar; the same
+    // name without the token is refused.
+    let mut cdp = Cdp::launch_with(&["--host-resolver-rules=MAP dash.example 127.0.0.1"]);
+    let page = cdp.open(&format!("http://dash.example:{port}/?token={token}"));
+    cdp.wait_for(
+        &page,
+        "document.getElementById('live-text') \
+         && document.getElementById('live-text').textContent === 'live' \
+         && location.search === ''",
+        LONG,
+    );
+    drop(cdp);
+    let mut cdp = Cdp::launch_with(&["--host-resolver-rules=MAP dash.example 127.0.0.1"]);
+    let page = cdp.open(&format!("http://dash.example:{port}/"));
+    cdp.wait_for(
+        &page,
+        "!!document.body && document.body.innerText.includes('403 Forbidden')",
+        LONG,
+    );
+    drop(cdp);
+
+    // The token is in its file and nowhere else under TWELVE_HOME (logs included).
+    let mut files = vec![];
+    files_under(t.home.path(), &mut files);
+    assert!(files.iter().any(|f| f.ends_with("controller.log")));
+    for f in files.iter().filter(|f| **f != file) {
+        let bytes = std::fs::read(f).unwrap_or_default();
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+            "the token is in {}",
+            f.display()
+        );
+    }
 }

@@ -51,10 +51,17 @@ fn flask_lifecycle_config_scale_schedulers_and_controller_crash() {
         try_app_env(t.port("web/0")).filter(|e| e.get("FLASK_TOKEN").is_none())
     });
 
-    // The app runs unprivileged.
+    // The app runs unprivileged: as its own user when twelve runs as root.
     let uid = t.ok(&["exec", "web/0", "--", "id", "-u"]);
     let want = if is_root() {
-        "584792".to_string()
+        let user = t.ok(&["exec", "web/0", "--", "id", "-un"]);
+        assert!(
+            user.starts_with("tw") && user.trim().ends_with("-web"),
+            "{user}"
+        );
+        let uid: u32 = uid.trim().parse().unwrap();
+        assert!((590_000..=599_999).contains(&uid), "{uid}");
+        uid.to_string()
     } else {
         String::from_utf8_lossy(
             &std::process::Command::new("id")

@@ -137,6 +137,14 @@ async fn rd(url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The databases the app's MySQL user sees (`SHOW DATABASES`).
+pub async fn mysql_databases(url: &str) -> Result<Vec<String>, String> {
+    let mut c = my(url).await?;
+    let dbs = c.query("SHOW DATABASES").await.map_err(|e| e.to_string());
+    let _ = c.disconnect().await;
+    dbs
+}
+
 /// Log in with the app's credentials.
 pub async fn login(kind: Kind, url: &str) -> Result<(), String> {
     match kind {

@@ -219,12 +219,21 @@ pub struct Server {
 
 impl Server {
     pub async fn start(source: Arc<dyn Source>) -> Server {
+        Server::start_with(source, twelve_web::Access::local_only()).await
+    }
+
+    pub async fn start_with(source: Arc<dyn Source>, access: twelve_web::Access) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(twelve_web::serve(listener, source, async move {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(twelve_web::serve_with(
+            listener,
+            source,
+            access,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         Server {
             addr,
             stop: Some(tx),
@@ -260,9 +269,14 @@ pub async fn get(addr: SocketAddr, path: &str) -> Reply {
 }
 
 pub async fn get_host(addr: SocketAddr, path: &str, host: &str) -> Reply {
+    get_with(addr, path, &format!("Host: {host}\r\n")).await
+}
+
+/// One HTTP/1.0 GET with exactly the header lines `head` (each ending in CRLF).
+pub async fn get_with(addr: SocketAddr, path: &str, head: &str) -> Reply {
     tokio::time::timeout(DEADLINE, async {
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        s.write_all(format!("GET {path} HTTP/1.0\r\n{head}\r\n").as_bytes())
             .await
             .unwrap();
         let mut raw = Vec::new();
@@ -308,9 +322,11 @@ pub struct SseEvent {
 impl Events {
     pub async fn open(addr: SocketAddr) -> Events {
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /events HTTP/1.0\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-            .await
-            .unwrap();
+        s.write_all(
+            b"GET /events HTTP/1.0\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
+        )
+        .await
+        .unwrap();
         let mut reader = BufReader::new(s);
         let mut head = String::new();
         loop {

@@ -55,6 +55,8 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
             charm_dir,
             external,
             management,
+            constraints,
+            key_prefix,
         } => {
             let kind = dir.to_string_lossy().to_string();
             if !dir.exists() && twelve_providers::Kind::parse(&kind).is_some() {
@@ -63,6 +65,7 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
                     name: app,
                     external,
                     management,
+                    key_prefix,
                 })?;
                 println!(
                     "{} deployed: {}",
@@ -71,15 +74,36 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            if external.is_some() || management.is_some() {
-                return Err(Diagnostic::error("--external and --management are for backing services")
+            if external.is_some() || management.is_some() || key_prefix {
+                return Err(Diagnostic::error("--external, --management and --key-prefix are for backing services")
                     .with_help("twelve deploy postgresql --external postgresql://postgres@127.0.0.1:5432/postgres")
                     .into());
             }
             let timeout = timeout.as_deref().map(parse_timeout).transpose()?;
             deploy(
-                &dir, app, num_units, config, release, no_wait, timeout, charm_dir,
+                &dir,
+                app,
+                num_units,
+                config,
+                release,
+                no_wait,
+                timeout,
+                charm_dir,
+                constraints,
             )
+        }
+        AppCommand::SetConstraints { app, constraints } => {
+            let r = client().call(&Request::SetConstraints {
+                app: app.clone(),
+                constraints: constraints.join(" "),
+            })?;
+            let now = r["constraints"].as_str().unwrap_or_default();
+            if now.is_empty() {
+                println!("{app}: no constraints");
+            } else {
+                println!("{app}: constraints {now} (applied to every running unit)");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         AppCommand::Integrate {
             app,
@@ -113,6 +137,9 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
                 r["endpoint"].as_str().unwrap_or_default(),
                 r["provider"].as_str().unwrap_or_default()
             );
+            if let Some(w) = r["warning"].as_str() {
+                eprintln!("warning: {w}");
+            }
             wait_change(&app, &r, no_wait)
         }
         AppCommand::RemoveRelation {
@@ -239,9 +266,21 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
             print!("{body}");
             Ok(ExitCode::SUCCESS)
         }
-        AppCommand::Dashboard => {
+        AppCommand::Dashboard { token } => {
             let (addr, _) = web_get("/api/state")?;
-            println!("http://{addr}/");
+            if !token {
+                println!("http://{addr}/");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let home = Home::from_env();
+            let token = home.read_web_token().ok().flatten().ok_or_else(|| {
+                Diagnostic::error(format!(
+                    "the controller keeps no dashboard token in {}",
+                    home.web_token_file().display()
+                ))
+                .with_help("see controller.log, then restart it: twelve controller stop")
+            })?;
+            println!("http://{addr}/?token={token}");
             Ok(ExitCode::SUCCESS)
         }
         AppCommand::AddSecret {
@@ -577,6 +616,7 @@ fn deploy(
     no_wait: bool,
     timeout: Option<u64>,
     charm_dir: Option<PathBuf>,
+    constraints: Option<String>,
 ) -> CliResult<ExitCode> {
     let settings = parse_settings(&config)?;
     let c = client();
@@ -614,6 +654,7 @@ fn deploy(
             num_units,
             config: settings,
             timeout,
+            constraints,
         })?;
         let verb = if r["new"].as_bool() == Some(true) {
             "deployed"
@@ -1111,6 +1152,8 @@ fn controller(cmd: ControllerCommand) -> CliResult<ExitCode> {
     let home = Home::from_env();
     match cmd {
         ControllerCommand::Run => {
+            // Before anything is created: the store, logs and keys are the controller's alone.
+            twelve_controller::home::restrict_umask();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -1169,7 +1212,13 @@ fn web_get(path: &str) -> CliResult<(String, String)> {
     let addr = addr.trim().to_string();
     let mut s =
         std::net::TcpStream::connect(&addr).with_context(|| format!("cannot reach {addr}"))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").context("cannot send the request")?;
+    // The token too: the server answers other Hosts than loopback names (e.g. 0.0.0.0:9180) with it only.
+    let auth = match home.read_web_token() {
+        Ok(Some(t)) => format!("Authorization: Bearer {t}\r\n"),
+        _ => String::new(),
+    };
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n")
+        .context("cannot send the request")?;
     let mut text = String::new();
     s.read_to_string(&mut text)
         .context("cannot read the answer")?;
