@@ -178,8 +178,10 @@ impl Planner<'_> {
                     }
                     Ok(None) => {}
                     Err(SecretProblem::Invalid) => invalid.push(name.clone()),
+                    // A config error, as paas-charm's: blocked, and what runs keeps
+                    // running (it does not replan).
                     Err(SecretProblem::Blocked(msg)) => {
-                        blockers.push(Blocker(Status::blocked(msg, ServicesAction::Stop)))
+                        blockers.push(Blocker(Status::blocked(msg, ServicesAction::Hold)))
                     }
                 }
                 continue;
@@ -538,7 +540,7 @@ impl Planner<'_> {
                 return Ok(self.state.secret_key.clone());
             }
             Err(SecretProblem::Blocked(m)) => {
-                return Err(Blocker(Status::blocked(m, ServicesAction::Stop)))
+                return Err(Blocker(Status::blocked(m, ServicesAction::Hold)))
             }
         };
         if content.len() > 1 {

@@ -712,7 +712,8 @@ fn secret_options_expose_each_key() {
         (p.status.state, p.status.message.as_str()),
         (State::Blocked, "secret my-api-token is not granted to web")
     );
-    assert_eq!(p.status.services, ServicesAction::Stop);
+    // paas-charm does not replan on a config error: the running app keeps its plan.
+    assert_eq!(p.status.services, ServicesAction::Hold);
 
     set(&mut s, "api-token", json!("1234"));
     let p = plan(&f, &s);

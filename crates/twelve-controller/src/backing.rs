@@ -237,11 +237,11 @@ impl Controller {
             data_sealed: sealed,
         };
         let ep = endpoint.clone();
-        self.update(app_name, move |a| {
+        let changed = self.update(app_name, move |a| {
             a.relations.insert(ep, record);
             Ok(json!({}))
         })?;
-        let mut out = json!({"app": app_name, "endpoint": endpoint, "provider": service.unwrap_or_else(|| "external".into())});
+        let mut out = json!({"app": app_name, "endpoint": endpoint, "provider": service.unwrap_or_else(|| "external".into()), "generation": changed["generation"]});
         if let Some(w) = warning {
             out["warning"] = json!(w);
         }
@@ -282,11 +282,13 @@ impl Controller {
             }
         }
         let ep = endpoint.clone();
-        self.update(app_name, move |a| {
+        let changed = self.update(app_name, move |a| {
             a.relations.shift_remove(&ep);
             Ok(json!({}))
         })?;
-        Ok(json!({"app": app_name, "endpoint": endpoint, "data-destroyed": destroy_data}))
+        Ok(
+            json!({"app": app_name, "endpoint": endpoint, "data-destroyed": destroy_data, "generation": changed["generation"]}),
+        )
     }
 
     pub(crate) async fn remove_service(&self, name: &str, destroy_data: bool) -> ApiResult {
