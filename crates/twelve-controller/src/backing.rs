@@ -112,6 +112,7 @@ impl Controller {
                 .vault
                 .seal(&serde_json::to_string(&server).unwrap_or_default()),
             created: now(),
+            backups: Default::default(),
         };
         self.store.put_service(&rec).map_err(store_err)?;
         self.wake.notify_one();
@@ -154,6 +155,11 @@ impl Controller {
         target: &str,
         data: IndexMap<String, String>,
     ) -> ApiResult {
+        if target == "s3" && self.store.app(app_name).map_err(store_err)?.is_none() {
+            if self.service_record(app_name)?.is_some() {
+                return self.integrate_service_s3(app_name, data).await;
+            }
+        }
         let app = self.app(app_name)?;
         let project = self.project(&app).map_err(ApiError::new)?;
         let (endpoint, service, data) = match self.service_record(target)? {
@@ -221,6 +227,11 @@ impl Controller {
         target: &str,
         destroy_data: bool,
     ) -> ApiResult {
+        if target == "s3" && self.store.app(app_name).map_err(store_err)?.is_none() {
+            if self.service_record(app_name)?.is_some() {
+                return self.remove_service_s3(app_name);
+            }
+        }
         let app = self.app(app_name)?;
         let Some((endpoint, rel)) = app
             .relations
@@ -329,10 +340,17 @@ impl Controller {
                     }
                 }
             }
-            let (status, message) = match self.providers.check(&server).await {
+            let (status, mut message) = match self.providers.check(&server).await {
                 Ok(()) => ("active".to_string(), String::new()),
                 Err(e) => ("blocked".to_string(), e.to_string()),
             };
+            if let Some(note) = Self::backup_note(&rec) {
+                if message.is_empty() {
+                    message = note;
+                } else {
+                    message = format!("{message}; {note}");
+                }
+            }
             let users: Vec<String> = apps
                 .iter()
                 .filter(|a| {

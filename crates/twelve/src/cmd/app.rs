@@ -409,7 +409,15 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
             params,
             format,
         } => {
-            let (app, n) = parse_unit(&unit)?;
+            // `app/leader`, or a backing service's name alone (`twelve run postgresql
+            // create-backup`), mean the leader.
+            let (app, n) = match unit.split_once('/') {
+                Some((app, "leader")) if !app.is_empty() => {
+                    (app.to_string(), twelve_controller::actions::LEADER_UNIT)
+                }
+                None if !unit.is_empty() => (unit.clone(), twelve_controller::actions::LEADER_UNIT),
+                _ => parse_unit(&unit)?,
+            };
             let params = parse_settings(&params)?;
             let r = client().call(&Request::RunAction {
                 app,
