@@ -113,16 +113,13 @@ fn parse_result(stdout: &str) -> Value {
 
 impl Controller {
     /// The kind of `name` when it is a backing service and not an app.
-    fn backing_service_kind(
-        &self,
-        name: &str,
-    ) -> Result<Option<twelve_providers::Kind>, ApiError> {
+    fn backing_service_kind(&self, name: &str) -> Result<Option<twelve_providers::Kind>, ApiError> {
         if self.store.app(name).ok().flatten().is_some() {
             return Ok(None);
         }
-        Ok(self
-            .service_record(name)?
-            .map(|r| twelve_providers::Kind::parse(&r.kind).unwrap_or(twelve_providers::Kind::Postgresql)))
+        Ok(self.service_record(name)?.map(|r| {
+            twelve_providers::Kind::parse(&r.kind).unwrap_or(twelve_providers::Kind::Postgresql)
+        }))
     }
 
     pub(crate) fn list_actions(&self, name: &str) -> ApiResult {

@@ -155,10 +155,8 @@ impl Controller {
         target: &str,
         data: IndexMap<String, String>,
     ) -> ApiResult {
-        if target == "s3" && self.store.app(app_name).map_err(store_err)?.is_none() {
-            if self.service_record(app_name)?.is_some() {
-                return self.integrate_service_s3(app_name, data).await;
-            }
+        if target == "s3" && self.is_backing_service(app_name) {
+            return self.integrate_service_s3(app_name, data).await;
         }
         let app = self.app(app_name)?;
         let project = self.project(&app).map_err(ApiError::new)?;
@@ -227,10 +225,8 @@ impl Controller {
         target: &str,
         destroy_data: bool,
     ) -> ApiResult {
-        if target == "s3" && self.store.app(app_name).map_err(store_err)?.is_none() {
-            if self.service_record(app_name)?.is_some() {
-                return self.remove_service_s3(app_name);
-            }
+        if target == "s3" && self.is_backing_service(app_name) {
+            return self.remove_service_s3(app_name);
         }
         let app = self.app(app_name)?;
         let Some((endpoint, rel)) = app

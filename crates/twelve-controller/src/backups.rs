@@ -220,7 +220,10 @@ impl Cron {
             (false, false) => dom || dow,
             _ => dom && dow,
         };
-        has(0, t.minute() as u32) && has(1, t.hour() as u32) && has(3, u8::from(t.month()) as u32) && day
+        has(0, t.minute() as u32)
+            && has(1, t.hour() as u32)
+            && has(3, u8::from(t.month()) as u32)
+            && day
     }
 
     /// The first time strictly after `after` (unix seconds) the schedule fires.
@@ -278,7 +281,10 @@ impl<W: Write> SealWriter<W> {
     fn seal(&mut self, last: bool) -> std::io::Result<()> {
         let ct = self
             .cipher
-            .encrypt(&nonce(&self.prefix, self.counter, last), self.buf.as_slice())
+            .encrypt(
+                &nonce(&self.prefix, self.counter, last),
+                self.buf.as_slice(),
+            )
             .map_err(|_| std::io::Error::other("encryption failed"))?;
         self.counter = self
             .counter
@@ -470,7 +476,10 @@ struct DirSource {
 
 impl PartSource for DirSource {
     fn open(&self, part: &str) -> std::io::Result<Box<dyn Read + Send>> {
-        let f = BufReader::with_capacity(1 << 20, std::fs::File::open(self.dir.join(part_file(part)))?);
+        let f = BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(self.dir.join(part_file(part)))?,
+        );
         let inner: Box<dyn Read + Send> = match &self.cipher {
             Some(c) => Box::new(OpenReader::new(f, c.clone())?),
             None => Box::new(f),
@@ -533,7 +542,11 @@ impl S3Config {
                     .hint(format!("keys: {}", S3_KEYS.join(", "))));
             }
         }
-        let get = |k: &str| data.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
+        let get = |k: &str| {
+            data.get(k)
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
         let missing: Vec<&str> = ["endpoint", "bucket", "access-key", "secret-key"]
             .into_iter()
             .filter(|k| get(k).is_empty())
@@ -604,6 +617,14 @@ impl S3Config {
             .exists()
             .await
             .map_err(|e| self.error("reaching the bucket", e))?;
+        if !exists && self.region == "us-east-1" {
+            // The client would send us-east-1 as a location constraint, which S3 refuses
+            // for that region.
+            return Err(self.error(
+                "reaching the bucket",
+                "it does not exist; create it first (or give the region it should be made in)",
+            ));
+        }
         if !exists {
             let r = s3::Bucket::create_with_path_style(
                 &self.bucket,
@@ -635,8 +656,14 @@ fn status_ok(cfg: &S3Config, action: &str, code: u16) -> Result<(), ApiError> {
 // ---- storage -------------------------------------------------------------------------
 
 enum Storage {
-    Local { dir: PathBuf },
-    S3 { cfg: S3Config, prefix: String, staging: PathBuf },
+    Local {
+        dir: PathBuf,
+    },
+    S3 {
+        cfg: S3Config,
+        prefix: String,
+        staging: PathBuf,
+    },
 }
 
 impl Storage {
@@ -703,7 +730,8 @@ impl Storage {
         match self {
             Storage::Local { dir } => {
                 let meta_path = staged.join("meta.json");
-                let mut f = create_private(&meta_path).map_err(|e| io_err(meta_path.display(), e))?;
+                let mut f =
+                    create_private(&meta_path).map_err(|e| io_err(meta_path.display(), e))?;
                 f.write_all(&text)
                     .and_then(|_| f.sync_all())
                     .map_err(|e| io_err(meta_path.display(), e))?;
@@ -877,7 +905,10 @@ impl Controller {
                     .open_sealed(sealed)
                     .map_err(|e| ApiError::new(e.to_string()))?;
                 let cfg: S3Config = serde_json::from_str(&text.0).map_err(|e| {
-                    ApiError::new(format!("the s3 integration of {} is damaged: {e}", rec.name))
+                    ApiError::new(format!(
+                        "the s3 integration of {} is damaged: {e}",
+                        rec.name
+                    ))
                 })?;
                 let mut prefix = cfg.path.clone();
                 if !prefix.is_empty() {
@@ -921,7 +952,11 @@ impl Controller {
     }
 
     /// `create-backup`: one backup of the service, then old ones past the retention go.
-    pub(crate) async fn create_backup(&self, service: &str, trigger: &str) -> Result<BackupMeta, ApiError> {
+    pub(crate) async fn create_backup(
+        &self,
+        service: &str,
+        trigger: &str,
+    ) -> Result<BackupMeta, ApiError> {
         let _busy = BusyGuard::take(service)?;
         let res = self.create_backup_locked(service, trigger).await;
         if let Err(e) = &res {
@@ -938,7 +973,11 @@ impl Controller {
         res
     }
 
-    async fn create_backup_locked(&self, service: &str, trigger: &str) -> Result<BackupMeta, ApiError> {
+    async fn create_backup_locked(
+        &self,
+        service: &str,
+        trigger: &str,
+    ) -> Result<BackupMeta, ApiError> {
         let rec = self.service_rec(service)?;
         let server = self.open_server(&rec)?;
         let kind = server.kind();
@@ -1013,7 +1052,10 @@ impl Controller {
             let extra = all.len().saturating_sub(keep.max(1) as usize);
             for old in all.iter().take(extra) {
                 if let Err(e) = storage.delete(old).await {
-                    crate::controller::log(format!("{service}: cannot delete backup {}: {}", old.id, e.message));
+                    crate::controller::log(format!(
+                        "{service}: cannot delete backup {}: {}",
+                        old.id, e.message
+                    ));
                 }
             }
         }
@@ -1027,8 +1069,9 @@ impl Controller {
     }
 
     fn service_rec(&self, service: &str) -> Result<ServiceRecord, ApiError> {
-        self.service_record(service)?
-            .ok_or_else(|| ApiError::new(format!("{service:?} not found")).hint("see `twelve status`"))
+        self.service_record(service)?.ok_or_else(|| {
+            ApiError::new(format!("{service:?} not found")).hint("see `twelve status`")
+        })
     }
 
     pub(crate) async fn list_backups(&self, service: &str) -> ApiResult {
@@ -1169,24 +1212,34 @@ impl Controller {
         let kind = Kind::parse(&rec.kind).unwrap_or(Kind::Postgresql);
         let actions = service_actions(kind);
         let Some(spec) = actions.get(action) else {
-            let known: Vec<&String> = actions.as_object().map(|o| o.keys().collect()).unwrap_or_default();
-            return Err(ApiError::new(format!("{service} has no action {action:?}")).hint(
-                if known.is_empty() {
-                    format!("{} has no actions", kind.display_name())
-                } else {
-                    format!("actions: {}", known.into_iter().cloned().collect::<Vec<_>>().join(", "))
-                },
-            ));
+            let known: Vec<&String> = actions
+                .as_object()
+                .map(|o| o.keys().collect())
+                .unwrap_or_default();
+            return Err(
+                ApiError::new(format!("{service} has no action {action:?}")).hint(
+                    if known.is_empty() {
+                        format!("{} has no actions", kind.display_name())
+                    } else {
+                        format!(
+                            "actions: {}",
+                            known.into_iter().cloned().collect::<Vec<_>>().join(", ")
+                        )
+                    },
+                ),
+            );
         };
         for k in params.keys() {
             if spec["params"].get(k).is_none() {
-                return Err(ApiError::new(format!("unknown parameter {k:?} for {action}")).hint(
-                    if action == "restore" {
-                        "restore takes: backup-id".to_string()
-                    } else {
-                        format!("{action} takes no parameters")
-                    },
-                ));
+                return Err(
+                    ApiError::new(format!("unknown parameter {k:?} for {action}")).hint(
+                        if action == "restore" {
+                            "restore takes: backup-id".to_string()
+                        } else {
+                            format!("{action} takes no parameters")
+                        },
+                    ),
+                );
             }
         }
         match action {
@@ -1229,14 +1282,18 @@ impl Controller {
         self.store
             .put_service(&rec)
             .map_err(|e| ApiError::new(format!("cannot update the state store: {e}")))?;
-        Ok(json!({"app": service, "endpoint": "s3", "provider": format!("s3 {} bucket {}", cfg.endpoint, cfg.bucket)}))
+        Ok(
+            json!({"app": service, "endpoint": "s3", "provider": format!("s3 {} bucket {}", cfg.endpoint, cfg.bucket)}),
+        )
     }
 
     /// `twelve remove-relation SERVICE s3`: backups go back to the local directory.
     pub(crate) fn remove_service_s3(&self, service: &str) -> ApiResult {
         let mut rec = self.service_rec(service)?;
         if rec.backups.s3_sealed.take().is_none() {
-            return Err(ApiError::new(format!("{service} is not integrated with s3")));
+            return Err(ApiError::new(format!(
+                "{service} is not integrated with s3"
+            )));
         }
         self.store
             .put_service(&rec)
@@ -1263,11 +1320,15 @@ impl Controller {
         reset: Vec<String>,
     ) -> ApiResult {
         let mut rec = self.service_rec(service)?;
-        let hint = format!("twelve config {service} backup-schedule=\"0 3 * * *\" backup-retention=7");
+        let hint =
+            format!("twelve config {service} backup-schedule=\"0 3 * * *\" backup-retention=7");
         for k in set.keys().chain(reset.iter()) {
             if k != "backup-schedule" && k != "backup-retention" {
-                return Err(ApiError::new(format!("{service} has no option {k:?}"))
-                    .hint(format!("options: backup-schedule, backup-retention; e.g. {hint}")));
+                return Err(
+                    ApiError::new(format!("{service} has no option {k:?}")).hint(format!(
+                        "options: backup-schedule, backup-retention; e.g. {hint}"
+                    )),
+                );
             }
         }
         for k in &reset {
@@ -1284,7 +1345,8 @@ impl Controller {
                     Cron::parse(v).map_err(|e| ApiError::new(e).hint(hint.clone()))?;
                     if rec.backups.schedule.as_deref() != Some(v) {
                         // The first run is the schedule's next time, not a catch-up.
-                        rec.backups.last_slot = Some(time::OffsetDateTime::now_utc().unix_timestamp());
+                        rec.backups.last_slot =
+                            Some(time::OffsetDateTime::now_utc().unix_timestamp());
                     }
                     rec.backups.schedule = Some(v.to_string());
                 }
@@ -1328,13 +1390,23 @@ impl Controller {
                 let name = rec.name.clone();
                 tokio::spawn(async move {
                     match me.create_backup(&name, "scheduled").await {
-                        Ok(m) => crate::controller::log(format!("{name}: scheduled backup {} ({})", m.id, human_size(m.size))),
-                        Err(e) => crate::controller::log(format!("{name}: scheduled backup failed: {}", e.message)),
+                        Ok(m) => crate::controller::log(format!(
+                            "{name}: scheduled backup {} ({})",
+                            m.id,
+                            human_size(m.size)
+                        )),
+                        Err(e) => crate::controller::log(format!(
+                            "{name}: scheduled backup failed: {}",
+                            e.message
+                        )),
                     }
                 });
             }
             // Wake shortly after each minute starts.
-            let secs = 60 - (time::OffsetDateTime::now_utc().unix_timestamp().rem_euclid(60)) as u64;
+            let secs = 60
+                - (time::OffsetDateTime::now_utc()
+                    .unix_timestamp()
+                    .rem_euclid(60)) as u64;
             tokio::time::sleep(std::time::Duration::from_secs(secs.clamp(1, 60))).await;
         }
     }
@@ -1358,17 +1430,43 @@ mod tests {
     #[test]
     fn cron_next() {
         let c = Cron::parse("0 3 * * *").unwrap();
-        assert_eq!(c.next_after(at("2026-12-07T02:59:00Z")), Some(at("2026-12-07T03:00:00Z")));
-        assert_eq!(c.next_after(at("2026-12-07T03:00:00Z")), Some(at("2026-12-08T03:00:00Z")));
+        assert_eq!(
+            c.next_after(at("2026-12-07T02:59:00Z")),
+            Some(at("2026-12-07T03:00:00Z"))
+        );
+        assert_eq!(
+            c.next_after(at("2026-12-07T03:00:00Z")),
+            Some(at("2026-12-08T03:00:00Z"))
+        );
         let every = Cron::parse("* * * * *").unwrap();
-        assert_eq!(every.next_after(at("2026-12-07T02:59:30Z")), Some(at("2026-12-07T03:00:00Z")));
+        assert_eq!(
+            every.next_after(at("2026-12-07T02:59:30Z")),
+            Some(at("2026-12-07T03:00:00Z"))
+        );
         let steps = Cron::parse("*/15 9-17 * * 1-5").unwrap();
         // Saturday 2026-12-12 -> Monday 09:00.
-        assert_eq!(steps.next_after(at("2026-12-11T17:45:00Z")), Some(at("2026-12-14T09:00:00Z")));
+        assert_eq!(
+            steps.next_after(at("2026-12-11T17:45:00Z")),
+            Some(at("2026-12-14T09:00:00Z"))
+        );
         let sunday = Cron::parse("30 1 * * 7").unwrap();
-        assert_eq!(sunday.next_after(at("2026-12-07T00:00:00Z")), Some(at("2026-12-13T01:30:00Z")));
-        assert_eq!(Cron::parse("@daily").unwrap(), Cron::parse("0 0 * * *").unwrap());
-        for bad in ["", "0 3 * *", "60 * * * *", "* 24 * * *", "*/0 * * * *", "5-1 * * * *", "a * * * *"] {
+        assert_eq!(
+            sunday.next_after(at("2026-12-07T00:00:00Z")),
+            Some(at("2026-12-13T01:30:00Z"))
+        );
+        assert_eq!(
+            Cron::parse("@daily").unwrap(),
+            Cron::parse("0 0 * * *").unwrap()
+        );
+        for bad in [
+            "",
+            "0 3 * *",
+            "60 * * * *",
+            "* 24 * * *",
+            "*/0 * * * *",
+            "5-1 * * * *",
+            "a * * * *",
+        ] {
             assert!(Cron::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -1380,7 +1478,9 @@ mod tests {
             use chacha20poly1305::KeyInit;
             XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(&[7u8; 32]))
         };
-        let data: Vec<u8> = (0..(3 * CHUNK + 123)).map(|i| (i * 31 % 251) as u8).collect();
+        let data: Vec<u8> = (0..(3 * CHUNK + 123))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
         let mut sink = DirSink {
             dir: dir.path().into(),
             cipher: Some(cipher.clone()),
@@ -1403,12 +1503,18 @@ mod tests {
         let len = stored.len();
         std::fs::write(&file, &stored[..len - 10]).unwrap();
         let mut out = vec![];
-        assert!(src.open("p").and_then(|mut r| r.read_to_end(&mut out)).is_err());
+        assert!(src
+            .open("p")
+            .and_then(|mut r| r.read_to_end(&mut out))
+            .is_err());
         // So is a flipped byte.
         let mut flipped = stored.clone();
         flipped[40] ^= 1;
         std::fs::write(&file, &flipped).unwrap();
-        assert!(src.open("p").and_then(|mut r| r.read_to_end(&mut out)).is_err());
+        assert!(src
+            .open("p")
+            .and_then(|mut r| r.read_to_end(&mut out))
+            .is_err());
         // And another key.
         std::fs::write(&file, &stored).unwrap();
         let other = DirSource {
@@ -1418,6 +1524,9 @@ mod tests {
                 XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(&[8u8; 32]))
             }),
         };
-        assert!(other.open("p").and_then(|mut r| r.read_to_end(&mut out)).is_err());
+        assert!(other
+            .open("p")
+            .and_then(|mut r| r.read_to_end(&mut out))
+            .is_err());
     }
 }

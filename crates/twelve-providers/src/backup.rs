@@ -50,7 +50,8 @@ pub struct DumpInfo {
     pub parts: Vec<DumpPart>,
 }
 
-/// `10.11.19-MariaDB-0+deb12u1` -> 101119; `7.0.15` -> 70015.
+/// `10.11.19-MariaDB-0+deb12u1` -> 101119; `7.0.15` -> 70015 (PostgreSQL gives its own
+/// `server_version_num`).
 pub fn version_number(v: &str) -> u64 {
     let nums: Vec<u64> = v
         .split(|c: char| !c.is_ascii_digit())
@@ -89,7 +90,12 @@ impl Providers {
                 let admin = mysql::Admin::of(server)?;
                 let mut c = admin.connect().await?;
                 let v: Option<String> = c.query_first("SELECT VERSION()").await.map_err(|e| {
-                    failed(&admin.server, "reading the server version", e, &admin.secrets())
+                    failed(
+                        &admin.server,
+                        "reading the server version",
+                        e,
+                        &admin.secrets(),
+                    )
                 })?;
                 let _ = c.disconnect().await;
                 let v = v.unwrap_or_default();
@@ -171,7 +177,12 @@ fn unsupported_kind(server: &Server) -> ProviderError {
     }
 }
 
-fn failed(server: &str, action: &str, e: impl std::fmt::Display, secrets: &[&str]) -> ProviderError {
+fn failed(
+    server: &str,
+    action: &str,
+    e: impl std::fmt::Display,
+    secrets: &[&str],
+) -> ProviderError {
     ProviderError::Failed {
         server: server.to_string(),
         action: action.to_string(),
@@ -190,7 +201,11 @@ fn short_mysql_version(v: &str) -> String {
 }
 
 /// Runs `cmd`, its stdout into `out`; on failure, its stderr (scrubbed) as the reason.
-fn run_into(mut cmd: Command, out: &mut dyn Write, secrets: &[String]) -> std::result::Result<(), String> {
+fn run_into(
+    mut cmd: Command,
+    out: &mut dyn Write,
+    secrets: &[String],
+) -> std::result::Result<(), String> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -210,7 +225,9 @@ fn run_into(mut cmd: Command, out: &mut dyn Write, secrets: &[String]) -> std::r
     if !status.success() {
         return Err(scrub(err.trim(), &secrets));
     }
-    copied.map(|_| ()).map_err(|e| format!("writing the backup: {e}"))
+    copied
+        .map(|_| ())
+        .map_err(|e| format!("writing the backup: {e}"))
 }
 
 /// Runs `cmd` with `input` on its stdin; on failure, its stderr (scrubbed) as the reason.
@@ -247,9 +264,7 @@ fn run_from(
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f)
         .await
         .expect("backup worker panicked")
@@ -322,10 +337,7 @@ async fn pg_dump(
         })
         .await;
         res.map_err(|reason| dump_error(&admin.server, &db, &admin.user, reason))?;
-        parts.push(DumpPart {
-            name,
-            database: db,
-        });
+        parts.push(DumpPart { name, database: db });
     }
     Ok(parts)
 }
@@ -356,7 +368,8 @@ async fn pg_restore(
     let db = &part.database;
     let tmp = format!("{db}$restore");
     let old = format!("{db}$old");
-    let err = |action: &str, e: tokio_postgres::Error| failed(&admin.server, action, e, &admin.secrets());
+    let err =
+        |action: &str, e: tokio_postgres::Error| failed(&admin.server, action, e, &admin.secrets());
     // The restored database is built aside, then swapped in: a failed restore leaves the
     // current data as it was.
     let owner: Option<String> = c
@@ -380,9 +393,12 @@ async fn pg_restore(
         }
     });
     for name in [&tmp, &old] {
-        c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name)))
-            .await
-            .map_err(|e| err("clearing a previous restore", e))?;
+        c.batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            ident(name)
+        ))
+        .await
+        .map_err(|e| err("clearing a previous restore", e))?;
     }
     c.batch_execute(&format!(
         "CREATE DATABASE {} OWNER {} TEMPLATE template0",
@@ -399,7 +415,10 @@ async fn pg_restore(
     let secrets: Vec<String> = admin.password.iter().cloned().collect();
     if let Err(reason) = blocking(move || run_from(cmd, input, &secrets)).await {
         let _ = c
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(&tmp)))
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                ident(&tmp)
+            ))
             .await;
         return Err(ProviderError::Failed {
             server: admin.server.clone(),
@@ -525,10 +544,7 @@ async fn mysql_dump(
         })
         .await;
         res.map_err(|reason| dump_error(&admin.server, &db, &admin.user, reason))?;
-        parts.push(DumpPart {
-            name,
-            database: db,
-        });
+        parts.push(DumpPart { name, database: db });
     }
     let _ = c.disconnect().await;
     Ok(parts)
@@ -561,10 +577,9 @@ async fn mysql_restore(
         .map_err(|e| failed(&admin.server, "reading the backup", e, &[]))?;
     let q = mysql_ident(&db);
     // The database is replaced whole (its grants live in mysql.db and stay).
-    let prologue = format!(
-        "DROP DATABASE IF EXISTS {q};\nCREATE DATABASE {q};\nUSE {q};\n"
-    );
-    let input: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(prologue.into_bytes()).chain(input));
+    let prologue = format!("DROP DATABASE IF EXISTS {q};\nCREATE DATABASE {q};\nUSE {q};\n");
+    let input: Box<dyn Read + Send> =
+        Box::new(std::io::Cursor::new(prologue.into_bytes()).chain(input));
     let mut cmd = mysql_command(p, "mysql", &admin)?;
     cmd.arg("--batch");
     let secrets: Vec<String> = admin.password.iter().cloned().collect();
@@ -583,11 +598,13 @@ mod tests {
 
     #[test]
     fn versions_order() {
-        assert_eq!(version_number("15.20"), 150020);
         assert_eq!(version_number("10.11.19-MariaDB-0+deb12u1"), 101119);
         assert_eq!(version_number("7.0.15"), 70015);
         assert!(version_number("16.1") > version_number("15.20"));
-        assert_eq!(short_mysql_version("10.11.19-MariaDB-0+deb12u1"), "10.11.19-MariaDB");
+        assert_eq!(
+            short_mysql_version("10.11.19-MariaDB-0+deb12u1"),
+            "10.11.19-MariaDB"
+        );
         assert_eq!(short_mysql_version("8.0.36"), "8.0.36");
     }
 }

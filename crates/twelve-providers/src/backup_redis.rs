@@ -45,8 +45,7 @@ impl Conn {
             server: desc.clone(),
             reason,
         };
-        let client =
-            redis::Client::open(url.as_str()).map_err(|e| unreachable(scrub(e, &s)))?;
+        let client = redis::Client::open(url.as_str()).map_err(|e| unreachable(scrub(e, &s)))?;
         let c = tokio::time::timeout(
             Duration::from_secs(10),
             client.get_multiplexed_async_connection(),
@@ -158,9 +157,7 @@ pub(crate) async fn dump(server: &Server, sink: &mut dyn PartSink) -> Result<Vec
     let dir = c.config("dir").await?;
     let file = PathBuf::from(dir).join(c.config("dbfilename").await?);
     let mut input = std::fs::File::open(&file).map_err(|e| ProviderError::io(&file, e))?;
-    let mut w = sink
-        .create(PART)
-        .map_err(|e| ProviderError::io(&file, e))?;
+    let mut w = sink.create(PART).map_err(|e| ProviderError::io(&file, e))?;
     let path = file.clone();
     tokio::task::spawn_blocking(move || {
         std::io::copy(&mut input, &mut w)?;
