@@ -46,6 +46,9 @@ pub struct BackupSettings {
     pub last: Option<LastBackup>,
     #[serde(default)]
     pub failures: u64,
+    /// When the last successful backup was made (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<String>,
 }
 
 /// How the last backup went, for `twelve status`.
@@ -943,7 +946,9 @@ impl Controller {
 
     fn record_backup(&self, service: &str, last: LastBackup) {
         if let Ok(Some(mut rec)) = self.store.service(service) {
-            if !last.ok {
+            if last.ok {
+                rec.backups.last_success = Some(last.time.clone());
+            } else {
                 rec.backups.failures += 1;
             }
             rec.backups.last = Some(last);
@@ -1409,6 +1414,35 @@ impl Controller {
                     .rem_euclid(60)) as u64;
             tokio::time::sleep(std::time::Duration::from_secs(secs.clamp(1, 60))).await;
         }
+    }
+
+    /// The backing services for the dashboard and metrics.
+    pub(crate) fn service_views(&self) -> Vec<twelve_web::ServiceView> {
+        let statuses = self.service_statuses();
+        self.store
+            .services()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|rec| {
+                let st = statuses.iter().find(|s| s.name == rec.name);
+                twelve_web::ServiceView {
+                    name: rec.name.clone(),
+                    kind: rec.kind.clone(),
+                    status: st.map(|s| s.status.clone()).unwrap_or_default(),
+                    message: st.map(|s| s.message.clone()).unwrap_or_default(),
+                    last_backup: Self::backup_note(&rec).unwrap_or_default(),
+                    last_backup_success: rec.backups.last_success.as_deref().and_then(|t| {
+                        time::OffsetDateTime::parse(
+                            t,
+                            &time::format_description::well_known::Rfc3339,
+                        )
+                        .ok()
+                        .map(|t| t.unix_timestamp())
+                    }),
+                    backup_failures: rec.backups.failures,
+                }
+            })
+            .collect()
     }
 
     /// The last backup of a service, for its status line.

@@ -185,9 +185,30 @@ fn postgresql_backup_under_load_restores_a_consistent_state_locally() {
         "-1"
     );
 
-    // `twelve status` shows the last backup of the service.
+    // `twelve status`, the dashboard's state and the metrics show the last backup.
     let status = t.ok(&["status"]);
     assert!(status.contains("last backup"), "{status}");
+    let web = t.web_port();
+    let state: Value = eventually("the dashboard's state with the backup", LONG, || {
+        let (_, body) = http_get(web, "/api/state")?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        let pg = v["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "pg")?;
+        pg["last_backup"]
+            .as_str()?
+            .contains("last backup")
+            .then(|| pg.clone())
+    });
+    assert_eq!(state["backup_failures"], 0, "{state}");
+    let (_, metrics) = http_get(web, "/metrics").unwrap();
+    assert!(
+        metrics.contains(
+            "twelve_backup_last_success_timestamp_seconds{service=\"pg\",kind=\"postgresql\"}"
+        ) && metrics.contains("twelve_backup_failures_total{service=\"pg\",kind=\"postgresql\"} 0"),
+        "{metrics}"
+    );
 
     // A backup made by a newer server is refused, naming both versions.
     let meta_path = dir.join(&id).join("meta.json");
