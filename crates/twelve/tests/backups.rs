@@ -151,7 +151,43 @@ fn postgresql_backup_under_load_restores_a_consistent_state_locally() {
             r#"{PSQL} -c "drop table moves; update acct set n = -1; create table extra(x int)""#
         ),
     );
-    let r = run_json(&t, &["pg", "restore", &format!("backup-id={id}")]);
+    serves(&t, &app);
+    // While the data is replaced, the app is out of the ingress, with a maintenance page.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (r, pages) = std::thread::scope(|s| {
+        let watch = s.spawn(|| {
+            let mut pages = vec![];
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(p) = via_ingress(&t, &app, "/") {
+                    pages.push(p);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            pages
+        });
+        let r = run_json(&t, &["pg", "restore", &format!("backup-id={id}")]);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (r, watch.join().unwrap())
+    });
+    let maintenance = format!("{app} is maintenance: restoring backup {id} of pg");
+    assert!(
+        pages
+            .iter()
+            .any(|(code, body)| *code == 503 && body.contains(&maintenance)),
+        "{maintenance:?} not among {:?}",
+        pages
+            .iter()
+            .map(|(c, b)| format!("{c} {}", b.lines().nth(2).unwrap_or("")))
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+    assert!(
+        pages.iter().all(|(code, _)| *code == 200 || *code == 503),
+        "only the app or the maintenance page: {:?}",
+        pages
+            .iter()
+            .map(|(c, _)| *c)
+            .collect::<std::collections::BTreeSet<_>>()
+    );
     assert_eq!(r["backup-id"], id.as_str(), "{r}");
     let pre = r["pre-restore-backup-id"].as_str().unwrap().to_string();
     let restored = counts(&t);
