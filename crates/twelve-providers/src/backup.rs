@@ -454,8 +454,7 @@ async fn pg_restore(
         loop {
             match c.batch_execute(&rename).await {
                 Ok(()) => break,
-                Err(e) if tries < 50 => {
-                    let _ = e;
+                Err(_) if tries < 50 => {
                     tries += 1;
                     let _ = c
                         .execute(
@@ -465,7 +464,15 @@ async fn pg_restore(
                         .await;
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
-                Err(e) => return Err(err(&format!("replacing database {db}"), e)),
+                Err(e) => {
+                    // Leave the current database as it was.
+                    let _ = c
+                        .batch_execute(&format!(
+                            "ALTER DATABASE {d} WITH ALLOW_CONNECTIONS true; DROP DATABASE IF EXISTS {t} WITH (FORCE)"
+                        ))
+                        .await;
+                    return Err(err(&format!("replacing database {db}"), e));
+                }
             }
         }
     }
