@@ -870,12 +870,14 @@ impl Drop for BusyGuard {
 /// The actions a backing service has (`twelve actions postgresql`), in the shape of an
 /// app's.
 pub fn service_actions(kind: Kind) -> Value {
-    if kind == Kind::Rabbitmq {
-        return json!({});
-    }
+    let what = match kind {
+        Kind::Rabbitmq => "Back up the broker's definitions (vhosts, users, permissions, queues, exchanges, bindings, policies; not messages), locally or on S3.",
+        Kind::Redis => "Back up the server's data (BGSAVE and its RDB file), locally or on S3 when integrated with s3.",
+        _ => "Back up the data of every app integrated with the service (locally, or on S3 when integrated with s3).",
+    };
     json!({
         "create-backup": {
-            "description": "Back up the data of every app integrated with the service (locally, or on S3 when integrated with s3).",
+            "description": what,
             "params": {},
             "required": [],
         },
@@ -986,10 +988,6 @@ impl Controller {
         let rec = self.service_rec(service)?;
         let server = self.open_server(&rec)?;
         let kind = server.kind();
-        if kind == Kind::Rabbitmq {
-            return Err(ApiError::new("RabbitMQ backups are not supported yet")
-                .hint("backups are made of PostgreSQL, MySQL and Redis"));
-        }
         let storage = self.backup_storage(&rec)?;
         let existing: HashSet<String> = storage.list().await?.into_iter().map(|m| m.id).collect();
         let created = now_rfc3339();

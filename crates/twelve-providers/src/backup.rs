@@ -1,7 +1,7 @@
 //! Backups of the app data on a server, as the machine's own tools make them: `pg_dump`
 //! (custom format, uncompressed: the caller compresses) of each app database,
-//! `mysqldump --single-transaction` of each app database, and Redis's `BGSAVE` + a copy of
-//! its RDB file (`backup_redis.rs`).
+//! `mysqldump --single-transaction` of each app database, Redis's `BGSAVE` + a copy of
+//! its RDB file (`backup_redis.rs`), RabbitMQ's definitions (`backup_rabbitmq.rs`).
 //!
 //! The data flows through [`PartSink`] and [`PartSource`]: this crate never decides where a
 //! backup lives, how it is compressed or encrypted. Restores replace the app databases
@@ -102,7 +102,7 @@ impl Providers {
                 Ok((short_mysql_version(&v), version_number(&v)))
             }
             Kind::Redis => crate::backup_redis::server_version(server).await,
-            Kind::Rabbitmq => Err(unsupported_kind(server)),
+            Kind::Rabbitmq => crate::backup_rabbitmq::server_version(self, server).await,
         }
     }
 
@@ -121,7 +121,7 @@ impl Providers {
             Kind::Postgresql => pg_dump(self, server, apps, sink).await?,
             Kind::Mysql => mysql_dump(self, server, apps, sink).await?,
             Kind::Redis => crate::backup_redis::dump(server, sink).await?,
-            Kind::Rabbitmq => return Err(unsupported_kind(server)),
+            Kind::Rabbitmq => crate::backup_rabbitmq::dump(self, server, sink).await?,
         };
         Ok(DumpInfo {
             server_version,
@@ -165,15 +165,8 @@ impl Providers {
                 Ok(())
             }
             Kind::Redis => crate::backup_redis::restore(self, server, info, source).await,
-            Kind::Rabbitmq => Err(unsupported_kind(server)),
+            Kind::Rabbitmq => crate::backup_rabbitmq::restore(self, server, info, source).await,
         }
-    }
-}
-
-fn unsupported_kind(server: &Server) -> ProviderError {
-    ProviderError::Unsupported {
-        what: format!("backing up {}", server.kind().display_name()),
-        hint: "backups are made of PostgreSQL, MySQL and Redis".into(),
     }
 }
 

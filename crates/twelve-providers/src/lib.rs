@@ -12,6 +12,7 @@
 
 mod amqp;
 mod backup;
+mod backup_rabbitmq;
 mod backup_redis;
 mod binaries;
 mod error;

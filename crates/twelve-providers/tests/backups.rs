@@ -132,6 +132,38 @@ async fn redis_dump_and_restore_on_a_managed_server() {
 }
 
 #[tokio::test]
+async fn rabbitmq_definitions_export_and_import() {
+    let server = Server::external(Kind::Rabbitmq, "amqp://guest:guest@127.0.0.1:5672/");
+    let p = Providers::new();
+    let app = format!("bk-{}", suffix());
+    let _cleanup = Cleanup {
+        server: server.clone(),
+        apps: vec![app.clone()],
+    };
+    let data = p.provision(&server, &app).await.expect("provision");
+    let mut mem = Memory::default();
+    let info = p.dump(&server, &[], &mut mem).await.expect("dump");
+    assert!(info.server_version.starts_with('3'), "{info:?}");
+    let defs: serde_json::Value =
+        serde_json::from_slice(&mem.0.lock().unwrap()["definitions.json"]).unwrap();
+    assert!(
+        defs["vhosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == app.as_str()),
+        "{defs}"
+    );
+    // The app's vhost and user go; the restore brings both back, password included.
+    p.revoke(&server, &app, true).await.unwrap();
+    assert!(login(Kind::Rabbitmq, uri(&data)).await.is_err());
+    p.restore(&server, &info, &mem).await.expect("restore");
+    login(Kind::Rabbitmq, uri(&data))
+        .await
+        .expect("the app's account is back");
+}
+
+#[tokio::test]
 async fn adopted_redis_backups_are_refused_clearly() {
     let server = Server::external(Kind::Redis, "redis://127.0.0.1:6379");
     let err = Providers::new()
