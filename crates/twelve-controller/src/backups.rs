@@ -229,6 +229,13 @@ impl Cron {
             && day
     }
 
+    /// Whether a run is due at `now`, the runs up to `last_slot` being done: one run
+    /// however many were missed (the controller was down), none before a first slot.
+    pub fn due(&self, last_slot: Option<i64>, now: i64) -> bool {
+        let last = last_slot.unwrap_or(now);
+        self.next_after(last).is_some_and(|next| next <= now)
+    }
+
     /// The first time strictly after `after` (unix seconds) the schedule fires.
     pub fn next_after(&self, after: i64) -> Option<i64> {
         let mut m = after.div_euclid(60) + 1;
@@ -1380,8 +1387,7 @@ impl Controller {
                 let Ok(cron) = Cron::parse(&text) else {
                     continue;
                 };
-                let last = rec.backups.last_slot.unwrap_or(now);
-                let due = cron.next_after(last).is_some_and(|next| next <= now);
+                let due = cron.due(rec.backups.last_slot, now);
                 if rec.backups.last_slot.is_none() || due {
                     rec.backups.last_slot = Some(now);
                     let _ = self.store.put_service(&rec);
@@ -1490,6 +1496,20 @@ mod tests {
             Cron::parse("@daily").unwrap(),
             Cron::parse("0 0 * * *").unwrap()
         );
+        // Runs missed while the controller was down: due once, at start.
+        let nightly = Cron::parse("0 3 * * *").unwrap();
+        let down_since = at("2026-12-05T02:00:00Z");
+        let back = at("2026-12-07T10:00:00Z");
+        assert!(nightly.due(Some(down_since), back));
+        assert!(
+            !nightly.due(Some(back), back + 3600),
+            "caught up: the next is tomorrow"
+        );
+        assert!(
+            !nightly.due(None, back),
+            "a new schedule waits for its next time"
+        );
+        assert!(nightly.due(Some(back), at("2026-12-08T03:00:00Z")));
         for bad in [
             "",
             "0 3 * *",
