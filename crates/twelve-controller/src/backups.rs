@@ -972,7 +972,7 @@ impl Controller {
         trigger: &str,
     ) -> Result<BackupMeta, ApiError> {
         let _busy = BusyGuard::take(service)?;
-        let res = self.create_backup_locked(service, trigger).await;
+        let res = self.create_backup_locked(service, trigger, None).await;
         if let Err(e) = &res {
             self.record_backup(
                 service,
@@ -987,10 +987,13 @@ impl Controller {
         res
     }
 
+    /// Makes a backup, then deletes the oldest past the retention, never `protect` (the
+    /// backup a restore is about to read).
     async fn create_backup_locked(
         &self,
         service: &str,
         trigger: &str,
+        protect: Option<&str>,
     ) -> Result<BackupMeta, ApiError> {
         let rec = self.service_rec(service)?;
         let server = self.open_server(&rec)?;
@@ -1060,7 +1063,11 @@ impl Controller {
         if let Some(keep) = rec.backups.retention {
             let all = storage.list().await.unwrap_or_default();
             let extra = all.len().saturating_sub(keep.max(1) as usize);
-            for old in all.iter().take(extra) {
+            let doomed = all
+                .iter()
+                .filter(|m| Some(m.id.as_str()) != protect && m.id != meta.id)
+                .take(extra);
+            for old in doomed {
                 if let Err(e) = storage.delete(old).await {
                     crate::controller::log(format!(
                         "{service}: cannot delete backup {}: {}",
@@ -1147,7 +1154,7 @@ impl Controller {
             )));
         }
         // Never destroy the only copy: the current state is a backup first.
-        let pre = self.create_backup_locked(service, "pre-restore").await.map_err(|e| {
+        let pre = self.create_backup_locked(service, "pre-restore", Some(id)).await.map_err(|e| {
             ApiError::new(format!(
                 "the current data could not be backed up before the restore, so nothing was restored: {}",
                 e.message

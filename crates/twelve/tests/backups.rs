@@ -426,7 +426,7 @@ fn redis_backup_on_a_schedule_restores_the_keys() {
         "config",
         "cache",
         "backup-schedule=* * * * *",
-        "backup-retention=3",
+        "backup-retention=1",
     ]);
     let cfg = t.ok(&["config", "cache"]);
     assert!(cfg.contains("* * * * *"), "{cfg}");
@@ -448,7 +448,16 @@ fn redis_backup_on_a_schedule_restores_the_keys() {
             r#"{cli} set {app}:a 100 >/dev/null && {cli} del {app}:b >/dev/null && {cli} set {app}:c 3 >/dev/null"#
         ),
     );
-    run_json(&t, &["cache/leader", "restore", &format!("backup-id={id}")]);
+    // With a retention of 1, the backup being restored outlives the pre-restore one.
+    let r = run_json(&t, &["cache/leader", "restore", &format!("backup-id={id}")]);
+    let pre = r["pre-restore-backup-id"].as_str().unwrap().to_string();
+    let ids: Vec<String> = run_json(&t, &["cache", "list-backups"])["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(ids.contains(&id) && ids.contains(&pre), "{ids:?}");
     let keys = eventually("the restored keys", LONG, || {
         let out = t.cmd(&[
             "exec",
