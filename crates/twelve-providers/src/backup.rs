@@ -385,6 +385,10 @@ async fn pg_restore(
             admin.user.clone()
         }
     });
+    // Opened first: a backup that cannot be read leaves nothing behind.
+    let input = source
+        .open(&part.name)
+        .map_err(|e| failed(&admin.server, "reading the backup", e, &[]))?;
     for name in [&tmp, &old] {
         c.batch_execute(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
@@ -400,9 +404,6 @@ async fn pg_restore(
     ))
     .await
     .map_err(|e| err(&format!("creating database {tmp}"), e))?;
-    let input = source
-        .open(&part.name)
-        .map_err(|e| failed(&admin.server, "reading the backup", e, &[]))?;
     let mut cmd = pg_command(p, "pg_restore", &admin)?;
     cmd.args(["--exit-on-error", "--single-transaction", "-d", &tmp]);
     let secrets: Vec<String> = admin.password.iter().cloned().collect();

@@ -110,10 +110,32 @@ async fn round_trip(server: &Server) -> (DumpInfo, Memory) {
 
 #[tokio::test]
 async fn postgresql_dump_and_restore_on_an_adopted_server() {
-    let (info, mem) = round_trip(&Server::external(Kind::Postgresql, PG_ADMIN)).await;
+    let server = Server::external(Kind::Postgresql, PG_ADMIN);
+    let (info, mem) = round_trip(&server).await;
     // pg_dump's custom format, uncompressed (twelve compresses the whole).
     let part = mem.0.lock().unwrap()[&info.parts[0].name].clone();
     assert_eq!(&part[..5], b"PGDMP");
+    // A backup whose part cannot be read leaves no half-made database behind.
+    struct Missing;
+    impl PartSource for Missing {
+        fn open(&self, _: &str) -> std::io::Result<Box<dyn Read + Send>> {
+            Err(std::io::ErrorKind::NotFound.into())
+        }
+    }
+    let err = Providers::new()
+        .restore(&server, &info, &Missing)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("reading the backup"), "{err}");
+    let c = pg(PG_ADMIN).await.unwrap();
+    let left = c
+        .query_opt(
+            "SELECT datname FROM pg_database WHERE datname = $1",
+            &[&format!("{}$restore", info.parts[0].database)],
+        )
+        .await
+        .unwrap();
+    assert!(left.is_none());
 }
 
 #[tokio::test]
