@@ -4,7 +4,8 @@
 # hand on the same database.
 #
 #   bench/backup/run.sh          SCALE=64 (pgbench scale: about 15 MB of table data and
-#                                indexes per unit of scale, so ~1 GB at 64); RUNS=3
+#                                indexes per unit of scale, so ~1 GB at 64); RUNS=3;
+#                                TWELVE_BIN=path/to/release/twelve to skip the build
 #
 # The database is the app database twelve provisioned for the Flask example on the
 # machine's PostgreSQL (adopted with --external, as postgres), filled by `pgbench -i`.
@@ -17,8 +18,12 @@ root=$(cd "$here/../.." && pwd)
 SCALE=${SCALE:-64}
 RUNS=${RUNS:-3}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
-(cd "$root" && cargo build -q --release --bin twelve)
-bin=$CARGO_TARGET_DIR/release/twelve
+if [ -n "${TWELVE_BIN:-}" ]; then
+  bin=$TWELVE_BIN        # a release binary built already
+else
+  (cd "$root" && cargo build -q --release --bin twelve)
+  bin=$CARGO_TARGET_DIR/release/twelve
+fi
 PG=${PG:-postgresql://postgres@127.0.0.1:5432/postgres}
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 export PATH=$pgbin:$PATH
