@@ -108,6 +108,16 @@ if [ ! -x /usr/local/bin/uv ]; then
   "${SUDO[@]}" ln -sf "$uv_bin" /usr/local/bin/uv
 fi
 
+# moto (PyPI): a real S3 API on 127.0.0.1 for the backup tests (crates/twelve/tests/backups.rs),
+# in a venv of its own under the cache, where the tests look for it.
+moto_venv=${TWELVE_CACHE:-$HOME/.cache/twelve}/moto-venv
+if [ ! -x "$moto_venv/bin/moto_server" ]; then
+  echo "setup: installing moto[server] (PyPI) into $moto_venv"
+  mkdir -p "$(dirname "$moto_venv")"
+  uv venv -q "$moto_venv"
+  uv pip install -q --python "$moto_venv/bin/python" 'moto[server]>=5,<6'
+fi
+
 echo "setup: go $(go version | awk '{print $3}'), $(python3 --version), $(uv --version), node $(node --version 2>/dev/null || echo missing), $(java -version 2>&1 | head -1 || echo 'java missing')"
 
 if [ "$with_services" = 1 ]; then

@@ -12,6 +12,10 @@ use crate::controller::Controller;
 
 type ApiResult = Result<Value, ApiError>;
 
+/// The unit number that means "the leader" (`twelve run app/leader ...`, or a backing
+/// service's only "unit": `twelve run postgresql/leader create-backup`).
+pub const LEADER_UNIT: u32 = u32::MAX;
+
 fn token_urlsafe(n: usize) -> String {
     use base64::Engine;
     let bytes: Vec<u8> = (0..n).map(|_| rand::random::<u8>()).collect();
@@ -108,7 +112,20 @@ fn parse_result(stdout: &str) -> Value {
 }
 
 impl Controller {
+    /// The kind of `name` when it is a backing service and not an app.
+    fn backing_service_kind(&self, name: &str) -> Result<Option<twelve_providers::Kind>, ApiError> {
+        if self.store.app(name).ok().flatten().is_some() {
+            return Ok(None);
+        }
+        Ok(self.service_record(name)?.map(|r| {
+            twelve_providers::Kind::parse(&r.kind).unwrap_or(twelve_providers::Kind::Postgresql)
+        }))
+    }
+
     pub(crate) fn list_actions(&self, name: &str) -> ApiResult {
+        if let Some(kind) = self.backing_service_kind(name)? {
+            return Ok(crate::backups::service_actions(kind));
+        }
         let app = self.app(name)?;
         let unit = app.units.first().map(|u| u.number).unwrap_or(0);
         let (plan, _) = self.unit_plan(&app, unit).map_err(ApiError::new)?;
@@ -122,7 +139,15 @@ impl Controller {
         action: &str,
         params: IndexMap<String, String>,
     ) -> ApiResult {
+        if self.backing_service_kind(name)?.is_some() {
+            return self.run_service_action(name, action, params).await;
+        }
         let app = self.app(name)?;
+        let unit = if unit == LEADER_UNIT {
+            app.units.first().map(|u| u.number).unwrap_or(0)
+        } else {
+            unit
+        };
         if !app.units.iter().any(|u| u.number == unit) {
             return Err(
                 ApiError::new(format!("unit {name}/{unit} not found")).hint(format!(

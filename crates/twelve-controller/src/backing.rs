@@ -117,6 +117,7 @@ impl Controller {
                 .vault
                 .seal(&serde_json::to_string(&server).unwrap_or_default()),
             created: now(),
+            backups: Default::default(),
         };
         self.store.put_service(&rec).map_err(store_err)?;
         self.wake.notify_one();
@@ -159,6 +160,9 @@ impl Controller {
         target: &str,
         data: IndexMap<String, String>,
     ) -> ApiResult {
+        if target == "s3" && self.is_backing_service(app_name) {
+            return self.integrate_service_s3(app_name, data).await;
+        }
         let app = self.app(app_name)?;
         let project = self.project(&app).map_err(ApiError::new)?;
         let mut warning = None;
@@ -254,6 +258,9 @@ impl Controller {
         target: &str,
         destroy_data: bool,
     ) -> ApiResult {
+        if target == "s3" && self.is_backing_service(app_name) {
+            return self.remove_service_s3(app_name);
+        }
         let app = self.app(app_name)?;
         let Some((endpoint, rel)) = app
             .relations
@@ -364,10 +371,17 @@ impl Controller {
                     }
                 }
             }
-            let (status, message) = match self.providers.check(&server).await {
+            let (status, mut message) = match self.providers.check(&server).await {
                 Ok(()) => ("active".to_string(), String::new()),
                 Err(e) => ("blocked".to_string(), e.to_string()),
             };
+            if let Some(note) = Self::backup_note(&rec) {
+                if message.is_empty() {
+                    message = note;
+                } else {
+                    message = format!("{message}; {note}");
+                }
+            }
             let users: Vec<String> = apps
                 .iter()
                 .filter(|a| {

@@ -218,6 +218,7 @@ impl Controller {
         self.start_web().await;
         let me = self.clone();
         tokio::spawn(async move { me.reconcile_loop().await });
+        tokio::spawn(self.clone().backup_scheduler());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         loop {
@@ -306,6 +307,12 @@ impl Controller {
             }
             Request::Rollback { app, release } => self.rollback(&app, release),
             Request::Status { app } => self.status(app.as_deref()),
+            Request::GetConfig { app } if self.is_backing_service(&app) => {
+                self.service_config(&app)
+            }
+            Request::SetConfig { app, set, reset } if self.is_backing_service(&app) => {
+                self.set_service_config(&app, set, reset)
+            }
             Request::GetConfig { app } => self.get_config(&app),
             Request::SetConfig { app, set, reset } => self.set_config(&app, set, reset),
             Request::Scale { app, units } => self.scale(&app, units),

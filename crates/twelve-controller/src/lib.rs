@@ -4,6 +4,7 @@
 pub mod actions;
 pub mod api;
 pub mod backing;
+pub mod backups;
 pub mod cgroup;
 mod changes;
 pub mod client;

@@ -222,6 +222,9 @@ pub struct ServiceRecord {
     /// admin credentials).
     pub server_sealed: String,
     pub created: String,
+    /// Where and when its backups are made, and how the last one went (`backups.rs`).
+    #[serde(default)]
+    pub backups: crate::backups::BackupSettings,
 }
 
 /// One integration of an app: what endpoint, from where, and the relation data (sealed).

@@ -94,6 +94,11 @@ impl Vault {
         })
     }
 
+    /// The cipher itself, for data sealed in a stream of chunks (backups on S3).
+    pub(crate) fn cipher(&self) -> &XChaCha20Poly1305 {
+        &self.cipher
+    }
+
     pub fn seal(&self, plaintext: &str) -> String {
         let nonce: [u8; 24] = rand::random();
         // Encryption with a valid key and nonce cannot fail for in-memory buffers.

@@ -170,6 +170,7 @@ impl Controller {
             )
             .await
             .ok(),
+            services: self.service_views(),
         };
         *w.snapshot.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
         *w.units.write().unwrap_or_else(|e| e.into_inner()) = dirs;

@@ -11,6 +11,9 @@
 //! password.
 
 mod amqp;
+mod backup;
+mod backup_rabbitmq;
+mod backup_redis;
 mod binaries;
 mod error;
 mod mysql;
@@ -25,6 +28,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 pub use amqp::{amqp_login, AmqpConn, AmqpLoginError};
+pub use backup::{version_number, DumpInfo, DumpPart, PartSink, PartSource, PartWrite};
 pub use binaries::Binaries;
 pub use error::ProviderError;
 

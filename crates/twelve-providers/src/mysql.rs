@@ -10,16 +10,16 @@ use mysql_async::{Conn, OptsBuilder};
 use crate::util::{self, scrub};
 use crate::{Kind, ManagedInfo, ProviderError, Providers, RelationData, Result, Server};
 
-struct Admin {
-    server: String,
-    host: String,
-    port: u16,
-    user: String,
-    password: Option<String>,
+pub(crate) struct Admin {
+    pub(crate) server: String,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) user: String,
+    pub(crate) password: Option<String>,
 }
 
 impl Admin {
-    fn of(server: &Server) -> Result<Admin> {
+    pub(crate) fn of(server: &Server) -> Result<Admin> {
         match server {
             Server::Managed { dir, port, .. } => Ok(Admin {
                 server: server.describe(),
@@ -62,7 +62,7 @@ impl Admin {
         }
     }
 
-    fn secrets(&self) -> Vec<&str> {
+    pub(crate) fn secrets(&self) -> Vec<&str> {
         self.password.iter().map(String::as_str).collect()
     }
 
@@ -88,7 +88,7 @@ impl Admin {
         }
     }
 
-    async fn connect(&self) -> Result<Conn> {
+    pub(crate) async fn connect(&self) -> Result<Conn> {
         self.connect_with(self.password.as_deref()).await
     }
 

@@ -12,17 +12,17 @@ use crate::{Kind, ManagedInfo, ProviderError, Providers, RelationData, Result, S
 const ADMIN_USER: &str = "postgres";
 
 /// How to reach a server as its admin.
-struct Admin {
-    server: String,
-    host: String,
-    port: u16,
-    user: String,
-    password: Option<String>,
-    dbname: String,
+pub(crate) struct Admin {
+    pub(crate) server: String,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) user: String,
+    pub(crate) password: Option<String>,
+    pub(crate) dbname: String,
 }
 
 impl Admin {
-    fn of(server: &Server) -> Result<Admin> {
+    pub(crate) fn of(server: &Server) -> Result<Admin> {
         match server {
             Server::Managed { dir, port, .. } => Ok(Admin {
                 server: server.describe(),
@@ -72,11 +72,11 @@ impl Admin {
         }
     }
 
-    fn secrets(&self) -> Vec<&str> {
+    pub(crate) fn secrets(&self) -> Vec<&str> {
         self.password.iter().map(String::as_str).collect()
     }
 
-    async fn connect_db(&self, db: &str) -> Result<Client> {
+    pub(crate) async fn connect_db(&self, db: &str) -> Result<Client> {
         let mut cfg = Config::new();
         cfg.host(&self.host)
             .port(self.port)
@@ -100,7 +100,7 @@ impl Admin {
         Ok(client)
     }
 
-    async fn connect(&self) -> Result<Client> {
+    pub(crate) async fn connect(&self) -> Result<Client> {
         self.connect_db(&self.dbname).await
     }
 

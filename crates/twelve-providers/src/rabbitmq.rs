@@ -12,7 +12,7 @@ use crate::amqp::{self, AmqpLoginError};
 use crate::util::{self, scrub};
 use crate::{Kind, ManagedInfo, ProviderError, Providers, RelationData, Result, Server};
 
-enum Admin {
+pub(crate) enum Admin {
     /// `rabbitmqctl` against the local node (`-n node` for managed brokers).
     Ctl { ctl: PathBuf, node: Option<String> },
     /// The management HTTP API.
@@ -23,20 +23,20 @@ enum Admin {
     },
 }
 
-struct Target {
-    server: String,
+pub(crate) struct Target {
+    pub(crate) server: String,
     admin_url: String,
     admin_user: String,
     host: String,
     port: u16,
-    how: Admin,
+    pub(crate) how: Admin,
 }
 
 fn is_local(host: &str) -> bool {
     matches!(host, "127.0.0.1" | "localhost" | "::1" | "[::1]")
 }
 
-fn target(p: &Providers, server: &Server) -> Result<Target> {
+pub(crate) fn target(p: &Providers, server: &Server) -> Result<Target> {
     let (admin_url, management_url, node) = match server {
         Server::External {
             admin_url,
@@ -180,7 +180,7 @@ async fn ctl_ok(
         })
 }
 
-struct Http<'a> {
+pub(crate) struct Http<'a> {
     t: &'a Target,
     client: reqwest::Client,
     base: &'a url::Url,
@@ -201,7 +201,7 @@ impl Http<'_> {
         u
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: reqwest::Method,
         segments: &[&str],
@@ -244,7 +244,7 @@ impl Http<'_> {
     }
 }
 
-fn http<'a>(t: &'a Target) -> Option<Http<'a>> {
+pub(crate) fn http<'a>(t: &'a Target) -> Option<Http<'a>> {
     match &t.how {
         Admin::Http {
             base,

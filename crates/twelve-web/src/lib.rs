@@ -84,6 +84,23 @@ pub struct Snapshot {
     /// Not part of the JSON state (`/api/state`, `/events`).
     #[serde(skip)]
     pub ingress_metrics: Option<String>,
+    /// The backing services, with their last backup.
+    #[serde(default)]
+    pub services: Vec<ServiceView>,
+}
+
+/// One backing service as shown (`twelve deploy postgresql`), with its backups.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub kind: String,
+    pub status: String,
+    pub message: String,
+    /// `last backup ID (where, size)` or `last backup failed at ...`; empty when none.
+    pub last_backup: String,
+    /// Unix time of the last successful backup.
+    pub last_backup_success: Option<i64>,
+    pub backup_failures: u64,
 }
 
 /// One app as shown.

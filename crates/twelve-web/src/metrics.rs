@@ -83,6 +83,40 @@ fn render_inner(s: &Snapshot, stats: Option<&WebStats>) -> String {
         }
     }
 
+    if !s.services.is_empty() {
+        header(
+            &mut out,
+            "twelve_backup_last_success_timestamp_seconds",
+            "gauge",
+            "Unix time of the last successful backup of a backing service.",
+        );
+        for svc in &s.services {
+            if let Some(t) = svc.last_backup_success {
+                let _ = writeln!(
+                    out,
+                    "twelve_backup_last_success_timestamp_seconds{{service=\"{}\",kind=\"{}\"}} {t}",
+                    escape(&svc.name),
+                    escape(&svc.kind)
+                );
+            }
+        }
+        header(
+            &mut out,
+            "twelve_backup_failures_total",
+            "counter",
+            "Backups of a backing service that failed.",
+        );
+        for svc in &s.services {
+            let _ = writeln!(
+                out,
+                "twelve_backup_failures_total{{service=\"{}\",kind=\"{}\"}} {}",
+                escape(&svc.name),
+                escape(&svc.kind),
+                svc.backup_failures
+            );
+        }
+    }
+
     let c = &s.controller;
     header(
         &mut out,

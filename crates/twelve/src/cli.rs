@@ -424,11 +424,12 @@ pub enum AppCommand {
     RevokeSecret { secret: String, app: String },
     /// Delete a secret and all its revisions.
     RemoveSecret { secret: String },
-    /// The actions an app declares, with their parameters.
+    /// The actions an app declares (or a backing service has), with their parameters.
     Actions { app: String },
-    /// Run an action on a unit: `twelve run web/0 rotate-secret-key`.
+    /// Run an action on a unit: `twelve run web/0 rotate-secret-key`, or on a backing
+    /// service: `twelve run postgresql/leader create-backup` (docs/backups.md).
     Run {
-        /// `app/N`, `app/leader`, or `app` (its leader)
+        /// `app/N`, `app/leader`, `app` (its leader), or a backing service (`postgresql`)
         unit: String,
         action: String,
         #[arg(value_name = "KEY=VALUE")]

@@ -106,7 +106,7 @@ pub fn retarget(data: &RelationData, target: &str) -> String {
 
 // ---- acting as an app ----
 
-async fn pg(url: &str) -> Result<tokio_postgres::Client, String> {
+pub async fn pg(url: &str) -> Result<tokio_postgres::Client, String> {
     let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .map_err(|e| pg_err(&e))?;

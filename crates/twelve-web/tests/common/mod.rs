@@ -173,6 +173,7 @@ pub fn two_apps() -> Snapshot {
             migration_failures_total: 1,
         },
         ingress_metrics: Some(INGRESS_TEXT.into()),
+        services: vec![],
     }
 }
 

@@ -1,0 +1,483 @@
+//! Backups and restores of backing services end to end, with the machine's real servers
+//! and a real S3 API (moto, started by the test): an app writes, `create-backup`, the data
+//! is changed or dropped, `restore` brings exactly the backed-up data back and the app
+//! serves again. PostgreSQL (managed, local storage, under a write load), MySQL (the
+//! machine's MariaDB adopted, on S3, sealed), Redis (managed, on a per-minute schedule).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const LONG: Duration = Duration::from_secs(90);
+
+fn uniq(prefix: &str) -> String {
+    let n: u32 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        % 100000;
+    format!("{prefix}{n}")
+}
+
+/// Runs a shell line inside a unit, with the app's environment; its stdout, trimmed.
+fn sh(t: &Twelve, unit: &str, line: &str) -> String {
+    let out = t.cmd(&["exec", unit, "--", "bash", "-c", line]);
+    assert!(
+        out.status.success(),
+        "{line}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn run_json(t: &Twelve, args: &[&str]) -> Value {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--format", "json"]);
+    serde_json::from_str(&t.ok(&all)).unwrap()
+}
+
+/// Deploys the Flask example as `app`, integrates it with `service` and waits for the
+/// variables named.
+fn app_with(t: &Twelve, app: &str, service: &str, var: &str) -> String {
+    t.ok(&["deploy", t.example("flask").to_str().unwrap(), app]);
+    t.ok(&["integrate", app, service]);
+    let unit = format!("{app}/0");
+    eventually(&format!("{var} in {unit}'s env"), LONG, || {
+        try_app_env(t.port(&unit)).filter(|e| e.get(var).is_some())
+    });
+    unit
+}
+
+fn serves(t: &Twelve, app: &str) {
+    eventually(&format!("{app} serving through the ingress"), LONG, || {
+        via_ingress(t, app, "/").filter(|(c, _)| *c == 200)
+    });
+}
+
+const PSQL: &str = r#"psql -q -v ON_ERROR_STOP=1 "$POSTGRESQL_DB_CONNECT_STRING" -tA"#;
+
+#[test]
+fn postgresql_backup_under_load_restores_a_consistent_state_locally() {
+    let t = Twelve::new();
+    let app = uniq("bkpg");
+    t.ok(&["deploy", "postgresql", "pg"]);
+    let unit = app_with(&t, &app, "pg", "POSTGRESQL_DB_CONNECT_STRING");
+
+    let actions = t.ok(&["actions", "pg"]);
+    for a in [
+        "create-backup",
+        "list-backups",
+        "restore",
+        "backup-id:string*",
+    ] {
+        assert!(actions.contains(a), "{actions}");
+    }
+
+    // The app's invariant: acct.n is the number of rows in moves, both written in one
+    // transaction.
+    sh(
+        &t,
+        &unit,
+        &format!(
+            r#"{PSQL} -c "create table acct(id int primary key, n int not null); insert into acct values (1, 0); create table moves(id serial primary key, v int not null)""#
+        ),
+    );
+    const TOTAL: u32 = 600;
+    let id = std::thread::scope(|s| {
+        let load = s.spawn(|| {
+            sh(
+                &t,
+                &unit,
+                &format!(
+                    r#"for i in $(seq 1 {TOTAL}); do echo "begin; update acct set n = n + 1 where id = 1; select pg_sleep(0.01); insert into moves(v) values ($i); commit;"; done | {PSQL} >/dev/null"#
+                ),
+            )
+        });
+        eventually("the write load under way", LONG, || {
+            let n: u32 = sh(
+                &t,
+                &unit,
+                &format!(r#"{PSQL} -c "select count(*) from moves""#),
+            )
+            .parse()
+            .unwrap();
+            (n >= 20).then_some(())
+        });
+        let r = run_json(&t, &["pg/leader", "create-backup"]);
+        assert_eq!(r["where"], "local", "{r}");
+        assert!(
+            r["apps"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from(app.as_str())),
+            "{r}"
+        );
+        load.join().unwrap();
+        r["backup-id"].as_str().unwrap().to_string()
+    });
+    let counts = |t: &Twelve| {
+        sh(
+            t,
+            &unit,
+            &format!(
+                r#"{PSQL} -c "select (select n from acct where id = 1) || ' ' || (select count(*) from moves)""#
+            ),
+        )
+    };
+    assert_eq!(counts(&t), format!("{TOTAL} {TOTAL}"));
+
+    // Backups live under TWELVE_HOME/backups/<service>, closed to others.
+    let dir = t.home.path().join("backups/pg");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+    assert!(dir.join(&id).join("meta.json").exists());
+
+    // The data changes, then the backup comes back.
+    sh(
+        &t,
+        &unit,
+        &format!(
+            r#"{PSQL} -c "drop table moves; update acct set n = -1; create table extra(x int)""#
+        ),
+    );
+    serves(&t, &app);
+    // While the data is replaced, the app is out of the ingress, with a maintenance page.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (r, pages) = std::thread::scope(|s| {
+        let watch = s.spawn(|| {
+            let mut pages = vec![];
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(p) = via_ingress(&t, &app, "/") {
+                    pages.push(p);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            pages
+        });
+        let r = run_json(&t, &["pg", "restore", &format!("backup-id={id}")]);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (r, watch.join().unwrap())
+    });
+    let maintenance = format!("{app} is maintenance: restoring backup {id} of pg");
+    assert!(
+        pages
+            .iter()
+            .any(|(code, body)| *code == 503 && body.contains(&maintenance)),
+        "{maintenance:?} not among {:?}",
+        pages
+            .iter()
+            .map(|(c, b)| format!("{c} {}", b.lines().nth(2).unwrap_or("")))
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+    assert!(
+        pages.iter().all(|(code, _)| *code == 200 || *code == 503),
+        "only the app or the maintenance page: {:?}",
+        pages
+            .iter()
+            .map(|(c, _)| *c)
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+    assert_eq!(r["backup-id"], id.as_str(), "{r}");
+    let pre = r["pre-restore-backup-id"].as_str().unwrap().to_string();
+    let restored = counts(&t);
+    let (n, moves) = restored.split_once(' ').unwrap();
+    assert_eq!(n, moves, "the two tables written in one transaction agree");
+    let n: u32 = n.parse().unwrap();
+    assert!((20..=TOTAL).contains(&n), "{restored}");
+    let extra = sh(
+        &t,
+        &unit,
+        &format!(r#"{PSQL} -c "select count(*) from pg_tables where tablename = 'extra'""#),
+    );
+    assert_eq!(
+        extra, "0",
+        "exactly the backed-up data: tables made later are gone"
+    );
+    serves(&t, &app);
+
+    // The state before the restore was saved, and can be restored in turn.
+    let list = run_json(&t, &["pg", "list-backups"]);
+    let rows = list["backups"].as_array().unwrap();
+    let kinds: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|b| (b["id"].as_str().unwrap(), b["kind"].as_str().unwrap()))
+        .collect();
+    assert!(kinds.contains(&(id.as_str(), "manual")), "{list}");
+    assert!(kinds.contains(&(pre.as_str(), "pre-restore")), "{list}");
+    run_json(&t, &["pg", "restore", &format!("backup-id={pre}")]);
+    assert_eq!(
+        sh(&t, &unit, &format!(r#"{PSQL} -c "select n from acct""#)),
+        "-1"
+    );
+
+    // `twelve status`, the dashboard's state and the metrics show the last backup.
+    let status = t.ok(&["status"]);
+    assert!(status.contains("last backup"), "{status}");
+    let web = t.web_port();
+    let state: Value = eventually("the dashboard's state with the backup", LONG, || {
+        let (_, body) = http_get(web, "/api/state")?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        let pg = v["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "pg")?;
+        pg["last_backup"]
+            .as_str()?
+            .contains("last backup")
+            .then(|| pg.clone())
+    });
+    assert_eq!(state["backup_failures"], 0, "{state}");
+    let (_, metrics) = http_get(web, "/metrics").unwrap();
+    assert!(
+        metrics.contains(
+            "twelve_backup_last_success_timestamp_seconds{service=\"pg\",kind=\"postgresql\"}"
+        ) && metrics.contains("twelve_backup_failures_total{service=\"pg\",kind=\"postgresql\"} 0"),
+        "{metrics}"
+    );
+
+    // A backup made by a newer server is refused, naming both versions.
+    let meta_path = dir.join(&id).join("meta.json");
+    let mut meta: Value = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    meta["dump"]["server_version"] = "99.1".into();
+    meta["dump"]["version_num"] = 990001.into();
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let err = t.fails(&["run", "pg", "restore", &format!("backup-id={id}")]);
+    assert!(
+        err.contains("PostgreSQL 99.1") && err.contains("newer"),
+        "{err}"
+    );
+    let err = t.fails(&["run", "pg", "restore", "backup-id=nope"]);
+    assert!(err.contains("no backup \"nope\""), "{err}");
+
+    t.ok(&["remove-relation", &app, "pg", "--destroy-data"]);
+}
+
+/// moto's S3 server on a free port, stopped when dropped.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let cache = std::env::var("TWELVE_CACHE")
+            .unwrap_or_else(|_| format!("{}/.cache/twelve", std::env::var("HOME").unwrap()));
+        let venv = std::path::Path::new(&cache).join("moto-venv/bin/moto_server");
+        let bin = if venv.exists() {
+            venv.display().to_string()
+        } else {
+            "moto_server".to_string()
+        };
+        let port = free_port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {bin} ({e}): run scripts/setup.sh, which installs moto[server]"
+                )
+            });
+        eventually("moto listening", Duration::from_secs(30), || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Moto { child, port }
+    }
+
+    /// An object's bytes. moto does not check signatures, but treats a request without
+    /// any as anonymous (refused by the bucket's ACL).
+    fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/eu-west-1/s3/aws4_request, SignedHeaders=host, Signature=00\r\n\r\n",
+            self.port
+        )
+        .unwrap();
+        let mut buf = vec![];
+        s.read_to_end(&mut buf).unwrap();
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (code, buf[end + 4..].to_vec())
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn mysql_backup_on_s3_is_sealed_and_restores() {
+    let moto = Moto::start();
+    let t = Twelve::new();
+    let app = uniq("bkmy");
+    t.ok(&[
+        "deploy",
+        "mysql",
+        "my",
+        "--external",
+        "mysql://root@127.0.0.1:3306/",
+    ]);
+    let unit = app_with(&t, &app, "my", "MYSQL_DB_CONNECT_STRING");
+    let mysql = r#"mariadb -h "$MYSQL_DB_HOSTNAME" -P "$MYSQL_DB_PORT" -u "$MYSQL_DB_USERNAME" -p"$MYSQL_DB_PASSWORD" "$MYSQL_DB_NAME" -N"#;
+    sh(
+        &t,
+        &unit,
+        &format!(
+            r#"{mysql} -e "create table notes(id int primary key, body text); insert into notes values (1, 'plaintext-marker-one'), (2, 'two'); insert into visits () values (), ()""#
+        ),
+    );
+
+    let secret = "moto-secret-key-42";
+    let endpoint = format!("endpoint=http://127.0.0.1:{}", moto.port);
+    t.ok(&[
+        "integrate",
+        "my",
+        "s3",
+        "--data",
+        &endpoint,
+        "bucket=twelve-backups",
+        "access-key=testing",
+        &format!("secret-key={secret}"),
+        "path=ci/run",
+        "region=eu-west-1",
+    ]);
+    let r = run_json(&t, &["my", "create-backup"]);
+    assert_eq!(r["where"], "s3", "{r}");
+    let id = r["backup-id"].as_str().unwrap().to_string();
+
+    // On S3, sealed: neither zstd's magic nor the rows can be seen.
+    let db = app.replace('-', "_");
+    let (code, body) = moto.get(&format!("/twelve-backups/ci/run/my/{id}/{db}.sql.zst"));
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(&body[..4], b"TWB1");
+    assert!(!body.windows(5).any(|w| w == b"plain"));
+    let (code, _) = moto.get(&format!("/twelve-backups/ci/run/my/{id}/meta.json"));
+    assert_eq!(code, 200);
+    assert!(
+        !t.home.path().join("backups/my").join(&id).exists(),
+        "nothing kept locally"
+    );
+
+    sh(
+        &t,
+        &unit,
+        &format!(
+            r#"{mysql} -e "delete from visits; update notes set body = 'changed'; create table later(x int)""#
+        ),
+    );
+    let r = run_json(&t, &["my/leader", "restore", &format!("backup-id={id}")]);
+    assert_eq!(r["backup-id"], id.as_str(), "{r}");
+    assert_eq!(
+        sh(
+            &t,
+            &unit,
+            &format!(
+                r#"{mysql} -e "select count(*) from visits; select group_concat(body order by id) from notes; show tables like 'later'""#
+            )
+        ),
+        "2\nplaintext-marker-one,two"
+    );
+    serves(&t, &app);
+
+    let listed = t.ok(&["run", "my", "list-backups"]);
+    assert!(
+        listed.contains(&id) && listed.contains("pre-restore"),
+        "{listed}"
+    );
+    let everything = format!("{listed}{}", t.ok(&["status"]));
+    assert!(!everything.contains(secret));
+
+    t.ok(&["remove-relation", &app, "my", "--destroy-data"]);
+}
+
+#[test]
+fn redis_backup_on_a_schedule_restores_the_keys() {
+    let t = Twelve::new();
+    let app = uniq("bkrd");
+    t.ok(&["deploy", "redis", "cache"]);
+    let unit = app_with(&t, &app, "cache", "REDIS_DB_CONNECT_STRING");
+    let cli = r#"redis-cli --no-auth-warning -u "$REDIS_DB_CONNECT_STRING""#;
+    sh(
+        &t,
+        &unit,
+        &format!(r#"{cli} set {app}:a 1 >/dev/null && {cli} set {app}:b 2 >/dev/null"#),
+    );
+
+    let err = t.fails(&["config", "cache", "backup-schedule=every day"]);
+    assert!(err.contains("5 fields"), "{err}");
+    t.ok(&[
+        "config",
+        "cache",
+        "backup-schedule=* * * * *",
+        "backup-retention=1",
+    ]);
+    let cfg = t.ok(&["config", "cache"]);
+    assert!(cfg.contains("* * * * *"), "{cfg}");
+
+    // The controller makes it within the minute.
+    let id = eventually("a scheduled backup", Duration::from_secs(75), || {
+        let list = run_json(&t, &["cache", "list-backups"]);
+        list["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["kind"] == "scheduled")
+            .map(|b| b["id"].as_str().unwrap().to_string())
+    });
+    sh(
+        &t,
+        &unit,
+        &format!(
+            r#"{cli} set {app}:a 100 >/dev/null && {cli} del {app}:b >/dev/null && {cli} set {app}:c 3 >/dev/null"#
+        ),
+    );
+    // With a retention of 1, the backup being restored outlives the pre-restore one.
+    let r = run_json(&t, &["cache/leader", "restore", &format!("backup-id={id}")]);
+    let pre = r["pre-restore-backup-id"].as_str().unwrap().to_string();
+    let ids: Vec<String> = run_json(&t, &["cache", "list-backups"])["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(ids.contains(&id) && ids.contains(&pre), "{ids:?}");
+    let keys = eventually("the restored keys", LONG, || {
+        let out = t.cmd(&[
+            "exec",
+            &unit,
+            "--",
+            "bash",
+            "-c",
+            &format!(r#"{cli} mget {app}:a {app}:b {app}:c"#),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (out.status.success() && !text.contains("ERR") && !text.trim().is_empty()).then_some(text)
+    });
+    assert_eq!(
+        keys.split_whitespace().collect::<Vec<_>>(),
+        vec!["1", "2"],
+        "{keys}"
+    );
+    serves(&t, &app);
+    let status = t.ok(&["status"]);
+    assert!(status.contains("last backup"), "{status}");
+
+    t.ok(&["remove-relation", &app, "cache", "--destroy-data"]);
+}
