@@ -7,8 +7,9 @@
 #
 # Runs as root, or through sudo otherwise. Idempotent: apt-get update and
 # apt-get install run only when something is missing. nginx and supervisor are
-# installed for the benchmarks, prometheus for the observability tests; none of
-# them is ever started or enabled as a system service.
+# installed for the benchmarks, prometheus for the observability tests, etcd and a
+# kube-apiserver built from Debian's source for the k8s tests; none of them is ever
+# started or enabled as a system service.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -48,6 +49,10 @@ checks=(
   "command -v chromium:chromium"
   "command -v prometheus:prometheus"
   "dpkg-query -W -f='\${Status}' python3-venv 2>/dev/null | grep -q 'ok installed':python3-venv"
+  # the real Kubernetes API server of the k8s tests (scripts/kube-apiserver.sh)
+  "command -v etcd:etcd-server"
+  "command -v rsync:rsync"
+  "command -v make:make"
 )
 
 missing=()
@@ -79,8 +84,8 @@ else
   echo "setup: all tools already installed"
 fi
 
-# nginx, supervisor and prometheus are for benchmarks and tests only: never leave them enabled.
-for svc in nginx supervisor prometheus prometheus-node-exporter; do
+# nginx, supervisor, prometheus, etcd and the registry are for benchmarks and tests only: never leave them enabled.
+for svc in nginx supervisor prometheus prometheus-node-exporter etcd docker-registry; do
   if [ -e "/etc/init.d/$svc" ] && command -v update-rc.d >/dev/null 2>&1; then
     "${SUDO[@]}" update-rc.d "$svc" disable >/dev/null 2>&1 || true
   fi
@@ -109,6 +114,10 @@ if [ ! -x /usr/local/bin/uv ]; then
 fi
 
 echo "setup: go $(go version | awk '{print $3}'), $(python3 --version), $(uv --version), node $(node --version 2>/dev/null || echo missing), $(java -version 2>&1 | head -1 || echo 'java missing')"
+
+# kube-apiserver for the k8s tests: built once from Debian's source package (about 3
+# minutes on 2 cores) and cached in $TWELVE_CACHE/kube-apiserver; a no-op when cached.
+TWELVE_CACHE=${TWELVE_CACHE:-$HOME/.cache/twelve} "$here/kube-apiserver.sh" build
 
 if [ "$with_services" = 1 ]; then
   exec "$here/services.sh"
