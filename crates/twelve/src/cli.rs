@@ -144,7 +144,8 @@ pub enum K8sCommand {
         /// A file holding a bearer token (e.g. from `kubectl create token`).
         #[arg(long)]
         token_file: Option<PathBuf>,
-        /// A kubeconfig: server, CA certificate and token of its current context.
+        /// A kubeconfig: server, CA certificate and token or client certificate of its
+        /// current context (default: $KUBECONFIG, else ~/.kube/config, unless --server).
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
         /// The kubeconfig context (default: its current-context).
@@ -159,6 +160,10 @@ pub enum K8sCommand {
         /// How long the migration Job may run (e.g. 10m, 90s).
         #[arg(long, value_name = "DURATION", default_value = "10m")]
         migration_timeout: String,
+        /// Take over fields another field manager (`kubectl scale`, `kubectl edit`, an
+        /// autoscaler) set, instead of stopping at the conflict.
+        #[arg(long)]
+        force_conflicts: bool,
     },
 }
 
