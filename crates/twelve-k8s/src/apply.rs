@@ -508,8 +508,9 @@ pub fn identity(o: &Value) -> (&str, &str, &str, &str) {
     )
 }
 
-/// Applies `objects` in order; after a Job (the migration), waits for it to succeed before
-/// going on, so a failed migration leaves the running release alone (a Job that failed
+/// Applies `objects`: the ConfigMaps and Secrets (named per release), the Job (the
+/// migration), then the rest in order; after the Job, waits for it to succeed before going
+/// on, so a failed migration leaves the running release alone (a Job that failed
 /// before is replaced, so applying again reruns the migration). Then prunes what twelve
 /// applied before for this app and no longer renders, but the previous release's
 /// environment (its pods may still be rolling). `progress` gets one line per step.
@@ -529,6 +530,16 @@ pub async fn apply_all(
     let (_, _, ns, _) = identity(first);
     let ns = ns.to_string();
     let running = running_release(client, &ns, &app).await?;
+    // What the migration needs (its release's ConfigMaps and Secret) before it, everything
+    // that serves after it: a failed migration leaves every shared object as it was.
+    let mut ordered: Vec<&Value> = objects.iter().collect();
+    ordered.sort_by_key(|o| match o["kind"].as_str() {
+        Some("ConfigMap" | "Secret") => 0,
+        Some("Job") => 1,
+        _ => 2,
+    });
+    let objects: Vec<Value> = ordered.into_iter().cloned().collect();
+    let objects = &objects[..];
     for (i, o) in objects.iter().enumerate() {
         let (_, kind, ns, name) = identity(o);
         if kind == "Job" && !opts.dry_run {

@@ -77,12 +77,12 @@ async fn applies_every_object_server_side_in_order_after_the_migration() {
             format!("PATCH /api/v1/namespaces/apps/configmaps/flask-example-env-{rel}{ssa}"),
             format!("PATCH /api/v1/namespaces/apps/configmaps/flask-example-files-{rel}{ssa}"),
             format!("PATCH /api/v1/namespaces/apps/secrets/flask-example-env-{rel}{ssa}"),
-            format!("PATCH /api/v1/namespaces/apps/services/flask-example{ssa}"),
-            format!("PATCH /api/v1/namespaces/apps/services/flask-example-endpoints{ssa}"),
             format!("GET /apis/batch/v1/namespaces/apps/jobs/{job}"),
             format!("PATCH /apis/batch/v1/namespaces/apps/jobs/{job}{ssa}"),
             format!("GET /apis/batch/v1/namespaces/apps/jobs/{job}"),
             format!("GET /apis/batch/v1/namespaces/apps/jobs/{job}"),
+            format!("PATCH /api/v1/namespaces/apps/services/flask-example{ssa}"),
+            format!("PATCH /api/v1/namespaces/apps/services/flask-example-endpoints{ssa}"),
             format!("PATCH /apis/apps/v1/namespaces/apps/statefulsets/flask-example{ssa}"),
             format!("PATCH /apis/apps/v1/namespaces/apps/deployments/flask-example-scheduler{ssa}"),
             format!(
@@ -132,7 +132,7 @@ async fn a_failed_migration_stops_before_the_pods() {
     let job = format!("flask-example-migrate-{}", r.release);
     assert_eq!(
         e.to_string(),
-        format!("the migration Job {job} failed: Job has reached the specified backoff limit; not applied, so the running release is left alone: StatefulSet flask-example, Deployment flask-example-scheduler, Ingress flask-example (see `kubectl logs -n apps job/{job}`; applying again reruns the migration)")
+        format!("the migration Job {job} failed: Job has reached the specified backoff limit; not applied, so the running release is left alone: Service flask-example, Service flask-example-endpoints, StatefulSet flask-example, Deployment flask-example-scheduler, Ingress flask-example (see `kubectl logs -n apps job/{job}`; applying again reruns the migration)")
     );
     assert!(!mock.requests().iter().any(|q| q.method == "PATCH"
         && (q.target.contains("statefulsets") || q.target.contains("deployments"))));

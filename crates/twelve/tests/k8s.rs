@@ -222,7 +222,7 @@ fn apply_stops_at_a_failed_migration() {
         err.contains("error: the migration Job go-example-migrate-"),
         "{err}"
     );
-    assert!(err.contains("failed: Job has reached the specified backoff limit; not applied, so the running release is left alone: StatefulSet go-example, Deployment go-example-scheduler"), "{err}");
+    assert!(err.contains("failed: Job has reached the specified backoff limit; not applied, so the running release is left alone: Service go-example, Service go-example-endpoints, StatefulSet go-example, Deployment go-example-scheduler"), "{err}");
     assert!(!mock
         .requests()
         .iter()
