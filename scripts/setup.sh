@@ -115,6 +115,14 @@ fi
 
 echo "setup: go $(go version | awk '{print $3}'), $(python3 --version), $(uv --version), node $(node --version 2>/dev/null || echo missing), $(java -version 2>&1 | head -1 || echo 'java missing')"
 
+# kubernetes-validate (PyPI) for the k8s tests: rendered objects against current schemas.
+kv_venv=${TWELVE_CACHE:-$HOME/.cache/twelve}/kubernetes-validate-venv
+if [ ! -x "$kv_venv/bin/kubernetes-validate" ]; then
+  echo "setup: installing kubernetes-validate (PyPI) in $kv_venv"
+  python3 -m venv "$kv_venv"
+  "$kv_venv/bin/pip" install -q --disable-pip-version-check kubernetes-validate==1.37.0
+fi
+
 # kube-apiserver for the k8s tests: built once from Debian's source package (about 3
 # minutes on 2 cores) and cached in $TWELVE_CACHE/kube-apiserver; a no-op when cached.
 TWELVE_CACHE=${TWELVE_CACHE:-$HOME/.cache/twelve} "$here/kube-apiserver.sh" build
