@@ -215,6 +215,19 @@ pub enum AppCommand {
         dir: PathBuf,
         #[arg(long)]
         charm_dir: Option<PathBuf>,
+        /// Build an OCI image archive instead (base layer from mmdebstrap, the app's
+        /// layer, twelve pebble as the entrypoint; docs/k8s.md). Flask, Django, FastAPI.
+        #[arg(long)]
+        oci: bool,
+        /// With --oci: the archive to write (default `<name>.oci.tar`).
+        #[arg(short = 'o', long, value_name = "FILE", requires = "oci")]
+        output: Option<PathBuf>,
+        /// With --oci: the image's NAME:TAG (default `<name>:latest`).
+        #[arg(long, value_name = "NAME:TAG", requires = "oci")]
+        tag: Option<String>,
+        /// With --oci: push the image to a registry (`HOST:PORT/NAME:TAG`) with skopeo.
+        #[arg(long, value_name = "REGISTRY/NAME:TAG", requires = "oci")]
+        push: Option<String>,
     },
     /// Deploy a project (packing it when needed), a new release of a deployed app, or a
     /// backing service (`postgresql`, `mysql`, `redis`, `rabbitmq`).
