@@ -53,6 +53,12 @@ checks=(
   "command -v etcd:etcd-server"
   "command -v rsync:rsync"
   "command -v make:make"
+  # twelve pack --oci and its tests: base layers, unpack, run, push
+  "command -v mmdebstrap:mmdebstrap"
+  "command -v umoci:umoci"
+  "command -v runc:runc"
+  "command -v skopeo:skopeo"
+  "command -v docker-registry:docker-registry"
 )
 
 missing=()
