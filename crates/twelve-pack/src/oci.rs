@@ -1,20 +1,23 @@
 //! `twelve pack --oci`: the app as an OCI image archive (`oci-archive`, an image layout in
-//! a tar), without Docker, buildah or rockcraft. Three layers, as a rock has them:
+//! a tar), without Docker, buildah or rockcraft. Four layers:
 //!
 //! 1. **base**: Debian's root filesystem with the runtime the framework needs, made with
 //!    `mmdebstrap` from Debian's packages (`SOURCE_DATE_EPOCH=0`), cached in
 //!    `<cache_dir>/oci/` and reused by every pack;
-//! 2. **app**: the app's files at the rock path (`/flask/app`) and its dependencies
-//!    installed with the base's own Python (`pip --target` into
-//!    `/usr/local/lib/python3.X/dist-packages`), plus the files the rock's services read
-//!    (`/flask/gunicorn.conf.py`);
-//! 3. **twelve**: `twelve` itself at `/usr/local/bin/twelve`, the rock's Pebble layer at
+//! 2. **dependencies**: the app's Python requirements (and gunicorn or uvicorn) installed
+//!    with the base's own Python (`pip --target` into `/usr/local/lib/python3.X/dist-packages`,
+//!    scripts in `/usr/local/bin`), cached by the requirements;
+//! 3. **app**: the app's files at the rock path (`/flask/app`) and the files the rock's
+//!    services read (`/flask/gunicorn.conf.py`);
+//! 4. **twelve**: `twelve` itself at `/usr/local/bin/twelve`, the rock's Pebble layer at
 //!    `/var/lib/pebble/default/layers/001-<framework>.yaml`, and the `_daemon_` user
 //!    (584792) in `/etc/passwd` and `/etc/group`. The entrypoint is `twelve pebble run`,
 //!    which starts the app's services as `_daemon_`, as rocks run Pebble.
 //!
 //! Layers are tars made by GNU tar with sorted names, mtime 0, owner 0 and no
-//! atime/ctime, compressed with `gzip -n`: the same inputs give the same digests.
+//! atime/ctime, compressed with `gzip -n`: the same inputs give the same digests. Compressed
+//! layers that depend only on cached inputs are cached too, so a warm pack of a changed app
+//! tars and compresses only its own files.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -310,48 +313,14 @@ fn build(
         fs::write(&to, content).map_err(io(format!("writing {}", to.display())))?;
     }
     let py = base_python(rootfs)?;
-    let site = app_root.join(format!("usr/local/lib/{py}/dist-packages"));
-    mkdir(&site)?;
-    let mut reqs: Vec<String> = match project.framework {
-        Framework::FastApi => vec!["uvicorn".into()],
-        _ => vec!["gunicorn".into()],
-    };
-    let mut pip = Command::new(rootfs.join("usr/bin/python3"));
-    pip.env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PIP_CACHE_DIR", opts.cache_dir.join("oci/pip"))
-        .env("SOURCE_DATE_EPOCH", "0")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-compile",
-            "--no-warn-script-location",
-            "--break-system-packages",
-            "--target",
-        ])
-        .arg(&site);
-    for dir in [&project.root, &project.files.app_source_dir] {
-        let r = dir.join("requirements.txt");
-        if r.is_file() {
-            pip.arg("-r").arg(r);
-            break;
-        }
-    }
-    pip.args(reqs.drain(..));
-    opts.say(&format!(
-        "installing the app's dependencies with the base's {py}"
-    ));
-    run(&mut pip, "pip install (the app layer)", "python3-pip")?;
-    // pip --target leaves scripts in <site>/bin: put them on PATH.
-    if site.join("bin").is_dir() {
-        let bin = app_root.join("usr/local/bin");
-        mkdir(bin.parent().unwrap_or(&app_root))?;
-        fs::rename(site.join("bin"), &bin).map_err(io("moving pip's scripts".into()))?;
-    }
+    let deps = dependencies(project, opts, rootfs, &py, work)?;
     let blobs = work.join("blobs");
     mkdir(&blobs)?;
+    let deps_key = deps
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let deps_blob = cached_layer(opts, &deps_key, &deps, &blobs.join("deps.tar.gz"))?;
     let app_blob = layer(&app_root, &blobs.join("app.tar.gz"))?;
 
     // The twelve layer.
@@ -388,7 +357,25 @@ fn build(
         }
         fs::write(etc.join(file), text).map_err(io(format!("writing /etc/{file}")))?;
     }
-    let tw_blob = layer(&tw, &blobs.join("twelve.tar.gz"))?;
+    // Cached by what it holds: the binary (path, size, mtime) and the files written here.
+    let mut key = Sha256::new();
+    let meta = fs::metadata(&opts.twelve_bin)
+        .map_err(io(format!("reading {}", opts.twelve_bin.display())))?;
+    key.update(format!(
+        "{} {} {:?}",
+        opts.twelve_bin.display(),
+        meta.len(),
+        meta.modified().ok()
+    ));
+    for f in [
+        layers.join(format!("001-{fw}.yaml")),
+        etc.join("passwd"),
+        etc.join("group"),
+    ] {
+        key.update(fs::read(&f).map_err(io(format!("reading {}", f.display())))?);
+    }
+    let tw_key = format!("twelve-{}", &hex(&key.finalize())[..16]);
+    let tw_blob = cached_layer(opts, &tw_key, &tw, &blobs.join("twelve.tar.gz"))?;
 
     // The image: config, manifest, index, in an OCI image layout, in a tar.
     let port = project.framework.default_port();
@@ -415,10 +402,11 @@ fn build(
                 "dev.twelve.services-user": format!("_daemon_ ({DAEMON_UID})"),
             },
         },
-        "rootfs": {"type": "layers", "diff_ids": [base.diff_id, app_blob.diff_id, tw_blob.diff_id]},
+        "rootfs": {"type": "layers", "diff_ids": [base.diff_id, deps_blob.diff_id, app_blob.diff_id, tw_blob.diff_id]},
         "history": [
             {"created": "1970-01-01T00:00:00Z", "created_by": format!("mmdebstrap --variant=minbase {SUITE} ({})", runtime(project.framework)?.0.join(", "))},
-            {"created": "1970-01-01T00:00:00Z", "created_by": format!("twelve pack --oci: the app at {app_path} and its dependencies")},
+            {"created": "1970-01-01T00:00:00Z", "created_by": format!("twelve pack --oci: the app's dependencies, installed with the base's {py}")},
+            {"created": "1970-01-01T00:00:00Z", "created_by": format!("twelve pack --oci: the app at {app_path}")},
             {"created": "1970-01-01T00:00:00Z", "created_by": "twelve pack --oci: twelve pebble and the rock's layer"},
         ],
     });
@@ -436,10 +424,10 @@ fn build(
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-        "layers": [layer_desc(&base), layer_desc(&app_blob), layer_desc(&tw_blob)],
+        "layers": [layer_desc(&base), layer_desc(&deps_blob), layer_desc(&app_blob), layer_desc(&tw_blob)],
     });
     let (manifest_digest, manifest_size) = put(manifest.to_string().as_bytes())?;
-    for b in [&base, &app_blob, &tw_blob] {
+    for b in [&base, &deps_blob, &app_blob, &tw_blob] {
         let to = blob_dir.join(b.digest.trim_start_matches("sha256:"));
         // Hard links where possible: the base is large and cached.
         if fs::hard_link(&b.path, &to).is_err() {
@@ -488,8 +476,135 @@ fn build(
     Ok(OciImage {
         manifest_digest,
         config_digest,
-        layers: vec![base.digest, app_blob.digest, tw_blob.digest],
-        layer_sizes: vec![base.size, app_blob.size, tw_blob.size],
+        layers: vec![
+            base.digest,
+            deps_blob.digest,
+            app_blob.digest,
+            tw_blob.digest,
+        ],
+        layer_sizes: vec![base.size, deps_blob.size, app_blob.size, tw_blob.size],
         base_cached,
     })
+}
+
+/// The app's Python dependencies installed with the base's Python (`pip --target`), as a
+/// tree to copy into the app layer (`usr/local/lib/python3.X/dist-packages`,
+/// `usr/local/bin`); cached in `<cache_dir>/oci/deps-<hash>` by the base, the interpreter
+/// and the requirements, so packing changed app code only does not run pip.
+fn dependencies(
+    project: &Project,
+    opts: &OciOptions,
+    rootfs: &Path,
+    py: &str,
+    work: &Path,
+) -> Result<PathBuf, PackError> {
+    let requirements = [&project.root, &project.files.app_source_dir]
+        .into_iter()
+        .map(|d| d.join("requirements.txt"))
+        .find(|r| r.is_file());
+    let server = match project.framework {
+        Framework::FastApi => "uvicorn",
+        _ => "gunicorn",
+    };
+    let mut key = Sha256::new();
+    key.update(rootfs.as_os_str().as_encoded_bytes());
+    key.update(py.as_bytes());
+    key.update(server.as_bytes());
+    if let Some(r) = &requirements {
+        key.update(fs::read(r).map_err(io(format!("reading {}", r.display())))?);
+    }
+    let cached = opts
+        .cache_dir
+        .join("oci")
+        .join(format!("deps-{}", &hex(&key.finalize())[..16]));
+    if cached.is_dir() {
+        opts.say("the app's dependencies: cached");
+        return Ok(cached);
+    }
+    let tmp = work.join("deps");
+    let site = tmp.join(format!("usr/local/lib/{py}/dist-packages"));
+    fs::create_dir_all(&site).map_err(io(format!("creating {}", site.display())))?;
+    let mut pip = Command::new(rootfs.join("usr/bin/python3"));
+    pip.env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PIP_CACHE_DIR", opts.cache_dir.join("oci/pip"))
+        .env("SOURCE_DATE_EPOCH", "0")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-compile",
+            "--no-warn-script-location",
+            "--break-system-packages",
+            "--target",
+        ])
+        .arg(&site);
+    if let Some(r) = &requirements {
+        pip.arg("-r").arg(r);
+    }
+    pip.arg(server);
+    opts.say(&format!(
+        "installing the app's dependencies with the base's {py}"
+    ));
+    run(&mut pip, "pip install (the app layer)", "python3-pip")?;
+    // pip --target leaves scripts in <site>/bin: put them on PATH.
+    if site.join("bin").is_dir() {
+        let bin = tmp.join("usr/local/bin");
+        fs::rename(site.join("bin"), &bin).map_err(io("moving pip's scripts".into()))?;
+    }
+    // Scripts name the interpreter pip ran as: the image's is /usr/bin/python3.
+    let host_python = rootfs.join("usr/bin/python3");
+    for e in fs::read_dir(tmp.join("usr/local/bin"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(text) = fs::read_to_string(e.path()) {
+            let fixed = text.replacen(
+                &format!("#!{}", host_python.display()),
+                "#!/usr/bin/python3",
+                1,
+            );
+            if fixed != text {
+                fs::write(e.path(), fixed)
+                    .map_err(io(format!("writing {}", e.path().display())))?;
+            }
+        }
+    }
+    fs::rename(&tmp, &cached).map_err(io(format!("moving {}", cached.display())))?;
+    Ok(cached)
+}
+
+/// A layer of `dir`, from `<cache_dir>/oci/layer-<key>.tar.gz` when it was made before.
+fn cached_layer(opts: &OciOptions, key: &str, dir: &Path, out: &Path) -> Result<Blob, PackError> {
+    let cache = opts.cache_dir.join("oci");
+    let blob_path = cache.join(format!("layer-{key}.tar.gz"));
+    let meta_path = cache.join(format!("layer-{key}.json"));
+    if let Ok(m) = fs::read_to_string(&meta_path)
+        .map_err(|_| ())
+        .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|_| ()))
+    {
+        if let (Some(d), Some(i), Some(s), true) = (
+            m["digest"].as_str(),
+            m["diff_id"].as_str(),
+            m["size"].as_u64(),
+            blob_path.is_file(),
+        ) {
+            return Ok(Blob {
+                digest: d.into(),
+                diff_id: i.into(),
+                size: s,
+                path: blob_path,
+            });
+        }
+    }
+    let blob = layer(dir, out)?;
+    fs::copy(&blob.path, &blob_path).map_err(io(format!("writing {}", blob_path.display())))?;
+    fs::write(
+        &meta_path,
+        json!({"digest": blob.digest, "diff_id": blob.diff_id, "size": blob.size}).to_string(),
+    )
+    .map_err(io(format!("writing {}", meta_path.display())))?;
+    Ok(blob)
 }

@@ -123,7 +123,7 @@ fn pack_oci_builds_a_reproducible_image_that_runs_with_runc_and_pushes() {
     ]);
     assert_eq!(code, 0, "{err}");
     let first = layers(&out1);
-    assert_eq!(first.len(), 3, "base, app, twelve: {out1}");
+    assert_eq!(first.len(), 4, "base, dependencies, app, twelve: {out1}");
 
     // A registry on 127.0.0.1 for --push.
     let port = free_port();
@@ -182,7 +182,7 @@ fn pack_oci_builds_a_reproducible_image_that_runs_with_runc_and_pushes() {
         &format!("docker://{dest}"),
     ])))
     .unwrap();
-    assert_eq!(pushed["Layers"].as_array().unwrap().len(), 3);
+    assert_eq!(pushed["Layers"].as_array().unwrap().len(), 4);
     assert_eq!(pushed["Layers"][1], first[1].as_str());
 
     // What `skopeo inspect` shows of the archive.
