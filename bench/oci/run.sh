@@ -16,7 +16,7 @@ bin=$(realpath "$bin")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 now() { date +%s.%N; }
-echo "| app | run | time (s) | image (MB) | base / app / twelve layers (MB, gzip) |"
+echo "| app | run | time (s) | image (MB) | base / dependencies / app / twelve layers (MB, gzip) |"
 echo "|---|---|---:|---:|---|"
 for app in flask fastapi; do
   export TWELVE_CACHE=$work/cache-$app
