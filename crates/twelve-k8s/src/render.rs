@@ -122,7 +122,7 @@ pub fn render(
         Some(i) => i.clone(),
         None => {
             notes.push(format!(
-                "image {app}:latest: build the rock (rockcraft pack), push it to a registry the cluster can pull from, and pass --image; twelve does not build images"
+                "image {app}:latest: build and push the image to a registry the cluster can pull from (`twelve pack --oci --push REGISTRY/{app}:TAG`, or a rock) and pass --image"
             ));
             format!("{app}:latest")
         }

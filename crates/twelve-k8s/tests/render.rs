@@ -97,7 +97,7 @@ fn flask_objects_in_apply_order() {
     assert!(r
         .notes
         .iter()
-        .any(|n| n.contains("twelve does not build images")));
+        .any(|n| n.contains("twelve pack --oci --push")));
     assert!(r.notes.iter().any(|n| n.contains("no Ingress")));
 }
 
