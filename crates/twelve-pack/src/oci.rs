@@ -10,7 +10,8 @@
 //! 3. **app**: the app's files at the rock path (`/flask/app`) and the files the rock's
 //!    services read (`/flask/gunicorn.conf.py`);
 //! 4. **twelve**: `twelve` itself at `/usr/local/bin/twelve`, the rock's Pebble layer at
-//!    `/var/lib/pebble/default/layers/001-<framework>.yaml`, and the `_daemon_` user
+//!    `/var/lib/pebble/default/layers/001-<framework>.yaml`, for gunicorn apps the rock's
+//!    `/bin/statsd_exporter` (twelve's exporter behind its flags), and the `_daemon_` user
 //!    (584792) in `/etc/passwd` and `/etc/group`. The entrypoint is `twelve pebble run`,
 //!    which starts the app's services as `_daemon_`, as rocks run Pebble.
 //!
@@ -329,6 +330,22 @@ fn build(
     mkdir(&bin)?;
     fs::copy(&opts.twelve_bin, bin.join("twelve"))
         .map_err(io(format!("copying {}", opts.twelve_bin.display())))?;
+    if project.framework.is_gunicorn() {
+        // The rock's /bin/statsd_exporter (`k8s render`'s statsd-exporter container runs
+        // it): twelve's own exporter, statsd_exporter's flags translated. In usr/bin: /bin
+        // is the base's symlink to it.
+        let prefix = project.framework.name();
+        let script = format!(
+            "#!/bin/sh\n# statsd_exporter's flags for twelve's exporter (twelve pack --oci).\nargs=\"--prefix {prefix}\"\nfor a in \"$@\"; do\n  case \"$a\" in\n    --statsd.listen-udp=*) args=\"$args --statsd-listen ${{a#*=}}\" ;;\n    --web.listen-address=*) args=\"$args --web-listen ${{a#*=}}\" ;;\n    --web.telemetry-path=*) args=\"$args --web-path ${{a#*=}}\" ;;\n  esac\ndone\nexec /usr/local/bin/twelve statsd-exporter $args\n"
+        );
+        let usr_bin = tw.join("usr/bin");
+        mkdir(&usr_bin)?;
+        let path = usr_bin.join("statsd_exporter");
+        fs::write(&path, script).map_err(io(format!("writing {}", path.display())))?;
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+            .map_err(io(format!("writing {}", path.display())))?;
+    }
     let layers = tw.join("var/lib/pebble/default/layers");
     mkdir(&layers)?;
     let fw = project.framework.name();
@@ -357,6 +374,15 @@ fn build(
         }
         fs::write(etc.join(file), text).map_err(io(format!("writing /etc/{file}")))?;
     }
+    // mmdebstrap leaves no /etc/hosts, and `localhost` must resolve (the statsd exporter
+    // listens on localhost:9125) where no runtime mounts one.
+    if !rootfs.join("etc/hosts").exists() {
+        fs::write(
+            etc.join("hosts"),
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        )
+        .map_err(io("writing /etc/hosts".into()))?;
+    }
     // Cached by what it holds: the binary (path, size, mtime) and the files written here.
     let mut key = Sha256::new();
     let meta = fs::metadata(&opts.twelve_bin)
@@ -366,6 +392,10 @@ fn build(
         opts.twelve_bin.display(),
         meta.len(),
         meta.modified().ok()
+    ));
+    key.update(format!(
+        "statsd_exporter {}",
+        project.framework.is_gunicorn()
     ));
     for f in [
         layers.join(format!("001-{fw}.yaml")),

@@ -274,6 +274,31 @@ fn pack_oci_builds_a_reproducible_image_that_runs_with_runc_and_pushes() {
         env.contains("\"FLASK_GREETING\":\"bonjour from runc\""),
         "{env}"
     );
+    // The statsd-exporter container of `k8s render` runs the rock's /bin/statsd_exporter
+    // with statsd_exporter's flags: the image has one.
+    let metrics = free_port();
+    let exporter_log = std::fs::File::create(dir.path().join("exporter.log")).unwrap();
+    sh(Command::new("runc")
+        .stdout(exporter_log.try_clone().unwrap())
+        .stderr(exporter_log)
+        .args([
+            "exec",
+            "-d",
+            &id,
+            "/bin/statsd_exporter",
+            "--statsd.mapping-config=/statsd-mapping.conf",
+            &format!("--statsd.listen-udp=localhost:{}", free_port()),
+            &format!("--web.listen-address=:{metrics}"),
+        ]));
+    let start = Instant::now();
+    while status(metrics, "/metrics").0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no metrics from /bin/statsd_exporter: {}",
+            std::fs::read_to_string(dir.path().join("exporter.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // The app runs as _daemon_ (584792): its gunicorn (the one with this test's port),
     // seen from the host's /proc.
     let uids: Vec<String> = std::fs::read_dir("/proc")
