@@ -29,7 +29,18 @@ fn client() -> ControllerClient {
 
 pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
     match cmd {
-        AppCommand::Pack { dir, charm_dir } => {
+        AppCommand::Pack {
+            dir,
+            charm_dir,
+            oci: true,
+            output,
+            tag,
+            push,
+        } => {
+            let project = load(&dir, charm_dir)?;
+            crate::cmd::oci::pack(&project, output, tag, push)
+        }
+        AppCommand::Pack { dir, charm_dir, .. } => {
             let project = load(&dir, charm_dir)?;
             let release = pack(&project)?;
             println!(
