@@ -446,7 +446,7 @@ fn a_short_password_redacts_values_not_kinds_or_names() {
                 assert_eq!(real, seen, "{password}: {} changed", real["kind"]);
             }
         }
-        let secret = find(&docs, "Secret", "flask-example-env");
+        let secret = find(&docs, "Secret", &format!("flask-example-env-{}", r.release));
         for v in secret["data"].as_object().unwrap().values() {
             assert_eq!(v, "<redacted>", "{password}");
         }
