@@ -10,7 +10,7 @@ use twelve_layer::{
     Check, CheckLevel, Command, GoDuration, HttpCheck, LogTarget, Override, Service, Startup,
     TcpCheck,
 };
-use twelve_project::{Framework, OptionType, Project};
+use twelve_project::{Framework, OptionType, PaasCharmLine, Project};
 
 use crate::config::{
     effective_options, encode_env, env_name, is_framework_option, python_json, resolved_values,
@@ -120,6 +120,7 @@ pub fn plan_unit(project: &Project, state: &AppState) -> UnitPlan {
         fw: project.framework,
         notes: vec![],
         secrets: BTreeSet::new(),
+        usable: BTreeSet::new(),
     }
     .plan()
 }
@@ -130,6 +131,8 @@ struct Planner<'a> {
     fw: Framework,
     notes: Vec<String>,
     secrets: BTreeSet<String>,
+    /// Endpoints whose relation data gave the app its variables (complete data).
+    usable: BTreeSet<String>,
 }
 
 /// A problem that decides the status; the first one found wins, in paas-charm's order.
@@ -175,8 +178,10 @@ impl Planner<'_> {
                     }
                     Ok(None) => {}
                     Err(SecretProblem::Invalid) => invalid.push(name.clone()),
+                    // A config error, as paas-charm's: blocked, and what runs keeps
+                    // running (it does not replan).
                     Err(SecretProblem::Blocked(msg)) => {
-                        blockers.push(Blocker(Status::blocked(msg, ServicesAction::Stop)))
+                        blockers.push(Blocker(Status::blocked(msg, ServicesAction::Hold)))
                     }
                 }
                 continue;
@@ -247,9 +252,8 @@ impl Planner<'_> {
         );
         if self.fw == Framework::SpringBoot
             && !self
-                .state
-                .integrations
-                .keys()
+                .usable
+                .iter()
                 .any(|e| self.kind(e) == Some(IntegrationKind::Tracing))
         {
             for k in [
@@ -344,27 +348,82 @@ impl Planner<'_> {
                 .and_then(|v| u16::try_from(v).ok())
         };
         let pc = &self.project.paas_config;
-        let (default_metrics_port, default_metrics_path) = self.fw.default_metrics();
-        let configured_app = pc.port.or_else(|| match self.fw {
-            Framework::FastApi => int("webserver-port"),
-            Framework::Go | Framework::ExpressJs | Framework::SpringBoot => int("app-port"),
-            _ => None,
-        });
-        let configured_app = configured_app.unwrap_or(self.fw.default_port());
-        let configured_metrics = pc
-            .metrics_port
-            .or_else(|| int("metrics-port"))
-            .unwrap_or(default_metrics_port);
-        let metrics_path = pc
-            .metrics_path
-            .clone()
-            .or_else(|| {
-                values
-                    .get("metrics-path")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| default_metrics_path.to_string());
+        let (configured_app, configured_metrics, metrics_path) = match self.project.paas_charm {
+            PaasCharmLine::Main => {
+                // paas-charm main: paas-config.yaml, else the framework's defaults; of the
+                // options only the aliases its config models still read (FastAPI's
+                // `webserver-port`, Spring Boot's `app-port`), when set.
+                let explicit = |name: &str| {
+                    self.state
+                        .config
+                        .get(name)
+                        .and_then(Value::as_u64)
+                        .and_then(|v| u16::try_from(v).ok())
+                };
+                let app = pc
+                    .port
+                    .or_else(|| match self.fw {
+                        Framework::FastApi => explicit("webserver-port"),
+                        Framework::SpringBoot => explicit("app-port"),
+                        _ => None,
+                    })
+                    .unwrap_or(self.fw.main_default_port());
+                let (default_port, default_path) = self.fw.main_default_metrics();
+                if let (Some(port), None) = (pc.port, pc.metrics_port) {
+                    if default_port == self.fw.main_default_port() && port != default_port {
+                        self.notes.push(format!(
+                            "metrics are expected on port {default_port}, not the app's {port}: paas-charm main keeps the default metrics port when only port is set; set metrics-port: {port} in paas-config.yaml if the app serves metrics on its own port"
+                        ));
+                    }
+                }
+                for opt in ["metrics-port", "metrics-path"] {
+                    if self.state.config.contains_key(opt) {
+                        self.notes.push(format!(
+                            "option {opt} is not read under paas-charm main: set {opt} in paas-config.yaml"
+                        ));
+                    }
+                }
+                self.notes.push(format!(
+                    "ports follow paas-charm main (paas-config.yaml sets port, metrics-port or metrics-path): app {app}, metrics {} {}",
+                    pc.metrics_port.unwrap_or(default_port),
+                    pc.metrics_path.as_deref().unwrap_or(default_path)
+                ));
+                (
+                    app,
+                    pc.metrics_port.unwrap_or(default_port),
+                    pc.metrics_path
+                        .clone()
+                        .unwrap_or_else(|| default_path.to_string()),
+                )
+            }
+            PaasCharmLine::V1_12 => {
+                let (default_metrics_port, default_metrics_path) = self.fw.default_metrics();
+                let configured_app = pc.port.or_else(|| match self.fw {
+                    Framework::FastApi => int("webserver-port"),
+                    Framework::Go | Framework::ExpressJs | Framework::SpringBoot => int("app-port"),
+                    _ => None,
+                });
+                let configured_metrics = pc
+                    .metrics_port
+                    .or_else(|| int("metrics-port"))
+                    .unwrap_or(default_metrics_port);
+                let metrics_path = pc
+                    .metrics_path
+                    .clone()
+                    .or_else(|| {
+                        values
+                            .get("metrics-path")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_else(|| default_metrics_path.to_string());
+                (
+                    configured_app.unwrap_or(self.fw.default_port()),
+                    configured_metrics,
+                    metrics_path,
+                )
+            }
+        };
         let app = self.state.network.app_port.unwrap_or(configured_app);
         // An app that serves metrics on its own port keeps doing so on the assigned port.
         let metrics = if configured_metrics == configured_app {
@@ -429,64 +488,78 @@ impl Planner<'_> {
     }
 
     /// The app secret key: from `<opt>-id` (a secret with one key `value`), from `<opt>`,
-    /// else the generated one.
+    /// else the generated one. `<opt>` is `app-secret-key` (paas-charm main, every
+    /// framework) or, for Flask and Django, the 1.x `flask-secret-key`/`django-secret-key`;
+    /// more than one of them set is `invalid options: ...` naming them.
     fn secret_key(
         &mut self,
         values: &IndexMap<String, Value>,
         invalid: &mut Vec<String>,
     ) -> Result<Option<String>, Blocker> {
-        let candidates = [self.fw.secret_key_option(), "app-secret-key"];
-        for opt in candidates {
-            let id_opt = format!("{opt}-id");
-            let direct = values
-                .get(opt)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty());
-            let by_id = values.get(&id_opt);
-            match (direct, by_id) {
-                (Some(_), Some(_)) => {
-                    return Err(Blocker(Status::blocked(
-                        format!("{id_opt} and {opt} are defined in the same time"),
-                        ServicesAction::Hold,
-                    )))
-                }
-                (None, Some(v)) => {
-                    let content = match self.secret_content(&id_opt, v) {
-                        Ok(c) => c.unwrap_or_default(),
-                        Err(SecretProblem::Invalid) => {
-                            invalid.push(id_opt);
-                            return Ok(self.state.secret_key.clone());
-                        }
-                        Err(SecretProblem::Blocked(m)) => {
-                            return Err(Blocker(Status::blocked(m, ServicesAction::Stop)))
-                        }
-                    };
-                    if content.len() > 1 {
-                        return Err(Blocker(Status::blocked(
-                            format!("{id_opt} secret contains multiple values"),
-                            ServicesAction::Hold,
-                        )));
-                    }
-                    return match content.get("value") {
-                        Some(v) => {
-                            self.notes
-                                .push(format!("secret key from the secret in {id_opt}"));
-                            Ok(Some(v.clone()))
-                        }
-                        None => Err(Blocker(Status::blocked(
-                            format!("{id_opt} missing 'value' key in the secret content"),
-                            ServicesAction::Hold,
-                        ))),
-                    };
-                }
-                (Some(k), None) => {
-                    self.notes.push(format!("secret key from option {opt}"));
-                    return Ok(Some(k.to_string()));
-                }
-                (None, None) => {}
-            }
+        let mut candidates = vec!["app-secret-key"];
+        if self.fw.is_gunicorn() {
+            candidates.push(self.fw.secret_key_option());
         }
-        Ok(self.state.secret_key.clone())
+        let set: Vec<(&str, String)> = candidates
+            .iter()
+            .flat_map(|opt| [opt.to_string(), format!("{opt}-id")].map(|n| (*opt, n)))
+            .filter(|(_, n)| match values.get(n) {
+                Some(Value::String(v)) => !v.is_empty(),
+                Some(v) => !v.is_null(),
+                None => false,
+            })
+            .collect();
+        if set.len() > 1 {
+            for (_, n) in &set {
+                if !invalid.contains(n) {
+                    invalid.push(n.clone());
+                }
+            }
+            self.notes.push(format!(
+                "the secret key is set more than once ({}): set one of them",
+                set.iter()
+                    .map(|(_, n)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            return Ok(self.state.secret_key.clone());
+        }
+        let Some((opt, name)) = set.into_iter().next() else {
+            return Ok(self.state.secret_key.clone());
+        };
+        let id_opt = format!("{opt}-id");
+        if name != id_opt {
+            let k = values.get(opt).and_then(Value::as_str).unwrap_or_default();
+            self.notes.push(format!("secret key from option {opt}"));
+            return Ok(Some(k.to_string()));
+        }
+        let content = match self.secret_content(&id_opt, &values[&id_opt]) {
+            Ok(c) => c.unwrap_or_default(),
+            Err(SecretProblem::Invalid) => {
+                invalid.push(id_opt);
+                return Ok(self.state.secret_key.clone());
+            }
+            Err(SecretProblem::Blocked(m)) => {
+                return Err(Blocker(Status::blocked(m, ServicesAction::Hold)))
+            }
+        };
+        if content.len() > 1 {
+            return Err(Blocker(Status::blocked(
+                format!("{id_opt} secret contains multiple values"),
+                ServicesAction::Hold,
+            )));
+        }
+        match content.get("value") {
+            Some(v) => {
+                self.notes
+                    .push(format!("secret key from the secret in {id_opt}"));
+                Ok(Some(v.clone()))
+            }
+            None => Err(Blocker(Status::blocked(
+                format!("{id_opt} missing 'value' key in the secret content"),
+                ServicesAction::Hold,
+            ))),
+        }
     }
 
     /// The framework's own options as environment variables (paas-charm's `*Config` models).
@@ -499,6 +572,7 @@ impl Planner<'_> {
     ) -> IndexMap<String, String> {
         let mut env = IndexMap::new();
         let p = self.fw.framework_config_prefix();
+        let main = self.project.paas_charm == PaasCharmLine::Main;
         let get = |n: &str| values.get(n);
         let positive = |n: &str, invalid: &mut Vec<String>| -> Option<i64> {
             let v = get(n)?.as_i64()?;
@@ -578,6 +652,8 @@ impl Planner<'_> {
                 env.insert("METRICS_PATH".into(), ports.metrics_path.clone());
             }
             Framework::Go => {
+                // paas-charm main drops Go's `APP_` framework prefix: `PORT`, `METRICS_*`.
+                let p = if main { "" } else { p };
                 env.insert(format!("{p}PORT"), ports.app.to_string());
                 env.insert(format!("{p}METRICS_PORT"), ports.metrics.to_string());
                 env.insert(format!("{p}METRICS_PATH"), ports.metrics_path.clone());
@@ -594,8 +670,13 @@ impl Planner<'_> {
                     env.insert("APP_PROFILES".into(), v.to_string());
                     env.insert("spring.profiles.active".into(), v.to_string());
                 }
-                env.insert("MANAGEMENT_SERVER_PORT".into(), ports.metrics.to_string());
-                env.insert("METRICS_PATH".into(), ports.metrics_path.clone());
+                if main {
+                    // paas-charm main: the property itself, and no METRICS_* variables.
+                    env.insert("management.server.port".into(), ports.metrics.to_string());
+                } else {
+                    env.insert("MANAGEMENT_SERVER_PORT".into(), ports.metrics.to_string());
+                    env.insert("METRICS_PATH".into(), ports.metrics_path.clone());
+                }
                 env.insert("server.forward-headers-strategy".into(), "framework".into());
                 env.insert(
                     "management.endpoints.web.exposure.include".into(),
@@ -612,6 +693,12 @@ impl Planner<'_> {
                     last.to_string(),
                 );
             }
+        }
+        if main && self.fw.is_gunicorn() {
+            // paas-charm main exposes the resolved metrics endpoint to every framework;
+            // Flask and Django get it with their prefix (the statsd exporter's port).
+            env.insert(format!("{p}METRICS_PORT"), ports.metrics.to_string());
+            env.insert(format!("{p}METRICS_PATH"), ports.metrics_path.clone());
         }
         for opt in ["app-port", "metrics-port", "webserver-port"] {
             if let Some(v) = get(opt).and_then(Value::as_i64) {
@@ -687,6 +774,21 @@ impl Planner<'_> {
                         Ok(out) => {
                             self.secrets.extend(out.secrets);
                             env.extend(out.env);
+                            self.usable.insert(endpoint.clone());
+                        }
+                        // Data that is not complete yet (no password, `redis://host:None`):
+                        // paas-charm's requirers give no relation data then, and the
+                        // integration counts as not there: no variables, and `missing
+                        // integrations` when it is required. Only http-proxy blocks.
+                        Err(RelationDataError::Unusable { reason, .. })
+                            if kind != IntegrationKind::HttpProxy =>
+                        {
+                            self.notes.push(format!(
+                                "{endpoint}: relation data not complete yet ({reason}); treated as not integrated, as paas-charm does"
+                            ));
+                            if rel.required() && kind.checked_when_required() {
+                                missing.push((kind, endpoint.clone()));
+                            }
                         }
                         Err(e) => {
                             let msg = match (&e, kind) {
@@ -724,7 +826,7 @@ impl Planner<'_> {
             )));
         }
         if self.fw == Framework::Django {
-            let has_db = self.state.integrations.keys().any(|e| {
+            let has_db = self.usable.iter().any(|e| {
                 matches!(
                     self.kind(e),
                     Some(
@@ -915,7 +1017,15 @@ impl Planner<'_> {
             None if self.project.files.gevent => "gevent".into(),
             None => "sync".into(),
         };
-        if class == "gevent" && !self.project.files.gevent {
+        if class == "gevent" && !self.project.files.gevent_worker {
+            // paas-charm checks `import gevent`; gunicorn 22+'s gevent worker also imports
+            // `packaging`, which only `gunicorn[gevent]` brings: gevent alone would pass
+            // that check and crash gunicorn at start.
+            if self.project.files.gevent {
+                self.notes.push(
+                    "gevent is required but not gunicorn[gevent]: gunicorn's gevent worker also needs packaging; require gunicorn[gevent] (or add packaging)".into(),
+                );
+            }
             return Err(Blocker(Status::blocked(
                 format!("gunicorn[gevent] must be installed in the rock. {doc}"),
                 ServicesAction::Hold,
@@ -962,6 +1072,9 @@ impl Planner<'_> {
             if let Some(v) = values.get(opt).and_then(Value::as_i64) {
                 conf.push_str(&format!("{key} = {v}\n"));
             }
+        }
+        if self.project.paas_config.framework_logging_format.as_deref() == Some("json") {
+            conf.push_str(GUNICORN_JSON_LOGGING);
         }
         Ok(conf)
     }
@@ -1098,8 +1211,9 @@ impl UnitPlan {
         self.status.state
     }
 
-    /// Replaces secret values in `text` with a marker: whole values when short, else every
-    /// occurrence (so a URL keeps its host but not its password).
+    /// Replaces secret values in `text` with a marker: every occurrence of a long secret
+    /// (so a URL keeps its host but not its password), and of a short one where it stands
+    /// as a word of its own (`:pw@`, `=pw`), never inside another word.
     pub fn redact(&self, text: &str) -> String {
         redact_with(&self.secret_values, text)
     }
@@ -1107,24 +1221,161 @@ impl UnitPlan {
 
 pub const REDACTED: &str = "<redacted>";
 
+/// Secrets at least this long are hidden wherever they occur; shorter ones only as whole
+/// words, so a password like `fig` does not hide `ConfigMap`.
+pub const SUBSTRING_SECRET_LEN: usize = 8;
+
+/// The secrets and their percent-encoded forms, longest first (so a secret containing
+/// another is replaced whole).
+fn secret_forms(secrets: &BTreeSet<String>) -> Vec<String> {
+    let mut forms: Vec<String> = secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .flat_map(|s| {
+            let encoded =
+                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string();
+            [s.clone(), encoded]
+        })
+        .collect();
+    forms.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    forms.dedup();
+    forms
+}
+
+/// `text` with secrets hidden: a text equal to a secret becomes the marker; inside a longer
+/// text, long secrets are replaced wherever they occur and short ones only where they
+/// stand as a word (the characters around them are not letters or digits).
 pub fn redact_with(secrets: &BTreeSet<String>, text: &str) -> String {
+    let forms = secret_forms(secrets);
+    if forms.iter().any(|f| f == text) {
+        return REDACTED.to_string();
+    }
     let mut out = text.to_string();
-    // Longest first, so a secret containing another is replaced whole.
-    let mut list: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
-    list.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for s in list {
-        let encoded = percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
-            .to_string();
-        for form in [s.as_str(), encoded.as_str()] {
-            if form.is_empty() || !out.contains(form) {
-                continue;
-            }
-            if form.len() >= 4 || out == form {
-                out = out.replace(form, REDACTED);
-            } else {
-                return REDACTED.to_string();
-            }
+    for form in &forms {
+        if !out.contains(form.as_str()) {
+            continue;
         }
+        out = if form.len() >= SUBSTRING_SECRET_LEN {
+            out.replace(form.as_str(), REDACTED)
+        } else {
+            replace_words(&out, form)
+        };
     }
     out
 }
+
+/// Only whole values that are secrets, and long secrets inside longer texts: for texts that
+/// are not meant to hold secrets at all (names, kinds, labels), where a short secret
+/// matching part of a word is a coincidence.
+pub fn redact_values_with(secrets: &BTreeSet<String>, text: &str) -> String {
+    let forms = secret_forms(secrets);
+    if forms.iter().any(|f| f == text) {
+        return REDACTED.to_string();
+    }
+    let mut out = text.to_string();
+    for form in forms.iter().filter(|f| f.len() >= SUBSTRING_SECRET_LEN) {
+        out = out.replace(form.as_str(), REDACTED);
+    }
+    out
+}
+
+/// Replaces the occurrences of `word` not preceded or followed by a letter or digit.
+fn replace_words(text: &str, word: &str) -> String {
+    let is_word_char = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut before: Option<char> = None;
+    while let Some(i) = rest.find(word) {
+        let prev = rest[..i].chars().next_back().or(before);
+        let next = rest[i + word.len()..].chars().next();
+        out.push_str(&rest[..i]);
+        if is_word_char(prev) || is_word_char(next) {
+            out.push_str(word);
+        } else {
+            out.push_str(REDACTED);
+        }
+        before = word.chars().next_back();
+        rest = &rest[i + word.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `framework_logging_format: json` (paas-charm 1.11): gunicorn's error and access logs as
+/// one JSON object per line, in OpenTelemetry's log data model (`timestamp`,
+/// `severityText`, `body`, `attributes` with the HTTP semantic conventions), so that Loki
+/// and other collectors get fields, not lines. Appended to the unit's gunicorn.conf.py.
+pub const GUNICORN_JSON_LOGGING: &str = r#"
+# framework_logging_format: json: one JSON object per log line.
+import json as _json
+import logging as _logging
+import time as _time
+
+from gunicorn import glogging as _glogging
+
+_LEVELS = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+
+
+def _when(epoch):
+    return _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(epoch)) + ".%03dZ" % int(epoch % 1 * 1000)
+
+
+class _JsonLines(_logging.Formatter):
+    def format(self, record):
+        attrs = {"logger.name": record.name}
+        if record.exc_info and record.exc_info[0] is not None:
+            attrs["exception.type"] = record.exc_info[0].__qualname__
+            attrs["exception.message"] = str(record.exc_info[1])
+            attrs["exception.stacktrace"] = self.formatException(record.exc_info)
+        return _json.dumps({
+            "timestamp": _when(record.created),
+            "severityText": _LEVELS.get(record.levelname, record.levelname),
+            "body": record.getMessage(),
+            "attributes": attrs,
+        }, default=str)
+
+
+class TwelveJsonLogger(_glogging.Logger):
+    def setup(self, cfg):
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(_JsonLines())
+
+    def access(self, resp, req, environ, request_time):
+        if not self.cfg.accesslog:
+            return
+        try:
+            status = int(str(resp.status).split(" ", 1)[0])
+        except ValueError:
+            status = resp.status
+        method = environ.get("REQUEST_METHOD", "")
+        path = environ.get("PATH_INFO", "")
+        client = environ.get("REMOTE_ADDR", "")
+        attrs = {
+            "logger.name": "gunicorn.access",
+            "http.request.method": method,
+            "url.path": path,
+            "http.response.status_code": status,
+            "duration_ms": round(request_time.total_seconds() * 1000, 3),
+        }
+        if environ.get("QUERY_STRING"):
+            attrs["url.query"] = environ["QUERY_STRING"]
+        if client:
+            attrs["client.address"] = client
+        if environ.get("HTTP_X_REQUEST_ID"):
+            attrs["http.request.header.x-request-id"] = environ["HTTP_X_REQUEST_ID"]
+        if environ.get("HTTP_TRACEPARENT"):
+            parts = environ["HTTP_TRACEPARENT"].split("-")
+            if len(parts) == 4:
+                attrs["trace_id"], attrs["span_id"] = parts[1], parts[2]
+        self.access_log.info(_json.dumps({
+            "timestamp": _when(_time.time()),
+            "severityText": "INFO",
+            "body": '%s - "%s %s %s" %s' % (client, method, path, environ.get("SERVER_PROTOCOL", ""), status),
+            "attributes": attrs,
+        }, default=str))
+
+
+logger_class = TwelveJsonLogger
+"#;

@@ -453,6 +453,7 @@ fn rabbitmq_parts_become_an_amqp_url_with_the_vhost_quoted() {
             ("RABBITMQ_HOSTNAME", "mq"),
             ("RABBITMQ_PORT", "5672"),
             ("RABBITMQ_VHOST", "/"),
+            ("RABBITMQ_CONNECT_STRINGS", "amqp://web:pw@mq:5672/%2F"),
         ])
     );
 }
@@ -495,12 +496,49 @@ fn rabbitmq_hostnames_give_one_connect_string_per_unit() {
         e["RABBITMQ_CONNECT_STRINGS"],
         "amqp://u:p@mq-0:5672/%2F,amqp://u:p@mq-1:5672/%2F"
     );
-    assert!(!env_map(
-        K::Rabbitmq,
-        Framework::Flask,
-        &[("uri", "amqp://u:p@mq:5672/%2F")]
-    )
-    .contains_key("RABBITMQ_CONNECT_STRINGS"));
+}
+
+/// paas-charm 1.11: `RABBITMQ_CONNECT_STRINGS` whenever RabbitMQ is related, the URI of every
+/// broker unit, falling back to the one host when the provider names no units.
+#[test]
+fn rabbitmq_connect_strings_are_always_set_falling_back_to_the_one_host() {
+    let cases: Vec<(Pairs, &str)> = vec![
+        (
+            vec![("username", "u"), ("password", "p"), ("hostname", "mq")],
+            "amqp://u:p@mq:5672/%2F",
+        ),
+        (
+            vec![
+                ("username", "u"),
+                ("password", "p"),
+                ("hostname", "mq"),
+                ("vhost", "shop"),
+            ],
+            "amqp://u:p@mq:5672/shop",
+        ),
+        (
+            vec![("uri", "amqp://u:p@mq:5672/%2F")],
+            "amqp://u:p@mq:5672/%2F",
+        ),
+        (
+            vec![
+                ("uri", "amqp://u:p@mq-0:5672/%2F"),
+                ("hostnames", "mq-0, mq-1"),
+            ],
+            "amqp://u:p@mq-0:5672/%2F,amqp://u:p@mq-1:5672/%2F",
+        ),
+    ];
+    for (d, expected) in cases {
+        for fw in [Framework::Flask, Framework::SpringBoot] {
+            let out = run(K::Rabbitmq, fw, &d).expect("valid data");
+            assert_eq!(
+                out.env.get("RABBITMQ_CONNECT_STRINGS").map(String::as_str),
+                Some(expected),
+                "{fw:?} {d:?}"
+            );
+            assert!(out.secrets.iter().any(|s| s == expected), "{d:?}");
+        }
+    }
 }
 
 #[test]
@@ -710,6 +748,14 @@ fn tracing_with_several_endpoints_uses_the_first() {
         &[("endpoint", "http://tempo-0:4318/, http://tempo-1:4318/")],
     );
     assert_eq!(e["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://tempo-0:4318/");
+    // No endpoint in the list: not there yet, like no endpoint key.
+    for d in [vec![], vec![("endpoint", " , ")]] {
+        assert_eq!(
+            unusable_reason(run(K::Tracing, Framework::Go, &d)),
+            "no endpoint yet",
+            "{d:?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------- smtp

@@ -10,6 +10,7 @@ use serde_json::json;
 use twelve_charm::{ActionRun, SecretView, ServicesAction, State};
 use twelve_layer::Startup;
 use twelve_project::Framework;
+use twelve_project::PaasCharmLine;
 use twelve_project::ALL_FRAMEWORKS;
 
 const TOKEN_OPTION: &str = "config:\n  options:\n    token:\n      type: string\n";
@@ -160,7 +161,7 @@ fn secret_key_id_takes_a_secret_with_one_value() {
         (
             vec![("value", "a")],
             true,
-            Err("flask-secret-key-id and flask-secret-key are defined in the same time"),
+            Err("invalid options: flask-secret-key, flask-secret-key-id"),
         ),
     ];
     for (content, also_direct, want) in cases {
@@ -176,6 +177,110 @@ fn secret_key_id_takes_a_secret_with_one_value() {
             Err(m) => {
                 assert_eq!(p.status.state, State::Blocked);
                 assert_eq!(p.status.message, m);
+            }
+        }
+    }
+}
+
+/// paas-charm main (unreleased, breaking): Flask and Django take the secret key from
+/// `app-secret-key`/`app-secret-key-id`, and the workload variable keeps the framework
+/// prefix. twelve keeps the 1.x `flask-secret-key`/`django-secret-key` too; setting more
+/// than one is `invalid options`.
+#[test]
+fn app_secret_key_options_for_every_framework_keep_the_variable_prefix() {
+    let secret = SecretView {
+        name: Some("key".into()),
+        content: Some([("value".to_string(), "from-secret".to_string())].into()),
+    };
+    let cases: Vec<(Framework, Vec<(&str, &str)>, Result<(&str, &str), &str>)> = vec![
+        (
+            Framework::Flask,
+            vec![("app-secret-key", "new")],
+            Ok(("FLASK_SECRET_KEY", "new")),
+        ),
+        (
+            Framework::Django,
+            vec![("app-secret-key", "new")],
+            Ok(("DJANGO_SECRET_KEY", "new")),
+        ),
+        (
+            Framework::Flask,
+            vec![("app-secret-key-id", "secret:s1")],
+            Ok(("FLASK_SECRET_KEY", "from-secret")),
+        ),
+        (
+            Framework::Django,
+            vec![("app-secret-key-id", "secret:s1")],
+            Ok(("DJANGO_SECRET_KEY", "from-secret")),
+        ),
+        (
+            Framework::Flask,
+            vec![("flask-secret-key", "old")],
+            Ok(("FLASK_SECRET_KEY", "old")),
+        ),
+        (
+            Framework::Django,
+            vec![("django-secret-key", "old")],
+            Ok(("DJANGO_SECRET_KEY", "old")),
+        ),
+        (
+            Framework::FastApi,
+            vec![("app-secret-key", "k")],
+            Ok(("APP_SECRET_KEY", "k")),
+        ),
+        (
+            Framework::Flask,
+            vec![("app-secret-key", "a"), ("app-secret-key-id", "secret:s1")],
+            Err("invalid options: app-secret-key, app-secret-key-id"),
+        ),
+        (
+            Framework::Django,
+            vec![("app-secret-key", "a"), ("app-secret-key-id", "secret:s1")],
+            Err("invalid options: app-secret-key, app-secret-key-id"),
+        ),
+        (
+            Framework::Go,
+            vec![("app-secret-key", "a"), ("app-secret-key-id", "secret:s1")],
+            Err("invalid options: app-secret-key, app-secret-key-id"),
+        ),
+        (
+            Framework::Flask,
+            vec![("flask-secret-key", "a"), ("app-secret-key", "b")],
+            Err("invalid options: app-secret-key, flask-secret-key"),
+        ),
+    ];
+    for (fw, set_options, want) in cases {
+        let f = project(fw, "", "", &[]);
+        // The options exist, so `twelve config` accepts them.
+        let options = twelve_charm::config::effective_options(&f.project);
+        let mut s = state();
+        s.secrets.insert("s1".into(), secret.clone());
+        for (name, value) in &set_options {
+            assert!(options.contains_key(*name), "{fw}: no option {name}");
+            set(&mut s, name, json!(value));
+        }
+        let p = plan(&f, &s);
+        match want {
+            Ok((var, value)) => {
+                // (Django without a database is blocked for that, not for its options.)
+                assert!(
+                    p.status.state == State::Active
+                        || p.status.message == "Django requires a database integration to work",
+                    "{fw} {set_options:?}: {}",
+                    p.status.message
+                );
+                assert_eq!(p.environment[var], value, "{fw} {set_options:?}");
+                assert!(
+                    !p.environment.keys().any(|k| k.contains("SECRET_KEY_ID")
+                        || k.ends_with("APP_SECRET_KEY") && var != "APP_SECRET_KEY"),
+                    "{fw}: option leaked as a user variable: {:?}",
+                    p.environment.keys().collect::<Vec<_>>()
+                );
+                assert!(p.secret_values.contains(value), "{fw}");
+            }
+            Err(m) => {
+                assert_eq!(p.status.state, State::Blocked, "{fw} {set_options:?}");
+                assert_eq!(p.status.message, m, "{fw}");
             }
         }
     }
@@ -344,6 +449,239 @@ fn spring_boot_gets_server_and_management_properties() {
     );
 }
 
+/// paas-charm main (unreleased): ports come from `paas-config.yaml` (`port`, `metrics-port`,
+/// `metrics-path`) and the resolved framework defaults always reach the workload. A
+/// project runs under main when its paas-config.yaml sets one of those keys (paas-charm
+/// 1.12 refuses them); `None` here stands for a project switched by `--paas-charm main`.
+#[test]
+fn ports_and_metrics_variables_follow_paas_charm_main() {
+    type Case<'a> = (
+        Framework,
+        Option<&'a str>,
+        (u16, u16, &'a str),
+        Vec<(&'a str, &'a str)>,
+        Vec<&'a str>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            Framework::Flask,
+            None,
+            (8000, 9102, "/metrics"),
+            vec![
+                ("FLASK_METRICS_PORT", "9102"),
+                ("FLASK_METRICS_PATH", "/metrics"),
+                ("FLASK_BASE_URL", "http://web.default:8000"),
+            ],
+            vec![],
+        ),
+        (
+            Framework::Django,
+            None,
+            (8000, 9102, "/metrics"),
+            vec![
+                ("DJANGO_METRICS_PORT", "9102"),
+                ("DJANGO_METRICS_PATH", "/metrics"),
+            ],
+            vec![],
+        ),
+        (
+            Framework::Flask,
+            Some("metrics-port: 9200\nmetrics-path: /stats\n"),
+            (8000, 9200, "/stats"),
+            vec![
+                ("FLASK_METRICS_PORT", "9200"),
+                ("FLASK_METRICS_PATH", "/stats"),
+            ],
+            vec![],
+        ),
+        (
+            Framework::FastApi,
+            None,
+            (8000, 8000, "/metrics"),
+            vec![
+                ("UVICORN_PORT", "8000"),
+                ("METRICS_PORT", "8000"),
+                ("METRICS_PATH", "/metrics"),
+                ("APP_BASE_URL", "http://web.default:8000"),
+            ],
+            vec![],
+        ),
+        (
+            Framework::FastApi,
+            Some("port: 9000\n"),
+            (9000, 8000, "/metrics"),
+            vec![
+                ("UVICORN_PORT", "9000"),
+                ("METRICS_PORT", "8000"),
+                ("APP_BASE_URL", "http://web.default:9000"),
+            ],
+            vec![],
+        ),
+        (
+            Framework::FastApi,
+            Some("metrics-port: 9464\n"),
+            (8000, 9464, "/metrics"),
+            vec![("UVICORN_PORT", "8000"), ("METRICS_PORT", "9464")],
+            vec![],
+        ),
+        (
+            Framework::Go,
+            None,
+            (8080, 8080, "/metrics"),
+            vec![
+                ("PORT", "8080"),
+                ("METRICS_PORT", "8080"),
+                ("METRICS_PATH", "/metrics"),
+            ],
+            vec!["APP_PORT", "APP_METRICS_PORT", "APP_METRICS_PATH"],
+        ),
+        (
+            Framework::Go,
+            Some("port: 9000\n"),
+            (9000, 8080, "/metrics"),
+            vec![
+                ("PORT", "9000"),
+                ("METRICS_PORT", "8080"),
+                ("APP_BASE_URL", "http://web.default:9000"),
+            ],
+            vec!["APP_PORT"],
+        ),
+        (
+            Framework::ExpressJs,
+            None,
+            (8080, 9464, "/metrics"),
+            vec![
+                ("PORT", "8080"),
+                ("METRICS_PORT", "9464"),
+                ("METRICS_PATH", "/metrics"),
+                ("NODE_ENV", "production"),
+            ],
+            vec![],
+        ),
+        (
+            Framework::SpringBoot,
+            None,
+            (8080, 8080, "/actuator/prometheus"),
+            vec![
+                ("SERVER_PORT", "8080"),
+                ("management.server.port", "8080"),
+                ("management.endpoints.web.base-path", "/actuator"),
+                (
+                    "management.endpoints.web.path-mapping.prometheus",
+                    "prometheus",
+                ),
+            ],
+            vec!["METRICS_PORT", "METRICS_PATH", "MANAGEMENT_SERVER_PORT"],
+        ),
+        (
+            Framework::SpringBoot,
+            Some("metrics-port: 9000\n"),
+            (8080, 9000, "/actuator/prometheus"),
+            vec![("SERVER_PORT", "8080"), ("management.server.port", "9000")],
+            vec!["METRICS_PORT", "METRICS_PATH", "MANAGEMENT_SERVER_PORT"],
+        ),
+    ];
+    for (fw, paas_config, (app, metrics, path), present, absent) in cases {
+        let files: Vec<(&str, &str)> = paas_config
+            .map(|text| vec![("charm/paas-config.yaml", text)])
+            .unwrap_or_default();
+        let mut f = project(fw, "", "", &files);
+        match paas_config {
+            Some(_) => assert_eq!(f.project.paas_charm, PaasCharmLine::Main, "{fw}"),
+            None => {
+                assert_eq!(f.project.paas_charm, PaasCharmLine::V1_12, "{fw}");
+                f.project.paas_charm = PaasCharmLine::Main;
+            }
+        }
+        let p = plan(&f, &state());
+        let what = format!("{fw} {paas_config:?}");
+        assert_eq!(
+            (p.ports.app, p.ports.metrics, p.ports.metrics_path.as_str()),
+            (app, metrics, path),
+            "{what}"
+        );
+        for (var, value) in present {
+            assert_eq!(
+                p.environment.get(var).map(String::as_str),
+                Some(value),
+                "{what}: {var}"
+            );
+        }
+        for var in absent {
+            assert!(!p.environment.contains_key(var), "{what}: {var} is set");
+        }
+        if paas_config == Some("port: 9000\n") {
+            assert!(
+                p.notes.iter().any(|n| n.contains("set metrics-port: 9000")),
+                "{what}: {:?}",
+                p.notes
+            );
+        }
+    }
+}
+
+/// paas-charm 1.12 (a project whose paas-config.yaml sets no port): the options decide and
+/// nothing of main's variables appears.
+#[test]
+fn ports_follow_paas_charm_1_12_without_paas_config_ports() {
+    let cases: Vec<(Framework, (u16, u16), Vec<(&str, &str)>, Vec<&str>)> = vec![
+        (
+            Framework::Flask,
+            (8000, 9102),
+            vec![],
+            vec!["FLASK_METRICS_PORT"],
+        ),
+        (
+            Framework::FastApi,
+            (8080, 8080),
+            vec![("UVICORN_PORT", "8080"), ("METRICS_PORT", "8080")],
+            vec![],
+        ),
+        (
+            Framework::Go,
+            (8080, 8080),
+            vec![("APP_PORT", "8080"), ("APP_METRICS_PORT", "8080")],
+            vec!["PORT", "METRICS_PORT"],
+        ),
+        (
+            Framework::ExpressJs,
+            (8080, 8080),
+            vec![("METRICS_PORT", "8080")],
+            vec![],
+        ),
+        (
+            Framework::SpringBoot,
+            (8080, 8080),
+            vec![
+                ("MANAGEMENT_SERVER_PORT", "8080"),
+                ("METRICS_PATH", "/actuator/prometheus"),
+            ],
+            vec!["management.server.port"],
+        ),
+    ];
+    for (fw, (app, metrics), present, absent) in cases {
+        let f = project(
+            fw,
+            "",
+            "",
+            &[("charm/paas-config.yaml", "framework_logging_format: json\n")],
+        );
+        assert_eq!(f.project.paas_charm, PaasCharmLine::V1_12, "{fw}");
+        let p = plan(&f, &state());
+        assert_eq!((p.ports.app, p.ports.metrics), (app, metrics), "{fw}");
+        for (var, value) in present {
+            assert_eq!(
+                p.environment.get(var).map(String::as_str),
+                Some(value),
+                "{fw}: {var}"
+            );
+        }
+        for var in absent {
+            assert!(!p.environment.contains_key(var), "{fw}: {var} is set");
+        }
+    }
+}
+
 #[test]
 fn secret_options_expose_each_key() {
     let f = flask("config:\n  options:\n    api-token: {type: secret}\n");
@@ -374,7 +712,8 @@ fn secret_options_expose_each_key() {
         (p.status.state, p.status.message.as_str()),
         (State::Blocked, "secret my-api-token is not granted to web")
     );
-    assert_eq!(p.status.services, ServicesAction::Stop);
+    // paas-charm does not replan on a config error: the running app keeps its plan.
+    assert_eq!(p.status.services, ServicesAction::Hold);
 
     set(&mut s, "api-token", json!("1234"));
     let p = plan(&f, &s);
@@ -428,6 +767,121 @@ fn missing_required_integrations_are_listed_in_paas_charm_order() {
         .all(|s| s.startup == Some(Startup::Disabled)));
 }
 
+/// Relation data that is not complete yet (RabbitMQ without a password, Redis
+/// `redis://host:None`, a database without credentials): paas-charm's requirers return no
+/// data, so the integration counts as not there: active without its variables, or
+/// `missing integrations` when required. Only http-proxy blocks on such data.
+#[test]
+fn incomplete_relation_data_counts_as_not_integrated_yet() {
+    type Case<'a> = (
+        Framework,
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        State,
+        &'a str,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            Framework::Flask,
+            "redis: {interface: redis}",
+            "redis",
+            vec![("uri", "redis://cache:None")],
+            State::Active,
+            "",
+            "REDIS_",
+        ),
+        (
+            Framework::Flask,
+            "redis: {interface: redis, optional: false}",
+            "redis",
+            vec![("uri", "redis://cache:None")],
+            State::Blocked,
+            "missing integrations: redis",
+            "REDIS_",
+        ),
+        (
+            Framework::Go,
+            "rabbitmq: {interface: rabbitmq}",
+            "rabbitmq",
+            vec![("username", "web"), ("hostname", "mq")],
+            State::Active,
+            "",
+            "RABBITMQ_",
+        ),
+        (
+            Framework::Go,
+            "rabbitmq: {interface: rabbitmq, optional: false}",
+            "rabbitmq",
+            vec![("username", "web"), ("hostname", "mq")],
+            State::Blocked,
+            "missing integrations: rabbitmq",
+            "RABBITMQ_",
+        ),
+        (
+            Framework::FastApi,
+            "postgresql: {interface: postgresql_client, optional: false}",
+            "postgresql",
+            vec![("username", "web")],
+            State::Blocked,
+            "missing integrations: postgresql",
+            "POSTGRESQL_",
+        ),
+        (
+            Framework::Django,
+            "postgresql: {interface: postgresql_client}",
+            "postgresql",
+            vec![("username", "web")],
+            State::Blocked,
+            "Django requires a database integration to work",
+            "POSTGRESQL_",
+        ),
+        (
+            Framework::Flask,
+            "http-proxy: {interface: http_proxy}",
+            "http-proxy",
+            vec![],
+            State::Blocked,
+            "http-proxy relation data is either unavailable, invalid or not usable.",
+            "HTTP_PROXY",
+        ),
+    ];
+    for (fw, requires, endpoint, data, state_want, message, prefix) in cases {
+        let f = project(fw, &format!("requires:\n  {requires}\n"), "", &[]);
+        let mut s = state();
+        s.integrations.insert(
+            endpoint.into(),
+            data.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let p = plan(&f, &s);
+        assert_eq!(
+            (p.status.state, p.status.message.as_str()),
+            (state_want, message),
+            "{fw} {requires} {data:?}"
+        );
+        assert!(
+            !p.environment.keys().any(|k| k.starts_with(prefix)),
+            "{fw} {requires}: {:?}",
+            p.environment.keys().collect::<Vec<_>>()
+        );
+    }
+    // Spring Boot with tracing data that has no endpoint yet keeps OTEL exporters off.
+    let f = project(
+        Framework::SpringBoot,
+        "requires:\n  tracing: {interface: tracing}\n",
+        "",
+        &[],
+    );
+    let mut s = state();
+    s.integrations.insert("tracing".into(), Default::default());
+    let p = plan(&f, &s);
+    assert_eq!(p.status.state, State::Active, "{}", p.status.message);
+    assert_eq!(p.environment["OTEL_TRACES_EXPORTER"], "none");
+}
+
 #[test]
 fn django_requires_a_database() {
     let f = project(Framework::Django, "", "", &[]);
@@ -443,10 +897,31 @@ fn django_requires_a_database() {
 
 #[test]
 fn worker_class_rules() {
-    let cases: Vec<(Option<&str>, &str, Result<&str, &str>)> = vec![
+    let cases: Vec<(Option<&str>, &str, Result<&str, &str>)> =
+        vec![
         (None, "flask\n", Ok("sync")),
-        (None, "flask\ngevent\n", Ok("gevent")),
+        (None, "flask\ngunicorn[gevent]\n", Ok("gevent")),
+        (None, "flask\nGunicorn [setproctitle, gevent]==23.0\n", Ok("gevent")),
+        (None, "flask\ngevent\npackaging\n", Ok("gevent")),
+        (Some("gevent"), "flask\ngunicorn[gevent]\n", Ok("gevent")),
         (Some("sync"), "flask\ngevent\n", Ok("sync")),
+        // gevent alone: `import gevent` works but gunicorn's gevent worker crashes
+        // (`No module named 'packaging'`), so the charms' message, not a crash.
+        (
+            None,
+            "flask\ngevent\n",
+            Err("gunicorn[gevent] must be installed in the rock. https://bit.ly/flask-async-doc"),
+        ),
+        (
+            Some("gevent"),
+            "flask\ngevent\n",
+            Err("gunicorn[gevent] must be installed in the rock. https://bit.ly/flask-async-doc"),
+        ),
+        (
+            Some("gevent"),
+            "flask\ngunicorn[setproctitle]\ngevent\n",
+            Err("gunicorn[gevent] must be installed in the rock. https://bit.ly/flask-async-doc"),
+        ),
         (
             Some("gevent"),
             "flask\n",
@@ -467,15 +942,17 @@ fn worker_class_rules() {
         let p = plan(&f, &s);
         match want {
             Ok(k) => assert!(
-                p.services["flask"]
-                    .command
-                    .as_deref()
-                    .unwrap()
-                    .ends_with(&format!("-k [ {k} ]")),
-                "{:?}",
+                p.status.state == State::Active
+                    && p.services["flask"]
+                        .command
+                        .as_deref()
+                        .unwrap()
+                        .ends_with(&format!("-k [ {k} ]")),
+                "{reqs:?}: {:?} {:?}",
+                p.status,
                 p.services["flask"].command
             ),
-            Err(m) => assert_eq!(p.status.message, m),
+            Err(m) => assert_eq!(p.status.message, m, "{class:?} {reqs:?}"),
         }
     }
     let f = project(
@@ -919,4 +1396,40 @@ fn the_exporter_follows_the_status_and_a_custom_metrics_path() {
         "{:?}",
         p.notes
     );
+}
+
+/// Redaction hides secret values, not every text that contains a short secret by chance.
+#[test]
+fn redaction_hides_values_and_words_not_parts_of_words() {
+    use twelve_charm::plan::{redact_values_with, redact_with};
+    let secrets: std::collections::BTreeSet<String> =
+        ["fig", "s3cr3t-pass", "p@ss"].map(String::from).into();
+    let cases: Vec<(&str, &str, &str)> = vec![
+        // (text, redact_with, redact_values_with)
+        ("fig", "<redacted>", "<redacted>"),
+        ("ConfigMap", "ConfigMap", "ConfigMap"),
+        ("web-config", "web-config", "web-config"),
+        (
+            "postgresql://u:fig@db:5432/web",
+            "postgresql://u:<redacted>@db:5432/web",
+            "postgresql://u:fig@db:5432/web",
+        ),
+        (
+            "postgresql://u:s3cr3t-pass@db/web",
+            "postgresql://u:<redacted>@db/web",
+            "postgresql://u:<redacted>@db/web",
+        ),
+        ("xs3cr3t-passx", "x<redacted>x", "x<redacted>x"),
+        (
+            "amqp://u:p%40ss@mq:5672/%2F",
+            "amqp://u:<redacted>@mq:5672/%2F",
+            "amqp://u:p%40ss@mq:5672/%2F",
+        ),
+        ("fig,fig", "<redacted>,<redacted>", "fig,fig"),
+        ("figs fig", "figs <redacted>", "figs fig"),
+    ];
+    for (text, shown, value_shown) in cases {
+        assert_eq!(redact_with(&secrets, text), shown, "{text}");
+        assert_eq!(redact_values_with(&secrets, text), value_shown, "{text}");
+    }
 }

@@ -176,11 +176,11 @@ impl Controller {
                         .hint(format!("run it on {name}/{}", leader.unwrap_or(0))));
                 }
                 let sealed = self.vault.seal(&token_urlsafe(64));
-                self.update(name, move |a| {
+                let changed = self.update(name, move |a| {
                     a.secret_key = sealed;
                     Ok(json!({}))
                 })?;
-                Ok(json!({"status": "success"}))
+                Ok(json!({"status": "success", "generation": changed["generation"]}))
             }
             ActionRun::Missing => Err(ApiError::new(format!(
                 "action {action:?} is declared but has no handler"

@@ -20,6 +20,9 @@ pub enum Request {
         /// `key=value` settings, parsed against the project's options.
         #[serde(default)]
         config: IndexMap<String, String>,
+        /// Seconds the change may take to be ready everywhere before it is rolled back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout: Option<u64>,
         /// Juju-style constraints (`mem=512M cores=1.5`) for every unit.
         #[serde(default)]
         constraints: Option<String>,
@@ -129,6 +132,9 @@ pub enum Request {
         external: Option<String>,
         #[serde(default)]
         management: Option<String>,
+        /// An adopted Redis: limit each app to keys `<app>:*`.
+        #[serde(default)]
+        key_prefix: bool,
     },
     /// Integrate an app with a backing service, or give an endpoint's data by hand.
     Integrate {
@@ -216,6 +222,12 @@ pub struct AppStatus {
     /// The generation of desired state this status reflects (see `Deploy`'s answer).
     #[serde(default)]
     pub generation: u64,
+    /// While the app is blocked but its units keep running what they ran: that release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_release: Option<u32>,
+    /// The last change that was rolled back, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<crate::model::RollbackRecord>,
     /// Each unit's limits (`mem` in bytes, `cores`), when the app has constraints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constraints: Option<crate::model::Constraints>,
@@ -232,6 +244,10 @@ pub struct UnitStatus {
     /// The unit's supervisor directory (`twelve pebble --dir`, and where `logs` reads).
     #[serde(default)]
     pub supervisor: String,
+    /// In the ingress's rotation: ready, and running its plan (or the plan it keeps while
+    /// the app is blocked).
+    #[serde(default)]
+    pub serving: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

@@ -54,6 +54,7 @@ impl Controller {
         name: Option<String>,
         external: Option<String>,
         management: Option<String>,
+        key_prefix: bool,
     ) -> ApiResult {
         let k = Kind::parse(kind).ok_or_else(|| {
             ApiError::new(format!(
@@ -78,10 +79,14 @@ impl Controller {
         }
         let server = match external {
             Some(url) => {
+                if key_prefix && k != Kind::Redis {
+                    return Err(ApiError::new("--key-prefix is for an adopted Redis"));
+                }
                 let server = Server::External {
                     kind: k,
                     admin_url: url,
                     management_url: management,
+                    key_prefix,
                 };
                 self.providers
                     .check(&server)
@@ -160,12 +165,38 @@ impl Controller {
         }
         let app = self.app(app_name)?;
         let project = self.project(&app).map_err(ApiError::new)?;
+        let mut warning = None;
         let (endpoint, service, data) = match self.service_record(target)? {
             Some(rec) => {
                 if !data.is_empty() {
                     return Err(ApiError::new(format!("{target} is a backing service twelve provisions; --data is for endpoints given by hand")));
                 }
                 let server = self.open_server(&rec)?;
+                if let Server::External {
+                    kind: Kind::Redis,
+                    key_prefix: false,
+                    ..
+                } = &server
+                {
+                    let others: Vec<String> = self
+                        .store
+                        .apps()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|a| {
+                            a.name != app_name
+                                && a.relations
+                                    .values()
+                                    .any(|r| r.service.as_deref() == Some(rec.name.as_str()))
+                        })
+                        .map(|a| a.name)
+                        .collect();
+                    warning = Some(format!(
+                        "{app_name} gets every key of the adopted Redis {}: apps sharing that server ({}) can read and change each other's keys; deploy it with --key-prefix to limit each app to keys <app>:*, or use a managed Redis (twelve deploy redis), which gives each app a server of its own",
+                        rec.name,
+                        if others.is_empty() { "none of twelve's yet".to_string() } else { others.join(", ") }
+                    ));
+                }
                 let endpoint = self.endpoint_for(&app, kind_of_service(server.kind()), target)?;
                 let data = self
                     .providers
@@ -210,13 +241,15 @@ impl Controller {
             data_sealed: sealed,
         };
         let ep = endpoint.clone();
-        self.update(app_name, move |a| {
+        let changed = self.update(app_name, move |a| {
             a.relations.insert(ep, record);
             Ok(json!({}))
         })?;
-        Ok(
-            json!({"app": app_name, "endpoint": endpoint, "provider": service.unwrap_or_else(|| "external".into())}),
-        )
+        let mut out = json!({"app": app_name, "endpoint": endpoint, "provider": service.unwrap_or_else(|| "external".into()), "generation": changed["generation"]});
+        if let Some(w) = warning {
+            out["warning"] = json!(w);
+        }
+        Ok(out)
     }
 
     pub(crate) async fn remove_relation(
@@ -256,11 +289,13 @@ impl Controller {
             }
         }
         let ep = endpoint.clone();
-        self.update(app_name, move |a| {
+        let changed = self.update(app_name, move |a| {
             a.relations.shift_remove(&ep);
             Ok(json!({}))
         })?;
-        Ok(json!({"app": app_name, "endpoint": endpoint, "data-destroyed": destroy_data}))
+        Ok(
+            json!({"app": app_name, "endpoint": endpoint, "data-destroyed": destroy_data, "generation": changed["generation"]}),
+        )
     }
 
     pub(crate) async fn remove_service(&self, name: &str, destroy_data: bool) -> ApiResult {

@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
 use twelve_charm::config::{effective_options, parse_cli_value};
-use twelve_charm::{plan_unit, AppState, ServicesAction, State, UnitPlan};
+use twelve_charm::{plan_unit, AppState, ServicesAction, UnitPlan};
 use twelve_pebble::client::Client as Pebble;
 use twelve_project::{LoadOptions, Project};
 
@@ -23,10 +23,10 @@ use crate::store::Store;
 use crate::substrate::{host_unit, AppUser, HostUnit, RunAs};
 
 const MODEL: &str = "local";
-/// How long a restarted unit may take to pass its ready check before it rejoins anyway.
-const READY_TIMEOUT_DEFAULT: u64 = 60;
+const READY_TIMEOUT_DEFAULT: u64 = 120;
 
-/// `TWELVE_READY_TIMEOUT` seconds, else 60.
+/// `TWELVE_READY_TIMEOUT` seconds, else 120: how long a change may take to be ready
+/// everywhere before it is rolled back (`twelve deploy --timeout` sets it per app).
 pub(crate) fn ready_timeout() -> Duration {
     Duration::from_secs(
         std::env::var("TWELVE_READY_TIMEOUT")
@@ -275,6 +275,7 @@ impl Controller {
                 release_id,
                 num_units,
                 config,
+                timeout,
                 constraints,
             } => {
                 // Checked first: a bad constraint changes nothing.
@@ -286,9 +287,11 @@ impl Controller {
                             .hint("twelve deploy DIR --constraints \"mem=512M cores=1.5\"")
                     })?;
                 let name = app.clone();
+                self.set_rollout_timeout(&name, timeout);
                 let mut out = self
                     .deploy(app, project_dir, charm_dir, release_id, num_units, config)
                     .await?;
+                self.set_rollout_timeout(&name, timeout);
                 if let Some(c) = constraints {
                     let applied = self.set_constraints(&name, c)?;
                     out["constraints"] = applied["constraints"].clone();
@@ -363,7 +366,11 @@ impl Controller {
                 name,
                 external,
                 management,
-            } => self.deploy_service(&kind, name, external, management).await,
+                key_prefix,
+            } => {
+                self.deploy_service(&kind, name, external, management, key_prefix)
+                    .await
+            }
             Request::Integrate { app, target, data } => self.integrate(&app, &target, data).await,
             Request::RemoveRelation {
                 app,
@@ -407,6 +414,7 @@ impl Controller {
             .store
             .update_app(name, |a| {
                 a.rollback_note = None;
+                a.rollback = None;
                 f(a)
             })
             .map_err(store_err)?
@@ -806,6 +814,8 @@ impl Controller {
                     relations: IndexMap::new(),
                     last_good: None,
                     rollback_note: None,
+                    rollback: None,
+                    rollout_timeout: None,
                     constraints: Default::default(),
                 };
                 self.store.put_app(&record).map_err(store_err)?;
@@ -926,6 +936,12 @@ impl Controller {
                 return Err(ApiError::new(format!("unknown option {r:?} for {name}")));
             }
         }
+        let mut proposed = app.config.clone();
+        for r in &reset {
+            proposed.shift_remove(r);
+        }
+        proposed.extend(values.clone());
+        self.refuse_blocking_config(&app, &project, &proposed)?;
         self.update(name, move |app| {
             for r in &reset {
                 app.config.shift_remove(r);
@@ -1112,6 +1128,7 @@ impl Controller {
                             leader: Some(u.number) == a.units.first().map(|f| f.number),
                             scheduler: false,
                             supervisor: a.unit_dir(&self.home, u.number).display().to_string(),
+                            serving: false,
                         })
                         .collect(),
                     ..Default::default()
@@ -1262,7 +1279,18 @@ impl Controller {
         Ok((plan, host))
     }
 
-    async fn reconcile_app(&self, app: &AppRecord, apps: &[AppRecord]) -> AppStatus {
+    async fn reconcile_app(self: &Arc<Self>, app: &AppRecord, apps: &[AppRecord]) -> AppStatus {
+        if self.is_surging(&app.name) {
+            // A rollout of this app runs in the background and reports its own progress.
+            if let Some(st) = self
+                .statuses
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&app.name)
+            {
+                return st.clone();
+            }
+        }
         let mut status = AppStatus {
             name: app.name.clone(),
             framework: app.framework.clone(),
@@ -1295,7 +1323,7 @@ impl Controller {
 
         for (u, _, _) in &plans {
             if let Err(e) = self
-                .ensure_pebble(app, &app.unit_dir(&self.home, u.number))
+                .ensure_pebble(&app.unit_dir(&self.home, u.number))
                 .await
             {
                 status.status = "blocked".into();
@@ -1308,7 +1336,7 @@ impl Controller {
         }
 
         // Migrations: once per key, on the first unit, before any unit gets the new plan.
-        let mut hold_all = false;
+        let mut migration = crate::planner::Migration::Done;
         if first_plan.status.services == ServicesAction::Run {
             if let Some(m) = &first_plan.migration {
                 let key = crate::migration::key(app, first_plan);
@@ -1357,69 +1385,89 @@ impl Controller {
                         output_tail: rec.last_output.clone(),
                     });
                     if outcome != Some(true) {
-                        hold_all = true;
-                        status.status = "blocked".into();
-                        status.message = crate::migration::failure_message(
+                        let message = crate::migration::failure_message(
                             &m.command,
                             rec.retry_at.saturating_sub(now_secs()),
                         );
+                        status.status = "blocked".into();
+                        status.message = message.clone();
+                        migration = crate::planner::Migration::Failed {
+                            // A new release's migration failing rolls the release back.
+                            new_release: app
+                                .last_good
+                                .as_ref()
+                                .is_some_and(|g| g.release != app.current_release),
+                            message: format!(
+                                "the migration of release {} failed: {}",
+                                app.current_release,
+                                rec.last_output.lines().last().unwrap_or("no output")
+                            ),
+                        };
                     }
                 }
             }
         }
+        let held = matches!(migration, crate::planner::Migration::Failed { .. })
+            .then(|| status.message.clone());
 
-        let mut worst: Option<(u8, String, String)> = None;
-        let mut rollout_failed = false;
+        self.roll_out(app, apps, &plans, migration, &mut status)
+            .await;
+        if let Some(rb) = &status.rollback {
+            // Rolled back in this pass: the release that serves is the one it went back to.
+            status.release = Some(rb.release);
+        }
+        if self.is_surging(&app.name) {
+            // Not acted on until the rollout it started is live or rolled back.
+            status.generation = self
+                .statuses
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&app.name)
+                .map(|s| s.generation.min(app.generation.saturating_sub(1)))
+                .unwrap_or(0);
+        }
+
+        // What each unit runs and reports now (a surge may have moved units to new
+        // incarnations and ports), ranked by the planner's types.
+        let fresh = self.store.app(&app.name).ok().flatten();
+        let mut worst: Option<(crate::planner::Rank, String)> = None;
         for (u, plan, host) in &plans {
             let unit_name = format!("{}/{}", app.name, u.number);
-            if !hold_all && !rollout_failed {
-                if let Err(e) = self.apply(app, apps, u.number, plan, host).await {
-                    log(format!("{unit_name}: {e}"));
-                    status.message = e;
-                    // Do not take more units down with a change that does not come up.
-                    rollout_failed = true;
-                }
-            }
-            // A replacement may have moved the unit to a new incarnation and port.
-            let current = self
-                .store
-                .app(&app.name)
-                .ok()
-                .flatten()
+            let current = fresh
+                .as_ref()
                 .and_then(|a| a.units.iter().find(|x| x.number == u.number).cloned())
                 .unwrap_or_else(|| u.clone());
             let dir = self
                 .home
                 .unit_dir_at(&app.name, u.number, current.incarnation);
-            let (st, msg) = if hold_all {
-                (
-                    "blocked".to_string(),
-                    "waiting for the migration".to_string(),
-                )
-            } else {
-                self.unit_health(&dir, plan).await
-            };
-            let rank = match st.as_str() {
-                "error" => 4,
-                "blocked" => 3,
-                "waiting" => 2,
-                "maintenance" => 1,
-                _ => 0,
-            };
-            if worst.as_ref().is_none_or(|w| rank > w.0) && rank > 0 {
-                worst = Some((rank, st.clone(), format!("{unit_name}: {msg}")));
+            let (health, _) = crate::rollout::unit_health(&Pebble::for_dir(&dir), host).await;
+            let st = crate::planner::unit_state(&plan.status, &health, held.as_deref());
+            if st.rank > crate::planner::Rank::Active
+                && worst.as_ref().is_none_or(|w| st.rank > w.0)
+            {
+                worst = Some((st.rank, format!("{unit_name}: {}", st.message)));
             }
             status.units.push(UnitStatus {
                 name: unit_name,
-                status: st,
-                message: msg,
+                status: st.rank.as_str().into(),
+                message: st.message,
                 address: format!("127.0.0.1:{}", current.app_port),
                 leader: Some(u.number) == app.units.first().map(|f| f.number),
                 scheduler: plan.scheduler_unit == Some(u.number),
                 supervisor: dir.display().to_string(),
+                serving: st.serving,
             });
         }
-        if status.status == "active" && worst.is_none() {
+        if status.rollback.is_none() {
+            status.rollback = app.rollback.clone();
+        }
+        if status.status == "active"
+            && worst.is_none()
+            && status
+                .rollback
+                .as_ref()
+                .is_none_or(|r| r.generation < app.generation)
+        {
             let good = GoodState {
                 release: app.current_release,
                 config: app.config.clone(),
@@ -1437,62 +1485,22 @@ impl Controller {
             }
         }
         if status.status == "active" {
-            if let Some((_, st, msg)) = worst {
-                status.status = st;
+            if let Some((rank, msg)) = worst {
+                status.status = rank.as_str().into();
                 status.message = msg;
             }
         }
+        // Blocked, but what the units run keeps serving: say which release that is.
+        if status.status == "blocked" && status.units.iter().any(|u| u.serving) {
+            let release = app
+                .last_good
+                .as_ref()
+                .map(|g| g.release)
+                .unwrap_or(app.current_release);
+            status.serving_release = Some(release);
+            status.message = format!("{}; serving release {release}", status.message);
+        }
         status
-    }
-
-    async fn unit_health(&self, dir: &Path, plan: &UnitPlan) -> (String, String) {
-        if plan.status.state != State::Active {
-            return (
-                plan.status.state.as_str().into(),
-                plan.status.message.clone(),
-            );
-        }
-        let pebble = Pebble::for_dir(dir);
-        let services = match pebble.services(&[]).await {
-            Ok(s) => s,
-            Err(e) => return ("error".into(), format!("supervisor not answering: {e}")),
-        };
-        for s in &services {
-            if s.startup == "enabled" && s.current == "backoff" {
-                return (
-                    "maintenance".into(),
-                    format!("service {} is restarting (backoff)", s.name),
-                );
-            }
-            if s.startup == "enabled" && s.current == "inactive" {
-                // Between a replan's stop and start.
-                return (
-                    "maintenance".into(),
-                    format!("service {} is starting", s.name),
-                );
-            }
-            if s.startup == "enabled" && s.current != "active" {
-                return (
-                    "error".into(),
-                    format!("service {} is {}", s.name, s.current),
-                );
-            }
-        }
-        // A check is "up" until it has failed `threshold` times, so a fresh one says
-        // nothing: run the ready checks now and trust only that.
-        let checks = pebble.checks(&[]).await.unwrap_or_default();
-        for c in checks
-            .iter()
-            .filter(|c| c.level.as_deref() == Some("ready"))
-        {
-            if !matches!(pebble.refresh_check(&c.name).await, Ok((_, None))) {
-                return (
-                    "maintenance".into(),
-                    "waiting for the app to be ready".into(),
-                );
-            }
-        }
-        ("active".into(), String::new())
     }
 
     /// The app's own system user (`None` when twelve runs unprivileged), created the first
@@ -1558,8 +1566,10 @@ impl Controller {
 
     /// The unit directory laid out for its app's user (`substrate::unit_dirs`). Also
     /// called before a unit's files are written, for a unit an older twelve started.
-    pub(crate) fn unit_own_dirs(&self, app: &str, dir: &Path) -> Result<(), String> {
-        let user = self.app_user(app)?;
+    pub(crate) fn unit_own_dirs(&self, dir: &Path) -> Result<(), String> {
+        let app = crate::substrate::app_of_unit_dir(dir)
+            .ok_or_else(|| format!("{} is not a unit directory", dir.display()))?;
+        let user = self.app_user(&app)?;
         crate::substrate::unit_dirs(dir, user.as_ref())
             .map_err(|e| format!("cannot prepare {}: {e}", dir.display()))
     }
@@ -1578,7 +1588,7 @@ impl Controller {
     /// Makes sure the unit's supervisor runs. A supervisor that died leaves nothing
     /// behind: what its services left in the unit's cgroup is killed before a new one
     /// starts, in a fresh cgroup with the app's constraints.
-    pub(crate) async fn ensure_pebble(&self, app: &AppRecord, dir: &Path) -> Result<(), String> {
+    pub(crate) async fn ensure_pebble(&self, dir: &Path) -> Result<(), String> {
         let dir = dir.to_path_buf();
         let pebble = Pebble::for_dir(&dir);
         if pebble.system_info().await.is_ok() {
@@ -1619,12 +1629,12 @@ impl Controller {
                 ));
             }
         }
-        self.unit_own_dirs(&app.name, &dir)?;
-        // The constraints as stored now (`app` may predate a `set-constraints`).
-        let constraints = match self.store.app(&app.name) {
-            Ok(Some(fresh)) => fresh.constraints,
-            _ => app.constraints,
-        };
+        self.unit_own_dirs(&dir)?;
+        // The app's constraints as stored now.
+        let constraints = crate::substrate::app_of_unit_dir(&dir)
+            .and_then(|app| self.store.app(&app).ok().flatten())
+            .map(|a| a.constraints)
+            .unwrap_or_default();
         let cgroup = if self.cgroups.is_enabled() {
             Some(
                 self.cgroups

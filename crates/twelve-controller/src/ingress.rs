@@ -140,15 +140,33 @@ impl Controller {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let previous = self
+            .routes_pushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut table = RouteTable::default();
         for app in apps {
             let st = statuses.get(&app.name);
+            if st.is_none() {
+                // Not looked at yet since this controller started: what the ingress
+                // routes keeps serving until the first pass says otherwise.
+                if let Some(route) = previous.as_ref().and_then(|t| t.apps.get(&app.name)) {
+                    table.apps.insert(app.name.clone(), route.clone());
+                    continue;
+                }
+            }
             let mut backends = vec![];
+            // The uid the app's servers run as, which the ingress checks its listeners
+            // against (none when twelve runs unprivileged).
+            let socket_uid = self.app_user(&app.name).ok().flatten().map(|u| u.uid);
             for u in &app.units {
                 let unit = format!("{}/{}", app.name, u.number);
+                // Ready and running its plan, or the plan it keeps while the app is
+                // blocked (a bad value, a revoked secret, a failed migration).
                 let ready = st
                     .and_then(|s| s.units.iter().find(|x| x.name == unit))
-                    .is_some_and(|x| x.status == "active");
+                    .is_some_and(|x| x.serving);
                 let Ok(addr) = format!("127.0.0.1:{}", u.app_port).parse() else {
                     continue;
                 };
@@ -161,6 +179,7 @@ impl Controller {
                         unit,
                         addr,
                         socket,
+                        socket_uid,
                         state: BackendState::Draining,
                     });
                 } else if ready {
@@ -168,6 +187,7 @@ impl Controller {
                         unit,
                         addr,
                         socket,
+                        socket_uid,
                         state: BackendState::Ready,
                     });
                 }
@@ -189,6 +209,7 @@ impl Controller {
 
     /// Sends the table when it changed.
     pub(crate) async fn push_routes(&self, apps: &[AppRecord]) {
+        self.adopt_ingress_routes().await;
         let table = self.route_table(apps);
         let same = self
             .routes_pushed
@@ -219,6 +240,25 @@ impl Controller {
         match client::put_routes(&self.ingress_socket(), &table).await {
             Ok(()) => *self.routes_pushed.lock().unwrap_or_else(|e| e.into_inner()) = Some(table),
             Err(e) => eprintln!("[controller] cannot update the ingress routes: {e}"),
+        }
+    }
+
+    /// A controller that just started takes the table the ingress has as its own, so that
+    /// apps it has not looked at yet keep their backends (the ingress outlives it).
+    async fn adopt_ingress_routes(&self) {
+        if self
+            .routes_pushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            return;
+        }
+        if let Ok(table) = client::get_routes(&self.ingress_socket()).await {
+            let mut pushed = self.routes_pushed.lock().unwrap_or_else(|e| e.into_inner());
+            if pushed.is_none() {
+                *pushed = Some(table);
+            }
         }
     }
 

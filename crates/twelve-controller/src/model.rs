@@ -43,6 +43,13 @@ pub struct AppRecord {
     /// Limits for each unit (`--constraints`, `set-constraints`).
     #[serde(default)]
     pub constraints: Constraints,
+    /// The last rollback, for `twelve deploy` and the commands that wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackRecord>,
+    /// How long a change may take to be ready everywhere before it is rolled back
+    /// (`twelve deploy --timeout`), in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_timeout: Option<u64>,
 }
 
 /// Juju-style constraints: limits on each unit of an app, enforced by its cgroup.
@@ -81,6 +88,23 @@ impl Constraints {
         }
         out.join(" ")
     }
+}
+
+/// A change that did not become ready and was rolled back.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct RollbackRecord {
+    /// The generation of desired state that failed.
+    pub generation: u64,
+    pub reason: String,
+    /// The unit and service that failed, and the last lines of its log.
+    #[serde(default)]
+    pub unit: String,
+    #[serde(default)]
+    pub service: String,
+    #[serde(default)]
+    pub log_tail: Vec<String>,
+    /// The release the app went back to.
+    pub release: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

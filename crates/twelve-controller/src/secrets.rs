@@ -135,8 +135,22 @@ impl Controller {
             rec.description = description;
         }
         self.store.put_secret(&rec).map_err(store_err)?;
+        // The apps that use it roll the new revision out: a change of their state, whose
+        // generation the CLI waits for.
+        let uri = format!("secret:{}", rec.id);
+        let mut apps = vec![];
+        for app in self.store.apps().map_err(store_err)? {
+            let uses = app
+                .config
+                .values()
+                .any(|v| v.as_str() == Some(uri.as_str()));
+            if uses && rec.grants.contains(&app.name) {
+                let changed = self.update(&app.name, |_| Ok(json!({})))?;
+                apps.push(json!({"app": app.name, "generation": changed["generation"]}));
+            }
+        }
         self.wake.notify_one();
-        Ok(json!({"id": rec.id, "name": rec.name, "revision": revision}))
+        Ok(json!({"id": rec.id, "name": rec.name, "revision": revision, "apps": apps}))
     }
 
     pub(crate) fn list_secrets(&self) -> ApiResult {

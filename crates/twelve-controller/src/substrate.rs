@@ -266,6 +266,17 @@ fn lookup_user(name: &str) -> Option<AppUser> {
         })
 }
 
+/// The app a unit directory belongs to: `<app>-<n>` or `<app>-<n>.<k>`.
+pub fn app_of_unit_dir(dir: &Path) -> Option<String> {
+    let name = dir.file_name()?.to_str()?;
+    let base = match name.rsplit_once('.') {
+        Some((b, k)) if k.parse::<u32>().is_ok() => b,
+        _ => name,
+    };
+    let (app, n) = base.rsplit_once('-')?;
+    (n.parse::<u32>().is_ok() && !app.is_empty()).then(|| app.to_string())
+}
+
 /// Gives `path` to `owner` (uid, gid) with `mode`; root keeps what is root's when `owner`
 /// is `None` (twelve runs unprivileged).
 pub fn own(path: &Path, owner: Option<(u32, u32)>, mode: u32) -> std::io::Result<()> {
@@ -422,6 +433,8 @@ pub struct HostUnit {
     pub environment: IndexMap<String, String>,
     pub app_dir: PathBuf,
     pub user: Option<String>,
+    /// The app's own user, who owns the unit's files (`None`: twelve runs unprivileged).
+    pub app_user: Option<AppUser>,
 }
 
 /// Maps a plan: paths, commands, users, and the host environment additions.
@@ -429,7 +442,7 @@ pub fn host_unit(
     plan: &UnitPlan,
     map: &PathMap,
     unit_dir: &Path,
-    user: Option<&AppUser>,
+    app_user: Option<&AppUser>,
     app_dir_rock: &str,
 ) -> HostUnit {
     let mut map = map.clone();
@@ -481,7 +494,7 @@ pub fn host_unit(
     };
     // Every service of the unit runs as the app's user, whether or not the plan names
     // one: the rocks run everything as `_daemon_` (`run-user`), never as root.
-    let user = user.map(|u| u.name.clone());
+    let user = app_user.map(|u| u.name.clone());
     let mut layer = LayerDoc {
         summary: Some("twelve unit plan".into()),
         ..Default::default()
@@ -516,6 +529,7 @@ pub fn host_unit(
         environment,
         app_dir: PathBuf::from(map.path(app_dir_rock)),
         user,
+        app_user: app_user.cloned(),
     }
 }
 
@@ -582,6 +596,19 @@ print('ok')
             "{conf}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    #[test]
+    fn unit_directories_name_their_app() {
+        for (dir, app) in [
+            ("/h/units/web-0", Some("web")),
+            ("/h/units/my-app-12.3", Some("my-app")),
+            ("/h/units/web-x", None),
+            ("/h/units/web", None),
+            ("/h/units/-1", None),
+        ] {
+            assert_eq!(app_of_unit_dir(Path::new(dir)).as_deref(), app, "{dir}");
+        }
     }
 
     #[test]

@@ -10,13 +10,17 @@
 //! hyper ([`Outcome::H2`]). An accepted WebSocket (or other) upgrade becomes a tunnel
 //! between the two sockets ([`Outcome::Tunnel`]).
 //!
-//! Rules kept here, as a server facing the open network needs: a head larger than
-//! [`MAX_REQUEST_HEAD`] or with more than [`MAX_HEADERS`] fields gets 431; a malformed one,
-//! conflicting `Content-Length`s, `Transfer-Encoding` with `Content-Length` (a smuggling
-//! vector), a `Transfer-Encoding` that does not end in `chunked` or on HTTP/1.0, more than
-//! one `Host`, or an authority-form target get 400, and the connection closes after the
-//! answer. A connection whose request body was not read to its end (the backend answered
-//! early) is closed after the response, so no body byte is taken for a request.
+//! Rules kept here, as nginx 1.22 keeps them (tests/smuggling.rs compares the two): a head
+//! larger than [`MAX_REQUEST_HEAD`] or with more than [`MAX_HEADERS`] fields gets 431; a
+//! malformed one, an HTTP/1.1 request without `Host`, more than one `Host` or
+//! `Transfer-Encoding`, conflicting `Content-Length`s, `Transfer-Encoding` with
+//! `Content-Length` or on HTTP/1.0, a malformed chunked body (as far as it came with the
+//! head), or an authority-form target get 400; a `Transfer-Encoding` other than `chunked`
+//! gets 501; the connection closes after the answer. The backend gets the body framed as it
+//! was parsed here (`content-length` once, or `transfer-encoding: chunked`), whatever the
+//! client's `Connection` names. A connection whose request body was not read to its end
+//! (the backend answered early) is closed after the response, so no body byte is taken
+//! for a request.
 
 use std::future::poll_fn;
 use std::io;
@@ -299,7 +303,7 @@ fn parse<'s>(
 
     let mut host: Option<&[u8]> = None;
     let mut content_length: Option<u64> = None;
-    let mut transfer_encoding: Option<bool> = None; // Some(the last coding is chunked)
+    let mut transfer_encoding: Option<&[u8]> = None;
     let (mut close, mut keep_alive_token, mut upgrade_token) = (false, false, false);
     let (mut upgrade_field, mut expect_continue) = (false, false);
     for h in req.headers.iter() {
@@ -316,14 +320,17 @@ fn parse<'s>(
                 let Some(n) = parse_length(value) else {
                     return bad("invalid Content-Length");
                 };
+                // The same length twice is one length (RFC 9112 §6.3): forwarded once.
                 if content_length.is_some_and(|m| m != n) {
                     return bad("conflicting Content-Length");
                 }
                 content_length = Some(n);
             }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
-                let last = value.rsplit(|&b| b == b',').next().unwrap_or(b"");
-                transfer_encoding = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                if transfer_encoding.is_some() {
+                    return bad("more than one Transfer-Encoding");
+                }
+                transfer_encoding = Some(value.trim_ascii());
             }
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
@@ -339,14 +346,30 @@ fn parse<'s>(
             _ => {}
         }
     }
+    // As nginx: HTTP/1.1 needs a Host; Transfer-Encoding is `chunked` alone or unknown
+    // (501), never on HTTP/1.0 nor with Content-Length.
+    if host.is_none() && !http10 {
+        return bad("HTTP/1.1 request without Host");
+    }
     let body = match (transfer_encoding, content_length) {
+        (Some(_), _) if http10 => return bad("Transfer-Encoding on HTTP/1.0"),
+        (Some(te), _) if !te.eq_ignore_ascii_case(b"chunked") => {
+            return Err(Reject(
+                StatusCode::NOT_IMPLEMENTED,
+                "unknown Transfer-Encoding (only chunked is)",
+            ))
+        }
         (Some(_), Some(_)) => return bad("Transfer-Encoding with Content-Length"),
-        (Some(_), None) if http10 => return bad("Transfer-Encoding on HTTP/1.0"),
-        (Some(false), None) => return bad("Transfer-Encoding not ending in chunked"),
-        (Some(true), None) => Framing::Chunked(Chunk::Size),
+        (Some(_), None) => Framing::Chunked(Chunk::Size),
         (None, Some(n)) if n > 0 => Framing::Length(n),
         (None, _) => Framing::Done,
     };
+    // A malformed chunked body is refused before anything reaches a backend, as far as
+    // it is here already.
+    if body != Framing::Done && transfer_encoding.is_some() && !chunks_look_valid(&buf[head_len..])
+    {
+        return bad("malformed chunked body");
+    }
     let keep_alive = !close && (!http10 || keep_alive_token);
     let upgrade = !http10 && upgrade_field && upgrade_token;
 
@@ -358,6 +381,9 @@ fn parse<'s>(
         let path = &rest[end..];
         if !path.starts_with('/') && !path.is_empty() {
             return bad("absolute target without a path");
+        }
+        if end == 0 || rest[..end].contains('@') {
+            return bad("absolute target without a valid host");
         }
         (if path.is_empty() { "/" } else { path }, Some(&rest[..end]))
     } else {
@@ -388,7 +414,8 @@ fn parse<'s>(
     };
 
     let chunked = body != Framing::Done && transfer_encoding.is_some();
-    let forwarded_host = host.or(authority.map(str::as_bytes));
+    // The authority of an absolute-form target is the request's host (RFC 9112 §3.2.2).
+    let forwarded_host = authority.map(str::as_bytes).or(host);
     proxy::write_request_head(
         up_head,
         &RequestHead {
@@ -400,6 +427,7 @@ fn parse<'s>(
             fallback_host: backend.authority.as_str(),
             upgrade,
             chunked,
+            content_length: content_length.filter(|_| !chunked),
         },
         || req.headers.iter().map(|h| (h.name.as_bytes(), h.value)),
     );
@@ -418,6 +446,19 @@ fn parse<'s>(
             expect_continue,
         }),
     }))
+}
+
+/// Whether the chunked body at the start of `buffered` is well formed as far as it goes.
+fn chunks_look_valid(buffered: &[u8]) -> bool {
+    let mut rest = BytesMut::from(buffered);
+    let mut framing = Framing::Chunked(Chunk::Size);
+    loop {
+        match decode(&mut framing, &mut rest) {
+            Ok(Step::Data(_)) => {}
+            Ok(Step::End | Step::More) => return true,
+            Err(_) => return false,
+        }
+    }
 }
 
 fn strip_scheme(target: &str) -> Option<&str> {

@@ -10,7 +10,10 @@
 //! besides the two sockets of the request; the table is read through arc-swap, figures are
 //! atomics, and the only lock is the one around a worker thread's own pool of idle backend
 //! connections (module `upstream`, where HTTP/1.1 to backends is written and parsed), which
-//! only that thread takes (with `workers: 0`, one pool serves the caller's runtime).
+//! only that thread takes (with `workers: 0`, one pool serves the caller's runtime). The
+//! exceptions are module `trust`'s checks that a backend's Unix socket or TCP port is the
+//! app's own: a `getsockopt` per new Unix connection, and a `stat` of the socket's
+//! directory or a `NETLINK_SOCK_DIAG` query at most once a second per backend.
 //! HTTP/1 clients are served by module `h1` (one task per connection, no hyper), HTTP/2
 //! (h2c) clients by hyper through module `proxy`.
 
@@ -23,6 +26,7 @@ mod proxy;
 pub mod routes;
 mod server;
 mod table;
+mod trust;
 mod upstream;
 
 pub use admin::client;

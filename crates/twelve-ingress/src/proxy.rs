@@ -161,7 +161,8 @@ pub(crate) async fn send(
             let b: &BackendRt = $backend;
             let to = upstream::Target {
                 addr: b.addr,
-                socket: b.socket.as_deref(),
+                socket: b.socket.as_ref(),
+                tcp_owner: b.tcp_owner.as_ref(),
             };
             let exchange = upstream::request(&conn.pool, to, snap.connect_timeout, outgoing($body));
             tokio::time::timeout_at(deadline, exchange).await
@@ -186,6 +187,10 @@ pub(crate) async fn send(
 
     match result {
         Ok(Ok(response)) => Ok(response),
+        Ok(Err(upstream::UpError::Client(e))) => Err((
+            StatusCode::BAD_REQUEST,
+            format!("400 Bad Request\n\nThe request body was malformed or cut short: {e}\n"),
+        )),
         Ok(Err(e)) => {
             let cause = if e.is_connect() {
                 "could not be reached".to_string()
@@ -224,6 +229,12 @@ fn write_parts_head(
         .get(header::HOST)
         .map(HeaderValue::as_bytes)
         .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
+    // hyper checked that the body matches its `Content-Length`.
+    let content_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+        .filter(|_| !chunked);
     let request = RequestHead {
         method: parts.method.as_str(),
         target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
@@ -233,6 +244,7 @@ fn write_parts_head(
         fallback_host,
         upgrade,
         chunked,
+        content_length,
     };
     let fields = || {
         parts
@@ -257,13 +269,20 @@ pub(crate) struct RequestHead<'a> {
     /// The `Host` to send when the client sent none (HTTP/1.0): the backend's address.
     pub fallback_host: &'a str,
     pub upgrade: bool,
+    /// The body goes chunked: the head says `transfer-encoding: chunked`.
     pub chunked: bool,
+    /// The body's length when it goes with one (never with `chunked`): the head says
+    /// `content-length` once, whatever the client's fields say.
+    pub content_length: Option<u64>,
 }
 
 /// Writes the request head for the backend: origin-form target (without the `/<app>`
 /// prefix when `strip` says so), no hop-by-hop headers, `X-Forwarded-*` set by the
-/// ingress, a `traceparent` when the client sent none, `Host` always. `headers` are the
-/// client's fields (an iterator made twice), names in any case.
+/// ingress, a `traceparent` when the client sent none, `Host` always. The body's framing is
+/// the ingress's own: `content-length` or `transfer-encoding: chunked` as the request was
+/// parsed, never the client's fields, so the backend reads the body exactly as the ingress
+/// did (a `Connection` option cannot remove it). `headers` are the client's fields (an
+/// iterator made twice), names in any case.
 pub(crate) fn write_request_head<'h, F, I>(out: &mut Vec<u8>, req: &RequestHead<'_>, headers: F)
 where
     F: Fn() -> I,
@@ -312,7 +331,8 @@ where
             || name.eq_ignore_ascii_case(b"x-forwarded-proto")
             || name.eq_ignore_ascii_case(b"x-forwarded-prefix")
             || (req.host.is_some() && name.eq_ignore_ascii_case(b"x-forwarded-host"))
-            || (req.chunked && name.eq_ignore_ascii_case(b"content-length"))
+            || name.eq_ignore_ascii_case(b"content-length")
+            || underscored_lookalike(name)
             || named.iter().any(|n| n.eq_ignore_ascii_case(name));
         if dropped {
             continue;
@@ -341,11 +361,61 @@ where
     }
     if req.chunked {
         field(b"transfer-encoding", b"chunked");
+    } else if let Some(n) = req.content_length {
+        let mut digits = [0u8; 20];
+        field(b"content-length", decimal(n, &mut digits));
     }
     out.extend_from_slice(b"\r\n");
 }
 
-/// Header names the `Connection` header lists (besides `close`, `keep-alive`, `upgrade`).
+/// A field name with `_` that reads, with `-` for `_`, as a field the ingress frames,
+/// routes or sets itself (`Transfer_Encoding`, `X_Forwarded_For`...): CGI and WSGI servers
+/// map both spellings to the same variable, so the client's copy could stand for the
+/// ingress's. Such fields are not forwarded (nginx drops every name with `_`).
+fn underscored_lookalike(name: &[u8]) -> bool {
+    if !name.contains(&b'_') {
+        return false;
+    }
+    const GUARDED: [&[u8]; 8] = [
+        b"content-length",
+        b"transfer-encoding",
+        b"host",
+        b"connection",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"x-forwarded-prefix",
+    ];
+    GUARDED.iter().any(|g| {
+        g.len() == name.len()
+            && g.iter().zip(name).all(|(&g, &n)| {
+                let n = if n == b'_' {
+                    b'-'
+                } else {
+                    n.to_ascii_lowercase()
+                };
+                g == n
+            })
+    })
+}
+
+/// `n` in decimal digits, written at the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+/// Header names the `Connection` header lists (besides `close`, `keep-alive`, `upgrade`),
+/// without the fields that frame the message or name its host (`Content-Length`,
+/// `Transfer-Encoding`, `Host`): the ingress writes those itself, and a client naming them
+/// must not make a backend read the body as another request.
 fn connection_named<'h>(headers: impl Iterator<Item = (&'h [u8], &'h [u8])>) -> Vec<&'h [u8]> {
     let mut named = Vec::new();
     for (name, value) in headers {
@@ -353,10 +423,16 @@ fn connection_named<'h>(headers: impl Iterator<Item = (&'h [u8], &'h [u8])>) -> 
             continue;
         }
         for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            if [&b"close"[..], b"keep-alive", b"upgrade", b""]
-                .iter()
-                .any(|t| token.eq_ignore_ascii_case(t))
-            {
+            const KEPT: [&[u8]; 7] = [
+                b"close",
+                b"keep-alive",
+                b"upgrade",
+                b"",
+                b"content-length",
+                b"transfer-encoding",
+                b"host",
+            ];
+            if KEPT.iter().any(|t| token.eq_ignore_ascii_case(t)) {
                 continue;
             }
             named.push(token);
@@ -504,6 +580,28 @@ mod tests {
              x-forwarded-host: web.localhost\r\nx-forwarded-proto: http\r\n\
              transfer-encoding: chunked\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn connection_never_removes_framing_nor_host() {
+        let req = Request::post("/a")
+            .header("host", "web.localhost")
+            .header(
+                "connection",
+                "content-length, transfer-encoding, host, x-hop",
+            )
+            .header("content-length", "12")
+            .header("content-length", "12")
+            .header("x-hop", "1")
+            .body(())
+            .unwrap();
+        let head = head_for(req, None, false);
+        assert!(
+            head.starts_with("POST /a HTTP/1.1\r\nhost: web.localhost\r\n"),
+            "{head}"
+        );
+        assert_eq!(head.matches("content-length: 12\r\n").count(), 1, "{head}");
+        assert!(!head.contains("x-hop"), "{head}");
     }
 
     #[test]

@@ -66,6 +66,11 @@ pub struct Backend {
     /// go there, and to `addr` when it cannot be reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket: Option<PathBuf>,
+    /// The uid the unit's processes run as: `socket` is used only when the server on it
+    /// runs as this uid and its directory is owned by root or this uid and writable by
+    /// nobody else. Without it, the server must run as the ingress's own effective uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_uid: Option<u32>,
     #[serde(default)]
     pub state: BackendState,
 }
@@ -262,5 +267,20 @@ mod tests {
             table.apps["w"].backends[0].socket.as_deref(),
             Some(Path::new("/u/run/g.sock"))
         );
+    }
+
+    #[test]
+    fn socket_uid_is_optional_and_left_out_when_absent() {
+        let with = r#"{"apps": {"w": {"backends": [{"unit": "w/0", "addr": "127.0.0.1:1", "socket": "/u/run/g.sock", "socket_uid": 4242}]}}}"#;
+        let table = RouteTable::from_json(with.as_bytes()).unwrap();
+        assert_eq!(table.apps["w"].backends[0].socket_uid, Some(4242));
+        let json = serde_json::to_string(&table).unwrap();
+        assert!(json.contains(r#""socket_uid":4242"#), "{json}");
+
+        let without = r#"{"apps": {"w": {"backends": [{"unit": "w/0", "addr": "127.0.0.1:1"}]}}}"#;
+        let table = RouteTable::from_json(without.as_bytes()).unwrap();
+        assert_eq!(table.apps["w"].backends[0].socket_uid, None);
+        let json = serde_json::to_string(&table).unwrap();
+        assert!(!json.contains("socket_uid"), "{json}");
     }
 }

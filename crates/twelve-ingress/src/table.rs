@@ -17,6 +17,7 @@ use hyper_util::server::conn::auto;
 
 use crate::metrics::{AppHistogram, Inflight, UnitCounters};
 use crate::routes::{BackendState, Policy, RouteTable};
+use crate::trust::{TcpBackend, UnixBackend};
 
 /// Request heads larger than this are answered 431.
 pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
@@ -33,8 +34,10 @@ pub(crate) struct BackendRt {
     pub app: String,
     pub unit: String,
     pub addr: SocketAddr,
-    /// The Unix socket the unit also listens on, tried first.
-    pub socket: Option<PathBuf>,
+    /// The Unix socket the unit also listens on, tried first when it is the app's own.
+    pub socket: Option<UnixBackend>,
+    /// When the route names the unit's uid: the TCP listener on `addr` must be its.
+    pub tcp_owner: Option<TcpBackend>,
     pub authority: Authority,
     pub inflight: Inflight,
     pub counters: Arc<UnitCounters>,
@@ -84,8 +87,8 @@ pub(crate) struct Snapshot {
     pub header_read_timeout: Duration,
 }
 
-/// App, unit, address and Unix socket.
-type BackendKey = (String, String, SocketAddr, Option<PathBuf>);
+/// App, unit, address, Unix socket and the uid its server must have.
+type BackendKey = (String, String, SocketAddr, Option<PathBuf>, Option<u32>);
 
 #[derive(Default)]
 pub(crate) struct Registry {
@@ -125,14 +128,24 @@ impl Registry {
         for (name, route) in &table.apps {
             let mut ready = Vec::new();
             for b in &route.backends {
-                let key = (name.clone(), b.unit.clone(), b.addr, b.socket.clone());
+                let key = (
+                    name.clone(),
+                    b.unit.clone(),
+                    b.addr,
+                    b.socket.clone(),
+                    b.socket_uid,
+                );
                 let rt = match self.backends.get(&key) {
                     Some(rt) => rt.clone(),
                     None => Arc::new(BackendRt {
                         app: name.clone(),
                         unit: b.unit.clone(),
                         addr: b.addr,
-                        socket: b.socket.clone(),
+                        socket: b
+                            .socket
+                            .clone()
+                            .map(|path| UnixBackend::new(&b.unit, path, b.socket_uid)),
+                        tcp_owner: b.socket_uid.map(|uid| TcpBackend::new(&b.unit, uid)),
                         authority: Authority::try_from(b.addr.to_string().as_str())
                             .expect("a socket address is an authority"),
                         inflight: Inflight::default(),

@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -35,6 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::table::POOL_IDLE_TIMEOUT;
+use crate::trust::{TcpBackend, UnixBackend};
 
 /// Response heads larger than this are a bad gateway.
 const MAX_RESPONSE_HEAD: usize = 256 * 1024;
@@ -238,6 +238,8 @@ pub(crate) enum UpError {
     Connect(io::Error),
     /// The exchange failed after connecting.
     Failed(String),
+    /// The client's request body was malformed or ended early: the client's fault.
+    Client(String),
 }
 
 impl UpError {
@@ -250,7 +252,7 @@ impl std::fmt::Display for UpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             UpError::Connect(e) => write!(f, "connect: {e}"),
-            UpError::Failed(e) => f.write_str(e),
+            UpError::Failed(e) | UpError::Client(e) => f.write_str(e),
         }
     }
 }
@@ -273,7 +275,9 @@ pub(crate) struct Outgoing<'a> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Target<'a> {
     pub addr: SocketAddr,
-    pub socket: Option<&'a Path>,
+    pub socket: Option<&'a UnixBackend>,
+    /// The uid the TCP listener must have, when the route names one.
+    pub tcp_owner: Option<&'a TcpBackend>,
 }
 
 /// Sends one request to `to` on an idle connection of `pool` or a new one, and returns
@@ -300,38 +304,61 @@ pub(crate) async fn request(
                 (conn, sent) = connect(to, connect_timeout, out.head).await?;
                 reused = false;
             }
+            Err(e) if e.client => return Err(UpError::Client(e.message)),
             Err(e) => return Err(UpError::Failed(e.message)),
         }
     }
 }
 
-/// Opens a connection, on the Unix socket when there is one that answers, and sends as
-/// much of `head` as the socket takes at once.
+/// Opens a connection, on the Unix socket when there is one that answers and is the app's
+/// own ([`crate::trust`]), and sends as much of `head` as the socket takes at once.
 async fn connect(
     to: Target<'_>,
     timeout: Duration,
     head: &[u8],
 ) -> Result<(UpConn, usize), UpError> {
-    if let Some(path) = to.socket {
-        if let Some(connected) = connect_unix(path, head) {
-            return Ok(connected);
+    if let Some(unix) = to.socket.filter(|u| u.worth_trying()) {
+        match connect_unix(unix, head) {
+            Ok(Some(connected)) => return Ok(connected),
+            Ok(None) => {}
+            Err(why) => unix.refuse(&why, to.addr),
         }
+    }
+    if let Some(owner) = to.tcp_owner {
+        owner.check(to.addr).map_err(|why| {
+            UpError::Connect(io::Error::new(io::ErrorKind::PermissionDenied, why))
+        })?;
     }
     connect_tcp(to.addr, timeout, head).await
 }
 
 /// A Unix stream connect completes or fails at once (a full backlog says `EAGAIN` on a
-/// non-blocking socket rather than waiting): `None` sends the caller to TCP.
-fn connect_unix(path: &Path, head: &[u8]) -> Option<(UpConn, usize)> {
-    let socket = Socket::new(Domain::UNIX, Type::STREAM.nonblocking(), None).ok()?;
-    socket.connect(&socket2::SockAddr::unix(path).ok()?).ok()?;
-    let sent = match socket.send(head) {
+/// non-blocking socket rather than waiting): `Ok(None)` sends the caller to TCP, and so
+/// does `Err`, which says why the server on the socket is not trusted. Nothing is sent
+/// before the server's credentials are checked.
+fn connect_unix(unix: &UnixBackend, head: &[u8]) -> Result<Option<(UpConn, usize)>, String> {
+    let Ok(socket) = Socket::new(Domain::UNIX, Type::STREAM.nonblocking(), None) else {
+        return Ok(None);
+    };
+    let Ok(addr) = socket2::SockAddr::unix(&unix.path) else {
+        return Ok(None);
+    };
+    if socket.connect(&addr).is_err() {
+        return Ok(None);
+    }
+    let Ok(stream) = UnixStream::from_std(std::os::unix::net::UnixStream::from(socket)) else {
+        return Ok(None);
+    };
+    let peer = stream
+        .peer_cred()
+        .map_err(|e| format!("its server's credentials cannot be read: {e}"))?;
+    unix.check(peer.uid())?;
+    let sent = match stream.try_write(head) {
         Ok(n) => n,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-        Err(_) => return None,
+        Err(_) => return Ok(None),
     };
-    let stream = UnixStream::from_std(std::os::unix::net::UnixStream::from(socket)).ok()?;
-    Some((UpConn::new(Stream::Unix(stream)), sent))
+    Ok(Some((UpConn::new(Stream::Unix(stream)), sent)))
 }
 
 async fn connect_tcp(
@@ -375,12 +402,15 @@ struct RtError {
     message: String,
     /// Not a byte came back: the backend may never have seen the request.
     nothing_received: bool,
+    /// The client's body failed (malformed, cut short), not the backend.
+    client: bool,
 }
 
 fn rt_error(what: &str, e: impl std::fmt::Display, nothing_received: bool) -> RtError {
     RtError {
         message: format!("{what}: {e}"),
         nothing_received,
+        client: false,
     }
 }
 
@@ -450,7 +480,10 @@ async fn send_body<W: AsyncWrite + Unpin>(
     chunked: bool,
 ) -> Result<(), RtError> {
     while let Some(data) = body.next().await {
-        let mut data = data.map_err(|e| rt_error("reading the request body", e, false))?;
+        let mut data = data.map_err(|e| RtError {
+            client: true,
+            ..rt_error("reading the request body", e, false)
+        })?;
         let written = if chunked {
             let mut chunk = Bytes::from(format!("{:x}\r\n", data.len()))
                 .chain(data)
@@ -782,20 +815,27 @@ fn bad_chunk() -> io::Error {
 }
 
 /// Parses a chunk-size line (`1a;ext=1\r\n`) at the start of `buf`.
+/// The line ends with CRLF (a bare LF is refused: another parser may not end the line
+/// there); the size is hex digits from the start of the line, then optional spaces or tabs
+/// before an extension (`;...`).
 fn chunk_size(buf: &mut BytesMut) -> io::Result<Option<u64>> {
-    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+    let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
         return if buf.len() > 1024 {
             Err(bad_chunk())
         } else {
             Ok(None)
         };
     };
+    if lf == 0 || buf[lf - 1] != b'\r' {
+        return Err(bad_chunk());
+    }
+    let end = lf - 1;
     let line = &buf[..end];
     let digits = line
         .split(|&b| b == b';')
         .next()
         .unwrap_or(b"")
-        .trim_ascii();
+        .trim_ascii_end();
     if digits.is_empty() || digits.len() > 15 {
         return Err(bad_chunk());
     }
@@ -1063,7 +1103,11 @@ mod tests {
     }
 
     fn tcp(addr: SocketAddr) -> Target<'static> {
-        Target { addr, socket: None }
+        Target {
+            addr,
+            socket: None,
+            tcp_owner: None,
+        }
     }
 
     async fn get(pool: &Arc<Pool>, addr: SocketAddr) -> (StatusCode, Bytes) {
@@ -1159,9 +1203,12 @@ mod tests {
         let pool = Arc::new(Pool::default());
         let get = |pool: Arc<Pool>, socket: std::path::PathBuf| async move {
             let out = get_request();
+            // Served by this process: its uid is the ingress's own.
+            let unix = UnixBackend::new("web/0", socket, None);
             let to = Target {
                 addr,
-                socket: Some(&socket),
+                socket: Some(&unix),
+                tcp_owner: None,
             };
             let response = request(&pool, to, Duration::from_secs(5), out)
                 .await

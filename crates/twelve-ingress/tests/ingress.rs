@@ -471,21 +471,48 @@ async fn a_malformed_request_gets_400_and_a_concurrent_one_is_served() {
         web.held.load(Ordering::SeqCst) == 1
     })
     .await;
-    for garbage in [
-        &b"GARBAGE\r\n\r\n"[..],
-        b"GET / HTTP/1.1\r\nHost web.localhost\r\n\r\n",
-        b"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+    for (garbage, status) in [
+        (&b"GARBAGE\r\n\r\n"[..], 400),
+        (b"GET / HTTP/1.1\r\nHost web.localhost\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
+        // HTTP/1.1 without Host, also in absolute form (as nginx).
+        (b"GET /web/ HTTP/1.1\r\n\r\n", 400),
+        (b"GET http://web.localhost/ HTTP/1.1\r\n\r\n", 400),
         // Ways to make a proxy and its backend disagree on where a request ends.
-        b"POST / HTTP/1.1\r\nHost: web.localhost\r\nTransfer-Encoding: chunked\r\n\
-          Content-Length: 5\r\n\r\n0\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: web.localhost\r\nTransfer-Encoding: gzip\r\n\r\n",
-        b"POST / HTTP/1.0\r\nHost: web.localhost\r\nTransfer-Encoding: chunked\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: web.localhost\r\nHost: other.localhost\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: -1\r\n\r\n",
+        (
+            b"POST / HTTP/1.1\r\nHost: web.localhost\r\nTransfer-Encoding: chunked\r\n\
+              Content-Length: 5\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        (b"POST / HTTP/1.1\r\nHost: web.localhost\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (
+            b"POST / HTTP/1.1\r\nHost: web.localhost\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            501,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: web.localhost\r\nTransfer-Encoding: chunked\r\n\
+              Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        (b"POST / HTTP/1.0\r\nHost: web.localhost\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: web.localhost\r\nHost: other.localhost\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: -1\r\n\r\n", 400),
+        // A malformed chunk in what came with the head: refused before any backend sees it.
+        (
+            b"POST / HTTP/1.1\r\nHost: web.localhost\r\nTransfer-Encoding: chunked\r\n\r\n\
+              3\r\nabcXX0\r\n\r\n",
+            400,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: web.localhost\r\nTransfer-Encoding: chunked\r\n\r\n\
+              fffffffffffffffff\r\nabc\r\n",
+            400,
+        ),
     ] {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let answer = raw(&mut stream, garbage, "\r\n\r\n").await;
-        assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+        let want = format!("HTTP/1.1 {status} ");
+        assert!(answer.starts_with(&want), "{want}: {answer:?}");
     }
     web.release.add_permits(1);
     assert_eq!(good.await.unwrap().status, StatusCode::OK);
@@ -832,6 +859,28 @@ async fn http10_absolute_targets_and_expect_continue() {
     .await;
     assert!(answer.contains("path=/abs?x=1\n"), "{answer}");
     assert!(answer.contains("host: web.localhost:8080\n"), "{answer}");
+    // Whatever the Host field says: the app sees the target's authority.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let answer = raw(
+        &mut stream,
+        b"GET http://web.localhost/abs HTTP/1.1\r\nHost: other.example\r\n\r\n",
+        "x-forwarded-host",
+    )
+    .await;
+    assert!(answer.contains("\nhost: web.localhost\n"), "{answer}");
+    assert!(!answer.contains("other.example"), "{answer}");
+
+    // The same Content-Length twice is one: the backend gets it once.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let answer = raw(
+        &mut stream,
+        b"POST /twice HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: 2\r\n\
+          Content-Length: 2\r\n\r\nok",
+        "x-forwarded-host",
+    )
+    .await;
+    assert!(answer.contains("path=/twice\n"), "{answer}");
+    assert_eq!(answer.matches("content-length: 2\n").count(), 1, "{answer}");
 
     // Expect: 100-continue gets its interim answer before the body is sent.
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -894,6 +943,7 @@ async fn chunked_and_close_delimited_bodies_reach_clients_whole() {
         unit: format!("{app}/0"),
         addr,
         socket: None,
+        socket_uid: None,
         state: Ready,
     };
     let ingress = start_ingress(dir.path()).await;

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use base64::Engine;
 use indexmap::IndexMap;
 use serde_json::{json, Map, Value};
-use twelve_charm::plan::{redact_with, STATSD_SERVICE};
+use twelve_charm::plan::{redact_values_with, redact_with, STATSD_SERVICE};
 use twelve_charm::{plan_unit, AppState, ServicesAction, Status, UnitPlan, REDACTED};
 use twelve_layer::{Check, CheckLevel, Command, Service, Startup};
 use twelve_project::Project;
@@ -591,7 +591,9 @@ pub fn to_yaml(objects: &[Value]) -> Result<String, serde_saphyr::ser::Error> {
 
 fn redact_strings(v: Value, secrets: &BTreeSet<String>) -> Value {
     match v {
-        Value::String(s) => Value::String(redact_with(secrets, &s)),
+        // Values, not substrings: outside the Secret only a value that is a secret (or holds
+        // a long one) is hidden, so a short password never hides kinds or names.
+        Value::String(s) => Value::String(redact_values_with(secrets, &s)),
         Value::Array(a) => a.into_iter().map(|v| redact_strings(v, secrets)).collect(),
         Value::Object(m) => Value::Object(
             m.into_iter()

@@ -396,3 +396,31 @@ fn an_app_name_kubernetes_refuses_is_one_clear_error() {
         "\"Go_App\" is not a valid Kubernetes name: only lowercase letters, digits and '-' are allowed"
     );
 }
+
+/// Without `--reveal`, secret *values* are hidden, not every string that happens to contain
+/// a short secret: a 3-letter password inside `ConfigMap` or `flask-example-env` leaves
+/// kinds and names alone, while the password itself is still never shown.
+#[test]
+fn a_short_password_redacts_values_not_kinds_or_names() {
+    for password in ["fig", "ask", "env", "abc"] {
+        let scenario = flask_scenario().replace("s3cr3t-pass", password);
+        let (project, state) = load("flask", Some(&scenario));
+        let r = render(&project, &state, &RenderOptions::default()).unwrap();
+        let shown = r.to_yaml(false).unwrap();
+        let docs = parse_stream(&shown);
+        assert_eq!(kinds(&docs), kinds(&r.objects), "{password}: {shown}");
+        for (real, seen) in r.objects.iter().zip(&docs) {
+            if real["kind"] != "Secret" {
+                assert_eq!(real, seen, "{password}: {} changed", real["kind"]);
+            }
+        }
+        let secret = find(&docs, "Secret", "flask-example-env");
+        for v in secret["data"].as_object().unwrap().values() {
+            assert_eq!(v, "<redacted>", "{password}");
+        }
+        assert!(
+            !shown.contains(&format!(":{password}@")),
+            "{password}: the password is shown"
+        );
+    }
+}

@@ -125,8 +125,29 @@ impl Framework {
         }
     }
 
-    /// The option that sets the app secret key: `flask-secret-key`, `django-secret-key`,
-    /// else `app-secret-key`. 2.x spells it `app-secret-key` everywhere, also accepted.
+    /// The app port when nothing configures it, under paas-charm main: FastAPI moves to 8000.
+    pub fn main_default_port(self) -> u16 {
+        match self {
+            Framework::Flask | Framework::Django | Framework::FastApi => 8000,
+            _ => 8080,
+        }
+    }
+
+    /// Default metrics port and path under paas-charm main (each framework charm's
+    /// `metrics_endpoint` defaults): FastAPI on its app port 8000, Express on 9464.
+    pub fn main_default_metrics(self) -> (u16, &'static str) {
+        match self {
+            Framework::Flask | Framework::Django => (9102, "/metrics"),
+            Framework::FastApi => (8000, "/metrics"),
+            Framework::Go => (8080, "/metrics"),
+            Framework::ExpressJs => (9464, "/metrics"),
+            Framework::SpringBoot => (8080, "/actuator/prometheus"),
+        }
+    }
+
+    /// The 1.x option that sets the app secret key: `flask-secret-key`, `django-secret-key`,
+    /// else `app-secret-key`. paas-charm main spells it `app-secret-key` everywhere, which
+    /// Flask and Django accept as well.
     pub fn secret_key_option(self) -> &'static str {
         match self {
             Framework::Flask => "flask-secret-key",
@@ -217,6 +238,9 @@ impl Framework {
             }
         };
         if self.is_gunicorn() {
+            // paas-charm main (unreleased, breaking) names the Flask and Django secret key
+            // options `app-secret-key(-id)` too; the 1.x names above stay accepted.
+            options.extend(app_secret());
             options.extend(webserver());
         }
         options

@@ -16,5 +16,5 @@ mod rockcraft;
 pub use charmcraft::{ActionDef, ActionParam, ConfigOption, OptionType, Relation};
 pub use diagnostic::{Diagnostic, Loc, Severity};
 pub use framework::{Framework, ALL_FRAMEWORKS};
-pub use paas_config::PaasConfig;
+pub use paas_config::{PaasCharmLine, PaasConfig};
 pub use project::{LoadOptions, Project, ProjectFiles};

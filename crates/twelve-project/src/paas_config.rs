@@ -1,7 +1,51 @@
 //! `paas-config.yaml`: ports, metrics and extra Prometheus scrape jobs (paas-charm 1.10+/2.x).
 
+use std::fmt;
+use std::str::FromStr;
+
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
+
+/// Which paas-charm's rules a project runs under where paas-charm 1.12 and main differ
+/// (ports and metrics variables; docs/compatibility.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PaasCharmLine {
+    /// paas-charm 1.12, the released line: ports from the `app-port`/`webserver-port`/
+    /// `metrics-port`/`metrics-path` options.
+    #[default]
+    #[serde(rename = "1.12")]
+    V1_12,
+    /// paas-charm main (unreleased): ports from `paas-config.yaml`, the resolved defaults
+    /// always exposed.
+    #[serde(rename = "main")]
+    Main,
+}
+
+impl PaasCharmLine {
+    pub fn name(self) -> &'static str {
+        match self {
+            PaasCharmLine::V1_12 => "1.12",
+            PaasCharmLine::Main => "main",
+        }
+    }
+}
+
+impl fmt::Display for PaasCharmLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for PaasCharmLine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "1.12" | "1" | "1.x" => Ok(PaasCharmLine::V1_12),
+            "main" | "2" | "2.x" => Ok(PaasCharmLine::Main),
+            _ => Err(format!("unknown paas-charm line {s:?}: use 1.12 or main")),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -23,6 +67,19 @@ pub struct PaasConfig {
     /// twelve's readiness check for the web service (an HTTP path; TCP connect when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<Healthcheck>,
+}
+
+impl PaasConfig {
+    /// The line a project is written for: paas-charm 1.12 refuses the top-level `port`,
+    /// `metrics-port` and `metrics-path` keys (its model forbids extra keys), so a file that
+    /// sets one of them is for paas-charm main.
+    pub fn line(&self) -> PaasCharmLine {
+        if self.port.is_some() || self.metrics_port.is_some() || self.metrics_path.is_some() {
+            PaasCharmLine::Main
+        } else {
+            PaasCharmLine::V1_12
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use twelve_layer::{Layer, LayerDoc, Override, Plan, Service, Startup};
 use crate::charmcraft::*;
 use crate::diagnostic::{file_name, parse_yaml, Diagnostic, Loc};
 use crate::framework::{Framework, ALL_FRAMEWORKS};
-use crate::paas_config::PaasConfig;
+use crate::paas_config::{PaasCharmLine, PaasConfig};
 use crate::rockcraft::{RockcraftFile, ROCKCRAFT_KEYS};
 
 /// A project as twelve understands it.
@@ -31,6 +31,10 @@ pub struct Project {
     /// The rock's services: the extension's main service with `services:` merged over it.
     pub services: IndexMap<String, Service>,
     pub paas_config: PaasConfig,
+    /// The paas-charm rules the project runs under where 1.12 and main differ (ports and
+    /// metrics variables): main when `paas-config.yaml` sets `port`, `metrics-port` or
+    /// `metrics-path`, else 1.12. `twelve render --paas-charm` overrides it.
+    pub paas_charm: PaasCharmLine,
     pub files: ProjectFiles,
     /// Things the user should know (ignored keys, defaults taken).
     pub notes: Vec<Diagnostic>,
@@ -48,6 +52,10 @@ pub struct ProjectFiles {
     pub manage_py: bool,
     /// `gevent` is among the app's Python requirements.
     pub gevent: bool,
+    /// What gunicorn's gevent worker imports is required: `gunicorn[gevent]`, or both
+    /// `gevent` and `packaging` (gunicorn 22+ checks gevent's version with `packaging`,
+    /// which only its `gevent` extra pulls in).
+    pub gevent_worker: bool,
     /// Project action handlers found under `actions/`, by action name -> file name.
     pub action_handlers: IndexMap<String, String>,
 }
@@ -238,6 +246,7 @@ impl Project {
             requires,
             actions,
             services,
+            paas_charm: paas_config.line(),
             paas_config,
             files,
             notes,
@@ -374,6 +383,16 @@ fn validate_paas_config(cfg: &PaasConfig) -> Result<(), String> {
             ));
         }
     }
+    for (key, port) in [("port", cfg.port), ("metrics-port", cfg.metrics_port)] {
+        if port == Some(0) {
+            return Err(format!("{key} must be a port from 1 to 65535"));
+        }
+    }
+    if let Some(path) = &cfg.metrics_path {
+        if !path.starts_with('/') {
+            return Err(format!("metrics-path {path:?} must start with /"));
+        }
+    }
     if let Some(h) = &cfg.healthcheck {
         if !h.path.starts_with('/') {
             return Err(format!("healthcheck path {:?} must start with /", h.path));
@@ -383,7 +402,7 @@ fn validate_paas_config(cfg: &PaasConfig) -> Result<(), String> {
 }
 
 /// Where the files that become the rock's app directory live in the project.
-fn app_source_dir(root: &Path, framework: Framework, name: &str) -> PathBuf {
+pub(crate) fn app_source_dir(root: &Path, framework: Framework, name: &str) -> PathBuf {
     match framework {
         // The django-framework extension packs `<name>/` (dashes as underscores) as /django/app.
         Framework::Django => {
@@ -415,6 +434,9 @@ fn read_files(
         .collect::<Vec<_>>()
         .join("\n");
     let gevent = framework.is_python() && mentions_package(&python_deps, "gevent");
+    let gevent_worker = gevent
+        && (has_extra(&python_deps, "gunicorn", "gevent")
+            || mentions_package(&python_deps, "packaging"));
     let mut action_handlers = IndexMap::new();
     for name in actions.keys() {
         for candidate in [name.clone(), format!("{name}.sh"), format!("{name}.py")] {
@@ -431,8 +453,38 @@ fn read_files(
         migrate_py: has("migrate.py"),
         manage_py: framework == Framework::Django && app_dir.join("manage.py").is_file(),
         gevent,
+        gevent_worker,
         action_handlers,
     }
+}
+
+/// Whether a requirements/pyproject text requires `package[... extra ...]`.
+pub fn has_extra(deps: &str, package: &str, extra: &str) -> bool {
+    deps.lines().any(|line| {
+        let line = line
+            .split('#')
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase()
+            .replace(' ', "");
+        let mut rest = line.as_str();
+        while let Some(i) = rest.find(package) {
+            let after = &rest[i + package.len()..];
+            let starts_word = rest[..i]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+            if starts_word {
+                if let Some(extras) = after.strip_prefix('[').and_then(|a| a.split(']').next()) {
+                    if extras.split(',').any(|e| e.trim() == extra) {
+                        return true;
+                    }
+                }
+            }
+            rest = after;
+        }
+        false
+    })
 }
 
 /// Whether a requirements/pyproject text names `package` (also as an extra, `gunicorn[gevent]`).
@@ -450,7 +502,7 @@ pub fn mentions_package(deps: &str, package: &str) -> bool {
 }
 
 /// The WSGI/ASGI entry point or Go binary, as the rockcraft extensions discover it.
-fn entry_point(app_dir: &Path, framework: Framework, name: &str) -> String {
+pub(crate) fn entry_point(app_dir: &Path, framework: Framework, name: &str) -> String {
     let snake = name.replace('-', "_");
     match framework {
         Framework::Flask | Framework::FastApi => {

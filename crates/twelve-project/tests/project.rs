@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use twelve_project::{init, Framework, OptionType, Project, ALL_FRAMEWORKS};
+use twelve_project::{init, Framework, OptionType, PaasCharmLine, Project, ALL_FRAMEWORKS};
 
 fn write(dir: &Path, rel: &str, text: &str) {
     let p = dir.join(rel);
@@ -44,17 +44,158 @@ fn every_profile_inits_and_loads_without_notes() {
 #[test]
 fn init_refuses_to_overwrite_and_names_the_files() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "app.py", "# mine\n");
+    write(dir.path(), "rockcraft.yaml", "# mine\n");
     let err = init::init("flask-framework", "web", dir.path()).unwrap_err();
-    assert!(err.message.contains("app.py"), "{err}");
+    assert!(err.message.contains("rockcraft.yaml"), "{err}");
     assert_eq!(
-        std::fs::read_to_string(dir.path().join("app.py")).unwrap(),
+        std::fs::read_to_string(dir.path().join("rockcraft.yaml")).unwrap(),
         "# mine\n"
     );
     assert!(
-        !dir.path().join("rockcraft.yaml").exists(),
+        !dir.path().join("charm").exists() && !dir.path().join("app.py").exists(),
         "nothing is written when refusing"
     );
+}
+
+/// `init` in a directory that already holds the app writes only the project files
+/// (rockcraft.yaml and charm/), leaves the app alone and says which entry point it found,
+/// as `rockcraft init` writes only rockcraft.yaml.
+#[test]
+fn init_beside_an_existing_app_writes_only_the_project_files() {
+    type Case<'a> = (Framework, Vec<(&'a str, &'a str)>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            Framework::FastApi,
+            vec![
+                ("main.py", "from fastapi import FastAPI\napp = FastAPI()\n"),
+                ("requirements.txt", "fastapi\n"),
+            ],
+            "main.py",
+            "main:app",
+        ),
+        (
+            Framework::Flask,
+            vec![(
+                "src/app.py",
+                "from flask import Flask\napplication = Flask(__name__)\n",
+            )],
+            "src/app.py",
+            "src.app:application",
+        ),
+        (
+            Framework::Django,
+            vec![
+                ("seed_app/manage.py", "# mine\n"),
+                ("seed_app/seed_app/wsgi.py", "application = None\n"),
+            ],
+            "seed_app/manage.py",
+            "seed_app.wsgi:application",
+        ),
+        (
+            Framework::Go,
+            vec![("go.mod", "module seed\n"), ("cmd.go", "package main\n")],
+            "go.mod",
+            "go.mod",
+        ),
+        (
+            Framework::ExpressJs,
+            vec![("app/package.json", "{}\n")],
+            "app/package.json",
+            "app/package.json",
+        ),
+        (
+            Framework::SpringBoot,
+            vec![("pom.xml", "<project/>\n")],
+            "pom.xml",
+            "pom.xml",
+        ),
+    ];
+    for (fw, app_files, found_want, entry_want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        for (rel, text) in &app_files {
+            write(dir.path(), rel, text);
+        }
+        let before: Vec<_> = walk(dir.path());
+        let report = init::init_report(fw.extension(), "seed-app", dir.path()).unwrap();
+        assert_eq!(
+            report.scope,
+            init::InitScope::ProjectFiles {
+                found: found_want.into(),
+                entry: entry_want.into()
+            },
+            "{fw}"
+        );
+        for f in &report.written {
+            let rel = f.strip_prefix(dir.path()).unwrap();
+            assert!(
+                rel == Path::new("rockcraft.yaml") || rel.starts_with("charm"),
+                "{fw}: wrote {}",
+                rel.display()
+            );
+        }
+        for (rel, text) in &app_files {
+            assert_eq!(
+                &std::fs::read_to_string(dir.path().join(rel)).unwrap(),
+                text,
+                "{fw}"
+            );
+        }
+        let after = walk(dir.path());
+        let new: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
+        assert!(
+            new.iter().all(|p| p.ends_with("rockcraft.yaml")
+                || p.components().any(|c| c.as_os_str() == "charm")),
+            "{fw}: {new:?}"
+        );
+        let p = Project::load(dir.path()).unwrap_or_else(|e| panic!("{fw}: {e}"));
+        if matches!(
+            fw,
+            Framework::FastApi | Framework::Flask | Framework::Django
+        ) {
+            let command = p.services[fw.service_name()].command.clone().unwrap();
+            assert!(command.contains(entry_want), "{fw}: {command}");
+        }
+    }
+}
+
+/// `init` in a project's `charm/` (where `charmcraft init` runs) writes the charm side only;
+/// `init` at the root afterwards keeps it and writes the rest.
+#[test]
+fn init_in_charm_writes_the_charm_side_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let charm = dir.path().join("charm");
+    std::fs::create_dir(&charm).unwrap();
+    let report = init::init_report("flask-framework", "web", &charm).unwrap();
+    assert_eq!(report.scope, init::InitScope::CharmOnly);
+    let mut names: Vec<String> = report
+        .written
+        .iter()
+        .map(|p| p.strip_prefix(&charm).unwrap().display().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["charmcraft.yaml", "requirements.txt", "src/charm.py"]
+    );
+    assert!(!dir.path().join("rockcraft.yaml").exists() && !dir.path().join("app.py").exists());
+    std::fs::write(
+        charm.join("charmcraft.yaml"),
+        std::fs::read_to_string(charm.join("charmcraft.yaml")).unwrap() + "# edited\n",
+    )
+    .unwrap();
+
+    let report = init::init_report("flask-framework", "web", dir.path()).unwrap();
+    assert_eq!(report.scope, init::InitScope::Full);
+    assert!(
+        report.written.iter().all(|p| !p.starts_with(&charm)),
+        "{:?}",
+        report.written
+    );
+    assert!(std::fs::read_to_string(charm.join("charmcraft.yaml"))
+        .unwrap()
+        .ends_with("# edited\n"));
+    let p = Project::load(dir.path()).unwrap();
+    assert_eq!(p.charm_dir.as_deref(), Some(charm.as_path()));
 }
 
 #[test]
@@ -274,4 +415,45 @@ fn paas_config_is_read_and_checked() {
         err.contains("Invalid paas-config.yaml: duplicate job_name"),
         "{err}"
     );
+}
+
+/// paas-charm 1.12 refuses top-level `port`, `metrics-port` and `metrics-path` in
+/// paas-config.yaml; a project that sets one is written for paas-charm main.
+#[test]
+fn paas_config_ports_select_paas_charm_main_and_are_checked() {
+    let cases: Vec<(Option<&str>, Result<PaasCharmLine, &str>)> = vec![
+        (None, Ok(PaasCharmLine::V1_12)),
+        (
+            Some("framework_logging_format: json\n"),
+            Ok(PaasCharmLine::V1_12),
+        ),
+        (Some("port: 9000\n"), Ok(PaasCharmLine::Main)),
+        (Some("metrics-port: 9102\n"), Ok(PaasCharmLine::Main)),
+        (Some("metrics-path: /stats\n"), Ok(PaasCharmLine::Main)),
+        (
+            Some("port: 0\n"),
+            Err("Invalid paas-config.yaml: port must be a port from 1 to 65535"),
+        ),
+        (Some("metrics-port: 70000\n"), Err("paas-config.yaml")),
+        (
+            Some("metrics-path: stats\n"),
+            Err("metrics-path \"stats\" must start with /"),
+        ),
+    ];
+    for (text, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "rockcraft.yaml", FLASK_ROCK);
+        write(dir.path(), "charm/charmcraft.yaml", "name: web\n");
+        if let Some(t) = text {
+            write(dir.path(), "charm/paas-config.yaml", t);
+        }
+        match (Project::load(dir.path()), want) {
+            (Ok(p), Ok(line)) => assert_eq!(p.paas_charm, line, "{text:?}"),
+            (Err(e), Err(m)) => assert!(e.to_string().contains(m), "{text:?}: {e}"),
+            (got, want) => panic!(
+                "{text:?}: got {:?}, want {want:?}",
+                got.map(|p| p.paas_charm)
+            ),
+        }
+    }
 }

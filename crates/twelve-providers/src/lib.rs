@@ -124,6 +124,11 @@ pub enum Server {
         admin_url: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         management_url: Option<String>,
+        /// Redis: each app's user is limited to keys and channels `<app>:*` (apps that
+        /// share the server cannot read each other's keys, and libraries that pick their
+        /// own keys fail). Without it, each app's user has every key.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        key_prefix: bool,
     },
 }
 
@@ -141,6 +146,7 @@ impl Server {
             kind,
             admin_url: admin_url.into(),
             management_url: None,
+            key_prefix: false,
         }
     }
 
@@ -265,7 +271,7 @@ impl Providers {
         match server.kind() {
             Kind::Postgresql => postgres::provision(server, app).await,
             Kind::Mysql => mysql::provision(server, app).await,
-            Kind::Redis => redis::provision(server, app).await,
+            Kind::Redis => redis::provision(self, server, app).await,
             Kind::Rabbitmq => rabbitmq::provision(self, server, app).await,
         }
     }

@@ -1,4 +1,10 @@
-//! Redis: an ACL user per app, restricted to keys and channels prefixed `<app>:`.
+//! Redis. A managed Redis gives each integrated app a `redis-server` of its own (own port,
+//! password and data directory under the service's, `apps/<app>/`; a few MiB each), where
+//! the app's ACL user has the whole keyspace: Celery, RQ, Flask-Session and Django's cache
+//! pick their own keys, as they do under paas-charm with redis-k8s, and no app can read
+//! another's. On an adopted server the app's user also gets every key (apps sharing that
+//! server can read each other's keys: `integrate` says so), unless the relation asks for
+//! the `<app>:` prefix (`key-prefix`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -157,7 +163,73 @@ pub(crate) async fn check(server: &Server) -> Result<()> {
     Ok(())
 }
 
-pub(crate) async fn provision(server: &Server, app: &str) -> Result<RelationData> {
+/// The directory of an app's own server under a managed service's.
+fn app_dir(dir: &Path, app: &str) -> std::path::PathBuf {
+    dir.join("apps").join(app)
+}
+
+/// Marks an app's server as wanted (restarted with the service) until it is revoked.
+const ACTIVE: &str = "active";
+
+/// The port of an app's own server: the one it had, else a free one.
+fn app_port(dir: &Path) -> Result<u16> {
+    if let Some(p) = std::fs::read_to_string(dir.join("port"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u16>().ok())
+    {
+        if running_pid(dir).is_some() || util::port_free(p) {
+            return Ok(p);
+        }
+    }
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| ProviderError::io(dir, e))?;
+    util::write_private(&dir.join("port"), &port.to_string())?;
+    Ok(port)
+}
+
+/// Starts (or finds running) an app's own server; its port.
+async fn start_app_server(p: &Providers, dir: &Path, app: &str) -> Result<u16> {
+    let d = app_dir(dir, app);
+    util::create_dir(&dir.join("apps"), 0o700)?;
+    util::create_dir(&d, 0o700)?;
+    let port = app_port(&d)?;
+    start_one(p, &d, port).await?;
+    util::write_private(&d.join(ACTIVE), "")?;
+    Ok(port)
+}
+
+/// The apps whose own servers should run.
+fn active_apps(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("apps"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join(ACTIVE).is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+pub(crate) async fn provision(p: &Providers, server: &Server, app: &str) -> Result<RelationData> {
+    if let Server::Managed { dir, .. } = server {
+        let port = start_app_server(p, dir, app).await?;
+        let own = Server::managed(Kind::Redis, app_dir(dir, app), port);
+        return provision_user(&own, app, true).await;
+    }
+    let key_prefix = matches!(
+        server,
+        Server::External {
+            key_prefix: true,
+            ..
+        }
+    );
+    provision_user(server, app, !key_prefix).await
+}
+
+/// Creates (or resets) the app's ACL user on `server`: every key and channel when
+/// `whole`, else those prefixed `<app>:`.
+async fn provision_user(server: &Server, app: &str, whole: bool) -> Result<RelationData> {
     let admin = Admin::of(server)?;
     if app == admin.user {
         return Err(ProviderError::Failed {
@@ -174,8 +246,16 @@ pub(crate) async fn provision(server: &Server, app: &str) -> Result<RelationData
         .arg("reset")
         .arg("on")
         .arg(format!(">{pw}"))
-        .arg(format!("~{app}:*"))
-        .arg(format!("&{app}:*"))
+        .arg(if whole {
+            "~*".to_string()
+        } else {
+            format!("~{app}:*")
+        })
+        .arg(if whole {
+            "&*".to_string()
+        } else {
+            format!("&{app}:*")
+        })
         .arg("+@all")
         .arg("-@admin")
         .arg("-@dangerous");
@@ -195,6 +275,22 @@ pub(crate) async fn provision(server: &Server, app: &str) -> Result<RelationData
 }
 
 pub(crate) async fn revoke(server: &Server, app: &str, destroy_data: bool) -> Result<()> {
+    if let Server::Managed { dir, .. } = server {
+        // The app's own server stops (its clients are cut off); its data stays unless
+        // asked, for a later integration.
+        let d = app_dir(dir, app);
+        let _ = std::fs::remove_file(d.join(ACTIVE));
+        stop_one(&d).await;
+        if destroy_data {
+            std::fs::remove_dir_all(&d)
+                .or_else(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => Ok(()),
+                    _ => Err(e),
+                })
+                .map_err(|e| ProviderError::io(&d, e))?;
+        }
+        return Ok(());
+    }
     let admin = Admin::of(server)?;
     let mut c = admin.connect().await?;
     // ACL DELUSER also closes the user's connections.
@@ -207,7 +303,16 @@ pub(crate) async fn revoke(server: &Server, app: &str, destroy_data: bool) -> Re
         )
         .await?;
     admin.persist(&mut c).await?;
-    if destroy_data {
+    // Keys are the app's to destroy only where they carry its prefix; with every key, an
+    // app's keys cannot be told from others' on a shared server.
+    let prefixed = matches!(
+        server,
+        Server::External {
+            key_prefix: true,
+            ..
+        }
+    );
+    if destroy_data && prefixed {
         let dbs: Vec<String> = admin
             .run(
                 &mut c,
@@ -261,21 +366,36 @@ pub(crate) async fn revoke(server: &Server, app: &str, destroy_data: bool) -> Re
 
 // ---- managed server ----
 
+/// The service's server pid, when it and every wanted app server run (so that a dead app
+/// server gets the service restarted).
 pub(crate) fn running_pid(dir: &Path) -> Option<u32> {
-    util::pid_from_file(&dir.join("redis.pid"))
+    let pid = util::pid_from_file(&dir.join("redis.pid"))?;
+    active_apps(dir)
+        .iter()
+        .all(|a| util::pid_from_file(&app_dir(dir, a).join("redis.pid")).is_some())
+        .then_some(pid)
 }
 
 fn admin_url(port: u16) -> String {
     format!("redis://default@127.0.0.1:{port}")
 }
 
+/// Starts the service's server and the own servers of the apps integrated with it.
 pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<ManagedInfo> {
+    let info = start_one(p, dir, port).await?;
+    for app in active_apps(dir) {
+        start_app_server(p, dir, &app).await?;
+    }
+    Ok(info)
+}
+
+async fn start_one(p: &Providers, dir: &Path, port: u16) -> Result<ManagedInfo> {
     let server = Server::managed(Kind::Redis, dir, port);
     let desc = server.describe();
     let redis_server = p
         .binaries
         .find("redis-server", Kind::Redis.debian_package())?;
-    if let Some(pid) = running_pid(dir) {
+    if let Some(pid) = util::pid_from_file(&dir.join("redis.pid")) {
         return Ok(ManagedInfo {
             pid,
             admin_url: admin_url(port),
@@ -323,7 +443,7 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
             .run(&mut c, "PING", &redis::cmd("PING"), &[])
             .await
             .map_err(|e| e.to_string())?;
-        running_pid(dir).ok_or_else(|| "no pid file yet".to_string())
+        util::pid_from_file(&dir.join("redis.pid")).ok_or_else(|| "no pid file yet".to_string())
     })
     .await
     .map(|pid| ManagedInfo {
@@ -338,8 +458,15 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
 }
 
 pub(crate) async fn stop(dir: &Path, _port: u16) -> Result<()> {
-    if let Some(pid) = running_pid(dir) {
+    for app in active_apps(dir) {
+        stop_one(&app_dir(dir, &app)).await;
+    }
+    stop_one(dir).await;
+    Ok(())
+}
+
+async fn stop_one(dir: &Path) {
+    if let Some(pid) = util::pid_from_file(&dir.join("redis.pid")) {
         util::terminate(pid, Duration::from_secs(20)).await;
     }
-    Ok(())
 }

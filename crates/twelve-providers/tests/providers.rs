@@ -42,8 +42,26 @@ async fn scenario(server: &Server, passwords_enforced: bool) {
     );
     write(kind, &b, uri(&db), "from-b").await.expect("B writes");
 
-    // A cannot reach B's data.
+    // A cannot reach B's data. On a managed Redis each app has a server of its own: B's
+    // keys are simply not on A's (and A's user is unknown on B's).
+    let own_servers = kind == Kind::Redis && server.is_managed();
+    if own_servers {
+        assert_eq!(read(kind, &b, uri(&da)).await.unwrap(), None);
+        assert_ne!(
+            uri(&da).rsplit(':').next(),
+            uri(&db).rsplit(':').next(),
+            "two servers, two ports"
+        );
+        let err = login(kind, &uri(&db).replace(&username(&db), &a))
+            .await
+            .expect_err("A's user on B's server");
+        assert!(
+            err.contains("WRONGPASS") || err.contains("AuthenticationFailed"),
+            "{err}"
+        );
+    }
     let denied = match kind {
+        Kind::Redis if own_servers => Err("NOPERM (own servers)".to_string()),
         Kind::Postgresql => login(kind, &retarget(&da, &sql(&b))).await.map(|_| None),
         Kind::Rabbitmq => login(kind, &retarget(&da, &b)).await.map(|_| None),
         Kind::Mysql | Kind::Redis => read(kind, &b, uri(&da)).await,
@@ -81,19 +99,24 @@ async fn scenario(server: &Server, passwords_enforced: bool) {
         assert_eq!(dbs, ["information_schema".to_string(), name.clone()]);
     }
     if kind == Kind::Redis {
-        // Keys outside the app's prefix are off limits too.
         let mut c = redis::Client::open(uri(&da))
             .unwrap()
             .get_multiplexed_async_connection()
             .await
             .unwrap();
-        let e = redis::cmd("SET")
+        let set = redis::cmd("SET")
             .arg("unprefixed")
             .arg(1)
             .query_async::<()>(&mut c)
-            .await
-            .unwrap_err();
-        assert!(e.to_string().to_lowercase().contains("noperm"), "{e}");
+            .await;
+        if own_servers {
+            // Its own server, its whole keyspace.
+            set.expect("any key on the app's own server");
+        } else {
+            // `key_prefix`: keys outside the app's prefix are off limits too.
+            let e = set.unwrap_err();
+            assert!(e.to_string().to_lowercase().contains("noperm"), "{e}");
+        }
         let e = redis::cmd("FLUSHALL")
             .query_async::<()>(&mut c)
             .await
@@ -206,7 +229,64 @@ async fn mysql_external() {
 
 #[tokio::test]
 async fn redis_external() {
-    scenario(&Server::external(Kind::Redis, REDIS_ADMIN), true).await;
+    let server = match Server::external(Kind::Redis, REDIS_ADMIN) {
+        Server::External {
+            kind,
+            admin_url,
+            management_url,
+            ..
+        } => Server::External {
+            kind,
+            admin_url,
+            management_url,
+            key_prefix: true,
+        },
+        s => s,
+    };
+    scenario(&server, true).await;
+}
+
+/// Without `key_prefix`, an app's user on an adopted Redis has every key (as under
+/// paas-charm); revoking it keeps the keys, which cannot be told apart.
+#[tokio::test]
+async fn redis_external_gives_every_key_by_default() {
+    let server = Server::external(Kind::Redis, REDIS_ADMIN);
+    let p = Providers::new();
+    let a = format!("t-w-{}", suffix());
+    let _cleanup = Cleanup {
+        server: server.clone(),
+        apps: vec![a.clone()],
+    };
+    let da = p.provision(&server, &a).await.expect("provision");
+    let mut c = redis::Client::open(uri(&da))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = format!("celery-{a}");
+    redis::cmd("SET")
+        .arg(&key)
+        .arg(1)
+        .query_async::<()>(&mut c)
+        .await
+        .expect("any key");
+    p.revoke(&server, &a, true).await.expect("revoke");
+    let mut admin = redis::Client::open(REDIS_ADMIN)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let left: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(left.as_deref(), Some("1"));
+    let _: i64 = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

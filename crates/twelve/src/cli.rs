@@ -103,6 +103,10 @@ pub enum Command {
         /// The directory holding charmcraft.yaml (default: DIR/charm, else DIR).
         #[arg(long)]
         charm_dir: Option<PathBuf>,
+        /// Which paas-charm's port rules to follow, `1.12` or `main` (default: main when
+        /// paas-config.yaml sets port, metrics-port or metrics-path, else 1.12).
+        #[arg(long, value_name = "LINE")]
+        paas_charm: Option<twelve_project::PaasCharmLine>,
     },
     /// Kubernetes: render the app as Kubernetes objects, or apply them (server-side apply)
     /// to a cluster (docs/k8s.md).
@@ -231,6 +235,10 @@ pub enum AppCommand {
         /// Return once the controller has the new desired state, without waiting.
         #[arg(long)]
         no_wait: bool,
+        /// How long the new release or config may take to be ready on every unit before
+        /// it is rolled back (e.g. 90s, 5m; default 120s).
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<String>,
         /// Backing services: adopt an existing server given its admin URL instead of
         /// starting one (e.g. postgresql://postgres@127.0.0.1:5432/postgres).
         #[arg(long, value_name = "ADMIN_URL")]
@@ -238,6 +246,10 @@ pub enum AppCommand {
         /// RabbitMQ: the management API URL of an adopted broker.
         #[arg(long, value_name = "URL")]
         management: Option<String>,
+        /// An adopted Redis: limit each app's user to keys and channels `<app>:*` (by
+        /// default each app's user has every key, as under paas-charm).
+        #[arg(long)]
+        key_prefix: bool,
         #[arg(long)]
         charm_dir: Option<PathBuf>,
         /// Limits for each unit, Juju-style: "mem=512M cores=1.5" (see set-constraints).
@@ -273,12 +285,26 @@ pub enum AppCommand {
         reset: Vec<String>,
         #[arg(long, value_enum, default_value = "text")]
         format: StatusFormat,
+        /// Return once the controller has the change, without waiting for it to go live.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Set the number of units of an app.
     #[command(name = "scale-application", visible_alias = "scale")]
-    ScaleApplication { app: String, units: u32 },
+    ScaleApplication {
+        app: String,
+        units: u32,
+        /// Return once the controller has the change, without waiting for it to go live.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Remove one unit (`app/N`).
-    RemoveUnit { unit: String },
+    RemoveUnit {
+        unit: String,
+        /// Return once the controller has the change, without waiting for it to go live.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Show a unit's service logs (Pebble's format).
     Logs {
         /// `app/N` for one unit, or `app` for every unit, merged in time order.
@@ -334,6 +360,9 @@ pub enum AppCommand {
         /// Endpoint data from a YAML mapping file.
         #[arg(long)]
         data_file: Option<PathBuf>,
+        /// Return once the controller has the change, without waiting for it to go live.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Remove an integration; a provisioned account is dropped (data kept unless
     /// --destroy-data).
@@ -342,6 +371,9 @@ pub enum AppCommand {
         target: String,
         #[arg(long)]
         destroy_data: bool,
+        /// Return once the controller has the change, without waiting for it to go live.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// An app's releases.
     Releases { app: String },
@@ -367,6 +399,9 @@ pub enum AppCommand {
         files: Vec<String>,
         #[arg(long)]
         info: Option<String>,
+        /// Return once the controller has the change, without waiting for it to go live.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// List secrets: names, ids, revisions and grants (never values).
     Secrets {
@@ -394,13 +429,16 @@ pub enum AppCommand {
     /// Run an action on a unit: `twelve run web/0 rotate-secret-key`, or on a backing
     /// service: `twelve run postgresql/leader create-backup` (docs/backups.md).
     Run {
-        /// `app/N`, `app/leader`, or a backing service (`postgresql`)
+        /// `app/N`, `app/leader`, `app` (its leader), or a backing service (`postgresql`)
         unit: String,
         action: String,
         #[arg(value_name = "KEY=VALUE")]
         params: Vec<String>,
         #[arg(long, value_enum, default_value = "yaml")]
         format: crate::cli::Format,
+        /// Return once the controller has the change, without waiting for it to go live.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Prometheus service discovery: `sd` prints the http_sd JSON, `prometheus-config` a
     /// ready scrape_configs block.

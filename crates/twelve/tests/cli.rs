@@ -263,3 +263,119 @@ fn every_example_renders_with_its_worker_and_scheduler() {
         assert!(services.keys().any(|k| k.ends_with("-scheduler")), "{ex}");
     }
 }
+
+/// `--paas-charm` picks the port rules where paas-charm 1.12 and main differ; without it a
+/// project is 1.12 unless its paas-config.yaml sets a port key (main only).
+#[test]
+fn render_follows_the_paas_charm_line_of_the_project_or_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = twelve(
+        &[
+            "init",
+            "--profile",
+            "go-framework",
+            "--name",
+            "hello",
+            "proj",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let env_of = |extra: &[&str]| {
+        let mut args = vec!["render", "proj", "--format", "json"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = twelve(&args, dir.path());
+        assert_eq!(code, 0, "{extra:?}: {err}");
+        let doc: Value = serde_json::from_str(&out).unwrap();
+        doc["services"]["go"]["environment"].clone()
+    };
+    let v1 = env_of(&[]);
+    assert_eq!(v1["APP_PORT"], "8080");
+    assert!(v1["PORT"].is_null(), "{v1}");
+    let main = env_of(&["--paas-charm", "main"]);
+    assert_eq!(main["PORT"], "8080");
+    assert_eq!(main["METRICS_PORT"], "8080");
+    assert!(main["APP_PORT"].is_null(), "{main}");
+
+    std::fs::write(
+        dir.path().join("proj/charm/paas-config.yaml"),
+        "port: 9000\n",
+    )
+    .unwrap();
+    let by_file = env_of(&[]);
+    assert_eq!(by_file["PORT"], "9000");
+    assert_eq!(env_of(&["--paas-charm", "1.12"])["APP_PORT"], "9000");
+
+    let (code, _, err) = twelve(&["render", "proj", "--paas-charm", "3"], dir.path());
+    assert_ne!(code, 0);
+    assert!(err.contains("use 1.12 or main"), "{err}");
+}
+
+/// The seed's workflow: `init` where the app already is (a FastAPI `main.py`) writes only
+/// the project files, says which entry point it found, and the plan runs the user's app.
+#[test]
+fn init_beside_an_existing_app_keeps_it_and_names_its_entry_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let proj = dir.path().join("seed-demo");
+    std::fs::create_dir(&proj).unwrap();
+    let main_py = "from fastapi import FastAPI\napp = FastAPI()\n";
+    std::fs::write(proj.join("main.py"), main_py).unwrap();
+    std::fs::write(proj.join("requirements.txt"), "fastapi\n").unwrap();
+    let (code, out, err) = twelve(&["init", "--profile", "fastapi-framework"], &proj);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("main.py") && out.contains("main:app") && out.contains("left it alone"),
+        "{out}"
+    );
+    assert!(
+        !proj.join("app.py").exists(),
+        "no hello-world app.py beside main.py"
+    );
+    assert_eq!(
+        std::fs::read_to_string(proj.join("main.py")).unwrap(),
+        main_py
+    );
+    assert_eq!(
+        std::fs::read_to_string(proj.join("requirements.txt")).unwrap(),
+        "fastapi\n"
+    );
+    let (code, out, err) = twelve(&["render", "--format", "json"], &proj);
+    assert_eq!(code, 0, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    let command = doc["services"]["fastapi"]["command"].as_str().unwrap();
+    assert!(command.contains("uvicorn main:app"), "{command}");
+}
+
+/// `twelve init` in a project's `charm/` (where the seed runs `charmcraft init`) writes the
+/// charm side only, named after the project.
+#[test]
+fn init_in_charm_writes_the_charm_side_named_after_the_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let proj = dir.path().join("proj");
+    std::fs::create_dir_all(proj.join("charm")).unwrap();
+    std::fs::write(
+        proj.join("rockcraft.yaml"),
+        "name: seed-demo\nbase: ubuntu@24.04\nversion: '0.1'\nextensions: [fastapi-framework]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        proj.join("main.py"),
+        "from fastapi import FastAPI\napp = FastAPI()\n",
+    )
+    .unwrap();
+    let (code, out, err) = twelve(
+        &["init", "--profile", "fastapi-framework"],
+        &proj.join("charm"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("charm side") && out.contains("\"seed-demo\""),
+        "{out}"
+    );
+    let charm = std::fs::read_to_string(proj.join("charm/charmcraft.yaml")).unwrap();
+    assert!(charm.contains("name: seed-demo"), "{charm}");
+    assert!(!proj.join("charm/rockcraft.yaml").exists());
+    assert!(!proj.join("charm/app.py").exists() && !proj.join("app.py").exists());
+    let (code, _, err) = twelve(&["render"], &proj);
+    assert_eq!(code, 0, "{err}");
+}

@@ -261,7 +261,18 @@ fn managed_postgresql_and_mysql_and_redis_serve_apps() {
         !other.status.success(),
         "the app's MySQL user reaches only its own database"
     );
-    assert_redis_prefix_only(&t, &unit, &app);
+    // A managed Redis gives the app a server of its own, with every key.
+    let rd = sh(
+        &t,
+        &unit,
+        r#"redis-cli -u "$REDIS_DB_CONNECT_STRING" incr counter && redis-cli -u "$REDIS_DB_CONNECT_STRING" set other:k v"#,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&rd.stdout).trim(),
+        "1\nOK",
+        "{}",
+        String::from_utf8_lossy(&rd.stderr)
+    );
 
     // Managed servers survive a controller restart.
     t.ok(&["controller", "stop"]);
@@ -818,7 +829,14 @@ fn managed_mysql_and_rabbitmq_and_adopted_redis_serve_an_app() {
     t.ok(&["deploy", src.to_str().unwrap(), &app]);
     t.ok(&["deploy", "mysql", "my"]);
     t.ok(&["deploy", "rabbitmq", "mq"]);
-    t.ok(&["deploy", "redis", "--external", "redis://127.0.0.1:6379"]);
+    // --key-prefix: the app's user has its `<app>:` keys only (the default is every key).
+    t.ok(&[
+        "deploy",
+        "redis",
+        "--external",
+        "redis://127.0.0.1:6379",
+        "--key-prefix",
+    ]);
     for target in ["my", "mq", "redis"] {
         t.ok(&["integrate", &app, target]);
     }

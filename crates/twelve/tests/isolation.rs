@@ -252,6 +252,66 @@ fn one_app_cannot_read_signal_or_take_over_another() {
     let (code, body) = via_ingress(&t, "bravo", "/").unwrap();
     assert_eq!((code, body.trim()), (200, "hello from flask-example"));
 
+    // The ingress reaches bravo on its gunicorn socket: the peer there is bravo's user.
+    let (_, how) = eventually("bravo over its Unix socket", LONG, || {
+        via_ingress(&t, "bravo", "/request").filter(|(_, b)| b.contains("\"unix\""))
+    });
+    assert!(how.contains("\"transport\":\"unix\""), "{how}");
+
+    // Had alpha's server got its socket where bravo's gunicorn listens (root puts it there
+    // for the test: alpha itself cannot), the ingress still never hands it bravo's
+    // requests: the peer is not bravo's user.
+    let hijack_dir = tempfile::Builder::new()
+        .prefix("twelve-hijack-")
+        .tempdir()
+        .unwrap();
+    let _ = std::fs::set_permissions(
+        hijack_dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    );
+    let planted = hijack_dir.path().join("s.sock");
+    let server = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(64)
+while True:
+    c, _ = s.accept()
+    c.recv(65536)
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nhijacked\n")
+    c.close()
+"#;
+    let mut evil = std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={a_uid}"),
+            &format!("--regid={a_uid}"),
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            server,
+        ])
+        .arg(&planted)
+        .spawn()
+        .unwrap();
+    eventually("alpha's server listening", LONG, || {
+        planted.exists().then_some(())
+    });
+    let b_sock = b_dir.join("run/gunicorn.sock");
+    std::fs::rename(&planted, &b_sock).unwrap();
+    let mut answers = vec![];
+    for _ in 0..20 {
+        if let Some((_, body)) = via_ingress(&t, "bravo", "/") {
+            answers.push(body.trim().to_string());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = evil.kill();
+    let _ = evil.wait();
+    assert!(
+        answers.iter().all(|b| b == "hello from flask-example") && answers.len() == 20,
+        "the ingress handed bravo's requests to another user's socket: {answers:?}"
+    );
+
     // Nothing of the controller's reaches an app's environment.
     let env = app_env(t.port("alpha/0"));
     assert!(env.get("TWELVE_HOME").is_none(), "{env}");

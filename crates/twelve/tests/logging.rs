@@ -175,3 +175,49 @@ fn logs_forward_to_an_https_loki_trusting_the_controllers_ssl_cert_file() {
             .then_some(())
     });
 }
+
+/// `framework_logging_format: json` in paas-config.yaml: gunicorn's access and error logs
+/// are one JSON object per line, with the HTTP fields a log collector indexes.
+#[test]
+fn gunicorn_logs_are_json_lines_with_framework_logging_format_json() {
+    let t = Twelve::new();
+    let dir = tempfile::Builder::new()
+        .prefix("twelve-jsonlog-")
+        .tempdir()
+        .unwrap();
+    copy_dir(&t.example("flask"), dir.path());
+    let pc = dir.path().join("charm/paas-config.yaml");
+    let text = std::fs::read_to_string(&pc).unwrap();
+    std::fs::write(&pc, format!("{text}framework_logging_format: json\n")).unwrap();
+    let _ = std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    );
+    t.ok(&["deploy", dir.path().to_str().unwrap(), "jl"]);
+    let (code, _) = eventually("the app answering", Duration::from_secs(60), || {
+        http_get(t.port("jl/0"), "/health?probe=1").filter(|(c, _)| *c == 200)
+    });
+    assert_eq!(code, 200);
+    let line = eventually("a JSON access line", Duration::from_secs(30), || {
+        t.ok(&["logs", "jl/0", "flask", "-n", "50"])
+            .lines()
+            .find(|l| l.contains("probe=1"))
+            .map(str::to_string)
+    });
+    let json = &line[line.find('{').expect("a JSON object on the line")..];
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["severityText"], "INFO", "{v}");
+    assert_eq!(v["attributes"]["http.request.method"], "GET", "{v}");
+    assert_eq!(v["attributes"]["url.path"], "/health", "{v}");
+    assert_eq!(v["attributes"]["url.query"], "probe=1", "{v}");
+    assert_eq!(v["attributes"]["http.response.status_code"], 200, "{v}");
+    assert!(v["timestamp"].as_str().unwrap().ends_with('Z'), "{v}");
+    // Error-log lines (gunicorn's own) are JSON too.
+    let logs = t.ok(&["logs", "jl/0", "flask", "-n", "200"]);
+    let booted = logs
+        .lines()
+        .find(|l| l.contains("Booting worker"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    let v: serde_json::Value = serde_json::from_str(&booted[booted.find('{').unwrap()..]).unwrap();
+    assert_eq!(v["attributes"]["logger.name"], "gunicorn.error", "{v}");
+}

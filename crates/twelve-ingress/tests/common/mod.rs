@@ -112,6 +112,7 @@ impl TestBackend {
             unit: self.unit.clone(),
             addr: self.addr,
             socket: None,
+            socket_uid: None,
             state,
         }
     }

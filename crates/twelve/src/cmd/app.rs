@@ -51,10 +51,12 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
             config,
             release,
             no_wait,
+            timeout,
             charm_dir,
             external,
             management,
             constraints,
+            key_prefix,
         } => {
             let kind = dir.to_string_lossy().to_string();
             if !dir.exists() && twelve_providers::Kind::parse(&kind).is_some() {
@@ -63,6 +65,7 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
                     name: app,
                     external,
                     management,
+                    key_prefix,
                 })?;
                 println!(
                     "{} deployed: {}",
@@ -71,11 +74,12 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            if external.is_some() || management.is_some() {
-                return Err(Diagnostic::error("--external and --management are for backing services")
+            if external.is_some() || management.is_some() || key_prefix {
+                return Err(Diagnostic::error("--external, --management and --key-prefix are for backing services")
                     .with_help("twelve deploy postgresql --external postgresql://postgres@127.0.0.1:5432/postgres")
                     .into());
             }
+            let timeout = timeout.as_deref().map(parse_timeout).transpose()?;
             deploy(
                 &dir,
                 app,
@@ -83,6 +87,7 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
                 config,
                 release,
                 no_wait,
+                timeout,
                 charm_dir,
                 constraints,
             )
@@ -105,6 +110,7 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
             target,
             data,
             data_file,
+            no_wait,
         } => {
             let mut data = parse_settings(&data)?;
             if let Some(f) = data_file {
@@ -131,12 +137,16 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
                 r["endpoint"].as_str().unwrap_or_default(),
                 r["provider"].as_str().unwrap_or_default()
             );
-            Ok(ExitCode::SUCCESS)
+            if let Some(w) = r["warning"].as_str() {
+                eprintln!("warning: {w}");
+            }
+            wait_change(&app, &r, no_wait)
         }
         AppCommand::RemoveRelation {
             app,
             target,
             destroy_data,
+            no_wait,
         } => {
             let r = client().call(&Request::RemoveRelation {
                 app: app.clone(),
@@ -152,7 +162,7 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
                 "{app}:{} removed{note}",
                 r["endpoint"].as_str().unwrap_or_default()
             );
-            Ok(ExitCode::SUCCESS)
+            wait_change(&app, &r, no_wait)
         }
         AppCommand::Status { app, format, watch } => status(app, format, watch),
         AppCommand::Config {
@@ -160,8 +170,13 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
             settings,
             reset,
             format,
-        } => config(&app, settings, reset, format),
-        AppCommand::ScaleApplication { app, units } => {
+            no_wait,
+        } => config(&app, settings, reset, format, no_wait),
+        AppCommand::ScaleApplication {
+            app,
+            units,
+            no_wait,
+        } => {
             let r = client().call(&Request::Scale {
                 app: app.clone(),
                 units,
@@ -170,9 +185,9 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
                 "{app} scaled to {units} unit(s): {}",
                 unit_list(&app, &r["units"])
             );
-            Ok(ExitCode::SUCCESS)
+            wait_change(&app, &r, no_wait)
         }
-        AppCommand::RemoveUnit { unit } => {
+        AppCommand::RemoveUnit { unit, no_wait } => {
             let (app, n) = parse_unit(&unit)?;
             let r = client().call(&Request::RemoveUnit {
                 app: app.clone(),
@@ -182,7 +197,7 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
                 "removing {unit}; {app} now has {}",
                 unit_list(&app, &r["units"])
             );
-            Ok(ExitCode::SUCCESS)
+            wait_change(&app, &r, no_wait)
         }
         AppCommand::Logs {
             unit,
@@ -288,6 +303,7 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
             content,
             files,
             info,
+            no_wait,
         } => {
             let content = secret_content(&content, &files)?;
             let r = client().call(&Request::UpdateSecret {
@@ -300,7 +316,13 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
                 r["name"].as_str().unwrap_or_default(),
                 r["revision"]
             );
-            Ok(ExitCode::SUCCESS)
+            // Every app the secret is granted to rolls the new revision out.
+            let mut code = ExitCode::SUCCESS;
+            for a in r["apps"].as_array().into_iter().flatten() {
+                let app = a["app"].as_str().unwrap_or_default();
+                code = wait_change(app, a, no_wait)?;
+            }
+            Ok(code)
         }
         AppCommand::Secrets { format } => {
             let r = client().call(&Request::Secrets)?;
@@ -408,23 +430,19 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
             action,
             params,
             format,
+            no_wait,
         } => {
-            // `app/leader`, or a backing service's name alone (`twelve run postgresql
-            // create-backup`), mean the leader.
-            let (app, n) = match unit.split_once('/') {
-                Some((app, "leader")) if !app.is_empty() => {
-                    (app.to_string(), twelve_controller::actions::LEADER_UNIT)
-                }
-                None if !unit.is_empty() => (unit.clone(), twelve_controller::actions::LEADER_UNIT),
-                _ => parse_unit(&unit)?,
-            };
+            let (app, n) = action_unit(&unit)?;
             let params = parse_settings(&params)?;
-            let r = client().call(&Request::RunAction {
-                app,
+            let mut r = client().call(&Request::RunAction {
+                app: app.clone(),
                 unit: n,
                 action,
                 params,
             })?;
+            // A built-in action that changes the app (rotate-secret-key) says which
+            // generation of its state to wait for.
+            let change = r.as_object_mut().and_then(|o| o.remove("generation"));
             match format {
                 crate::cli::Format::Json => {
                     println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default())
@@ -433,9 +451,75 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
                     print!("{}", serde_saphyr::to_string(&r).unwrap_or_default())
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            match change {
+                Some(g) => wait_change(&app, &serde_json::json!({ "generation": g }), no_wait),
+                None => Ok(ExitCode::SUCCESS),
+            }
         }
     }
+}
+
+/// `app/N`, `app/leader` (Juju's spelling) or `app` (its leader).
+fn action_unit(unit: &str) -> CliResult<(String, u32)> {
+    let app = match unit.split_once('/') {
+        Some((app, "leader")) => app,
+        Some(_) => return parse_unit(unit),
+        None => unit,
+    };
+    let r = match client().call(&Request::Status {
+        app: Some(app.to_string()),
+    }) {
+        Ok(r) => r,
+        // Not an app: a backing service (`twelve run postgresql create-backup`), whose
+        // actions the controller runs itself, or nothing, which it says.
+        Err(_) => return Ok((app.to_string(), twelve_controller::actions::LEADER_UNIT)),
+    };
+    let leader = r["apps"][0]["units"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|u| u["leader"].as_bool() == Some(true))
+        .and_then(|u| u["name"].as_str())
+        .ok_or_else(|| Diagnostic::error(format!("{app} has no leader unit")))?;
+    parse_unit(leader)
+}
+
+/// `--timeout`: a duration like 90s or 5m, or seconds.
+fn parse_timeout(text: &str) -> CliResult<u64> {
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(secs);
+    }
+    twelve_layer::parse_go_duration(text)
+        .map(|d| d.as_secs().max(1))
+        .map_err(|e| {
+            Diagnostic::error(format!("--timeout: {e}"))
+                .with_help("give a duration like 90s or 5m")
+                .into()
+        })
+}
+
+/// Waits until the change the controller answered with (its `generation`) is live on
+/// every unit, or failed and was rolled back; `--no-wait` returns at once.
+fn wait_change(app: &str, answer: &Value, no_wait: bool) -> CliResult<ExitCode> {
+    let Some(generation) = answer["generation"].as_u64() else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    if no_wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait_settled(&client(), app, generation, rollout_limit(None))
+}
+
+/// How long the CLI waits: the controller's deadline for the change, and a margin for it
+/// to roll back.
+fn rollout_limit(timeout: Option<u64>) -> Duration {
+    let deadline = timeout.unwrap_or_else(|| {
+        std::env::var("TWELVE_READY_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(120)
+    });
+    Duration::from_secs(deadline + 60)
 }
 
 fn load(dir: &Path, charm_dir: Option<PathBuf>) -> CliResult<Project> {
@@ -535,6 +619,7 @@ fn deploy(
     config: Vec<String>,
     release: Option<u32>,
     no_wait: bool,
+    timeout: Option<u64>,
     charm_dir: Option<PathBuf>,
     constraints: Option<String>,
 ) -> CliResult<ExitCode> {
@@ -573,6 +658,7 @@ fn deploy(
             release_id: release.id.clone(),
             num_units,
             config: settings,
+            timeout,
             constraints,
         })?;
         let verb = if r["new"].as_bool() == Some(true) {
@@ -592,10 +678,13 @@ fn deploy(
     if no_wait {
         return Ok(ExitCode::SUCCESS);
     }
-    wait_settled(&c, &name, generation, Duration::from_secs(180))
+    wait_settled(&c, &name, generation, rollout_limit(timeout))
 }
 
-/// Waits until the app is no longer in maintenance, then says where it is or why not.
+/// Waits until the app's status reflects `generation` and is no longer in maintenance,
+/// printing a line per unit as it progresses; then says where it is, or why not: a change
+/// that was rolled back (or is not ready in time) is an error, with the last 20 lines of
+/// the failing service.
 fn wait_settled(
     c: &ControllerClient,
     name: &str,
@@ -604,65 +693,121 @@ fn wait_settled(
 ) -> CliResult<ExitCode> {
     let start = Instant::now();
     let mut last = String::new();
+    // Each unit's line once per state it passes through (a crash loop alternates).
+    let mut shown: std::collections::HashSet<(String, String)> = Default::default();
     loop {
         let r = c.call(&Request::Status {
             app: Some(name.to_string()),
         })?;
         let st: AppStatus = serde_json::from_value(r["apps"][0].clone())
             .map_err(|e| anyhow!("bad status from the controller: {e}"))?;
-        if st.generation < generation {
-            // The reconciler has not acted on this change yet.
-            if start.elapsed() > limit {
-                return Err(anyhow!(
-                    "the controller did not act on the change within {}s",
-                    limit.as_secs()
-                )
+        for u in &st.units {
+            let line = match u.message.as_str() {
+                "" => u.status.clone(),
+                m => format!("{}: {m}", u.status),
+            };
+            if shown.insert((u.name.clone(), line.clone())) {
+                eprintln!("  {}: {line}", u.name);
+            }
+        }
+        if st.generation >= generation {
+            if let Some(rb) = st.rollback.as_ref().filter(|r| r.generation >= generation) {
+                print_log_tail(&rb.unit, &rb.service, &rb.log_tail);
+                return Err(Diagnostic::error(format!(
+                    "{name}: the change did not go live: {}; rolled back to release {}",
+                    rb.reason, rb.release
+                ))
+                .with_help("the previous release and config served throughout and still do")
                 .into());
             }
-            std::thread::sleep(Duration::from_millis(100));
-            continue;
-        }
-        let line = format!(
-            "{}: {}{}",
-            name,
-            st.status,
-            if st.message.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", st.message)
+            let line = format!(
+                "{}: {}{}",
+                name,
+                st.status,
+                if st.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", st.message)
+                }
+            );
+            match st.status.as_str() {
+                "active" => {
+                    println!("{name} is active at {}", st.url.unwrap_or_default());
+                    return Ok(ExitCode::SUCCESS);
+                }
+                "blocked" | "waiting" => {
+                    println!("{line}");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                "error" => {
+                    return Err(Diagnostic::error(line)
+                        .with_help(format!(
+                            "see `twelve logs {name}/0` and `twelve status {name}`"
+                        ))
+                        .into());
+                }
+                _ => {}
             }
-        );
-        match st.status.as_str() {
-            "active" => {
-                println!("{name} is active at {}", st.url.unwrap_or_default());
-                return Ok(ExitCode::SUCCESS);
+            if line != last {
+                eprintln!("  {line}");
+                last = line;
             }
-            "blocked" | "waiting" => {
-                println!("{line}");
-                return Ok(ExitCode::SUCCESS);
-            }
-            "error" => {
-                return Err(Diagnostic::error(line)
-                    .with_help(format!(
-                        "see `twelve logs {name}/0` and `twelve status {name}`"
-                    ))
-                    .into());
-            }
-            _ => {}
-        }
-        if line != last {
-            eprintln!("  {line}");
-            last = line;
         }
         if start.elapsed() > limit {
+            let failing = st.units.iter().find(|u| u.status != "active");
+            if let Some(u) = failing {
+                let (service, lines) = unit_log_tail(&u.supervisor);
+                print_log_tail(&u.name, &service, &lines);
+            }
             return Err(anyhow!(
-                "{name} did not settle within {}s; see `twelve status` and `twelve logs {name}/0`",
-                limit.as_secs()
+                "{name} did not become ready within {}s ({}); see `twelve status {name}`",
+                limit.as_secs(),
+                failing
+                    .map(|u| format!("{}: {}", u.name, u.message))
+                    .unwrap_or_else(|| "the controller did not act on the change".into())
             )
             .into());
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+fn print_log_tail(unit: &str, service: &str, lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    eprintln!("last {} lines of {unit} {service}:", lines.len());
+    for l in lines {
+        eprintln!("  | {l}");
+    }
+}
+
+/// The last 20 log lines of a unit's first service that is not running (else its first).
+fn unit_log_tail(supervisor: &str) -> (String, Vec<String>) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return (String::new(), vec![]);
+    };
+    rt.block_on(async {
+        let pebble = twelve_pebble::client::Client::for_dir(supervisor);
+        let services = pebble.services(&[]).await.unwrap_or_default();
+        let Some(name) = services
+            .iter()
+            .find(|s| s.startup == "enabled" && s.current != "active")
+            .or(services.first())
+            .map(|s| s.name.clone())
+        else {
+            return (String::new(), vec![]);
+        };
+        let lines = pebble
+            .logs(&[name.as_str()], Some(20))
+            .await
+            .map(|e| e.iter().map(|e| e.message.clone()).collect())
+            .unwrap_or_default();
+        (name, lines)
+    })
 }
 
 fn status(app: Option<String>, format: StatusFormat, watch: Option<String>) -> CliResult<ExitCode> {
@@ -842,6 +987,7 @@ fn config(
     settings: Vec<String>,
     reset: Vec<String>,
     format: StatusFormat,
+    no_wait: bool,
 ) -> CliResult<ExitCode> {
     let c = client();
     if settings.is_empty() && reset.is_empty() {
@@ -873,12 +1019,12 @@ fn config(
         return Ok(ExitCode::SUCCESS);
     }
     let set = parse_settings(&settings)?;
-    c.call(&Request::SetConfig {
+    let r = c.call(&Request::SetConfig {
         app: app.to_string(),
         set,
         reset,
     })?;
-    Ok(ExitCode::SUCCESS)
+    wait_change(app, &r, no_wait)
 }
 
 /// `twelve logs app/N` (one unit, Pebble's format) or `twelve logs app` (every unit,

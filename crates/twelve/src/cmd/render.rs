@@ -8,7 +8,7 @@ use indexmap::IndexMap;
 use serde_json::{json, Value};
 use twelve_charm::scenario::parse_scenario;
 use twelve_charm::{plan_unit, UnitPlan};
-use twelve_project::{Diagnostic, LoadOptions, Project};
+use twelve_project::{Diagnostic, LoadOptions, PaasCharmLine, Project};
 
 use crate::cli::Format;
 use crate::output::{print_notes, CliResult};
@@ -20,8 +20,12 @@ pub fn run(
     format: Format,
     reveal: bool,
     charm_dir: Option<PathBuf>,
+    paas_charm: Option<PaasCharmLine>,
 ) -> CliResult<ExitCode> {
-    let project = Project::load_with(dir, &LoadOptions { charm_dir })?;
+    let mut project = Project::load_with(dir, &LoadOptions { charm_dir })?;
+    if let Some(line) = paas_charm {
+        project.paas_charm = line;
+    }
     print_notes(&project.notes);
     let (file, src) = match scenario {
         Some(p) => {

@@ -1,5 +1,6 @@
 //! RabbitMQ: an AMQP URL (`amqp://user:pass@host:5672/%2F`) split into `RABBITMQ_*`, the
-//! vhost, one URL per unit for HA clients, and the Spring Boot properties.
+//! vhost, one URL per broker unit for HA clients (`RABBITMQ_CONNECT_STRINGS`, always set),
+//! and the Spring Boot properties.
 
 use super::super::{IntegrationContext, IntegrationEnv, RelationData, RelationDataError};
 use super::common::{get, invalid, is_spring, missing, parse_port, unusable, EnvBuilder};
@@ -86,15 +87,19 @@ pub(crate) fn rabbitmq(
         let first = parsed.path.split('/').nth(1).unwrap_or_default();
         b.set("RABBITMQ_VHOST", unquote(first));
     }
-    if let Some(hostnames) = get(data, "hostnames") {
-        let uris: Vec<String> = hostnames
-            .split(',')
-            .map(str::trim)
-            .filter(|h| !h.is_empty())
-            .map(|h| amqp.uri(h))
-            .collect();
-        b.set_secret("RABBITMQ_CONNECT_STRINGS", uris.join(","));
-    }
+    // paas-charm 1.11: one URI per broker unit, falling back to the one host, always set.
+    let hosts: Vec<&str> = get(data, "hostnames")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    let uris: Vec<String> = if hosts.is_empty() {
+        vec![uri.clone()]
+    } else {
+        hosts.iter().map(|h| amqp.uri(h)).collect()
+    };
+    b.set_secret("RABBITMQ_CONNECT_STRINGS", uris.join(","));
     if is_spring(ctx) {
         b.set("spring.rabbitmq.virtual-host", amqp.vhost.as_str());
         b.set("spring.rabbitmq.username", amqp.username.as_str());

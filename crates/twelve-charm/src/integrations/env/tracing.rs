@@ -11,12 +11,12 @@ pub(crate) fn tracing(
     let Some(raw) = get(data, "endpoint") else {
         return Err(unusable(ctx, "no endpoint yet"));
     };
-    // Several endpoints (one per Tempo unit) may be given: the exporter takes one URL.
-    let first = raw
-        .split(',')
-        .map(str::trim)
-        .find(|e| !e.is_empty())
-        .unwrap_or_default();
+    // Several endpoints may be given: the app gets the first, as paas-charm does (the
+    // tracing library's `get_endpoint` takes the first OTLP/HTTP receiver and warns about
+    // the others); an OTLP exporter takes one URL. None at all is "not there yet".
+    let Some(first) = raw.split(',').map(str::trim).find(|e| !e.is_empty()) else {
+        return Err(unusable(ctx, "no endpoint yet"));
+    };
     let url = url::Url::parse(first)
         .map_err(|e| invalid(ctx, format!("endpoint {first:?} is not a URL: {e}")))?;
     let mut b = EnvBuilder::default();
