@@ -1,7 +1,8 @@
 //! Redis backups: `BGSAVE`, then a copy of the RDB file it wrote (the file is opened once,
-//! so a later save renaming a new file over it does not change what is copied). A restore
-//! stops the managed server, puts the RDB file back and starts it again: Redis loads it
-//! whole. Kept apart from `redis.rs`, which it only asks to stop and start the server.
+//! so a later save renaming a new file over it does not change what is copied), for the
+//! service's server and each integrated app's own server (`apps/<app>/`, see `redis.rs`).
+//! A restore stops those servers, puts the RDB files back and starts the service again:
+//! Redis loads each file whole. Kept apart from `redis.rs`, which it only asks to stop and start the server.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -128,8 +129,46 @@ async fn wait_no_save(c: &mut Conn, deadline: Instant) -> Result<String> {
     }
 }
 
-pub(crate) async fn dump(server: &Server, sink: &mut dyn PartSink) -> Result<Vec<DumpPart>> {
+/// The servers of a managed Redis service: its own (`dump.rdb`) and each app's own
+/// server under `apps/<app>/` (`<app>.rdb`), as (part, server).
+fn servers(server: &Server, apps: &[String]) -> Vec<(String, Server)> {
+    let Server::Managed { dir, .. } = server else {
+        return vec![];
+    };
+    let mut out = vec![(PART.to_string(), server.clone())];
+    for app in apps {
+        let d = dir.join("apps").join(app);
+        let port = std::fs::read_to_string(d.join("port"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u16>().ok());
+        if let Some(p) = port {
+            out.push((
+                format!("{app}.rdb"),
+                Server::managed(crate::Kind::Redis, d, p),
+            ));
+        }
+    }
+    out
+}
+
+pub(crate) async fn dump(
+    server: &Server,
+    apps: &[String],
+    sink: &mut dyn PartSink,
+) -> Result<Vec<DumpPart>> {
     managed_only(server, "backups")?;
+    let mut parts = vec![];
+    for (part, one) in servers(server, apps) {
+        dump_one(&one, &part, sink).await?;
+        parts.push(DumpPart {
+            name: part.clone(),
+            database: part.trim_end_matches(".rdb").to_string(),
+        });
+    }
+    Ok(parts)
+}
+
+async fn dump_one(server: &Server, part: &str, sink: &mut dyn PartSink) -> Result<()> {
     let mut c = Conn::open(server).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     // One save of our own: wait out one already running, then start ours.
@@ -157,7 +196,7 @@ pub(crate) async fn dump(server: &Server, sink: &mut dyn PartSink) -> Result<Vec
     let dir = c.config("dir").await?;
     let file = PathBuf::from(dir).join(c.config("dbfilename").await?);
     let mut input = std::fs::File::open(&file).map_err(|e| ProviderError::io(&file, e))?;
-    let mut w = sink.create(PART).map_err(|e| ProviderError::io(&file, e))?;
+    let mut w = sink.create(part).map_err(|e| ProviderError::io(&file, e))?;
     let path = file.clone();
     tokio::task::spawn_blocking(move || {
         std::io::copy(&mut input, &mut w)?;
@@ -166,10 +205,7 @@ pub(crate) async fn dump(server: &Server, sink: &mut dyn PartSink) -> Result<Vec
     .await
     .expect("backup worker panicked")
     .map_err(|e| ProviderError::io(&path, e))?;
-    Ok(vec![DumpPart {
-        name: PART.into(),
-        database: "*".into(),
-    }])
+    Ok(())
 }
 
 pub(crate) async fn restore(
@@ -182,47 +218,70 @@ pub(crate) async fn restore(
     let Server::Managed { kind, dir, port } = server else {
         unreachable!()
     };
-    let Some(part) = info.parts.iter().find(|p| p.name == PART) else {
+    if info.parts.is_empty() {
         return Err(ProviderError::Failed {
             server: server.describe(),
             action: "restoring the backup".into(),
             reason: "the backup has no RDB file".into(),
         });
-    };
-    let mut c = Conn::open(server).await?;
-    let rdb_dir = PathBuf::from(c.config("dir").await?);
-    let file = rdb_dir.join(c.config("dbfilename").await?);
-    drop(c);
-    // Written beside the real file first, so a read error leaves the server as it was.
-    let staged = rdb_dir.join(".twelve-restore.rdb");
-    let mut input = source
-        .open(&part.name)
-        .map_err(|e| ProviderError::io(&staged, e))?;
-    let st = staged.clone();
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let mut out = std::fs::File::create(&st)?;
-        std::io::copy(&mut input, &mut out)?;
-        out.sync_all()
-    })
-    .await
-    .expect("restore worker panicked")
-    .map_err(|e| ProviderError::io(&staged, e))?;
-    let mut magic = [0u8; 5];
-    let ok = std::fs::File::open(&staged)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && &magic == b"REDIS";
-    if !ok {
-        let _ = std::fs::remove_file(&staged);
-        return Err(ProviderError::Failed {
-            server: server.describe(),
-            action: "restoring the backup".into(),
-            reason: "the backed-up file is not a Redis RDB file".into(),
-        });
     }
-    // Redis saves its data as it stops: the restored file goes in after.
-    crate::redis::stop(dir, *port).await?;
-    std::fs::rename(&staged, &file).map_err(|e| ProviderError::io(&file, e))?;
+    let apps: Vec<String> = info
+        .parts
+        .iter()
+        .filter_map(|p| p.name.strip_suffix(".rdb"))
+        .filter(|n| format!("{n}.rdb") != PART)
+        .map(str::to_string)
+        .collect();
+    let targets = servers(server, &apps);
+    // Every file is staged beside the server's own first, so a read error changes nothing.
+    let mut staged = vec![];
+    for part in &info.parts {
+        let Some((_, one)) = targets.iter().find(|(n, _)| *n == part.name) else {
+            continue;
+        };
+        let mut c = Conn::open(one).await?;
+        let rdb_dir = PathBuf::from(c.config("dir").await?);
+        let file = rdb_dir.join(c.config("dbfilename").await?);
+        drop(c);
+        let tmp = rdb_dir.join(".twelve-restore.rdb");
+        let mut input = source
+            .open(&part.name)
+            .map_err(|e| ProviderError::io(&tmp, e))?;
+        let st = tmp.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut out = std::fs::File::create(&st)?;
+            std::io::copy(&mut input, &mut out)?;
+            out.sync_all()
+        })
+        .await
+        .expect("restore worker panicked")
+        .map_err(|e| ProviderError::io(&tmp, e))?;
+        let mut magic = [0u8; 5];
+        let ok = std::fs::File::open(&tmp)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok()
+            && &magic == b"REDIS";
+        if !ok {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(ProviderError::Failed {
+                server: server.describe(),
+                action: "restoring the backup".into(),
+                reason: format!("{} is not a Redis RDB file", part.name),
+            });
+        }
+        let Server::Managed { dir: d, .. } = one else {
+            unreachable!()
+        };
+        staged.push((d.clone(), tmp, file));
+    }
+    // Redis saves its data as it stops: each restored file goes in after its server stopped;
+    // then the service starts again, with the apps' own servers.
+    for (d, tmp, file) in staged {
+        if let Some(pid) = util::pid_from_file(&d.join("redis.pid")) {
+            util::terminate(pid, Duration::from_secs(20)).await;
+        }
+        std::fs::rename(&tmp, &file).map_err(|e| ProviderError::io(&file, e))?;
+    }
     p.start_managed(*kind, dir, *port).await?;
     Ok(())
 }
