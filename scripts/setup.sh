@@ -7,8 +7,9 @@
 #
 # Runs as root, or through sudo otherwise. Idempotent: apt-get update and
 # apt-get install run only when something is missing. nginx and supervisor are
-# installed for the benchmarks, prometheus for the observability tests; none of
-# them is ever started or enabled as a system service.
+# installed for the benchmarks, prometheus for the observability tests, etcd and a
+# kube-apiserver built from Debian's source for the k8s tests; none of them is ever
+# started or enabled as a system service.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -48,6 +49,16 @@ checks=(
   "command -v chromium:chromium"
   "command -v prometheus:prometheus"
   "dpkg-query -W -f='\${Status}' python3-venv 2>/dev/null | grep -q 'ok installed':python3-venv"
+  # the real Kubernetes API server of the k8s tests (scripts/kube-apiserver.sh)
+  "command -v etcd:etcd-server"
+  "command -v rsync:rsync"
+  "command -v make:make"
+  # twelve pack --oci and its tests: base layers, unpack, run, push
+  "command -v mmdebstrap:mmdebstrap"
+  "command -v umoci:umoci"
+  "command -v runc:runc"
+  "command -v skopeo:skopeo"
+  "command -v docker-registry:docker-registry"
 )
 
 missing=()
@@ -79,8 +90,8 @@ else
   echo "setup: all tools already installed"
 fi
 
-# nginx, supervisor and prometheus are for benchmarks and tests only: never leave them enabled.
-for svc in nginx supervisor prometheus prometheus-node-exporter; do
+# nginx, supervisor, prometheus, etcd and the registry are for benchmarks and tests only: never leave them enabled.
+for svc in nginx supervisor prometheus prometheus-node-exporter etcd docker-registry; do
   if [ -e "/etc/init.d/$svc" ] && command -v update-rc.d >/dev/null 2>&1; then
     "${SUDO[@]}" update-rc.d "$svc" disable >/dev/null 2>&1 || true
   fi
@@ -119,6 +130,18 @@ if [ ! -x "$moto_venv/bin/moto_server" ]; then
 fi
 
 echo "setup: go $(go version | awk '{print $3}'), $(python3 --version), $(uv --version), node $(node --version 2>/dev/null || echo missing), $(java -version 2>&1 | head -1 || echo 'java missing')"
+
+# kubernetes-validate (PyPI) for the k8s tests: rendered objects against current schemas.
+kv_venv=${TWELVE_CACHE:-$HOME/.cache/twelve}/kubernetes-validate-venv
+if [ ! -x "$kv_venv/bin/kubernetes-validate" ]; then
+  echo "setup: installing kubernetes-validate (PyPI) in $kv_venv"
+  python3 -m venv "$kv_venv"
+  "$kv_venv/bin/pip" install -q --disable-pip-version-check kubernetes-validate==1.37.0
+fi
+
+# kube-apiserver for the k8s tests: built once from Debian's source package (about 3
+# minutes on 2 cores) and cached in $TWELVE_CACHE/kube-apiserver; a no-op when cached.
+TWELVE_CACHE=${TWELVE_CACHE:-$HOME/.cache/twelve} "$here/kube-apiserver.sh" build
 
 if [ "$with_services" = 1 ]; then
   exec "$here/services.sh"

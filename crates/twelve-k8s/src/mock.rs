@@ -4,8 +4,10 @@
 //! for the calls twelve makes: server-side apply (`PATCH ...?fieldManager=twelve`) stores
 //! the object and returns it with `metadata.uid`/`resourceVersion`; `GET` returns the
 //! stored object (404 with a `Status` otherwise); a Job's `GET` shows it active on the
-//! first poll and then succeeded (or failed, with the `Failed` condition); configured
-//! rejections answer with a `Status` and an HTTP error code.
+//! first poll and then succeeded (or failed, with the `Failed` condition); a collection's
+//! `GET` lists the stored objects matching `labelSelector`; `DELETE` removes one; configured
+//! rejections answer with a `Status` and an HTTP error code. The real API server
+//! (scripts/kube-apiserver.sh) is in `crates/twelve/tests/k8s_apiserver.rs`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -183,6 +185,39 @@ fn respond(
             }
             (if created { 201 } else { 200 }, obj)
         }
+        "GET" if is_collection(&path) => {
+            let selector = query_param(target, "labelSelector").unwrap_or_default();
+            let prefix = format!("{path}/");
+            let items: Vec<Value> = st
+                .objects
+                .iter()
+                .filter(|(p, _)| p.starts_with(&prefix) && !p[prefix.len()..].contains('/'))
+                .filter(|(_, o)| {
+                    selector.split(',').filter(|s| !s.is_empty()).all(|kv| {
+                        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                        o["metadata"]["labels"][k] == v
+                    })
+                })
+                .map(|(_, o)| o.clone())
+                .collect();
+            (
+                200,
+                json!({"kind": "List", "apiVersion": "v1", "items": items}),
+            )
+        }
+        "DELETE" => {
+            if target.contains("dryRun=All") {
+                return match st.objects.get(&path) {
+                    Some(_) => (200, status_object(200, "", "deleted")),
+                    None => (404, status_object(404, "NotFound", "not found")),
+                };
+            }
+            st.job_polls.remove(&path);
+            match st.objects.remove(&path) {
+                Some(_) => (200, json!({"kind": "Status", "status": "Success"})),
+                None => (404, status_object(404, "NotFound", "not found")),
+            }
+        }
         "GET" => match st.objects.get(&path).cloned() {
             Some(mut obj) => {
                 if path.contains("/jobs/") {
@@ -214,4 +249,27 @@ fn respond(
             status_object(405, "MethodNotAllowed", "method not allowed"),
         ),
     }
+}
+
+/// A collection path (`.../namespaces/NS/configmaps`), not an object's.
+fn is_collection(path: &str) -> bool {
+    let last = path.rsplit('/').next().unwrap_or_default();
+    matches!(
+        last,
+        "configmaps"
+            | "secrets"
+            | "services"
+            | "jobs"
+            | "statefulsets"
+            | "deployments"
+            | "ingresses"
+    )
+}
+
+/// A query parameter, percent-decoded.
+fn query_param(target: &str, name: &str) -> Option<String> {
+    let query = target.split_once('?')?.1;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }

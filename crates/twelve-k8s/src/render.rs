@@ -31,6 +31,10 @@ pub struct RenderOptions {
     pub domain: Option<String>,
     /// `spec.ingressClassName` of the Ingress.
     pub ingress_class: Option<String>,
+    /// The state's secret key is not the user's but one `apply` generates once and keeps
+    /// in the cluster: its value is left out of the release hash, so `render`,
+    /// `apply --dry-run` and `apply` name the same release.
+    pub generated_secret_key: bool,
 }
 
 /// The objects of one app, in apply order, with the plan's status and notes.
@@ -68,9 +72,11 @@ pub fn secret_key_env(project: &Project) -> String {
     format!("{}SECRET_KEY", project.framework.prefix())
 }
 
-/// Names of the objects of `app` (the Secret's name is where apply looks for the secret key).
-pub fn env_secret_name(app: &str) -> String {
-    format!("{app}-env")
+/// The name of the environment ConfigMap and Secret of a release of `app` (per release, so
+/// that a release whose migration fails leaves the running release's environment alone;
+/// apply looks for the secret key in the running release's Secret).
+pub fn env_secret_name(app: &str, release: &str) -> String {
+    format!("{app}-env-{release}")
 }
 
 /// The state rendering uses: `units` replicas numbered from 0, unit 0 planned (so the
@@ -116,7 +122,7 @@ pub fn render(
         Some(i) => i.clone(),
         None => {
             notes.push(format!(
-                "image {app}:latest: build the rock (rockcraft pack), push it to a registry the cluster can pull from, and pass --image; twelve does not build images"
+                "image {app}:latest: build and push the image to a registry the cluster can pull from (`twelve pack --oci --push REGISTRY/{app}:TAG`, or a rock) and pass --image"
             ));
             format!("{app}:latest")
         }
@@ -148,6 +154,11 @@ pub fn render(
     // What the pods run, for the release hash (not the peer list: scaling alone is no release).
     let mut hashed_env = env.clone();
     hashed_env.shift_remove(&peers_key);
+    if opts.generated_secret_key {
+        if let Some(v) = hashed_env.get_mut(&secret_key_env(project)) {
+            *v = "<generated>".into();
+        }
+    }
     let release = {
         let services: IndexMap<&String, &Option<String>> =
             plan.services.iter().map(|(n, s)| (n, &s.command)).collect();
@@ -172,14 +183,14 @@ pub fn render(
     let meta = |name: &str, component: Option<&str>| json!({"name": name, "namespace": ns, "labels": labels(component)});
 
     let mut objects = vec![];
-    let env_name = env_secret_name(&app);
+    let env_name = env_secret_name(&app, &release);
     objects.push(json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": meta(&env_name, None),
         "data": config_env,
     }));
     // Files (the gunicorn config) by rock path, mounted one by one with subPath.
-    let files_name = format!("{app}-files");
+    let files_name = format!("{app}-files-{release}");
     let mut file_data = Map::new();
     let mut mounts = vec![];
     for (path, content) in &plan.files {

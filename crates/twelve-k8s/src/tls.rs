@@ -1,13 +1,13 @@
 //! TLS to the API server with rustls (ring as the crypto provider): the server's CA from
 //! the kubeconfig (or Mozilla's roots when none is given), or no verification at all when
-//! the kubeconfig says `insecure-skip-tls-verify`.
+//! the kubeconfig says `insecure-skip-tls-verify`; a client certificate when the user has one.
 
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -31,11 +31,10 @@ impl Connector {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| err(e.to_string()))?;
-        let mut config = if target.insecure {
+        let builder = if target.insecure {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(NoVerifier(provider)))
-                .with_no_client_auth()
         } else {
             let mut roots = RootCertStore::empty();
             match &target.ca_pem {
@@ -53,7 +52,23 @@ impl Connector {
                 }
                 None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            builder.with_root_certificates(roots)
+        };
+        let mut config = match &target.client_cert {
+            Some((cert_pem, key_pem)) => {
+                let certs = CertificateDer::pem_slice_iter(cert_pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| err(format!("cannot read the client certificate: {e}")))?;
+                if certs.is_empty() {
+                    return Err(err("the client certificate holds no PEM certificate".into()));
+                }
+                let key = PrivateKeyDer::from_pem_slice(key_pem)
+                    .map_err(|e| err(format!("cannot read the client key: {e}")))?;
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .map_err(|e| err(format!("cannot use the client certificate: {e}")))?
+            }
+            None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let name = ServerName::try_from(

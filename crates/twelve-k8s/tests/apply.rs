@@ -32,6 +32,7 @@ fn opts() -> ApplyOptions {
         dry_run: false,
         migration_timeout: Duration::from_secs(3600),
         poll_interval: Duration::from_millis(10),
+        force_conflicts: false,
     }
 }
 
@@ -61,23 +62,27 @@ async fn applies_every_object_server_side_in_order_after_the_migration() {
     let (res, lines) = run(&mock, &r, &opts()).await;
     res.unwrap();
     let job = format!("flask-example-migrate-{}", r.release);
+    let rel = &r.release;
     let seen: Vec<String> = mock
         .requests()
         .iter()
         .map(|q| format!("{} {}", q.method, q.target))
+        .filter(|q| !q.contains("labelSelector="))
         .collect();
-    let ssa = "?fieldManager=twelve&force=true";
+    let ssa = "?fieldManager=twelve";
     assert_eq!(
         seen,
         [
-            format!("PATCH /api/v1/namespaces/apps/configmaps/flask-example-env{ssa}"),
-            format!("PATCH /api/v1/namespaces/apps/configmaps/flask-example-files{ssa}"),
-            format!("PATCH /api/v1/namespaces/apps/secrets/flask-example-env{ssa}"),
-            format!("PATCH /api/v1/namespaces/apps/services/flask-example{ssa}"),
-            format!("PATCH /api/v1/namespaces/apps/services/flask-example-endpoints{ssa}"),
+            "GET /apis/apps/v1/namespaces/apps/statefulsets/flask-example".to_string(),
+            format!("PATCH /api/v1/namespaces/apps/configmaps/flask-example-env-{rel}{ssa}"),
+            format!("PATCH /api/v1/namespaces/apps/configmaps/flask-example-files-{rel}{ssa}"),
+            format!("PATCH /api/v1/namespaces/apps/secrets/flask-example-env-{rel}{ssa}"),
+            format!("GET /apis/batch/v1/namespaces/apps/jobs/{job}"),
             format!("PATCH /apis/batch/v1/namespaces/apps/jobs/{job}{ssa}"),
             format!("GET /apis/batch/v1/namespaces/apps/jobs/{job}"),
             format!("GET /apis/batch/v1/namespaces/apps/jobs/{job}"),
+            format!("PATCH /api/v1/namespaces/apps/services/flask-example{ssa}"),
+            format!("PATCH /api/v1/namespaces/apps/services/flask-example-endpoints{ssa}"),
             format!("PATCH /apis/apps/v1/namespaces/apps/statefulsets/flask-example{ssa}"),
             format!("PATCH /apis/apps/v1/namespaces/apps/deployments/flask-example-scheduler{ssa}"),
             format!(
@@ -96,7 +101,9 @@ async fn applies_every_object_server_side_in_order_after_the_migration() {
     }
     // The Secret is sent with its values, base64.
     let secret = mock
-        .object("/api/v1/namespaces/apps/secrets/flask-example-env")
+        .object(&format!(
+            "/api/v1/namespaces/apps/secrets/flask-example-env-{rel}"
+        ))
         .unwrap();
     let pw = base64::engine::general_purpose::STANDARD
         .decode(secret["data"]["POSTGRESQL_DB_PASSWORD"].as_str().unwrap())
@@ -108,7 +115,7 @@ async fn applies_every_object_server_side_in_order_after_the_migration() {
     assert_eq!(sts["spec"]["replicas"], 3);
     assert_eq!(
         lines[0],
-        "applied ConfigMap apps/flask-example-env (resourceVersion 1)"
+        format!("applied ConfigMap apps/flask-example-env-{rel} (resourceVersion 1)")
     );
     assert!(lines.contains(&format!("migration Job apps/{job} succeeded")));
 }
@@ -125,12 +132,10 @@ async fn a_failed_migration_stops_before_the_pods() {
     let job = format!("flask-example-migrate-{}", r.release);
     assert_eq!(
         e.to_string(),
-        format!("the migration Job {job} failed: Job has reached the specified backoff limit; the StatefulSet and Deployments of this release were not applied (see `kubectl logs -n apps job/{job}`)")
+        format!("the migration Job {job} failed: Job has reached the specified backoff limit; not applied, so the running release is left alone: Service flask-example, Service flask-example-endpoints, StatefulSet flask-example, Deployment flask-example-scheduler, Ingress flask-example (see `kubectl logs -n apps job/{job}`; applying again reruns the migration)")
     );
-    assert!(!mock
-        .requests()
-        .iter()
-        .any(|q| q.target.contains("statefulsets") || q.target.contains("deployments")));
+    assert!(!mock.requests().iter().any(|q| q.method == "PATCH"
+        && (q.target.contains("statefulsets") || q.target.contains("deployments"))));
 }
 
 #[tokio::test]
@@ -151,14 +156,14 @@ async fn a_migration_that_does_not_finish_times_out() {
     assert!(!mock
         .requests()
         .iter()
-        .any(|q| q.target.contains("statefulsets")));
+        .any(|q| q.method == "PATCH" && q.target.contains("statefulsets")));
 }
 
 #[tokio::test]
 async fn an_api_error_names_the_object_and_the_server_message() {
     let mock = MockApi::start(MockConfig {
         reject: Some((
-            "/statefulsets/".into(),
+            "/statefulsets/flask-example?".into(),
             422,
             "StatefulSet.apps \"flask-example\" is invalid: spec.template.spec.containers[0].image: Required value".into(),
         )),
@@ -173,24 +178,27 @@ async fn an_api_error_names_the_object_and_the_server_message() {
         reject: Some((
             "/configmaps/".into(),
             403,
-            "configmaps \"flask-example-env\" is forbidden: User \"system:anonymous\" cannot patch resource".into(),
+            "configmaps \"flask-example-env-x\" is forbidden: User \"system:anonymous\" cannot patch resource".into(),
         )),
         ..Default::default()
     });
     let (res, _) = run(&forbidden, &flask(), &opts()).await;
     let e = res.unwrap_err().to_string();
     assert!(
-        e.starts_with("cannot apply ConfigMap flask-example-env in namespace apps"),
+        e.starts_with(&format!(
+            "cannot apply ConfigMap flask-example-env-{} in namespace apps",
+            flask().release
+        )),
         "{e}"
     );
     assert!(
-        e.contains("answered 403: configmaps \"flask-example-env\" is forbidden"),
+        e.contains("answered 403: configmaps \"flask-example-env-x\" is forbidden"),
         "{e}"
     );
     assert_eq!(
         forbidden.requests().len(),
-        1,
-        "nothing after the first error"
+        2,
+        "the running release's StatefulSet read, then nothing after the first error"
     );
 }
 
@@ -227,14 +235,20 @@ async fn dry_run_asks_the_server_to_validate_only() {
     };
     let (res, lines) = run(&mock, &flask(), &o).await;
     res.unwrap();
-    let reqs = mock.requests();
+    let reqs: Vec<_> = mock
+        .requests()
+        .into_iter()
+        .filter(|q| q.method != "GET")
+        .collect();
     assert_eq!(reqs.len(), 9, "one PATCH per object, no Job polling");
     assert!(reqs
         .iter()
         .all(|q| q.method == "PATCH" && q.target.ends_with("&dryRun=All")));
-    assert!(mock
-        .object("/api/v1/namespaces/apps/configmaps/flask-example-env")
-        .is_none());
+    assert!(!mock
+        .requests()
+        .iter()
+        .any(|q| q.method == "GET" && q.target.contains("/jobs/")));
+    assert!(mock.requests().iter().all(|q| q.method != "DELETE"));
     assert!(lines[0].ends_with("(dry run: validated, not stored)"));
 }
 

@@ -70,9 +70,9 @@ fn flask_objects_in_apply_order() {
     assert_eq!(
         kinds(&r.objects),
         [
-            "ConfigMap flask-example-env".to_string(),
-            "ConfigMap flask-example-files".into(),
-            "Secret flask-example-env".into(),
+            format!("ConfigMap flask-example-env-{rel}"),
+            format!("ConfigMap flask-example-files-{rel}"),
+            format!("Secret flask-example-env-{rel}"),
             "Service flask-example".into(),
             "Service flask-example-endpoints".into(),
             format!("Job flask-example-migrate-{rel}"),
@@ -97,15 +97,23 @@ fn flask_objects_in_apply_order() {
     assert!(r
         .notes
         .iter()
-        .any(|n| n.contains("twelve does not build images")));
+        .any(|n| n.contains("twelve pack --oci --push")));
     assert!(r.notes.iter().any(|n| n.contains("no Ingress")));
 }
 
 #[test]
 fn secret_values_only_in_the_secret() {
     let r = flask(&RenderOptions::default());
-    let cm = find(&r.objects, "ConfigMap", "flask-example-env");
-    let secret = find(&r.objects, "Secret", "flask-example-env");
+    let cm = find(
+        &r.objects,
+        "ConfigMap",
+        &format!("flask-example-env-{}", r.release),
+    );
+    let secret = find(
+        &r.objects,
+        "Secret",
+        &format!("flask-example-env-{}", r.release),
+    );
     assert_eq!(
         keys(&secret["data"]),
         [
@@ -157,12 +165,19 @@ fn secret_values_only_in_the_secret() {
     assert!(!shown.contains(&b64.encode("s3cr3t-pass")));
     assert!(!shown.contains(secret["data"]["DATABASE_URL"].as_str().unwrap()));
     let docs = parse_stream(&shown);
-    let shown_secret = find(&docs, "Secret", "flask-example-env");
+    let shown_secret = find(&docs, "Secret", &format!("flask-example-env-{}", r.release));
     for v in shown_secret["data"].as_object().unwrap().values() {
         assert_eq!(v, "<redacted>");
     }
     // Everything else is shown as is.
-    assert_eq!(find(&docs, "ConfigMap", "flask-example-env"), cm);
+    assert_eq!(
+        find(
+            &docs,
+            "ConfigMap",
+            &format!("flask-example-env-{}", r.release)
+        ),
+        cm
+    );
 
     // --reveal: the Secret as applied.
     let revealed = r.to_yaml(true).unwrap();
@@ -205,7 +220,7 @@ fn web_pods_run_the_app_its_workers_and_the_exporter() {
     assert_eq!(app["securityContext"]["runAsUser"], 584792);
     assert_eq!(
         app["envFrom"],
-        json!([{"configMapRef": {"name": "flask-example-env"}}, {"secretRef": {"name": "flask-example-env"}}])
+        json!([{"configMapRef": {"name": format!("flask-example-env-{}", r.release)}}, {"secretRef": {"name": format!("flask-example-env-{}", r.release)}}])
     );
     assert_eq!(
         app["readinessProbe"],
@@ -219,7 +234,11 @@ fn web_pods_run_the_app_its_workers_and_the_exporter() {
         app["volumeMounts"],
         json!([{"name": "files", "mountPath": "/flask/gunicorn.conf.py", "subPath": "flask-gunicorn.conf.py", "readOnly": true}])
     );
-    let files = find(&r.objects, "ConfigMap", "flask-example-files");
+    let files = find(
+        &r.objects,
+        "ConfigMap",
+        &format!("flask-example-files-{}", r.release),
+    );
     assert_eq!(
         files["data"]["flask-gunicorn.conf.py"],
         "bind = ['0.0.0.0:8000']\nchdir = '/flask/app'\naccesslog = '-'\nerrorlog = '-'\nstatsd_host = 'localhost:9125'\nworkers = 2\n"
@@ -273,6 +292,7 @@ fn go_render_is_exactly_the_golden_file() {
         units: Some(2),
         domain: Some("apps.example".into()),
         ingress_class: None,
+        generated_secret_key: false,
     };
     let r = render(&project, &state, &opts).unwrap();
     let yaml = r.to_yaml(false).unwrap();
@@ -302,11 +322,15 @@ fn go_render_is_exactly_the_golden_file() {
     assert!(!r
         .objects
         .iter()
-        .any(|o| o["metadata"]["name"] == "go-example-files"));
+        .any(|o| o["metadata"]["name"] == format!("go-example-files-{}", r.release)));
     let ing = find(&r.objects, "Ingress", "go-example");
     assert_eq!(ing["apiVersion"], "networking.k8s.io/v1");
     assert_eq!(ing["spec"]["rules"][0]["host"], "go-example.apps.example");
-    let cm = find(&r.objects, "ConfigMap", "go-example-env");
+    let cm = find(
+        &r.objects,
+        "ConfigMap",
+        &format!("go-example-env-{}", r.release),
+    );
     assert_eq!(cm["data"]["APP_BASE_URL"], "http://go-example.apps.example");
     assert_eq!(
         cm["data"]["APP_PEER_FQDNS"],
@@ -376,9 +400,17 @@ fn django_needs_its_database_and_migrates_with_manage_py() {
         job["spec"]["template"]["spec"]["containers"][0]["workingDir"],
         "/django/app"
     );
-    let secret = find(&r.objects, "Secret", "django-example-env");
+    let secret = find(
+        &r.objects,
+        "Secret",
+        &format!("django-example-env-{}", r.release),
+    );
     assert!(keys(&secret["data"]).contains(&"POSTGRESQL_DB_PASSWORD"));
-    let cm = find(&r.objects, "ConfigMap", "django-example-env");
+    let cm = find(
+        &r.objects,
+        "ConfigMap",
+        &format!("django-example-env-{}", r.release),
+    );
     assert!(!cm.to_string().contains("pw-dj-1234"));
     assert_eq!(
         cm["data"]["DJANGO_ALLOWED_HOSTS"],

@@ -17,6 +17,7 @@
 
 mod build;
 mod inputs;
+pub mod oci;
 mod run;
 
 use std::collections::BTreeMap;

@@ -120,7 +120,7 @@ impl Providers {
         let parts = match server.kind() {
             Kind::Postgresql => pg_dump(self, server, apps, sink).await?,
             Kind::Mysql => mysql_dump(self, server, apps, sink).await?,
-            Kind::Redis => crate::backup_redis::dump(server, apps, sink).await?,
+            Kind::Redis => crate::backup_redis::dump(server, sink).await?,
             Kind::Rabbitmq => crate::backup_rabbitmq::dump(self, server, sink).await?,
         };
         Ok(DumpInfo {

@@ -1,8 +1,9 @@
 //! Redis backups: `BGSAVE`, then a copy of the RDB file it wrote (the file is opened once,
 //! so a later save renaming a new file over it does not change what is copied), for the
-//! service's server and each integrated app's own server (`apps/<app>/`, see `redis.rs`).
-//! A restore stops those servers, puts the RDB files back and starts the service again:
-//! Redis loads each file whole. Kept apart from `redis.rs`, which it only asks to stop and start the server.
+//! service's server and for each integrated app's own server (`redis.rs`: a managed Redis
+//! gives every app a server of its own), one part each. A restore stops the servers, puts
+//! the RDB files back and starts them again: Redis loads them whole. Kept apart from
+//! `redis.rs`, which it only asks where the app servers are and to stop and start them.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -129,46 +130,35 @@ async fn wait_no_save(c: &mut Conn, deadline: Instant) -> Result<String> {
     }
 }
 
-/// The servers of a managed Redis service: its own (`dump.rdb`) and each app's own
-/// server under `apps/<app>/` (`<app>.rdb`), as (part, server).
-fn servers(server: &Server, apps: &[String]) -> Vec<(String, Server)> {
-    let Server::Managed { dir, .. } = server else {
-        return vec![];
-    };
-    let mut out = vec![(PART.to_string(), server.clone())];
-    for app in apps {
-        let d = dir.join("apps").join(app);
-        let port = std::fs::read_to_string(d.join("port"))
-            .ok()
-            .and_then(|s| s.trim().parse::<u16>().ok());
-        if let Some(p) = port {
-            out.push((
-                format!("{app}.rdb"),
-                Server::managed(crate::Kind::Redis, d, p),
-            ));
-        }
-    }
-    out
-}
-
-pub(crate) async fn dump(
-    server: &Server,
-    apps: &[String],
-    sink: &mut dyn PartSink,
-) -> Result<Vec<DumpPart>> {
+pub(crate) async fn dump(server: &Server, sink: &mut dyn PartSink) -> Result<Vec<DumpPart>> {
     managed_only(server, "backups")?;
-    let mut parts = vec![];
-    for (part, one) in servers(server, apps) {
-        dump_one(&one, &part, sink).await?;
-        parts.push(DumpPart {
-            name: part.clone(),
-            database: part.trim_end_matches(".rdb").to_string(),
-        });
+    let Server::Managed { dir, .. } = server else {
+        unreachable!()
+    };
+    let mut parts = vec![save_one(server, PART, "*", sink).await?];
+    for app in crate::redis::active_apps(dir) {
+        let d = crate::redis::app_dir(dir, &app);
+        let Some(port) = crate::redis::recorded_port(&d) else {
+            continue;
+        };
+        let own = Server::managed(crate::Kind::Redis, d, port);
+        parts.push(save_one(&own, &app_part(&app), &app, sink).await?);
     }
     Ok(parts)
 }
 
-async fn dump_one(server: &Server, part: &str, sink: &mut dyn PartSink) -> Result<()> {
+/// The part holding an app's own server's RDB file (a flat name: parts are files).
+fn app_part(app: &str) -> String {
+    format!("app-{app}.rdb")
+}
+
+/// `BGSAVE` on one server and a copy of its RDB file as the part `name`.
+async fn save_one(
+    server: &Server,
+    name: &str,
+    database: &str,
+    sink: &mut dyn PartSink,
+) -> Result<DumpPart> {
     let mut c = Conn::open(server).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     // One save of our own: wait out one already running, then start ours.
@@ -196,7 +186,7 @@ async fn dump_one(server: &Server, part: &str, sink: &mut dyn PartSink) -> Resul
     let dir = c.config("dir").await?;
     let file = PathBuf::from(dir).join(c.config("dbfilename").await?);
     let mut input = std::fs::File::open(&file).map_err(|e| ProviderError::io(&file, e))?;
-    let mut w = sink.create(part).map_err(|e| ProviderError::io(&file, e))?;
+    let mut w = sink.create(name).map_err(|e| ProviderError::io(&file, e))?;
     let path = file.clone();
     tokio::task::spawn_blocking(move || {
         std::io::copy(&mut input, &mut w)?;
@@ -205,7 +195,10 @@ async fn dump_one(server: &Server, part: &str, sink: &mut dyn PartSink) -> Resul
     .await
     .expect("backup worker panicked")
     .map_err(|e| ProviderError::io(&path, e))?;
-    Ok(())
+    Ok(DumpPart {
+        name: name.into(),
+        database: database.into(),
+    })
 }
 
 pub(crate) async fn restore(
@@ -218,70 +211,72 @@ pub(crate) async fn restore(
     let Server::Managed { kind, dir, port } = server else {
         unreachable!()
     };
-    if info.parts.is_empty() {
+    let Some(part) = info.parts.iter().find(|p| p.name == PART) else {
         return Err(ProviderError::Failed {
             server: server.describe(),
             action: "restoring the backup".into(),
             reason: "the backup has no RDB file".into(),
         });
-    }
-    let apps: Vec<String> = info
-        .parts
-        .iter()
-        .filter_map(|p| p.name.strip_suffix(".rdb"))
-        .filter(|n| format!("{n}.rdb") != PART)
-        .map(str::to_string)
-        .collect();
-    let targets = servers(server, &apps);
-    // Every file is staged beside the server's own first, so a read error changes nothing.
-    let mut staged = vec![];
-    for part in &info.parts {
-        let Some((_, one)) = targets.iter().find(|(n, _)| *n == part.name) else {
+    };
+    // Every file is written beside the real one first, so a read error leaves the servers
+    // as they were; then they stop, the files go in, and they start again.
+    let mut staged = vec![stage(server, &part.name, source).await?];
+    for part in info.parts.iter().filter(|p| p.name != PART) {
+        let Some(app) = part
+            .name
+            .strip_prefix("app-")
+            .and_then(|r| r.strip_suffix(".rdb"))
+        else {
             continue;
         };
-        let mut c = Conn::open(one).await?;
-        let rdb_dir = PathBuf::from(c.config("dir").await?);
-        let file = rdb_dir.join(c.config("dbfilename").await?);
-        drop(c);
-        let tmp = rdb_dir.join(".twelve-restore.rdb");
-        let mut input = source
-            .open(&part.name)
-            .map_err(|e| ProviderError::io(&tmp, e))?;
-        let st = tmp.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut out = std::fs::File::create(&st)?;
-            std::io::copy(&mut input, &mut out)?;
-            out.sync_all()
-        })
-        .await
-        .expect("restore worker panicked")
-        .map_err(|e| ProviderError::io(&tmp, e))?;
-        let mut magic = [0u8; 5];
-        let ok = std::fs::File::open(&tmp)
-            .and_then(|mut f| f.read_exact(&mut magic))
-            .is_ok()
-            && &magic == b"REDIS";
-        if !ok {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(ProviderError::Failed {
-                server: server.describe(),
-                action: "restoring the backup".into(),
-                reason: format!("{} is not a Redis RDB file", part.name),
-            });
-        }
-        let Server::Managed { dir: d, .. } = one else {
-            unreachable!()
+        let d = crate::redis::app_dir(dir, app);
+        // An app no longer integrated (or not yet again) has no server to restore into.
+        let Some(port) = crate::redis::recorded_port(&d) else {
+            continue;
         };
-        staged.push((d.clone(), tmp, file));
+        let own = Server::managed(crate::Kind::Redis, d, port);
+        staged.push(stage(&own, &part.name, source).await?);
     }
-    // Redis saves its data as it stops: each restored file goes in after its server stopped;
-    // then the service starts again, with the apps' own servers.
-    for (d, tmp, file) in staged {
-        if let Some(pid) = util::pid_from_file(&d.join("redis.pid")) {
-            util::terminate(pid, Duration::from_secs(20)).await;
-        }
-        std::fs::rename(&tmp, &file).map_err(|e| ProviderError::io(&file, e))?;
+    // Redis saves its data as it stops: the restored files go in after.
+    crate::redis::stop(dir, *port).await?;
+    for (staged, file) in &staged {
+        std::fs::rename(staged, file).map_err(|e| ProviderError::io(file, e))?;
     }
     p.start_managed(*kind, dir, *port).await?;
     Ok(())
+}
+
+/// Writes a part beside the server's RDB file and checks it is one; (staged, real) paths.
+async fn stage(server: &Server, part: &str, source: &dyn PartSource) -> Result<(PathBuf, PathBuf)> {
+    let mut c = Conn::open(server).await?;
+    let rdb_dir = PathBuf::from(c.config("dir").await?);
+    let file = rdb_dir.join(c.config("dbfilename").await?);
+    drop(c);
+    let staged = rdb_dir.join(".twelve-restore.rdb");
+    let mut input = source
+        .open(part)
+        .map_err(|e| ProviderError::io(&staged, e))?;
+    let st = staged.clone();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut out = std::fs::File::create(&st)?;
+        std::io::copy(&mut input, &mut out)?;
+        out.sync_all()
+    })
+    .await
+    .expect("restore worker panicked")
+    .map_err(|e| ProviderError::io(&staged, e))?;
+    let mut magic = [0u8; 5];
+    let ok = std::fs::File::open(&staged)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && &magic == b"REDIS";
+    if !ok {
+        let _ = std::fs::remove_file(&staged);
+        return Err(ProviderError::Failed {
+            server: server.describe(),
+            action: "restoring the backup".into(),
+            reason: format!("the backed-up {part} is not a Redis RDB file"),
+        });
+    }
+    Ok((staged, file))
 }

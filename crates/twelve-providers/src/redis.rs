@@ -164,12 +164,19 @@ pub(crate) async fn check(server: &Server) -> Result<()> {
 }
 
 /// The directory of an app's own server under a managed service's.
-fn app_dir(dir: &Path, app: &str) -> std::path::PathBuf {
+pub(crate) fn app_dir(dir: &Path, app: &str) -> std::path::PathBuf {
     dir.join("apps").join(app)
 }
 
 /// Marks an app's server as wanted (restarted with the service) until it is revoked.
 const ACTIVE: &str = "active";
+
+/// The port an app's own server listens on, once it has one.
+pub(crate) fn recorded_port(app_dir: &Path) -> Option<u16> {
+    std::fs::read_to_string(app_dir.join("port"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
 
 /// The port of an app's own server: the one it had, else a free one.
 fn app_port(dir: &Path) -> Result<u16> {
@@ -201,7 +208,7 @@ async fn start_app_server(p: &Providers, dir: &Path, app: &str) -> Result<u16> {
 }
 
 /// The apps whose own servers should run.
-fn active_apps(dir: &Path) -> Vec<String> {
+pub(crate) fn active_apps(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir.join("apps"))
         .into_iter()
         .flatten()

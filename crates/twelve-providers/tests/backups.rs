@@ -152,7 +152,7 @@ async fn redis_dump_and_restore_on_a_managed_server() {
     // The service's server and the app's own one.
     assert_eq!(info.parts.len(), 2, "{info:?}");
     assert_eq!(info.parts[0].name, "dump.rdb");
-    assert!(info.parts[1].name.starts_with("bk-"), "{info:?}");
+    assert!(info.parts[1].name.starts_with("app-bk-"), "{info:?}");
     for p in &info.parts {
         assert_eq!(&mem.0.lock().unwrap()[&p.name][..5], b"REDIS");
     }

@@ -148,7 +148,8 @@ pub enum K8sCommand {
         /// A file holding a bearer token (e.g. from `kubectl create token`).
         #[arg(long)]
         token_file: Option<PathBuf>,
-        /// A kubeconfig: server, CA certificate and token of its current context.
+        /// A kubeconfig: server, CA certificate and token or client certificate of its
+        /// current context (default: $KUBECONFIG, else ~/.kube/config, unless --server).
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
         /// The kubeconfig context (default: its current-context).
@@ -163,6 +164,10 @@ pub enum K8sCommand {
         /// How long the migration Job may run (e.g. 10m, 90s).
         #[arg(long, value_name = "DURATION", default_value = "10m")]
         migration_timeout: String,
+        /// Take over fields another field manager (`kubectl scale`, `kubectl edit`, an
+        /// autoscaler) set, instead of stopping at the conflict.
+        #[arg(long)]
+        force_conflicts: bool,
     },
 }
 
@@ -214,6 +219,19 @@ pub enum AppCommand {
         dir: PathBuf,
         #[arg(long)]
         charm_dir: Option<PathBuf>,
+        /// Build an OCI image archive instead (base layer from mmdebstrap, the app's
+        /// layer, twelve pebble as the entrypoint; docs/k8s.md). Flask, Django, FastAPI.
+        #[arg(long)]
+        oci: bool,
+        /// With --oci: the archive to write (default `<name>.oci.tar`).
+        #[arg(short = 'o', long, value_name = "FILE", requires = "oci")]
+        output: Option<PathBuf>,
+        /// With --oci: the image's NAME:TAG (default `<name>:latest`).
+        #[arg(long, value_name = "NAME:TAG", requires = "oci")]
+        tag: Option<String>,
+        /// With --oci: push the image to a registry (`HOST:PORT/NAME:TAG`) with skopeo.
+        #[arg(long, value_name = "REGISTRY/NAME:TAG", requires = "oci")]
+        push: Option<String>,
     },
     /// Deploy a project (packing it when needed), a new release of a deployed app, or a
     /// backing service (`postgresql`, `mysql`, `redis`, `rabbitmq`).

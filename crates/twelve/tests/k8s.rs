@@ -162,9 +162,14 @@ fn apply_runs_the_migration_then_the_pods() {
         .iter()
         .map(|q| format!("{} {}", q.method, q.target.split('?').next().unwrap()))
         .collect();
+    // The secret key is looked for in the running release's Secret (none yet), then in
+    // the one twelve named `<app>-env` before releases named them.
     assert_eq!(
-        order[0],
-        "GET /api/v1/namespaces/apps/secrets/go-example-env"
+        order[..2],
+        [
+            "GET /apis/apps/v1/namespaces/apps/statefulsets/go-example",
+            "GET /api/v1/namespaces/apps/secrets/go-example-env"
+        ]
     );
     let job = order
         .iter()
@@ -187,8 +192,11 @@ fn apply_runs_the_migration_then_the_pods() {
         "{out}"
     );
     // The generated key is in the applied Secret, never on the terminal.
+    let release = out.lines().last().unwrap().split(' ').nth(2).unwrap();
     let secret = mock
-        .object("/api/v1/namespaces/apps/secrets/go-example-env")
+        .object(&format!(
+            "/api/v1/namespaces/apps/secrets/go-example-env-{release}"
+        ))
         .unwrap();
     let key = secret["data"]["APP_SECRET_KEY"].as_str().unwrap();
     assert!(!out.contains(key) && !err.contains(key));
@@ -214,11 +222,11 @@ fn apply_stops_at_a_failed_migration() {
         err.contains("error: the migration Job go-example-migrate-"),
         "{err}"
     );
-    assert!(err.contains("failed: Job has reached the specified backoff limit; the StatefulSet and Deployments of this release were not applied"), "{err}");
+    assert!(err.contains("failed: Job has reached the specified backoff limit; not applied, so the running release is left alone: Service go-example, Service go-example-endpoints, StatefulSet go-example, Deployment go-example-scheduler"), "{err}");
     assert!(!mock
         .requests()
         .iter()
-        .any(|q| q.target.contains("statefulsets")));
+        .any(|q| q.method == "PATCH" && q.target.contains("statefulsets")));
 }
 
 #[test]
@@ -322,7 +330,10 @@ fn render_from_a_deployed_app_carries_its_config_secrets_and_integrations() {
         sts["spec"]["template"]["spec"]["containers"][0]["image"],
         "registry.example.com/moving:1"
     );
-    let env = find("ConfigMap", "moving-env");
+    let release = sts["metadata"]["labels"]["twelve.dev/release"]
+        .as_str()
+        .unwrap();
+    let env = find("ConfigMap", &format!("moving-env-{release}"));
     assert_eq!(env["data"]["FLASK_GREETING"], "bonjour", "{env}");
     assert_eq!(env["data"]["S3_BUCKET"], "moving-bucket", "{env}");
     assert!(

@@ -29,7 +29,18 @@ fn client() -> ControllerClient {
 
 pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
     match cmd {
-        AppCommand::Pack { dir, charm_dir } => {
+        AppCommand::Pack {
+            dir,
+            charm_dir,
+            oci: true,
+            output,
+            tag,
+            push,
+        } => {
+            let project = load(&dir, charm_dir)?;
+            crate::cmd::oci::pack(&project, output, tag, push)
+        }
+        AppCommand::Pack { dir, charm_dir, .. } => {
             let project = load(&dir, charm_dir)?;
             let release = pack(&project)?;
             println!(
@@ -432,7 +443,15 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
             format,
             no_wait,
         } => {
-            let (app, n) = action_unit(&unit)?;
+            // `app/leader`, or a backing service's name alone (`twelve run postgresql
+            // create-backup`), mean the leader.
+            let (app, n) = match unit.split_once('/') {
+                Some((app, "leader")) if !app.is_empty() => {
+                    (app.to_string(), twelve_controller::actions::LEADER_UNIT)
+                }
+                None if !unit.is_empty() => (unit.clone(), twelve_controller::actions::LEADER_UNIT),
+                _ => parse_unit(&unit)?,
+            };
             let params = parse_settings(&params)?;
             let mut r = client().call(&Request::RunAction {
                 app: app.clone(),
@@ -457,31 +476,6 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
             }
         }
     }
-}
-
-/// `app/N`, `app/leader` (Juju's spelling) or `app` (its leader).
-fn action_unit(unit: &str) -> CliResult<(String, u32)> {
-    let app = match unit.split_once('/') {
-        Some((app, "leader")) => app,
-        Some(_) => return parse_unit(unit),
-        None => unit,
-    };
-    let r = match client().call(&Request::Status {
-        app: Some(app.to_string()),
-    }) {
-        Ok(r) => r,
-        // Not an app: a backing service (`twelve run postgresql create-backup`), whose
-        // actions the controller runs itself, or nothing, which it says.
-        Err(_) => return Ok((app.to_string(), twelve_controller::actions::LEADER_UNIT)),
-    };
-    let leader = r["apps"][0]["units"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|u| u["leader"].as_bool() == Some(true))
-        .and_then(|u| u["name"].as_str())
-        .ok_or_else(|| Diagnostic::error(format!("{app} has no leader unit")))?;
-    parse_unit(leader)
 }
 
 /// `--timeout`: a duration like 90s or 5m, or seconds.

@@ -17,8 +17,9 @@ pub fn run(cmd: K8sCommand) -> CliResult<ExitCode> {
     match cmd {
         K8sCommand::Render { app, reveal } => {
             let (project, state) = load(&app)?;
-            let rendered = twelve_k8s::render(&project, &state, &render_options(&app, None))
-                .map_err(anyhow::Error::new)?;
+            let rendered =
+                twelve_k8s::render(&project, &state, &render_options(&app, None, &state))
+                    .map_err(anyhow::Error::new)?;
             for n in &rendered.notes {
                 eprintln!("note: {n}");
             }
@@ -37,11 +38,31 @@ pub fn run(cmd: K8sCommand) -> CliResult<ExitCode> {
             insecure_skip_tls_verify,
             dry_run,
             migration_timeout,
+            force_conflicts,
         } => {
             let mut target = Target::default();
             let mut kube_ns = None;
-            if let Some(path) = &kubeconfig {
-                let k = twelve_k8s::kubeconfig::read(path, context.as_deref())
+            // kubectl's rule: --kubeconfig, else $KUBECONFIG, else ~/.kube/config (not
+            // when --server alone says where to go).
+            let files = match &kubeconfig {
+                Some(path) => vec![path.clone()],
+                None if server.is_none() => twelve_k8s::kubeconfig::default_files(
+                    std::env::var("KUBECONFIG").ok().as_deref(),
+                    std::env::var_os("HOME").map(PathBuf::from).as_deref(),
+                ),
+                None => vec![],
+            };
+            if files.is_empty() && context.is_some() {
+                return Err(
+                    Diagnostic::error("--context needs a kubeconfig, and there is none")
+                        .with_help(
+                            "pass --kubeconfig FILE, or set $KUBECONFIG, or write ~/.kube/config",
+                        )
+                        .into(),
+                );
+            }
+            if !files.is_empty() {
+                let k = twelve_k8s::kubeconfig::read_merged(&files, context.as_deref())
                     .map_err(anyhow::Error::msg)?;
                 target = k.target;
                 kube_ns = k.namespace;
@@ -52,7 +73,7 @@ pub fn run(cmd: K8sCommand) -> CliResult<ExitCode> {
             if target.server.is_empty() {
                 return Err(Diagnostic::error("no Kubernetes API server to apply to")
                     .with_help(
-                        "pass --server URL (https://HOST:6443, or http://127.0.0.1:8001 with `kubectl proxy`) or --kubeconfig FILE",
+                        "pass --server URL (https://HOST:6443, or http://127.0.0.1:8001 with `kubectl proxy`) or --kubeconfig FILE, or set $KUBECONFIG, or write ~/.kube/config",
                     )
                     .into());
             }
@@ -71,10 +92,11 @@ pub fn run(cmd: K8sCommand) -> CliResult<ExitCode> {
             let opts = ApplyOptions {
                 dry_run,
                 migration_timeout: timeout,
+                force_conflicts,
                 ..Default::default()
             };
             let (project, mut state) = load(&app)?;
-            let ropts = render_options(&app, kube_ns);
+            let ropts = render_options(&app, kube_ns, &state);
             // Refuse early, before any network, an app that would not start.
             let first = twelve_k8s::render(&project, &state, &ropts).map_err(anyhow::Error::new)?;
             if first.status.services != ServicesAction::Run {
@@ -136,8 +158,9 @@ pub fn run(cmd: K8sCommand) -> CliResult<ExitCode> {
     }
 }
 
-fn render_options(app: &K8sAppArgs, kube_ns: Option<String>) -> RenderOptions {
+fn render_options(app: &K8sAppArgs, kube_ns: Option<String>, state: &AppState) -> RenderOptions {
     RenderOptions {
+        generated_secret_key: state.secret_key.as_deref() == Some(PLACEHOLDER_SECRET_KEY),
         namespace: app.namespace.clone().or(kube_ns),
         image: app.image.clone(),
         units: app.units,

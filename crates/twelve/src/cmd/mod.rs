@@ -1,4 +1,5 @@
 pub mod app;
 pub mod init;
 pub mod k8s;
+pub mod oci;
 pub mod render;
