@@ -405,7 +405,9 @@ async fn pg_restore(
     .await
     .map_err(|e| err(&format!("creating database {tmp}"), e))?;
     let mut cmd = pg_command(p, "pg_restore", &admin)?;
-    cmd.args(["--exit-on-error", "--single-transaction", "-d", &tmp]);
+    // Not --single-transaction: the database is new and dropped on failure, and one
+    // transaction made pg_restore 10% slower (bench/backup/RESULTS.md).
+    cmd.args(["--exit-on-error", "-d", &tmp]);
     let secrets: Vec<String> = admin.password.iter().cloned().collect();
     if let Err(reason) = blocking(move || run_from(cmd, input, &secrets)).await {
         let _ = c
