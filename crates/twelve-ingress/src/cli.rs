@@ -59,6 +59,9 @@ pub struct RunArgs {
     /// Seconds a stopping ingress (SIGTERM) waits for requests in flight
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
     pub drain_timeout: u64,
+    /// Also serve HTTPS on this address (IP:PORT) with the route table's certificates
+    #[arg(long, value_name = "ADDR", env = "TWELVE_INGRESS_HTTPS")]
+    pub https: Option<std::net::SocketAddr>,
 }
 
 pub fn cli_main(args: IngressArgs) -> ExitCode {
@@ -138,10 +141,15 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         dir: args.dir,
         drain_timeout: Duration::from_secs(args.drain_timeout),
         workers: args.workers.max(1),
+        https: args.https,
     };
     let handle = IngressHandle::start(config).await?;
+    let https = handle
+        .https_addr()
+        .map(|a| format!(" and https://{a}"))
+        .unwrap_or_default();
     eprintln!(
-        "twelve ingress: serving http://{} (admin API on {})",
+        "twelve ingress: serving http://{}{https} (admin API on {})",
         handle.addr(),
         handle.admin_socket().display()
     );

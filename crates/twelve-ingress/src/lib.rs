@@ -26,15 +26,19 @@ mod proxy;
 pub mod routes;
 mod server;
 mod table;
+mod tls;
 mod trust;
 mod upstream;
+pub mod x509;
 
 pub use admin::client;
 pub use admin::InflightReport;
 pub use body::ResBody;
 pub use cli::{cli_main, DirArg, IngressArgs, IngressCommand, RunArgs};
 pub use proxy::new_traceparent;
-pub use routes::{AppRoute, Backend, BackendState, Policy, RouteTable, RoutesError, Timeouts};
+pub use routes::{
+    AppRoute, Backend, BackendState, Certificate, Policy, RouteTable, RoutesError, Timeouts,
+};
 pub use server::{
     IngressConfig, IngressError, IngressHandle, DEFAULT_DRAIN_TIMEOUT, DEFAULT_PORT, PID_FILE,
     ROUTES_FILE, SOCKET_FILE,

@@ -44,6 +44,8 @@ pub struct IngressConfig {
     /// pool of backend connections; connections are handed to them in turn. 0 serves them on the
     /// caller's runtime.
     pub workers: usize,
+    /// The HTTPS listener (port 0 picks one), none by default.
+    pub https: Option<SocketAddr>,
 }
 
 impl IngressConfig {
@@ -54,6 +56,7 @@ impl IngressConfig {
             dir: dir.into(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             workers: 0,
+            https: None,
         }
     }
 }
@@ -83,6 +86,9 @@ pub(crate) struct Shared {
     pub stopping: AtomicBool,
     registry: Mutex<Registry>,
     routes_path: PathBuf,
+    /// The HTTPS listener's port: plain HTTP requests to a domain with a certificate are
+    /// redirected there.
+    pub https_port: Option<u16>,
 }
 
 impl Shared {
@@ -120,6 +126,8 @@ impl Shared {
 pub struct IngressHandle {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
+    https_task: Option<JoinHandle<()>>,
     socket: PathBuf,
     pid_file: PathBuf,
     cancel: CancellationToken,
@@ -140,6 +148,12 @@ impl IngressHandle {
         let routes_path = config.dir.join(ROUTES_FILE);
         let table = RouteTable::load(&routes_path)?.unwrap_or_default();
 
+        let https_listener = match config.https {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let https_addr = https_listener.as_ref().map(|(_, addr)| *addr);
+
         let mut registry = Registry::default();
         let snapshot = registry.build(table, None);
         let shared = Arc::new(Shared {
@@ -147,6 +161,7 @@ impl IngressHandle {
             registry: Mutex::new(registry),
             routes_path,
             stopping: AtomicBool::new(false),
+            https_port: https_addr.map(|a| a.port()),
         });
 
         let addr = SocketAddr::new(config.bind, config.port);
@@ -184,9 +199,19 @@ impl IngressHandle {
             workers,
         ));
         let admin_task = tokio::spawn(crate::admin::serve(admin, shared.clone(), cancel.clone()));
+        let https_task = https_listener.map(|(listener, _)| {
+            tokio::spawn(crate::tls::accept_loop(
+                listener,
+                shared.clone(),
+                cancel.clone(),
+                config.drain_timeout,
+            ))
+        });
         Ok(IngressHandle {
             shared,
             addr,
+            https_addr,
+            https_task,
             socket,
             pid_file,
             cancel,
@@ -199,6 +224,11 @@ impl IngressHandle {
     /// The public address (with the port picked when the config said 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The HTTPS listener's address, when there is one.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     pub fn admin_socket(&self) -> &Path {
@@ -228,10 +258,23 @@ impl IngressHandle {
         self.shared.stopping.store(true, Ordering::Relaxed);
         self.cancel.cancel();
         let _ = self.proxy_task.await;
+        if let Some(task) = self.https_task {
+            let _ = task.await;
+        }
         let _ = tokio::time::timeout(self.drain_timeout, self.admin_task).await;
         let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_file(&self.pid_file);
     }
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), IngressError> {
+    let err = |source| IngressError::Listen {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(addr).await.map_err(err)?;
+    let local = listener.local_addr().map_err(err)?;
+    Ok((listener, local))
 }
 
 /// A thread with its own single-threaded runtime serving the connections it is handed.
@@ -408,7 +451,12 @@ async fn serve_connection(
 /// send a whole head (a request counts from its complete head on). One timer per
 /// connection, re-armed only when it fires, instead of one per request head. Once `stop`
 /// is cancelled, returns as soon as no request is in flight.
-async fn watch(conn: &ConnState, idle: Duration, header_read: Duration, stop: &CancellationToken) {
+pub(crate) async fn watch(
+    conn: &ConnState,
+    idle: Duration,
+    header_read: Duration,
+    stop: &CancellationToken,
+) {
     loop {
         if stop.is_cancelled() {
             if conn.idle_for_ms().is_some() {
