@@ -302,6 +302,7 @@ impl Controller {
                 self.set_constraints(&app, c)
             }
             Request::Rollback { app, release } => self.rollback(&app, release),
+            Request::Edge(req) => self.edge(req).await,
             Request::Status { app } => self.status(app.as_deref()),
             Request::GetConfig { app } => self.get_config(&app),
             Request::SetConfig { app, set, reset } => self.set_config(&app, set, reset),

@@ -7,6 +7,7 @@ pub mod backing;
 pub mod cgroup;
 pub mod client;
 pub mod controller;
+pub mod edge;
 pub mod home;
 pub mod ingress;
 pub mod migration;

@@ -32,6 +32,18 @@ pub enum IngressCommand {
     Inflight(DirArg),
     /// Print the request metrics (Prometheus text format)
     Metrics(DirArg),
+    /// Set the controller's ingress listeners (persisted; the ingress restarts on them)
+    Configure {
+        /// The plain HTTP listener, IP:PORT (default 127.0.0.1:8080)
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
+        /// The HTTPS listener, IP:PORT (default: none)
+        #[arg(long, value_name = "ADDR")]
+        https: Option<String>,
+        /// Turn the HTTPS listener off
+        #[arg(long, conflicts_with = "https")]
+        no_https: bool,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -125,6 +137,9 @@ async fn run_command(command: IngressCommand) -> Result<(), BoxError> {
             out(client::get_metrics(&socket(&d.dir)).await?.trim_end());
             Ok(())
         }
+        IngressCommand::Configure { .. } => Err(
+            "`ingress configure` is the controller's: run it as `twelve ingress configure`".into(),
+        ),
     }
 }
 

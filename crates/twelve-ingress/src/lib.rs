@@ -36,6 +36,12 @@ pub use admin::InflightReport;
 pub use body::ResBody;
 pub use cli::{cli_main, DirArg, IngressArgs, IngressCommand, RunArgs};
 pub use proxy::new_traceparent;
+
+/// Checks a certificate and its key as the ingress would load them: PEM chain, X.509
+/// leaf naming at least one host, a key rustls can sign with that matches it.
+pub fn check_certificate(cert: &Certificate) -> Result<x509::CertInfo, String> {
+    tls::load(cert).map(|loaded| loaded.info)
+}
 pub use routes::{
     AppRoute, Backend, BackendState, Certificate, Policy, RouteTable, RoutesError, Timeouts,
 };
