@@ -218,6 +218,7 @@ impl Controller {
         self.start_web().await;
         let me = self.clone();
         tokio::spawn(async move { me.reconcile_loop().await });
+        tokio::spawn(self.clone().acme_loop());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         loop {
@@ -1136,7 +1137,9 @@ impl Controller {
                 a.message = format!("not reachable: {e}");
             }
         }
-        Ok(json!({"apps": list, "backing-services": self.service_statuses()}))
+        Ok(
+            json!({"apps": list, "backing-services": self.service_statuses(), "edge": self.edge_problems()}),
+        )
     }
 
     // ---- reconciling -------------------------------------------------------------

@@ -47,6 +47,13 @@ pub enum EdgeRequest {
         key_pem: String,
     },
     TlsStatus,
+    TlsAcme {
+        email: String,
+        #[serde(default)]
+        directory: Option<String>,
+        #[serde(default)]
+        ca_pem: Option<String>,
+    },
     IngressConfigure {
         #[serde(default)]
         http: Option<String>,
@@ -70,6 +77,11 @@ pub struct EdgeState {
     pub certificates: Vec<StoredCert>,
     #[serde(default)]
     pub listeners: Listeners,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<crate::acme::AcmeConfig>,
+    /// ACME attempts per host.
+    #[serde(default)]
+    pub acme_hosts: BTreeMap<String, crate::acme::HostAcme>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +100,8 @@ pub struct StoredCert {
     pub source: String,
     pub names: Vec<String>,
     pub issuer: String,
+    #[serde(default)]
+    pub not_before: i64,
     pub not_after: i64,
 }
 
@@ -115,7 +129,7 @@ impl Controller {
         }
     }
 
-    fn save_edge(&self, state: &EdgeState) -> Result<(), ApiError> {
+    pub(crate) fn save_edge_state(&self, state: &EdgeState) -> Result<(), ApiError> {
         let text = serde_json::to_string_pretty(state).map_err(|e| ApiError::new(e.to_string()))?;
         crate::vault::write_private(&self.edge_path(), &text)
             .map_err(|e| ApiError::new(format!("{}: {e}", self.edge_path().display())))
@@ -180,6 +194,10 @@ impl Controller {
             }
             route.maintenance = state.maintenance.get(app).cloned();
         }
+        table.acme_challenges = crate::acme::CHALLENGES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         for cert in &state.certificates {
             match self.vault.open_sealed(&cert.key_sealed) {
                 Ok(key) => table.certificates.push(Certificate {
@@ -194,7 +212,7 @@ impl Controller {
         }
     }
 
-    async fn routes_changed(&self) {
+    pub(crate) async fn push_routes_now(&self) {
         let apps = self.store.apps().unwrap_or_default();
         self.push_routes(&apps).await;
         self.wake.notify_one();
@@ -230,8 +248,8 @@ impl Controller {
                         hsts,
                     }),
                 }
-                self.save_edge(&state)?;
-                self.routes_changed().await;
+                self.save_edge_state(&state)?;
+                self.push_routes_now().await;
                 crate::controller::log(format!("{app}: domain {host} added"));
                 Ok(json!({"app": app, "host": host, "hsts": hsts, "url": self.domain_url(&app)}))
             }
@@ -248,8 +266,8 @@ impl Controller {
                 if list.is_empty() {
                     state.domains.remove(&app);
                 }
-                self.save_edge(&state)?;
-                self.routes_changed().await;
+                self.save_edge_state(&state)?;
+                self.push_routes_now().await;
                 crate::controller::log(format!("{app}: domain {host} removed"));
                 Ok(json!({"app": app, "host": host}))
             }
@@ -287,8 +305,8 @@ impl Controller {
                 } else {
                     state.maintenance.remove(&app);
                 }
-                self.save_edge(&state)?;
-                self.routes_changed().await;
+                self.save_edge_state(&state)?;
+                self.push_routes_now().await;
                 crate::controller::log(format!(
                     "{app}: maintenance {}",
                     if on { "on" } else { "off" }
@@ -331,10 +349,11 @@ impl Controller {
                     source: "user".into(),
                     names: info.names.clone(),
                     issuer: info.issuer.clone(),
+                    not_before: info.not_before,
                     not_after: info.not_after,
                 });
-                self.save_edge(&state)?;
-                self.routes_changed().await;
+                self.save_edge_state(&state)?;
+                self.push_routes_now().await;
                 crate::controller::log(format!(
                     "certificate installed for {}",
                     info.names.join(", ")
@@ -348,9 +367,13 @@ impl Controller {
                 for (app, domains) in &state.domains {
                     for d in domains {
                         let cert = best_cert(&state, &d.host, now);
+                        let acme = state.acme_hosts.get(&d.host);
                         rows.push(json!({
                             "app": app,
                             "host": d.host,
+                            "last_attempt": acme.and_then(|a| a.last_attempt),
+                            "last_error": acme.and_then(|a| a.last_error.clone()),
+                            "failures": acme.map_or(0, |a| a.failures),
                             "source": cert.map(|c| c.source.clone()),
                             "issuer": cert.map(|c| c.issuer.clone()),
                             "not_after": cert.map(|c| c.not_after),
@@ -358,8 +381,17 @@ impl Controller {
                         }));
                     }
                 }
-                Ok(json!({"hosts": rows, "https": self.https_listener()}))
+                let acme = state
+                    .acme
+                    .as_ref()
+                    .map(|a| json!({"email": a.email, "directory": a.directory}));
+                Ok(json!({"hosts": rows, "https": self.https_listener(), "acme": acme}))
             }
+            EdgeRequest::TlsAcme {
+                email,
+                directory,
+                ca_pem,
+            } => self.acme_configure(email, directory, ca_pem).await,
             EdgeRequest::IngressConfigure {
                 http,
                 https,
@@ -387,7 +419,7 @@ impl Controller {
                         "--http and --https must be different addresses",
                     ));
                 }
-                self.save_edge(&state)?;
+                self.save_edge_state(&state)?;
                 let changed = state.listeners != before;
                 if changed {
                     self.restart_ingress().await;
@@ -399,6 +431,32 @@ impl Controller {
                 }))
             }
         }
+    }
+}
+
+impl Controller {
+    /// Lines for `twelve status`: hosts whose certificate cannot be obtained or renewed.
+    pub(crate) fn edge_problems(&self) -> Vec<String> {
+        let state = self.edge_state();
+        let now = now();
+        let mut lines = vec![];
+        for (host, acme) in &state.acme_hosts {
+            let Some(error) = &acme.last_error else {
+                continue;
+            };
+            let serving = match best_cert(&state, host, now) {
+                Some(c) if c.not_after > now => {
+                    format!("still serving the certificate valid until {}", c.not_after)
+                }
+                Some(_) => "its certificate has EXPIRED".to_string(),
+                None => "no certificate yet".to_string(),
+            };
+            lines.push(format!(
+                "tls {host}: blocked: certificate renewal failing ({} attempts): {error}; {serving}",
+                acme.failures
+            ));
+        }
+        lines
     }
 }
 

@@ -1,6 +1,7 @@
 //! The controller: desired state in an embedded store (SQLite), an API on a unix socket,
 //! and the reconciler that turns apps into units supervised by `twelve pebble`.
 
+pub mod acme;
 pub mod actions;
 pub mod api;
 pub mod backing;

@@ -479,7 +479,20 @@ pub enum TlsCommand {
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
     },
-    /// Per host: certificate source, issuer, expiry.
+    /// Obtain and renew certificates for every domain from an ACME CA (RFC 8555; Let's
+    /// Encrypt by default), answering HTTP-01 challenges on the HTTP listener.
+    Acme {
+        /// The account's contact address.
+        #[arg(long)]
+        email: String,
+        /// The CA's directory URL (default: Let's Encrypt's production directory).
+        #[arg(long, value_name = "URL")]
+        directory: Option<String>,
+        /// A PEM root to trust for the directory's HTTPS (a test CA).
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<PathBuf>,
+    },
+    /// Per host: certificate source, issuer, expiry, last ACME attempt and error.
     Status {
         #[arg(long, value_enum, default_value = "text")]
         format: StatusFormat,

@@ -364,3 +364,332 @@ fn the_machine_comes_back_with_only_the_controller_started() {
         via_ingress(&t, "back", "/").filter(|r| r.0 == 200)
     });
 }
+
+/// Let's Encrypt's ACME test server (Debian's `pebble`, not twelve's Pebble) with its
+/// fake DNS (`pebble-challtestsrv`, every name 127.0.0.1), stopped on drop.
+struct TestCa {
+    dir: tempfile::TempDir,
+    children: Vec<std::process::Child>,
+    pub directory: String,
+    /// The root of the certificates pebble issues.
+    pub root: std::path::PathBuf,
+    /// The CA of pebble's own HTTPS (its directory).
+    pub api_ca: std::path::PathBuf,
+}
+
+impl TestCa {
+    /// Validity in seconds; HTTP-01 fetched for real from `http_port`.
+    fn start(http_port: u16, validity: u64) -> TestCa {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        openssl(
+            d,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                "api-ca.key",
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-key",
+                "api-ca.key",
+                "-subj",
+                "/CN=pebble api CA",
+                "-days",
+                "2",
+                "-out",
+                "api-ca.pem",
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                "api.key",
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "req",
+                "-new",
+                "-key",
+                "api.key",
+                "-subj",
+                "/CN=localhost",
+                "-out",
+                "api.csr",
+            ],
+        );
+        std::fs::write(
+            d.join("api.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "api.csr",
+                "-CA",
+                "api-ca.pem",
+                "-CAkey",
+                "api-ca.key",
+                "-days",
+                "2",
+                "-extfile",
+                "api.ext",
+                "-out",
+                "api.pem",
+            ],
+        );
+        let (api, mgmt, dns, tls) = (free_port(), free_port(), free_port(), free_port());
+        let config = serde_json::json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{api}"),
+            "managementListenAddress": format!("127.0.0.1:{mgmt}"),
+            "certificate": d.join("api.pem"),
+            "privateKey": d.join("api.key"),
+            "httpPort": http_port,
+            "tlsPort": tls,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+            "certificateValidityPeriod": validity,
+        }});
+        std::fs::write(d.join("pebble.json"), config.to_string()).unwrap();
+        let log = |name: &str| std::fs::File::create(d.join(name)).unwrap();
+        let dns_child = Command::new("pebble-challtestsrv")
+            .args([
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+                "-dns01",
+                &format!("127.0.0.1:{dns}"),
+            ])
+            .args([
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-management",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
+            .stdout(log("dns.log"))
+            .stderr(log("dns.err"))
+            .spawn()
+            .expect("pebble-challtestsrv (apt-get install pebble)");
+        let ca_child = Command::new("pebble")
+            .args(["-config"])
+            .arg(d.join("pebble.json"))
+            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+            .env("PEBBLE_VA_ALWAYS_VALID", "0")
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .stdout(log("pebble.log"))
+            .stderr(log("pebble.err"))
+            .spawn()
+            .expect("pebble (apt-get install pebble)");
+        let root = d.join("root.pem");
+        let api_ca = d.join("api-ca.pem");
+        let ca = TestCa {
+            children: vec![dns_child, ca_child],
+            directory: format!("https://127.0.0.1:{api}/dir"),
+            root: root.clone(),
+            api_ca: api_ca.clone(),
+            dir,
+        };
+        eventually("pebble's root", Duration::from_secs(30), || {
+            let out = Command::new("curl")
+                .args(["-sSf", "--cacert"])
+                .arg(&api_ca)
+                .arg(format!("https://127.0.0.1:{mgmt}/roots/0"))
+                .output()
+                .ok()?;
+            let pem = String::from_utf8(out.stdout).ok()?;
+            pem.contains("BEGIN CERTIFICATE")
+                .then(|| std::fs::write(&root, pem).unwrap())
+        });
+        ca
+    }
+
+    fn stop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn tls_status(t: &Twelve) -> Value {
+    serde_json::from_str(&t.ok(&["tls", "status", "--format", "json"])).unwrap()
+}
+
+fn host_status<'v>(status: &'v Value, host: &str) -> &'v Value {
+    status["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == host)
+        .unwrap()
+}
+
+#[test]
+fn acme_issues_renews_under_load_and_a_failing_ca_shows_while_the_old_certificate_serves() {
+    let (mut t, https) = with_https();
+    t.env.push(("TWELVE_ACME_CHECK".into(), "1".into()));
+    t.env.push(("TWELVE_ACME_RETRY".into(), "2".into()));
+    // 30 s certificates: renewed once 10 s are left.
+    let mut ca = TestCa::start(t.ingress_port, 30);
+    let src = t.example("flask");
+    t.ok(&["deploy", src.to_str().unwrap(), "web"]);
+    t.ok(&["domain", "add", "web", "a.acme.test"]);
+    t.ok(&["domain", "add", "web", "b.acme.test"]);
+
+    let out = t.cmd(&[
+        "tls",
+        "acme",
+        "--email",
+        "admin@acme.test",
+        "--directory",
+        &ca.directory,
+        "--ca-file",
+        ca.api_ca.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}\npebble:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        ca.log()
+    );
+    assert!(
+        stdout.contains("a.acme.test: certificate obtained"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("b.acme.test: certificate obtained"),
+        "{stdout}"
+    );
+    // Pebble fetched the HTTP-01 answers from the ingress (PEBBLE_VA_ALWAYS_VALID=0).
+    assert!(
+        ca.log().contains("/.well-known/acme-challenge/"),
+        "{}",
+        ca.log()
+    );
+
+    for host in ["a.acme.test", "b.acme.test"] {
+        let (code, version, _) = eventually("HTTPS with pebble's certificate", LONG, || {
+            curl_https(https, host, "/", &ca.root, &["--http1.1"]).filter(|r| r.0 == 200)
+        });
+        assert_eq!((code, version.as_str()), (200, "1.1"));
+        let (code, version, _) = curl_https(https, host, "/", &ca.root, &["--http2"]).unwrap();
+        assert_eq!((code, version.as_str()), (200, "2"));
+    }
+    let head = raw_head(t.ingress_port, "a.acme.test", "/x");
+    assert!(head.starts_with("HTTP/1.1 308"), "{head}");
+    let st = tls_status(&t);
+    assert_eq!(host_status(&st, "a.acme.test")["source"], "acme");
+    assert!(
+        host_status(&st, "a.acme.test")["issuer"]
+            .as_str()
+            .unwrap()
+            .contains("Pebble"),
+        "{st}"
+    );
+
+    // The base URL moves to https (a rollout) before the load starts.
+    let secure = format!("https://a.acme.test:{https}");
+    eventually("FLASK_BASE_URL on https", LONG, || {
+        let (_, _, body) = curl_https(https, "a.acme.test", "/env", &ca.root, &[])?;
+        let env: Value = serde_json::from_str(&body).ok()?;
+        (env["FLASK_BASE_URL"] == secure.as_str()).then_some(())
+    });
+
+    // Renewal under a bounded client loop: new connections each time (new handshakes).
+    let first = host_status(&tls_status(&t), "a.acme.test")["not_after"]
+        .as_i64()
+        .unwrap();
+    let (mut ok, mut failed, mut errors) = (0, 0, vec![]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut renewed = false;
+    while std::time::Instant::now() < deadline {
+        match curl_https(https, "a.acme.test", "/", &ca.root, &[]) {
+            Some((200, _, _)) => ok += 1,
+            other => {
+                failed += 1;
+                errors.push(format!("{other:?}"));
+            }
+        }
+        let now = host_status(&tls_status(&t), "a.acme.test")["not_after"]
+            .as_i64()
+            .unwrap();
+        if now > first {
+            renewed = true;
+            // A few more requests on the new certificate.
+            for _ in 0..5 {
+                match curl_https(https, "a.acme.test", "/", &ca.root, &[]) {
+                    Some((200, _, _)) => ok += 1,
+                    other => {
+                        failed += 1;
+                        errors.push(format!("{other:?}"));
+                    }
+                }
+            }
+            break;
+        }
+    }
+    assert!(renewed, "no renewal within 60 s: {}", tls_status(&t));
+    assert_eq!(failed, 0, "{ok} ok, {failed} failed: {errors:?}");
+    assert!(ok > 5, "{ok} requests");
+
+    // The CA goes away: the next renewal fails, visibly, and the old certificate serves.
+    ca.stop();
+    let st = eventually("a failed renewal in tls status", LONG, || {
+        let st = tls_status(&t);
+        host_status(&st, "a.acme.test")["last_error"]
+            .is_string()
+            .then_some(st)
+    });
+    let a = host_status(&st, "a.acme.test");
+    assert!(a["failures"].as_u64().unwrap() >= 1, "{a}");
+    assert_eq!(a["valid"], true, "{a}");
+    let (code, _, _) =
+        curl_https(https, "a.acme.test", "/", &ca.root, &[]).expect("the old certificate serves");
+    assert_eq!(code, 200);
+    let status = t.ok(&["status"]);
+    assert!(
+        status.contains("tls a.acme.test: blocked: certificate renewal failing"),
+        "{status}"
+    );
+    let text = t.ok(&["tls", "status"]);
+    assert!(text.contains("FAILED"), "{text}");
+}

@@ -754,6 +754,7 @@ fn status_text(r: &Value) -> String {
             }
         }
     }
+    crate::cmd::edge::status_lines(r, &mut out);
     let services = r["backing-services"]
         .as_array()
         .cloned()

@@ -106,6 +106,41 @@ pub fn tls(cmd: TlsCommand) -> CliResult<ExitCode> {
                 when(r["not_after"].as_i64().unwrap_or_default())
             );
         }
+        TlsCommand::Acme {
+            email,
+            directory,
+            ca_file,
+        } => {
+            let ca_pem = ca_file
+                .map(|p| {
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read --ca-file {}", p.display()))
+                })
+                .transpose()?;
+            let r = call(EdgeRequest::TlsAcme {
+                email,
+                directory,
+                ca_pem,
+            })?;
+            let hosts = r["hosts"].as_array().cloned().unwrap_or_default();
+            if hosts.is_empty() {
+                println!("ACME on; no domain yet (twelve domain add APP HOST)");
+            }
+            let mut failed = false;
+            for h in hosts {
+                let host = h["host"].as_str().unwrap_or_default();
+                match h["error"].as_str() {
+                    None => println!("{host}: certificate obtained"),
+                    Some(e) => {
+                        failed = true;
+                        println!("{host}: not yet: {e} (retried with backoff; twelve tls status)")
+                    }
+                }
+            }
+            if failed {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         TlsCommand::Status { format } => {
             let r = call(EdgeRequest::TlsStatus)?;
             if format == StatusFormat::Json {
@@ -116,15 +151,29 @@ pub fn tls(cmd: TlsCommand) -> CliResult<ExitCode> {
                 Some(a) => println!("HTTPS listener: {a}"),
                 None => println!("HTTPS listener: none (twelve ingress configure --https ADDR)"),
             }
-            println!("{:<32} {:<8} {:<24} EXPIRES", "HOST", "SOURCE", "ISSUER");
+            if let Some(d) = r["acme"]["directory"].as_str() {
+                println!(
+                    "ACME: {d} ({})",
+                    r["acme"]["email"].as_str().unwrap_or_default()
+                );
+            }
+            println!(
+                "{:<32} {:<8} {:<24} {:<31} LAST ATTEMPT",
+                "HOST", "SOURCE", "ISSUER", "EXPIRES"
+            );
             for h in r["hosts"].as_array().cloned().unwrap_or_default() {
                 let expires = match h["not_after"].as_i64() {
                     Some(t) if h["valid"].as_bool() == Some(true) => when(t),
                     Some(t) => format!("EXPIRED {}", when(t)),
                     None => "-".into(),
                 };
+                let attempt = match (h["last_attempt"].as_i64(), h["last_error"].as_str()) {
+                    (Some(t), Some(e)) => format!("{}: FAILED: {e}", when(t)),
+                    (Some(t), None) => format!("{}: ok", when(t)),
+                    _ => "-".into(),
+                };
                 println!(
-                    "{:<32} {:<8} {:<24} {expires}",
+                    "{:<32} {:<8} {:<24} {expires:<31} {attempt}",
                     h["host"].as_str().unwrap_or_default(),
                     h["source"].as_str().unwrap_or("none"),
                     h["issuer"].as_str().unwrap_or("-"),
@@ -133,6 +182,24 @@ pub fn tls(cmd: TlsCommand) -> CliResult<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `twelve status`: certificates that cannot be obtained or renewed.
+pub fn status_lines(r: &Value, out: &mut String) {
+    let lines: Vec<&str> = r["edge"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if lines.is_empty() {
+        return;
+    }
+    out.push('\n');
+    for l in lines {
+        out.push_str(l);
+        out.push('\n');
+    }
 }
 
 pub fn maintenance(cmd: MaintenanceCommand) -> CliResult<ExitCode> {
