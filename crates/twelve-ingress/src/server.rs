@@ -184,13 +184,35 @@ impl IngressHandle {
         std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(io(&pid_file))?;
 
         let cancel = CancellationToken::new();
+        let acceptor = https_listener
+            .is_some()
+            .then(|| tokio_rustls::TlsAcceptor::from(crate::tls::server_config(shared.clone())));
         let workers = (0..config.workers)
-            .map(|i| Worker::spawn(i, shared.clone(), config.drain_timeout, cancel.clone()))
+            .map(|i| {
+                Worker::spawn(
+                    i,
+                    shared.clone(),
+                    config.drain_timeout,
+                    cancel.clone(),
+                    acceptor.clone(),
+                )
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| IngressError::Io {
                 path: "worker thread".into(),
                 source,
             })?;
+        // TLS connections go to the same worker threads (handshakes included).
+        let tls_workers: Vec<_> = workers.iter().map(|w| w.streams.clone()).collect();
+        let https_task = https_listener.map(|(listener, _)| {
+            tokio::spawn(crate::tls::accept_loop(
+                listener,
+                shared.clone(),
+                cancel.clone(),
+                config.drain_timeout,
+                tls_workers,
+            ))
+        });
         let proxy_task = tokio::spawn(accept_loop(
             listener,
             shared.clone(),
@@ -199,14 +221,6 @@ impl IngressHandle {
             workers,
         ));
         let admin_task = tokio::spawn(crate::admin::serve(admin, shared.clone(), cancel.clone()));
-        let https_task = https_listener.map(|(listener, _)| {
-            tokio::spawn(crate::tls::accept_loop(
-                listener,
-                shared.clone(),
-                cancel.clone(),
-                config.drain_timeout,
-            ))
-        });
         Ok(IngressHandle {
             shared,
             addr,
@@ -278,8 +292,11 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), IngressErro
 }
 
 /// A thread with its own single-threaded runtime serving the connections it is handed.
+/// A connection for a worker: the socket, its peer, whether it speaks TLS.
+pub(crate) type Handed = (std::net::TcpStream, SocketAddr, bool);
+
 struct Worker {
-    streams: tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    streams: tokio::sync::mpsc::UnboundedSender<Handed>,
     done: tokio::sync::oneshot::Receiver<()>,
 }
 
@@ -289,6 +306,7 @@ impl Worker {
         shared: Arc<Shared>,
         drain_timeout: Duration,
         stop: CancellationToken,
+        acceptor: Option<tokio_rustls::TlsAcceptor>,
     ) -> std::io::Result<Worker> {
         let (streams, mut incoming) = tokio::sync::mpsc::unbounded_channel();
         let (finished, done) = tokio::sync::oneshot::channel();
@@ -304,11 +322,23 @@ impl Worker {
                     // used by its requests only.
                     let pool = Arc::new(Pool::default());
                     tokio::spawn(pool.clone().sweep_forever());
-                    while let Some((stream, peer)) = incoming.recv().await {
+                    while let Some((stream, peer, tls)) = incoming.recv().await {
                         let Ok(stream) = TcpStream::from_std(stream) else {
                             continue;
                         };
-                        connections.serve(stream, peer, &shared, &pool, &stop);
+                        match (&acceptor, tls) {
+                            (Some(acceptor), true) => {
+                                connections.tasks.spawn(crate::tls::serve(
+                                    acceptor.clone(),
+                                    stream,
+                                    peer,
+                                    shared.clone(),
+                                    pool.clone(),
+                                    connections.graceful.watcher(),
+                                ));
+                            }
+                            _ => connections.serve(stream, peer, &shared, &pool, &stop),
+                        }
                     }
                     let _ = tokio::time::timeout(drain_timeout, connections.drain()).await;
                 });
@@ -382,7 +412,9 @@ async fn accept_loop(
             continue;
         }
         if let Ok(stream) = stream.into_std() {
-            let _ = workers[next % workers.len()].streams.send((stream, peer));
+            let _ = workers[next % workers.len()]
+                .streams
+                .send((stream, peer, false));
             next += 1;
         }
     }

@@ -134,8 +134,10 @@ pub(crate) async fn accept_loop(
     shared: Arc<Shared>,
     cancel: CancellationToken,
     drain: Duration,
+    workers: Vec<tokio::sync::mpsc::UnboundedSender<crate::server::Handed>>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config(shared.clone()));
+    let mut next = 0;
     let pool = Arc::new(Pool::default());
     let sweeper = tokio::spawn(pool.clone().sweep_forever());
     let tasks = TaskTracker::new();
@@ -151,6 +153,13 @@ pub(crate) async fn accept_loop(
                 }
             },
         };
+        if !workers.is_empty() {
+            if let Ok(stream) = stream.into_std() {
+                let _ = workers[next % workers.len()].send((stream, peer, true));
+                next += 1;
+            }
+            continue;
+        }
         let watcher = graceful.watcher();
         tasks.spawn(serve(
             acceptor.clone(),
@@ -170,7 +179,7 @@ pub(crate) async fn accept_loop(
     sweeper.abort();
 }
 
-async fn serve(
+pub(crate) async fn serve(
     acceptor: tokio_rustls::TlsAcceptor,
     stream: TcpStream,
     peer: SocketAddr,

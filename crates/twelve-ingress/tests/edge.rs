@@ -148,6 +148,10 @@ fn curl(https: SocketAddr, host: &str, path: &str, ca: &Path, extra: &[&str]) ->
 
 /// `openssl s_client` with SNI `host` and ALPN `alpn`: its output (protocol, certificate).
 fn s_client(https: SocketAddr, host: &str, alpn: &str, ca: &Path) -> String {
+    s_client_with(https, host, alpn, ca, &[])
+}
+
+fn s_client_with(https: SocketAddr, host: &str, alpn: &str, ca: &Path, extra: &[&str]) -> String {
     let connect = format!("127.0.0.1:{}", https.port());
     let out = Command::new("openssl")
         .args([
@@ -162,6 +166,7 @@ fn s_client(https: SocketAddr, host: &str, alpn: &str, ca: &Path) -> String {
         ])
         .arg(ca)
         .arg("-verify_return_error")
+        .args(extra)
         .stdin(std::process::Stdio::null())
         .output()
         .expect("openssl runs");
@@ -319,14 +324,18 @@ async fn https_serves_http1_and_http2_picks_by_sni_and_http_redirects() {
 
     // ALPN and SNI as openssl sees them: the certificate of the name asked for.
     let (ca_c, https_c) = (ca.clone(), https);
-    let (h2_shop, h1_wild) = tokio::task::spawn_blocking(move || {
+    let (h2_shop, h1_wild, tls12, tls13) = tokio::task::spawn_blocking(move || {
         (
             s_client(https_c, "shop.example", "h2,http/1.1", &ca_c),
             s_client(https_c, "y.wild.example", "http/1.1", &ca_c),
+            s_client_with(https_c, "shop.example", "http/1.1", &ca_c, &["-tls1_2"]),
+            s_client_with(https_c, "shop.example", "http/1.1", &ca_c, &["-tls1_3"]),
         )
     })
     .await
     .unwrap();
+    assert!(tls12.contains("Protocol  : TLSv1.2"), "{tls12}");
+    assert!(tls13.contains("TLSv1.3"), "{tls13}");
     assert!(h2_shop.contains("ALPN protocol: h2"), "{h2_shop}");
     assert!(h2_shop.contains("subject=CN = shop"), "{h2_shop}");
     assert!(h1_wild.contains("ALPN protocol: http/1.1"), "{h1_wild}");
