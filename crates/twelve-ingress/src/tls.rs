@@ -101,7 +101,8 @@ pub(crate) fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Picks the certificate of the handshake's SNI name from the table of now.
+/// Picks the certificate of the handshake's SNI name from the table of now; without SNI,
+/// the table's first certificate.
 struct Resolver(Arc<Shared>);
 
 impl std::fmt::Debug for Resolver {
@@ -112,8 +113,13 @@ impl std::fmt::Debug for Resolver {
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let host = hello.server_name()?.to_ascii_lowercase();
-        self.0.table.load().certs.pick(&host, now()).cloned()
+        let snap = self.0.table.load();
+        match hello.server_name() {
+            Some(host) => snap.certs.pick(&host.to_ascii_lowercase(), now()).cloned(),
+            // No SNI (a client given an IP address): the first certificate of the table,
+            // as nginx's default server.
+            None => snap.certs.certs.first().map(|c| c.key.clone()),
+        }
     }
 }
 

@@ -154,16 +154,13 @@ fn s_client(https: SocketAddr, host: &str, alpn: &str, ca: &Path) -> String {
 fn s_client_with(https: SocketAddr, host: &str, alpn: &str, ca: &Path, extra: &[&str]) -> String {
     let connect = format!("127.0.0.1:{}", https.port());
     let out = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &connect,
-            "-servername",
-            host,
-            "-alpn",
-            alpn,
-            "-CAfile",
-        ])
+        .args(["s_client", "-connect", &connect, "-alpn", alpn])
+        .args(if extra.contains(&"-noservername") {
+            vec![]
+        } else {
+            vec!["-servername", host]
+        })
+        .arg("-CAfile")
         .arg(ca)
         .arg("-verify_return_error")
         .args(extra)
@@ -324,18 +321,27 @@ async fn https_serves_http1_and_http2_picks_by_sni_and_http_redirects() {
 
     // ALPN and SNI as openssl sees them: the certificate of the name asked for.
     let (ca_c, https_c) = (ca.clone(), https);
-    let (h2_shop, h1_wild, tls12, tls13) = tokio::task::spawn_blocking(move || {
+    let (h2_shop, h1_wild, tls12, tls13, no_sni) = tokio::task::spawn_blocking(move || {
         (
             s_client(https_c, "shop.example", "h2,http/1.1", &ca_c),
             s_client(https_c, "y.wild.example", "http/1.1", &ca_c),
             s_client_with(https_c, "shop.example", "http/1.1", &ca_c, &["-tls1_2"]),
             s_client_with(https_c, "shop.example", "http/1.1", &ca_c, &["-tls1_3"]),
+            s_client_with(
+                https_c,
+                "shop.example",
+                "http/1.1",
+                &ca_c,
+                &["-noservername"],
+            ),
         )
     })
     .await
     .unwrap();
     assert!(tls12.contains("Protocol  : TLSv1.2"), "{tls12}");
     assert!(tls13.contains("TLSv1.3"), "{tls13}");
+    // Without SNI (a client given an IP address): the table's first certificate.
+    assert!(no_sni.contains("subject=CN = shop"), "{no_sni}");
     assert!(h2_shop.contains("ALPN protocol: h2"), "{h2_shop}");
     assert!(h2_shop.contains("subject=CN = shop"), "{h2_shop}");
     assert!(h1_wild.contains("ALPN protocol: http/1.1"), "{h1_wild}");

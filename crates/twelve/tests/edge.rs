@@ -693,3 +693,36 @@ fn acme_issues_renews_under_load_and_a_failing_ca_shows_while_the_old_certificat
     let text = t.ok(&["tls", "status"]);
     assert!(text.contains("FAILED"), "{text}");
 }
+
+#[test]
+fn ingress_configure_moves_the_listeners_and_keeps_them() {
+    let t = Twelve::new();
+    let e = t.fails(&["ingress", "configure", "--http", "localhost:80"]);
+    assert!(e.contains("give an IP address and port"), "{e}");
+    t.ok(&["status"]);
+    let answers = |port: u16| http_get_host(port, "/", "nothing.localhost").map(|r| r.0);
+    eventually("the ingress on its first port", LONG, || {
+        (answers(t.ingress_port) == Some(404)).then_some(())
+    });
+    let (http, https) = (free_port(), free_port());
+    let out = t.ok(&[
+        "ingress",
+        "configure",
+        "--http",
+        &format!("127.0.0.1:{http}"),
+        "--https",
+        &format!("127.0.0.1:{https}"),
+    ]);
+    assert!(out.contains(&format!("https://127.0.0.1:{https}")), "{out}");
+    assert_eq!(answers(http), Some(404));
+    assert_eq!(answers(t.ingress_port), None, "the old port is closed");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", https)).is_ok());
+    // Persisted: a new controller keeps them.
+    t.ok(&["controller", "stop"]);
+    t.ok(&["status"]);
+    assert_eq!(answers(http), Some(404));
+    let edge: Value =
+        serde_json::from_str(&std::fs::read_to_string(t.home.path().join("edge.json")).unwrap())
+            .unwrap();
+    assert_eq!(edge["listeners"]["http"], format!("127.0.0.1:{http}"));
+}
