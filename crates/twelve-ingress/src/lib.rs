@@ -15,7 +15,11 @@
 //! app's own: a `getsockopt` per new Unix connection, and a `stat` of the socket's
 //! directory or a `NETLINK_SOCK_DIAG` query at most once a second per backend.
 //! HTTP/1 clients are served by module `h1` (one task per connection, no hyper), HTTP/2
-//! (h2c) clients by hyper through module `proxy`.
+//! (h2c) clients by hyper through module `proxy`. HTTPS (`--https`) is module `tls`:
+//! rustls, the certificate picked by SNI from the table of now, then hyper's HTTP/2 or
+//! HTTP/1 server through `proxy`; module `x509` reads the names and validity of a
+//! certificate. Users' domains, maintenance mode, the 308 to https and ACME HTTP-01
+//! answers are decided before routing (`proxy::answer_first`).
 
 pub mod admin;
 mod body;
