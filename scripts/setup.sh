@@ -41,6 +41,7 @@ checks=(
   "command -v supervisord:supervisor"
   "command -v curl:curl"
   "command -v openssl:openssl"
+  "command -v pebble:pebble"
   "command -v psql:postgresql-client"
   "command -v jq:jq"
   "command -v node:nodejs"

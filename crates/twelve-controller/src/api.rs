@@ -155,6 +155,8 @@ pub enum Request {
         destroy_data: bool,
     },
     Shutdown,
+    /// Domains, certificates, maintenance mode, listeners (`crate::edge`).
+    Edge(crate::edge::EdgeRequest),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -219,6 +219,7 @@ impl Controller {
         let me = self.clone();
         tokio::spawn(async move { me.reconcile_loop().await });
         tokio::spawn(self.clone().backup_scheduler());
+        tokio::spawn(self.clone().acme_loop());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         loop {
@@ -306,6 +307,7 @@ impl Controller {
                 self.set_constraints(&app, c)
             }
             Request::Rollback { app, release } => self.rollback(&app, release),
+            Request::Edge(req) => self.edge(req).await,
             Request::Status { app } => self.status(app.as_deref()),
             Request::GetConfig { app } if self.is_backing_service(&app) => {
                 self.service_config(&app)
@@ -1155,7 +1157,9 @@ impl Controller {
                 a.message = format!("not reachable: {e}");
             }
         }
-        Ok(json!({"apps": list, "backing-services": self.service_statuses()}))
+        Ok(
+            json!({"apps": list, "backing-services": self.service_statuses(), "edge": self.edge_problems()}),
+        )
     }
 
     // ---- reconciling -------------------------------------------------------------

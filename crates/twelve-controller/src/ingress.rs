@@ -26,8 +26,12 @@ impl Controller {
     }
 
     /// The app's URL through the ingress.
+    /// The app's URL: its first domain (crate::edge), else through the ingress.
     pub(crate) fn app_url(&self, app: &str) -> String {
-        format!("http://{app}.localhost:{}", self.ingress_port)
+        if let Some(url) = self.domain_url(app) {
+            return url;
+        }
+        format!("http://{app}.localhost:{}", self.http_listener().port())
     }
 
     /// The pid of this home's ingress when it runs.
@@ -69,22 +73,36 @@ impl Controller {
                 sock.display()
             ));
         }
-        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", self.ingress_port)) {
-            let holder = port_holder(self.ingress_port)
-                .map(|h| format!(" by {h}"))
-                .unwrap_or_default();
-            return Err(format!(
-                "the ingress port {} is already held{holder} ({e}): it is not this controller's ingress, so apps could not be reached through it; stop that process, or give this controller another port with TWELVE_INGRESS_PORT",
-                self.ingress_port
-            ));
+        let http = self.http_listener();
+        let https = self.https_listener();
+        for addr in std::iter::once(http).chain(https) {
+            if let Err(e) = std::net::TcpListener::bind(addr) {
+                let holder = port_holder(addr.port())
+                    .map(|h| format!(" by {h}"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "the ingress port {} is already held{holder} ({e}): it is not this controller's ingress, so apps could not be reached through it; stop that process, or give this controller another port with TWELVE_INGRESS_PORT or `twelve ingress configure`",
+                    addr.port()
+                ));
+            }
         }
         let dir = self.home.root.join("ingress");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let port = self.ingress_port.to_string();
+        let port = http.port().to_string();
+        let bind = http.ip().to_string();
         let dir_s = dir.display().to_string();
+        let mut args = vec![
+            "ingress", "run", "--dir", &dir_s, "--port", &port, "--bind", &bind,
+        ];
+        let https_s = https.map(|a| a.to_string()).unwrap_or_default();
+        if https.is_some() {
+            args.extend(["--https", https_s.as_str()]);
+        }
+        // The pushed table is gone with the old ingress: push it whole again.
+        *self.routes_pushed.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let child = crate::client::spawn_detached(
             &self.exe,
-            &["ingress", "run", "--dir", &dir_s, "--port", &port],
+            &args,
             &self.home.root,
             &dir.join("ingress.log"),
             true,
@@ -106,6 +124,24 @@ impl Controller {
             "the ingress did not start on port {port} (see {})",
             dir.join("ingress.log").display()
         ))
+    }
+
+    /// Restarts the ingress on the listeners of now: the old one finishes its requests in
+    /// flight (SIGTERM), then a new one starts.
+    pub(crate) async fn restart_ingress(&self) {
+        if let Some(pid) = self.ingress_pid() {
+            if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline && nix::sys::signal::kill(pid, None).is_ok() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        if let Err(e) = self.ensure_ingress().await {
+            crate::controller::log(format!("ingress: {e}"));
+        }
+        let apps = self.store.apps().unwrap_or_default();
+        self.push_routes(&apps).await;
     }
 
     /// Stops the ingress (it finishes the requests in flight) when this controller has
@@ -204,6 +240,7 @@ impl Controller {
                 },
             );
         }
+        self.edge_routes(&mut table);
         table
     }
 

@@ -1,6 +1,7 @@
 //! The controller: desired state in an embedded store (SQLite), an API on a unix socket,
 //! and the reconciler that turns apps into units supervised by `twelve pebble`.
 
+pub mod acme;
 pub mod actions;
 pub mod api;
 pub mod backing;
@@ -9,6 +10,7 @@ pub mod cgroup;
 mod changes;
 pub mod client;
 pub mod controller;
+pub mod edge;
 pub mod home;
 pub mod ingress;
 pub mod migration;

@@ -95,6 +95,8 @@ pub(crate) struct ConnState {
     last_ms: AtomicU64,
     /// The connection speaks HTTP/2 (it has had an HTTP/2 request).
     h2: AtomicBool,
+    /// It came through the HTTPS listener.
+    pub https: bool,
 }
 
 impl ConnState {
@@ -106,7 +108,13 @@ impl ConnState {
             inflight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(now_ms()),
             h2: AtomicBool::new(false),
+            https: false,
         }
+    }
+
+    pub(crate) fn with_https(mut self) -> ConnState {
+        self.https = true;
+        self
     }
 
     pub(crate) fn set_h2(&self) {

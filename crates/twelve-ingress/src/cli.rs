@@ -32,6 +32,18 @@ pub enum IngressCommand {
     Inflight(DirArg),
     /// Print the request metrics (Prometheus text format)
     Metrics(DirArg),
+    /// Set the controller's ingress listeners (persisted; the ingress restarts on them)
+    Configure {
+        /// The plain HTTP listener, IP:PORT (default 127.0.0.1:8080)
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
+        /// The HTTPS listener, IP:PORT (default: none)
+        #[arg(long, value_name = "ADDR")]
+        https: Option<String>,
+        /// Turn the HTTPS listener off
+        #[arg(long, conflicts_with = "https")]
+        no_https: bool,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -59,6 +71,9 @@ pub struct RunArgs {
     /// Seconds a stopping ingress (SIGTERM) waits for requests in flight
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
     pub drain_timeout: u64,
+    /// Also serve HTTPS on this address (IP:PORT) with the route table's certificates
+    #[arg(long, value_name = "ADDR", env = "TWELVE_INGRESS_HTTPS")]
+    pub https: Option<std::net::SocketAddr>,
 }
 
 pub fn cli_main(args: IngressArgs) -> ExitCode {
@@ -122,6 +137,9 @@ async fn run_command(command: IngressCommand) -> Result<(), BoxError> {
             out(client::get_metrics(&socket(&d.dir)).await?.trim_end());
             Ok(())
         }
+        IngressCommand::Configure { .. } => Err(
+            "`ingress configure` is the controller's: run it as `twelve ingress configure`".into(),
+        ),
     }
 }
 
@@ -138,10 +156,15 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         dir: args.dir,
         drain_timeout: Duration::from_secs(args.drain_timeout),
         workers: args.workers.max(1),
+        https: args.https,
     };
     let handle = IngressHandle::start(config).await?;
+    let https = handle
+        .https_addr()
+        .map(|a| format!(" and https://{a}"))
+        .unwrap_or_default();
     eprintln!(
-        "twelve ingress: serving http://{} (admin API on {})",
+        "twelve ingress: serving http://{}{https} (admin API on {})",
         handle.addr(),
         handle.admin_socket().display()
     );

@@ -75,6 +75,8 @@ struct Request<'s> {
 
 enum Action<'s> {
     Reply(StatusCode, Bytes),
+    /// An answer of the ingress's own with header fields (redirect, maintenance, ACME).
+    Answer(proxy::Answer),
     Unavailable(&'s AppPool),
     Forward(Forward<'s>),
 }
@@ -148,8 +150,18 @@ pub(crate) async fn serve(mut stream: TcpStream, conn: Arc<ConnState>) -> Outcom
         let mut framing = request.body;
         let mut guard = Guard::begin(conn.clone());
 
+        let mut fields = Vec::new();
         let (status, response) = match request.action {
             Action::Reply(status, page) => (status, Err(page)),
+            Action::Answer(answer) => {
+                for (name, value) in &answer.fields {
+                    fields.extend_from_slice(name.as_bytes());
+                    fields.extend_from_slice(b": ");
+                    fields.extend_from_slice(value.as_bytes());
+                    fields.extend_from_slice(b"\r\n");
+                }
+                (answer.status, Err(answer.page))
+            }
             Action::Unavailable(pool) => {
                 guard.set_no_unit(&pool.no_unit, &pool.histogram);
                 (
@@ -231,7 +243,7 @@ pub(crate) async fn serve(mut stream: TcpStream, conn: Arc<ConnState>) -> Outcom
         out.clear();
         let written = match response {
             Err(page) => {
-                write_page(&mut out, status, &page, keep_alive, http10);
+                write_page_with(&mut out, status, &fields, &page, keep_alive, http10);
                 if head_method {
                     // The length of the page a GET would get, and no page.
                     out.truncate(out.len() - page.len());
@@ -391,6 +403,21 @@ fn parse<'s>(
     };
     let route_host = authority.or_else(|| host.and_then(|h| std::str::from_utf8(h).ok()));
     let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let answer = proxy::answer_first(&conn.shared, snap, conn.https, route_host, path, target)
+        .or_else(|| {
+            let (pool, _) = proxy::resolve(snap, route_host, path)?;
+            pool.maintenance.is_some().then(|| proxy::maintenance(pool))
+        });
+    if let Some(answer) = answer {
+        return Ok(Some(Request {
+            head_len,
+            keep_alive,
+            http10,
+            head_method,
+            body,
+            action: Action::Answer(answer),
+        }));
+    }
     let Some((pool, strip)) = proxy::resolve(snap, route_host, path) else {
         let page = proxy::not_found_page(snap, route_host.unwrap_or(""), path);
         return Ok(Some(Request {
@@ -428,6 +455,7 @@ fn parse<'s>(
             upgrade,
             chunked,
             content_length: content_length.filter(|_| !chunked),
+            https: conn.https,
         },
         || req.headers.iter().map(|h| (h.name.as_bytes(), h.value)),
     );
@@ -554,7 +582,19 @@ fn write_connection(out: &mut Vec<u8>, keep_alive: bool, http10: bool) {
 
 /// A page the ingress answers itself (404, 502, 503, 504).
 fn write_page(out: &mut Vec<u8>, status: StatusCode, page: &[u8], keep_alive: bool, http10: bool) {
-    write_head(out, status, b"", Framed::Length);
+    write_page_with(out, status, b"", page, keep_alive, http10);
+}
+
+/// [`write_page`] with header `fields` (`name: value\r\n` lines).
+fn write_page_with(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    fields: &[u8],
+    page: &[u8],
+    keep_alive: bool,
+    http10: bool,
+) {
+    write_head(out, status, fields, Framed::Length);
     out.extend_from_slice(b"date: ");
     out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
     out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");

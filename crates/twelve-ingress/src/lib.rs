@@ -15,7 +15,11 @@
 //! app's own: a `getsockopt` per new Unix connection, and a `stat` of the socket's
 //! directory or a `NETLINK_SOCK_DIAG` query at most once a second per backend.
 //! HTTP/1 clients are served by module `h1` (one task per connection, no hyper), HTTP/2
-//! (h2c) clients by hyper through module `proxy`.
+//! (h2c) clients by hyper through module `proxy`. HTTPS (`--https`) is module `tls`:
+//! rustls, the certificate picked by SNI from the table of now, then hyper's HTTP/2 or
+//! HTTP/1 server through `proxy`; module `x509` reads the names and validity of a
+//! certificate. Users' domains, maintenance mode, the 308 to https and ACME HTTP-01
+//! answers are decided before routing (`proxy::answer_first`).
 
 pub mod admin;
 mod body;
@@ -26,15 +30,25 @@ mod proxy;
 pub mod routes;
 mod server;
 mod table;
+mod tls;
 mod trust;
 mod upstream;
+pub mod x509;
 
 pub use admin::client;
 pub use admin::InflightReport;
 pub use body::ResBody;
 pub use cli::{cli_main, DirArg, IngressArgs, IngressCommand, RunArgs};
 pub use proxy::new_traceparent;
-pub use routes::{AppRoute, Backend, BackendState, Policy, RouteTable, RoutesError, Timeouts};
+
+/// Checks a certificate and its key as the ingress would load them: PEM chain, X.509
+/// leaf naming at least one host, a key rustls can sign with that matches it.
+pub fn check_certificate(cert: &Certificate) -> Result<x509::CertInfo, String> {
+    tls::load(cert).map(|loaded| loaded.info)
+}
+pub use routes::{
+    AppRoute, Backend, BackendState, Certificate, Policy, RouteTable, RoutesError, Timeouts,
+};
 pub use server::{
     IngressConfig, IngressError, IngressHandle, DEFAULT_DRAIN_TIMEOUT, DEFAULT_PORT, PID_FILE,
     ROUTES_FILE, SOCKET_FILE,

@@ -38,13 +38,129 @@ async fn route(
 ) -> Response<ResBody> {
     let host = request_host(&req);
     let path = req.uri().path();
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    if let Some(answer) = answer_first(shared, snap, conn.https, host, path, target) {
+        return answer.into_response();
+    }
     match resolve(snap, host, path) {
-        Some((pool, strip)) => forward(shared, snap, pool, conn, req, strip, guard).await,
+        Some((pool, _)) if pool.maintenance.is_some() => maintenance(pool).into_response(),
+        Some((pool, strip)) => {
+            let hsts = conn.https
+                && !pool.hsts.is_empty()
+                && host.is_some_and(|h| pool.hsts.iter().any(|d| *d == bare_host(h)));
+            let mut response = forward(shared, snap, pool, conn, req, strip, guard).await;
+            if hsts {
+                response.headers_mut().insert(
+                    header::STRICT_TRANSPORT_SECURITY,
+                    HeaderValue::from_static(HSTS),
+                );
+            }
+            response
+        }
         None => text(
             StatusCode::NOT_FOUND,
             not_found_page(snap, host.unwrap_or(""), path),
         ),
     }
+}
+
+/// `Strict-Transport-Security` for domains with `--hsts`: a year.
+pub(crate) const HSTS: &str = "max-age=31536000";
+/// Where ACME CAs fetch HTTP-01 answers.
+pub(crate) const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// An answer the ingress gives itself: status, extra header fields, page.
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub fields: Vec<(&'static str, String)>,
+    pub page: Bytes,
+}
+
+impl Answer {
+    fn into_response(self) -> Response<ResBody> {
+        let mut response = text(self.status, self.page);
+        for (name, value) in self.fields {
+            if let Ok(value) = HeaderValue::try_from(value) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        response
+    }
+}
+
+/// 503 with `Retry-After` for an app in maintenance mode.
+pub(crate) fn maintenance(pool: &AppPool) -> Answer {
+    Answer {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        fields: vec![("retry-after", "60".to_string())],
+        page: pool.maintenance.clone().unwrap_or_default(),
+    }
+}
+
+/// The host without its port, lowercased.
+pub(crate) fn bare_host(host: &str) -> Cow<'_, str> {
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if !host.starts_with('[') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+/// The app a user's domain names.
+fn domain_pool<'s>(snap: &'s Snapshot, host: &str) -> Option<&'s Arc<AppPool>> {
+    if snap.domains.is_empty() && snap.wildcards.is_empty() {
+        return None;
+    }
+    let host = bare_host(host);
+    snap.domains.get(&*host).or_else(|| {
+        let (_, suffix) = host.split_once('.')?;
+        snap.wildcards.get(suffix)
+    })
+}
+
+/// What the ingress answers before routing: an ACME HTTP-01 answer, or, on plain HTTP, a
+/// 308 to HTTPS for a domain with a certificate.
+pub(crate) fn answer_first(
+    shared: &Shared,
+    snap: &Snapshot,
+    https: bool,
+    host: Option<&str>,
+    path: &str,
+    target: &str,
+) -> Option<Answer> {
+    if https {
+        return None;
+    }
+    if let Some(token) = path.strip_prefix(ACME_PREFIX) {
+        let key_authorization = snap.routes.acme_challenges.get(token)?;
+        return Some(Answer {
+            status: StatusCode::OK,
+            fields: vec![],
+            page: Bytes::from(key_authorization.clone()),
+        });
+    }
+    let port = shared.https_port?;
+    let host = host?;
+    domain_pool(snap, host)?;
+    let bare = bare_host(host);
+    if !snap.certs.covers(&bare) {
+        return None;
+    }
+    let location = if port == 443 {
+        format!("https://{bare}{target}")
+    } else {
+        format!("https://{bare}:{port}{target}")
+    };
+    Some(Answer {
+        status: StatusCode::PERMANENT_REDIRECT,
+        page: Bytes::from(format!("308 Permanent Redirect\n\n{location}\n")),
+        fields: vec![("location", location)],
+    })
 }
 
 /// The app a request goes to: the first label of its host, else the first segment of its
@@ -54,6 +170,9 @@ pub(crate) fn resolve<'s>(
     host: Option<&str>,
     path: &str,
 ) -> Option<(&'s AppPool, Option<usize>)> {
+    if let Some(pool) = host.and_then(|h| domain_pool(snap, h)) {
+        return Some((&**pool, None));
+    }
     if let Some(pool) = host.and_then(host_label).and_then(|l| snap.apps.get(&*l)) {
         return Some((&**pool, None));
     }
@@ -107,6 +226,7 @@ async fn forward(
         backend.authority.as_str(),
         false,
         chunked,
+        conn.https,
     );
     let exchange = Exchange {
         head: &head,
@@ -215,6 +335,7 @@ pub(crate) async fn send(
 
 /// [`write_request_head`] for a request hyper parsed (HTTP/2: the host may be the
 /// `:authority`).
+#[allow(clippy::too_many_arguments)]
 fn write_parts_head(
     out: &mut Vec<u8>,
     parts: &hyper::http::request::Parts,
@@ -223,6 +344,7 @@ fn write_parts_head(
     fallback_host: &str,
     upgrade: bool,
     chunked: bool,
+    https: bool,
 ) {
     let host = parts
         .headers
@@ -245,6 +367,7 @@ fn write_parts_head(
         upgrade,
         chunked,
         content_length,
+        https,
     };
     let fields = || {
         parts
@@ -271,6 +394,8 @@ pub(crate) struct RequestHead<'a> {
     pub upgrade: bool,
     /// The body goes chunked: the head says `transfer-encoding: chunked`.
     pub chunked: bool,
+    /// The client came over TLS: `X-Forwarded-Proto: https`.
+    pub https: bool,
     /// The body's length when it goes with one (never with `chunked`): the head says
     /// `content-length` once, whatever the client's fields say.
     pub content_length: Option<u64>,
@@ -349,7 +474,10 @@ where
     if let Some(host) = req.host {
         field(b"x-forwarded-host", host);
     }
-    field(b"x-forwarded-proto", b"http");
+    field(
+        b"x-forwarded-proto",
+        if req.https { b"https" } else { b"http" },
+    );
     if let Some((_, prefix)) = req.strip {
         field(b"x-forwarded-prefix", prefix.as_bytes());
     }
@@ -554,6 +682,7 @@ mod tests {
             "127.0.0.1:9",
             upgrade,
             chunked,
+            false,
         );
         String::from_utf8(out).unwrap()
     }

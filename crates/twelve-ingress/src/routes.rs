@@ -17,6 +17,30 @@ pub struct RouteTable {
     pub apps: BTreeMap<String, AppRoute>,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Certificates the HTTPS listener serves, picked by SNI (docs/tls.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<Certificate>,
+    /// ACME HTTP-01 answers: `GET /.well-known/acme-challenge/TOKEN` on the HTTP listener,
+    /// any host, gets the key authorization.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub acme_challenges: BTreeMap<String, String>,
+}
+
+/// A certificate chain and its private key, both PEM. The names it serves are its own
+/// (subject alternative names, `*.example.com` too), read from the certificate.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Certificate {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("Certificate")
+            .field("cert_pem", &self.cert_pem.len())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +55,16 @@ pub struct AppRoute {
     pub policy: Policy,
     #[serde(default)]
     pub backends: Vec<Backend>,
+    /// Host names routed to this app besides `<app>.*`: `example.com`, `*.example.com`
+    /// (any one label in place of `*`), lowercase, no port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
+    /// Domains of this app with a certificate: `Strict-Transport-Security` on HTTPS answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hsts: Vec<String>,
+    /// Maintenance mode: every request gets 503 with this message and `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<String>,
 }
 
 fn default_status() -> String {
@@ -44,6 +78,9 @@ impl Default for AppRoute {
             message: String::new(),
             policy: Policy::default(),
             backends: Vec::new(),
+            domains: Vec::new(),
+            hsts: Vec::new(),
+            maintenance: None,
         }
     }
 }
@@ -123,6 +160,16 @@ pub enum RoutesError {
         unit: String,
         socket: PathBuf,
     },
+    #[error("app {app}: invalid domain {domain:?}: use a lowercase DNS name (a-z, 0-9, '-', '.'), at least two labels, '*.' only as the first label")]
+    Domain { app: String, domain: String },
+    #[error("domain {domain:?} is routed to both {first} and {second}")]
+    DomainTwice {
+        domain: String,
+        first: String,
+        second: String,
+    },
+    #[error("certificate {index}: {why}")]
+    Certificate { index: usize, why: String },
     #[error("app {app}: unit {unit} is listed twice")]
     DuplicateUnit { app: String, unit: String },
     #[error("invalid route table: {0}")]
@@ -154,6 +201,30 @@ impl RouteTable {
             if !valid {
                 return Err(RoutesError::AppName(name.clone()));
             }
+            for domain in &app.domains {
+                if !valid_domain(domain) {
+                    return Err(RoutesError::Domain {
+                        app: name.clone(),
+                        domain: domain.clone(),
+                    });
+                }
+                if let Some((first, _)) = self
+                    .apps
+                    .iter()
+                    .find(|(other, a)| *other != name && a.domains.contains(domain))
+                {
+                    let (first, second) = if first < name {
+                        (first.clone(), name.clone())
+                    } else {
+                        (name.clone(), first.clone())
+                    };
+                    return Err(RoutesError::DomainTwice {
+                        domain: domain.clone(),
+                        first,
+                        second,
+                    });
+                }
+            }
             for (i, b) in app.backends.iter().enumerate() {
                 if app.backends[..i].iter().any(|o| o.unit == b.unit) {
                     return Err(RoutesError::DuplicateUnit {
@@ -170,6 +241,9 @@ impl RouteTable {
                 }
             }
         }
+        for (index, cert) in self.certificates.iter().enumerate() {
+            crate::tls::load(cert).map_err(|why| RoutesError::Certificate { index, why })?;
+        }
         let t = &self.timeouts;
         for (value, name) in [
             (t.connect_ms, "connect_ms"),
@@ -182,6 +256,17 @@ impl RouteTable {
             }
         }
         Ok(())
+    }
+
+    /// Writes the table with mode 0600: it holds the certificates' private keys.
+    fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
     }
 
     /// Reads `path`; `Ok(None)` when it does not exist.
@@ -206,7 +291,7 @@ impl RouteTable {
         let tmp = path.with_extension("json.tmp");
         let mut bytes = serde_json::to_vec_pretty(self)?;
         bytes.push(b'\n');
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        let mut file = RouteTable::create_private(&tmp).map_err(io)?;
         file.write_all(&bytes).map_err(io)?;
         file.sync_all().map_err(io)?;
         drop(file);
@@ -219,6 +304,26 @@ impl RouteTable {
         }
         Ok(())
     }
+}
+
+/// A host name the ingress routes: lowercase labels of a-z, 0-9 and '-' (not at either
+/// end), at least two, `*` alone as the first label for a wildcard.
+pub fn valid_domain(domain: &str) -> bool {
+    let rest = domain.strip_prefix("*.").unwrap_or(domain);
+    let labels: Vec<&str> = rest.split('.').collect();
+    domain.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+        && !labels
+            .last()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]
@@ -282,5 +387,37 @@ mod tests {
         assert_eq!(table.apps["w"].backends[0].socket_uid, None);
         let json = serde_json::to_string(&table).unwrap();
         assert!(!json.contains("socket_uid"), "{json}");
+    }
+
+    #[test]
+    fn domains_are_checked_and_given_to_one_app() {
+        for good in [
+            "example.com",
+            "*.example.com",
+            "a-b.example.co.uk",
+            "x1.localhost",
+        ] {
+            assert!(valid_domain(good), "{good}");
+        }
+        for bad in [
+            "com",
+            "Example.com",
+            "a..b",
+            "-a.com",
+            "a.*.com",
+            "*",
+            "1.2.3.4",
+            "a.com:443",
+            "a_b.com",
+        ] {
+            assert!(!valid_domain(bad), "{bad}");
+        }
+        let twice =
+            r#"{"apps": {"a": {"domains": ["x.example"]}, "b": {"domains": ["x.example"]}}}"#;
+        let e = RouteTable::from_json(twice.as_bytes()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"domain "x.example" is routed to both a and b"#
+        );
     }
 }

@@ -44,6 +44,8 @@ pub struct IngressConfig {
     /// pool of backend connections; connections are handed to them in turn. 0 serves them on the
     /// caller's runtime.
     pub workers: usize,
+    /// The HTTPS listener (port 0 picks one), none by default.
+    pub https: Option<SocketAddr>,
 }
 
 impl IngressConfig {
@@ -54,6 +56,7 @@ impl IngressConfig {
             dir: dir.into(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             workers: 0,
+            https: None,
         }
     }
 }
@@ -83,6 +86,9 @@ pub(crate) struct Shared {
     pub stopping: AtomicBool,
     registry: Mutex<Registry>,
     routes_path: PathBuf,
+    /// The HTTPS listener's port: plain HTTP requests to a domain with a certificate are
+    /// redirected there.
+    pub https_port: Option<u16>,
 }
 
 impl Shared {
@@ -120,6 +126,8 @@ impl Shared {
 pub struct IngressHandle {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
+    https_task: Option<JoinHandle<()>>,
     socket: PathBuf,
     pid_file: PathBuf,
     cancel: CancellationToken,
@@ -140,6 +148,12 @@ impl IngressHandle {
         let routes_path = config.dir.join(ROUTES_FILE);
         let table = RouteTable::load(&routes_path)?.unwrap_or_default();
 
+        let https_listener = match config.https {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let https_addr = https_listener.as_ref().map(|(_, addr)| *addr);
+
         let mut registry = Registry::default();
         let snapshot = registry.build(table, None);
         let shared = Arc::new(Shared {
@@ -147,6 +161,7 @@ impl IngressHandle {
             registry: Mutex::new(registry),
             routes_path,
             stopping: AtomicBool::new(false),
+            https_port: https_addr.map(|a| a.port()),
         });
 
         let addr = SocketAddr::new(config.bind, config.port);
@@ -169,13 +184,35 @@ impl IngressHandle {
         std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(io(&pid_file))?;
 
         let cancel = CancellationToken::new();
+        let acceptor = https_listener
+            .is_some()
+            .then(|| tokio_rustls::TlsAcceptor::from(crate::tls::server_config(shared.clone())));
         let workers = (0..config.workers)
-            .map(|i| Worker::spawn(i, shared.clone(), config.drain_timeout, cancel.clone()))
+            .map(|i| {
+                Worker::spawn(
+                    i,
+                    shared.clone(),
+                    config.drain_timeout,
+                    cancel.clone(),
+                    acceptor.clone(),
+                )
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| IngressError::Io {
                 path: "worker thread".into(),
                 source,
             })?;
+        // TLS connections go to the same worker threads (handshakes included).
+        let tls_workers: Vec<_> = workers.iter().map(|w| w.streams.clone()).collect();
+        let https_task = https_listener.map(|(listener, _)| {
+            tokio::spawn(crate::tls::accept_loop(
+                listener,
+                shared.clone(),
+                cancel.clone(),
+                config.drain_timeout,
+                tls_workers,
+            ))
+        });
         let proxy_task = tokio::spawn(accept_loop(
             listener,
             shared.clone(),
@@ -187,6 +224,8 @@ impl IngressHandle {
         Ok(IngressHandle {
             shared,
             addr,
+            https_addr,
+            https_task,
             socket,
             pid_file,
             cancel,
@@ -199,6 +238,11 @@ impl IngressHandle {
     /// The public address (with the port picked when the config said 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The HTTPS listener's address, when there is one.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     pub fn admin_socket(&self) -> &Path {
@@ -228,15 +272,31 @@ impl IngressHandle {
         self.shared.stopping.store(true, Ordering::Relaxed);
         self.cancel.cancel();
         let _ = self.proxy_task.await;
+        if let Some(task) = self.https_task {
+            let _ = task.await;
+        }
         let _ = tokio::time::timeout(self.drain_timeout, self.admin_task).await;
         let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_file(&self.pid_file);
     }
 }
 
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), IngressError> {
+    let err = |source| IngressError::Listen {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(addr).await.map_err(err)?;
+    let local = listener.local_addr().map_err(err)?;
+    Ok((listener, local))
+}
+
 /// A thread with its own single-threaded runtime serving the connections it is handed.
+/// A connection for a worker: the socket, its peer, whether it speaks TLS.
+pub(crate) type Handed = (std::net::TcpStream, SocketAddr, bool);
+
 struct Worker {
-    streams: tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    streams: tokio::sync::mpsc::UnboundedSender<Handed>,
     done: tokio::sync::oneshot::Receiver<()>,
 }
 
@@ -246,6 +306,7 @@ impl Worker {
         shared: Arc<Shared>,
         drain_timeout: Duration,
         stop: CancellationToken,
+        acceptor: Option<tokio_rustls::TlsAcceptor>,
     ) -> std::io::Result<Worker> {
         let (streams, mut incoming) = tokio::sync::mpsc::unbounded_channel();
         let (finished, done) = tokio::sync::oneshot::channel();
@@ -261,11 +322,23 @@ impl Worker {
                     // used by its requests only.
                     let pool = Arc::new(Pool::default());
                     tokio::spawn(pool.clone().sweep_forever());
-                    while let Some((stream, peer)) = incoming.recv().await {
+                    while let Some((stream, peer, tls)) = incoming.recv().await {
                         let Ok(stream) = TcpStream::from_std(stream) else {
                             continue;
                         };
-                        connections.serve(stream, peer, &shared, &pool, &stop);
+                        match (&acceptor, tls) {
+                            (Some(acceptor), true) => {
+                                connections.tasks.spawn(crate::tls::serve(
+                                    acceptor.clone(),
+                                    stream,
+                                    peer,
+                                    shared.clone(),
+                                    pool.clone(),
+                                    connections.graceful.watcher(),
+                                ));
+                            }
+                            _ => connections.serve(stream, peer, &shared, &pool, &stop),
+                        }
                     }
                     let _ = tokio::time::timeout(drain_timeout, connections.drain()).await;
                 });
@@ -339,7 +412,9 @@ async fn accept_loop(
             continue;
         }
         if let Ok(stream) = stream.into_std() {
-            let _ = workers[next % workers.len()].streams.send((stream, peer));
+            let _ = workers[next % workers.len()]
+                .streams
+                .send((stream, peer, false));
             next += 1;
         }
     }
@@ -408,7 +483,12 @@ async fn serve_connection(
 /// send a whole head (a request counts from its complete head on). One timer per
 /// connection, re-armed only when it fires, instead of one per request head. Once `stop`
 /// is cancelled, returns as soon as no request is in flight.
-async fn watch(conn: &ConnState, idle: Duration, header_read: Duration, stop: &CancellationToken) {
+pub(crate) async fn watch(
+    conn: &ConnState,
+    idle: Duration,
+    header_read: Duration,
+    stop: &CancellationToken,
+) {
     loop {
         if stop.is_cancelled() {
             if conn.idle_for_ms().is_some() {

@@ -55,6 +55,10 @@ pub(crate) struct AppPool {
     pub no_unit: Arc<UnitCounters>,
     /// The 503 page.
     pub unavailable: Bytes,
+    /// Maintenance mode: the 503 page every request gets.
+    pub maintenance: Option<Bytes>,
+    /// Its domains answered over HTTPS with `Strict-Transport-Security`.
+    pub hsts: Vec<String>,
 }
 
 impl AppPool {
@@ -79,6 +83,11 @@ impl AppPool {
 pub(crate) struct Snapshot {
     pub apps: HashMap<String, Arc<AppPool>>,
     pub routes: RouteTable,
+    /// Apps by domain (`example.com`), and by the suffix of a wildcard (`example.com` for
+    /// `*.example.com`).
+    pub domains: HashMap<String, Arc<AppPool>>,
+    pub wildcards: HashMap<String, Arc<AppPool>>,
+    pub certs: crate::tls::CertStore,
     pub server: Arc<ServerBuilder>,
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
@@ -125,6 +134,7 @@ impl Registry {
 
         let mut backends = HashMap::new();
         let mut apps = HashMap::new();
+        let (mut domains, mut wildcards) = (HashMap::new(), HashMap::new());
         for (name, route) in &table.apps {
             let mut ready = Vec::new();
             for b in &route.backends {
@@ -175,8 +185,26 @@ impl Registry {
                 histogram: self.histograms.entry(name.clone()).or_default().clone(),
                 no_unit: self.counters(name, ""),
                 unavailable: Bytes::from(page),
+                maintenance: route.maintenance.as_ref().map(|message| {
+                    let message = if message.is_empty() {
+                        "It will be back soon."
+                    } else {
+                        message
+                    };
+                    Bytes::from(format!(
+                        "503 Service Unavailable\n\n{name} is down for maintenance.\n{message}\n"
+                    ))
+                }),
+                hsts: route.hsts.clone(),
             };
-            apps.insert(name.clone(), Arc::new(pool));
+            let pool = Arc::new(pool);
+            for domain in &route.domains {
+                match domain.strip_prefix("*.") {
+                    Some(suffix) => wildcards.insert(suffix.to_string(), pool.clone()),
+                    None => domains.insert(domain.clone(), pool.clone()),
+                };
+            }
+            apps.insert(name.clone(), pool);
         }
         // Backends that left the table stay listed while they still have requests.
         for (key, rt) in self.backends.drain() {
@@ -192,6 +220,9 @@ impl Registry {
             connect_timeout: Duration::from_millis(t.connect_ms),
             idle_timeout: Duration::from_millis(t.idle_ms),
             header_read_timeout: Duration::from_millis(t.header_read_ms),
+            certs: crate::tls::CertStore::build(&table.certificates),
+            domains,
+            wildcards,
             routes: table,
             server,
         }

@@ -479,6 +479,86 @@ pub enum AppCommand {
         #[command(subcommand)]
         command: ControllerCommand,
     },
+    /// An app's domains: requests for them go to the app, and its base URL follows the
+    /// first one (docs/domains.md).
+    Domain {
+        #[command(subcommand)]
+        command: DomainCommand,
+    },
+    /// HTTPS certificates (docs/tls.md).
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
+    /// Maintenance mode: the ingress answers 503 with a small page; units keep running.
+    Maintenance {
+        #[command(subcommand)]
+        command: MaintenanceCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// Route HOST (`shop.example.com`, or `*.example.com` with a certificate you bring) to APP.
+    Add {
+        app: String,
+        host: String,
+        /// Send Strict-Transport-Security on HTTPS answers for this host.
+        #[arg(long)]
+        hsts: bool,
+    },
+    /// Stop routing HOST to APP.
+    Remove { app: String, host: String },
+    /// Domains, per app, and their certificates.
+    List {
+        app: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: StatusFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Install a certificate (PEM chain) and its private key for HOST; the key is sealed
+    /// at rest. Used at the next handshake, no restart.
+    Cert {
+        host: String,
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+    /// Obtain and renew certificates for every domain from an ACME CA (RFC 8555; Let's
+    /// Encrypt by default), answering HTTP-01 challenges on the HTTP listener.
+    Acme {
+        /// The account's contact address.
+        #[arg(long)]
+        email: String,
+        /// The CA's directory URL (default: Let's Encrypt's production directory).
+        #[arg(long, value_name = "URL")]
+        directory: Option<String>,
+        /// A PEM root to trust for the directory's HTTPS (a test CA).
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<PathBuf>,
+    },
+    /// Per host: certificate source, issuer, expiry, last ACME attempt and error.
+    Status {
+        #[arg(long, value_enum, default_value = "text")]
+        format: StatusFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceCommand {
+    /// Answer every request to APP with 503 and Retry-After.
+    On {
+        app: String,
+        /// A line for the page.
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// Serve APP again.
+    Off { app: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -489,6 +569,21 @@ pub enum ControllerCommand {
     Status,
     /// Stop the controller (apps keep running).
     Stop,
+    /// Write and enable a systemd unit that runs the controller at boot (it brings every
+    /// app back: units, ingress, certificates).
+    Install {
+        /// Where to write the unit (default /etc/systemd/system/twelve-controller.service).
+        #[arg(long, value_name = "FILE")]
+        unit_file: Option<PathBuf>,
+        /// Write the file only: no `systemctl enable`.
+        #[arg(long)]
+        no_enable: bool,
+    },
+    /// Disable and remove the systemd unit.
+    Uninstall {
+        #[arg(long, value_name = "FILE")]
+        unit_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

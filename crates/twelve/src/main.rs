@@ -64,6 +64,14 @@ fn main() -> ExitCode {
         ),
         cli::Command::K8s { command } => cmd::k8s::run(command),
         cli::Command::Pebble(args) => return twelve_pebble::cli::run(args),
+        cli::Command::Ingress(twelve_ingress::IngressArgs {
+            command:
+                twelve_ingress::IngressCommand::Configure {
+                    http,
+                    https,
+                    no_https,
+                },
+        }) => cmd::edge::ingress_configure(http, https, no_https),
         cli::Command::Ingress(args) => return twelve_ingress::cli_main(args),
         cli::Command::StatsdExporter(args) => return twelve_statsd::cli_main(args),
         cli::Command::App(cmd) => cmd::app::run(cmd),

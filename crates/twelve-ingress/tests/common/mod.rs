@@ -198,6 +198,7 @@ pub fn table(apps: Vec<(&str, AppRoute)>) -> RouteTable {
             .map(|(name, app)| (name.to_string(), app))
             .collect(),
         timeouts: Timeouts::default(),
+        ..RouteTable::default()
     }
 }
 

@@ -266,6 +266,9 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AppCommand::Controller { command } => controller(command),
+        AppCommand::Domain { command } => crate::cmd::edge::domain(command),
+        AppCommand::Tls { command } => crate::cmd::edge::tls(command),
+        AppCommand::Maintenance { command } => crate::cmd::edge::maintenance(command),
         AppCommand::Metrics { command } => {
             let path = match command {
                 crate::cli::MetricsCommand::Sd => "/sd",
@@ -893,6 +896,7 @@ fn status_text(r: &Value) -> String {
             }
         }
     }
+    crate::cmd::edge::status_lines(r, &mut out);
     let services = r["backing-services"]
         .as_array()
         .cloned()
@@ -1193,6 +1197,13 @@ fn controller(cmd: ControllerCommand) -> CliResult<ExitCode> {
             }
             println!("controller stopped; apps keep running");
             Ok(ExitCode::SUCCESS)
+        }
+        ControllerCommand::Install {
+            unit_file,
+            no_enable,
+        } => crate::cmd::edge::controller_install(&home, unit_file, no_enable),
+        ControllerCommand::Uninstall { unit_file } => {
+            crate::cmd::edge::controller_uninstall(unit_file)
         }
     }
 }

@@ -1,4 +1,5 @@
 pub mod app;
+pub mod edge;
 pub mod init;
 pub mod k8s;
 pub mod oci;

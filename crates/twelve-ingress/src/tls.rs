@@ -1,0 +1,236 @@
+//! HTTPS: the certificates of the route table, picked by SNI at each handshake from the
+//! table of now (a new certificate serves without a restart), and the TLS listener's
+//! connections: TLS 1.2 and 1.3 (rustls, ring), ALPN `h2` (hyper's HTTP/2 server) and
+//! `http/1.1` (hyper's HTTP/1 server), both through [`crate::proxy::handle`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hyper::header::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::body::ConnState;
+use crate::routes::Certificate;
+use crate::server::Shared;
+use crate::upstream::Pool;
+use crate::x509::{self, CertInfo};
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One certificate of the table, ready for rustls.
+pub(crate) struct Loaded {
+    pub info: CertInfo,
+    pub key: Arc<CertifiedKey>,
+}
+
+/// Parses a PEM chain and key; the error names what is wrong.
+pub(crate) fn load(cert: &Certificate) -> Result<Loaded, String> {
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("the certificate is not PEM: {e}"))?;
+    let Some(leaf) = chain.first() else {
+        return Err("no CERTIFICATE block in the certificate file".into());
+    };
+    let info = x509::parse(leaf).ok_or("the certificate is not an X.509 certificate")?;
+    if info.names.is_empty() {
+        return Err("the certificate names no host (no DNS subject alternative name)".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes())
+        .map_err(|e| format!("the key is not a PEM private key: {e}"))?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| format!("unsupported private key: {e}"))?;
+    let key = CertifiedKey::new(chain, signer);
+    key.keys_match()
+        .map_err(|_| "the private key does not match the certificate".to_string())?;
+    Ok(Loaded {
+        info,
+        key: Arc::new(key),
+    })
+}
+
+/// The certificates of one table.
+#[derive(Default)]
+pub(crate) struct CertStore {
+    certs: Vec<Loaded>,
+}
+
+impl CertStore {
+    pub(crate) fn build(certs: &[Certificate]) -> CertStore {
+        // The table was validated: every certificate loads.
+        CertStore {
+            certs: certs.iter().filter_map(|c| load(c).ok()).collect(),
+        }
+    }
+
+    /// Whether some certificate covers `host` (no port), valid or not.
+    pub(crate) fn covers(&self, host: &str) -> bool {
+        self.certs
+            .iter()
+            .any(|c| c.info.names.iter().any(|n| x509::name_matches(n, host)))
+    }
+
+    /// The certificate for `host`: among those naming it, a valid one expiring last, else
+    /// the one expiring last (never an expired one when a valid one exists).
+    pub(crate) fn pick(&self, host: &str, now: i64) -> Option<&Arc<CertifiedKey>> {
+        self.certs
+            .iter()
+            .filter(|c| c.info.names.iter().any(|n| x509::name_matches(n, host)))
+            .max_by_key(|c| {
+                let valid = c.info.not_before <= now && now < c.info.not_after;
+                (valid, c.info.not_after)
+            })
+            .map(|c| &c.key)
+    }
+}
+
+pub(crate) fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Picks the certificate of the handshake's SNI name from the table of now; without SNI,
+/// the table's first certificate.
+struct Resolver(Arc<Shared>);
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolver")
+    }
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let snap = self.0.table.load();
+        match hello.server_name() {
+            Some(host) => snap.certs.pick(&host.to_ascii_lowercase(), now()).cloned(),
+            // No SNI (a client given an IP address): the first certificate of the table,
+            // as nginx's default server.
+            None => snap.certs.certs.first().map(|c| c.key.clone()),
+        }
+    }
+}
+
+pub(crate) fn server_config(shared: Arc<Shared>) -> Arc<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Resolver(shared)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// Accepts TLS connections until `cancel`, then lets them finish (up to `drain`).
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    drain: Duration,
+    workers: Vec<tokio::sync::mpsc::UnboundedSender<crate::server::Handed>>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(shared.clone()));
+    let mut next = 0;
+    let pool = Arc::new(Pool::default());
+    let sweeper = tokio::spawn(pool.clone().sweep_forever());
+    let tasks = TaskTracker::new();
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if !workers.is_empty() {
+            if let Ok(stream) = stream.into_std() {
+                let _ = workers[next % workers.len()].send((stream, peer, true));
+                next += 1;
+            }
+            continue;
+        }
+        let watcher = graceful.watcher();
+        tasks.spawn(serve(
+            acceptor.clone(),
+            stream,
+            peer,
+            shared.clone(),
+            pool.clone(),
+            watcher,
+        ));
+    }
+    drop(listener);
+    tasks.close();
+    let _ = tokio::time::timeout(drain, async {
+        tokio::join!(graceful.shutdown(), tasks.wait())
+    })
+    .await;
+    sweeper.abort();
+}
+
+pub(crate) async fn serve(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    pool: Arc<Pool>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let _ = stream.set_nodelay(true);
+    let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
+        return;
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let snap = shared.table.load_full();
+    let (server, idle, header_read) = (
+        snap.server.clone(),
+        snap.idle_timeout,
+        snap.header_read_timeout,
+    );
+    drop(snap);
+    let conn = Arc::new(ConnState::new(shared, peer_ip, pool).with_https());
+    let service = {
+        let conn = conn.clone();
+        service_fn(move |req| crate::proxy::handle(conn.clone(), req))
+    };
+    let io = TokioIo::new(tls);
+    let never = CancellationToken::new();
+    if h2 {
+        conn.set_h2();
+        let connection = watcher.watch(server.serve_connection(io, service));
+        tokio::select! {
+            _ = connection => {}
+            _ = crate::server::watch(&conn, idle, idle, &never) => {}
+        }
+    } else {
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read)
+            .max_buf_size(crate::table::MAX_REQUEST_HEAD.max(8192));
+        let connection = watcher.watch(http1.serve_connection(io, service));
+        tokio::select! {
+            _ = connection => {}
+            _ = crate::server::watch(&conn, idle, idle, &never) => {}
+        }
+    }
+}
