@@ -343,14 +343,16 @@ fn the_machine_comes_back_with_only_the_controller_started() {
         curl_https(https, "back.example", "/", &ca, &[]).filter(|r| r.0 == 200)
     });
 
-    // The power goes: every process of this home dies at once, no clean stop.
+    // The power goes: every process of this home dies, no clean stop. Killed until none
+    // is left (one may be starting a process while the others die).
     let pids = processes_of(t.home.path());
     assert!(pids.len() >= 3, "controller, ingress and a unit: {pids:?}");
-    for pid in &pids {
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-    }
     eventually("every process gone", LONG, || {
-        processes_of(t.home.path()).is_empty().then_some(())
+        let left = processes_of(t.home.path());
+        for pid in &left {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        left.is_empty().then_some(())
     });
     assert!(curl_https(https, "back.example", "/", &ca, &[]).is_none());
 
