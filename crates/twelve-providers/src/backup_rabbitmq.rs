@@ -5,60 +5,35 @@
 //! updates definitions; it deletes none.
 
 use std::io::Read;
-use std::process::Stdio;
 use std::time::Duration;
-
-use tokio::io::AsyncWriteExt;
 
 use crate::backup::{DumpInfo, DumpPart, PartSink, PartSource};
 use crate::rabbitmq::{self, Admin, Target};
-use crate::util::scrub;
 use crate::{ProviderError, Providers, Result, Server};
 
 const PART: &str = "definitions.json";
 
-/// `rabbitmqctl [-n node] -q ARGS` with `input` on stdin; its stdout.
+/// `rabbitmqctl [-n node] -q ARGS` with `input` on stdin (`rabbitmq::ctl_output`, 120 s:
+/// definitions can be large); its stdout.
 async fn ctl(t: &Target, args: &[&str], input: Option<Vec<u8>>, action: &str) -> Result<Vec<u8>> {
     let Admin::Ctl { ctl, node } = &t.how else {
         unreachable!("called for rabbitmqctl targets only")
     };
-    let mut cmd = tokio::process::Command::new(ctl);
-    if let Some(n) = node {
-        cmd.arg("-n").arg(n);
-    }
-    cmd.arg("-q")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let failed = |reason: String| ProviderError::Failed {
+    rabbitmq::ctl_output(
+        t,
+        (ctl.as_path(), node),
+        args,
+        input.as_deref(),
+        &[],
+        Duration::from_secs(120),
+        action,
+    )
+    .await?
+    .map_err(|reason| ProviderError::Failed {
         server: t.server.clone(),
         action: action.into(),
         reason,
-    };
-    let mut child = cmd.spawn().map_err(|e| failed(e.to_string()))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    if let Some(data) = input {
-        stdin
-            .write_all(&data)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-    }
-    drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .map_err(|_| failed("rabbitmqctl did not answer within 120 s".into()))?
-        .map_err(|e| failed(e.to_string()))?;
-    if !out.status.success() {
-        let text = format!(
-            "{} {}",
-            String::from_utf8_lossy(&out.stderr).trim(),
-            String::from_utf8_lossy(&out.stdout).trim()
-        );
-        return Err(failed(scrub(text.trim().replace('\n', " "), &[])));
-    }
-    Ok(out.stdout)
+    })
 }
 
 pub(crate) async fn server_version(p: &Providers, server: &Server) -> Result<(String, u64)> {

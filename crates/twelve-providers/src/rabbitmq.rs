@@ -115,15 +115,18 @@ pub(crate) fn target(p: &Providers, server: &Server) -> Result<Target> {
     })
 }
 
-/// `rabbitmqctl -q ARGS`, with `stdin` written to its standard input (passwords never go
-/// on a command line).
-async fn run_ctl(
+/// `rabbitmqctl [-n node] -q ARGS`, with `input` written to its standard input (passwords
+/// never go on a command line), within `limit`: its stdout, or why it failed (stderr and
+/// stdout on one line, `secrets` scrubbed). `Err` is for a command that could not run.
+pub(crate) async fn ctl_output(
     t: &Target,
     (ctl, node): (&Path, &Option<String>),
     args: &[&str],
-    stdin: Option<&str>,
+    input: Option<&[u8]>,
+    secrets: &[&str],
+    limit: Duration,
     action: &str,
-) -> Result<std::result::Result<(), String>> {
+) -> Result<std::result::Result<Vec<u8>, String>> {
     let mut cmd = tokio::process::Command::new(ctl);
     if let Some(n) = node {
         cmd.arg("-n").arg(n);
@@ -140,28 +143,56 @@ async fn run_ctl(
         reason,
     };
     let mut child = cmd.spawn().map_err(|e| failed(e.to_string()))?;
-    let mut input = child.stdin.take().expect("piped");
-    if let Some(s) = stdin {
-        let _ = input.write_all(s.as_bytes()).await;
+    let mut stdin = child.stdin.take().expect("piped");
+    if let Some(data) = input {
+        // A command that exits without reading says why on stderr, below.
+        let _ = stdin.write_all(data).await;
     }
-    drop(input);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+    drop(stdin);
+    let out = tokio::time::timeout(limit, child.wait_with_output())
         .await
-        .map_err(|_| failed("rabbitmqctl did not answer within 60 s".into()))?
+        .map_err(|_| {
+            failed(format!(
+                "rabbitmqctl did not answer within {} s",
+                limit.as_secs()
+            ))
+        })?
         .map_err(|e| failed(e.to_string()))?;
     if out.status.success() {
-        return Ok(Ok(()));
+        return Ok(Ok(out.stdout));
     }
     let text = format!(
         "{} {}",
         String::from_utf8_lossy(&out.stderr).trim(),
         String::from_utf8_lossy(&out.stdout).trim()
     );
-    let secrets: Vec<&str> = stdin.into_iter().collect();
     Ok(Err(scrub(
         text.trim().replace("Error:\n", "").replace('\n', " "),
-        &secrets,
+        secrets,
     )))
+}
+
+/// [`ctl_output`] for commands whose output does not matter (60 s; the input is a
+/// password, scrubbed from errors).
+async fn run_ctl(
+    t: &Target,
+    ctl_path: (&Path, &Option<String>),
+    args: &[&str],
+    stdin: Option<&str>,
+    action: &str,
+) -> Result<std::result::Result<(), String>> {
+    let secrets: Vec<&str> = stdin.into_iter().collect();
+    Ok(ctl_output(
+        t,
+        ctl_path,
+        args,
+        stdin.map(str::as_bytes),
+        &secrets,
+        Duration::from_secs(60),
+        action,
+    )
+    .await?
+    .map(|_| ()))
 }
 
 async fn ctl_ok(
