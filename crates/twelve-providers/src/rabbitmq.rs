@@ -597,7 +597,9 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
         let _ = child.wait().await;
     });
 
-    let started = util::wait_for(std::time::Duration::from_secs(30), || async {
+    // Erlang boots slowly on a loaded machine (over 30 s seen with two busy cores); a
+    // broker that died shows in the log named by the error.
+    let started = util::wait_for(std::time::Duration::from_secs(120), || async {
         if running_pid(dir).is_none() {
             return Err("no pid yet".to_string());
         }
