@@ -420,15 +420,13 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
         });
     }
     util::create_dir(dir, 0o700)?;
-    let user = util::service_user(p.service_user.as_deref());
+    let user = util::server_user(p.service_user.as_deref(), &desc)?;
     let pw = util::admin_secret(dir)?;
     let data = dir.join("data");
     let log = dir.join("server.log");
-    if let Some(u) = &user {
-        // The server's own user must own the directory (socket, log, data).
-        nix::unistd::chown(dir, Some(u.uid), Some(u.gid))
-            .map_err(|e| ProviderError::io(dir, std::io::Error::from(e)))?;
-    }
+    // The server's own user owns the directory (socket, log, data), 0700; a directory an
+    // older twelve made (owned by `postgres`) is taken over.
+    util::hand_over(dir, user.as_ref())?;
 
     if !data.join("PG_VERSION").exists() {
         if data.exists() {
@@ -437,7 +435,7 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
         let pwfile = dir.join("initdb.pw");
         util::write_private(&pwfile, &pw)?;
         if let Some(u) = &user {
-            util::chown_tree(&pwfile, u)?;
+            util::chown_tree(&pwfile, u, None)?;
         }
         let mut cmd = util::detached(&initdb, user.as_ref());
         cmd.arg("-D")
@@ -475,7 +473,7 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
     )
     .map_err(|e| ProviderError::io(&twelve_conf, e))?;
     if let Some(u) = &user {
-        util::chown_tree(&twelve_conf, u)?;
+        util::chown_tree(&twelve_conf, u, None)?;
     }
 
     let mut cmd = util::detached(&pg_ctl, user.as_ref());

@@ -1,5 +1,5 @@
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -249,36 +249,90 @@ where
     }
 }
 
-/// The account other programs run as when twelve is root.
-pub(crate) fn service_user(preferred: Option<&str>) -> Option<nix::unistd::User> {
+/// The user a managed server runs as: `None` when twelve is not root (the server runs as
+/// twelve's own user); else the service's user given with
+/// [`Providers::with_service_user`](crate::Providers::with_service_user) (the controller
+/// gives each service a system user of its own), or `nobody` without one. Never root.
+pub(crate) fn server_user(preferred: Option<&str>, server: &str) -> Result<Option<nix::unistd::User>> {
     if !nix::unistd::geteuid().is_root() {
-        return None;
+        return Ok(None);
     }
-    let names: Vec<&str> = match preferred {
-        Some(p) => vec![p],
-        None => vec!["postgres", "nobody"],
-    };
-    names
-        .into_iter()
-        .find_map(|n| nix::unistd::User::from_name(n).ok().flatten())
+    let name = preferred.unwrap_or("nobody");
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) if !u.uid.is_root() => Ok(Some(u)),
+        Ok(Some(_)) => Err(ProviderError::Failed {
+            server: server.to_string(),
+            action: "choosing the user the server runs as".into(),
+            reason: format!("`{name}` is root; managed servers never run as root"),
+        }),
+        _ => Err(ProviderError::Failed {
+            server: server.to_string(),
+            action: "choosing the user the server runs as".into(),
+            reason: format!("there is no user `{name}` on this machine; create it (useradd --system {name})"),
+        }),
+    }
 }
 
-pub(crate) fn chown_tree(path: &Path, user: &nix::unistd::User) -> Result<()> {
-    nix::unistd::chown(path, Some(user.uid), Some(user.gid))
-        .map_err(|e| ProviderError::io(path, std::io::Error::from(e)))?;
-    if path.is_dir() {
+/// Gives `dir` and everything under it to the server's `user` (symbolic links themselves,
+/// never what they point to), except the admin secret, which stays with twelve; `dir`
+/// becomes 0700, so that no other user (an app's, another service's) can enter it. This
+/// is how a directory made by an older twelve (owned by root or `postgres`) is taken over.
+/// Nothing to do when twelve is not root (`user` is `None`).
+pub(crate) fn hand_over(dir: &Path, user: Option<&nix::unistd::User>) -> Result<()> {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| ProviderError::io(dir, e))?;
+    let Some(user) = user else {
+        return Ok(());
+    };
+    chown_tree(dir, user, Some("admin.secret"))
+}
+
+fn lchown(path: &Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid.as_raw()), Some(gid.as_raw()))
+        .map_err(|e| ProviderError::io(path, e))
+}
+
+/// `chown -hR`: symbolic links are changed themselves and never followed, so a link the
+/// server's user planted in its directory cannot make root give away another file. Files
+/// named `keep_root` become (or stay) root's.
+pub(crate) fn chown_tree(
+    path: &Path,
+    user: &nix::unistd::User,
+    keep_root: Option<&str>,
+) -> Result<()> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| ProviderError::io(path, e))?;
+    let (uid, gid) = if meta.is_file() && keep_root.is_some() && path.file_name() == keep_root.map(std::ffi::OsStr::new) {
+        (nix::unistd::Uid::from_raw(0), nix::unistd::Gid::from_raw(0))
+    } else {
+        (user.uid, user.gid)
+    };
+    if meta.uid() != uid.as_raw() || meta.gid() != gid.as_raw() {
+        lchown(path, uid, gid)?;
+    }
+    if meta.is_dir() {
         for entry in std::fs::read_dir(path).map_err(|e| ProviderError::io(path, e))? {
             let entry = entry.map_err(|e| ProviderError::io(path, e))?;
             let p: PathBuf = entry.path();
-            if p.is_dir() && !p.is_symlink() {
-                chown_tree(&p, user)?;
-            } else {
-                nix::unistd::chown(&p, Some(user.uid), Some(user.gid))
-                    .map_err(|e| ProviderError::io(&p, std::io::Error::from(e)))?;
-            }
+            chown_tree(&p, user, keep_root)?;
         }
     }
     Ok(())
+}
+
+/// Makes `path` root's again (recursively, links not followed) and 0700: for a managed
+/// server's directory kept after its service and user are removed, so that a later user
+/// given the same uid cannot read it.
+pub fn disown_tree(path: &Path) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let root = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(0))
+        .ok()
+        .flatten()
+        .ok_or_else(|| ProviderError::io(path, std::io::Error::other("no root user")))?;
+    chown_tree(path, &root, None)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| ProviderError::io(path, e))
 }
 
 /// Host and port of a URL (host defaults to 127.0.0.1).
