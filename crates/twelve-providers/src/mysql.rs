@@ -1,6 +1,5 @@
 //! MySQL/MariaDB: a database and a user per app, with privileges on that database only.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -315,12 +314,7 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
     let log = dir.join("server.log");
     let pw = util::admin_secret(dir)?;
     // mariadbd writes its log itself (--log-error) as the server's user.
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(&log)
-        .map_err(|e| ProviderError::io(&log, e))?;
+    util::open_log(&log)?;
     // The server's user owns the directory, 0700; one an older twelve made (owned by
     // root, the server ran with --user=root) is taken over.
     util::hand_over(dir, user.as_ref())?;

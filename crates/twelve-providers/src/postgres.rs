@@ -460,18 +460,20 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
         let conf = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf).map_err(|e| ProviderError::io(&conf, e))?;
         text.push_str("\n# Added by twelve: listen address, port and socket directory.\ninclude_if_exists = 'twelve.conf'\n");
-        std::fs::write(&conf, text).map_err(|e| ProviderError::io(&conf, e))?;
+        util::write_private(&conf, &text)?;
+        if let Some(u) = &user {
+            util::chown_tree(&conf, u, None)?;
+        }
     }
     let quote = |s: &str| s.replace('\'', "''");
     let twelve_conf = data.join("twelve.conf");
-    std::fs::write(
+    util::write_private(
         &twelve_conf,
-        format!(
+        &format!(
             "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nunix_socket_permissions = 0700\n",
             quote(&dir.display().to_string())
         ),
-    )
-    .map_err(|e| ProviderError::io(&twelve_conf, e))?;
+    )?;
     if let Some(u) = &user {
         util::chown_tree(&twelve_conf, u, None)?;
     }

@@ -563,7 +563,8 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
     let log = dir.join("server.log");
     let w = |name: &str, text: &str| {
         let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|e| ProviderError::io(&path, e))
+        // Written beside and renamed: never through a link planted in the directory.
+        util::write_private(&path, text)
     };
     w("enabled_plugins", "[].\n")?;
     w(
@@ -571,11 +572,7 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
         &format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users.guest = true\n"),
     )?;
     w("rabbitmq-env.conf", "")?;
-    let log_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .map_err(|e| ProviderError::io(&log, e))?;
+    let log_file = util::open_log(&log)?;
     // The broker's user owns the directory (Mnesia, logs, its Erlang cookie), 0700; one an
     // older twelve made (owned by the machine's `rabbitmq`) is taken over.
     let user = util::server_user(p.service_user.as_deref(), &desc)?;

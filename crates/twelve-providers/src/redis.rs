@@ -202,9 +202,9 @@ async fn start_app_server(p: &Providers, dir: &Path, app: &str) -> Result<u16> {
     let apps = dir.join("apps");
     util::create_dir(&apps, 0o700)?;
     // The app servers run as the service's user, which must enter `apps`.
-    if let Some(u) = util::server_user(p.service_user.as_deref(), &Server::managed(Kind::Redis, dir, 0).describe())? {
-        nix::unistd::chown(&apps, Some(u.uid), Some(u.gid))
-            .map_err(|e| ProviderError::io(&apps, std::io::Error::from(e)))?;
+    let desc = Server::managed(Kind::Redis, dir, 0).describe();
+    if let Some(u) = util::server_user(p.service_user.as_deref(), &desc)? {
+        util::chown_tree(&apps, &u, Some("admin.secret"))?;
     }
     util::create_dir(&d, 0o700)?;
     let port = app_port(&d)?;
