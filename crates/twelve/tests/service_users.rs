@@ -262,7 +262,11 @@ fn a_directory_an_older_twelve_made_is_taken_over_with_its_data() {
     // An older twelve: PostgreSQL ran as the machine's postgres, MariaDB and Redis as
     // root, RabbitMQ as the machine's rabbitmq. The controller is stopped so that it does
     // not restart them while their files change hands.
-    t.ok(&["controller", "stop"]);
+    let said = t.ok(&["controller", "stop"]);
+    assert!(
+        said.contains("controller stopped; apps, the ingress and managed backing services keep running"),
+        "{said}"
+    );
     for (kind, name) in SERVICES {
         let dir = services.join(name);
         if kind == "redis" {
@@ -338,4 +342,21 @@ fn a_directory_an_older_twelve_made_is_taken_over_with_its_data() {
         "{vhosts}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `twelve controller stop` says what stops with it: with no app deployed, its ingress.
+#[test]
+fn controller_stop_says_whether_the_ingress_stopped_too() {
+    let t = Twelve::new();
+    t.ok(&["status"]);
+    let pid_file = t.home.path().join("ingress/ingress.pid");
+    let pid = eventually("the ingress's pid", LONG, || pid_in(&pid_file));
+    let said = t.ok(&["controller", "stop"]);
+    assert_eq!(
+        said.trim(),
+        "controller stopped with its ingress (no app is deployed)"
+    );
+    eventually("the ingress gone", LONG, || {
+        (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
 }
