@@ -395,7 +395,9 @@ impl Controller {
                     .count();
                 let ingress_stops = self.ingress_unused();
                 self.shutdown.notify_one();
-                Ok(json!({"stopping": true, "apps": apps, "services": services, "ingress-stops": ingress_stops}))
+                Ok(
+                    json!({"stopping": true, "apps": apps, "services": services, "ingress-stops": ingress_stops}),
+                )
             }
         }
     }

@@ -260,7 +260,10 @@ where
 /// twelve's own user); else the service's user given with
 /// [`Providers::with_service_user`](crate::Providers::with_service_user) (the controller
 /// gives each service a system user of its own), or `nobody` without one. Never root.
-pub(crate) fn server_user(preferred: Option<&str>, server: &str) -> Result<Option<nix::unistd::User>> {
+pub(crate) fn server_user(
+    preferred: Option<&str>,
+    server: &str,
+) -> Result<Option<nix::unistd::User>> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
@@ -275,7 +278,9 @@ pub(crate) fn server_user(preferred: Option<&str>, server: &str) -> Result<Optio
         _ => Err(ProviderError::Failed {
             server: server.to_string(),
             action: "choosing the user the server runs as".into(),
-            reason: format!("there is no user `{name}` on this machine; create it (useradd --system {name})"),
+            reason: format!(
+                "there is no user `{name}` on this machine; create it (useradd --system {name})"
+            ),
         }),
     }
 }
@@ -370,7 +375,12 @@ fn chown_dir(
         match open_dir_nofollow(&path) {
             Ok(sub) => chown_dir(sub, &shown, user, keep_root)?,
             // Replaced by a link (or a file) since: that is changed itself.
-            Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ELOOP | nix::libc::ENOTDIR)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(nix::libc::ELOOP | nix::libc::ENOTDIR)
+                ) =>
+            {
                 if let Ok(meta) = std::fs::symlink_metadata(&path) {
                     chown_entry(&path, &shown, &meta, user, keep_root)?;
                 }

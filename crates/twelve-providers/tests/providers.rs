@@ -362,7 +362,11 @@ async fn managed(kind: Kind) {
     let outside = tempfile::NamedTempFile::new().unwrap();
     let root = nix::unistd::geteuid().is_root();
     if root {
-        let owner = if kind == Kind::Postgresql { "postgres:postgres" } else { "root:root" };
+        let owner = if kind == Kind::Postgresql {
+            "postgres:postgres"
+        } else {
+            "root:root"
+        };
         let ok = std::process::Command::new("chown")
             .args(["-R", owner])
             .arg(dir)
@@ -386,16 +390,32 @@ async fn managed(kind: Kind) {
             .parse()
             .unwrap();
         let meta = std::fs::metadata(dir).unwrap();
-        assert_eq!(meta.mode() & 0o777, 0o700, "{kind}: the directory is private");
-        assert_eq!(meta.uid(), uid, "{kind}: the server's user owns its directory");
-        assert_eq!(std::fs::metadata(dir.join("admin.secret")).unwrap().uid(), nix::unistd::geteuid().as_raw());
+        assert_eq!(
+            meta.mode() & 0o777,
+            0o700,
+            "{kind}: the directory is private"
+        );
+        assert_eq!(
+            meta.uid(),
+            uid,
+            "{kind}: the server's user owns its directory"
+        );
+        assert_eq!(
+            std::fs::metadata(dir.join("admin.secret")).unwrap().uid(),
+            nix::unistd::geteuid().as_raw()
+        );
         if root {
             // Never root, never the machine's postgres: `nobody` without a service user.
             let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
             assert_eq!(uid, nobody.uid.as_raw(), "{kind} runs as uid {uid}");
             // The link was taken over itself, not followed.
             assert_eq!(std::fs::metadata(outside.path()).unwrap().uid(), 0);
-            assert_eq!(std::fs::symlink_metadata(dir.join("planted")).unwrap().uid(), uid);
+            assert_eq!(
+                std::fs::symlink_metadata(dir.join("planted"))
+                    .unwrap()
+                    .uid(),
+                uid
+            );
         }
     }
     assert_eq!(

@@ -160,9 +160,17 @@ fn each_managed_server_runs_as_a_user_of_its_own_that_apps_cannot_read() {
         // Its directory is that user's alone.
         let meta = std::fs::metadata(&dir).unwrap();
         assert_eq!(meta.uid(), uid, "{kind}: owner of {}", dir.display());
-        assert_eq!(meta.mode() & 0o777, 0o700, "{kind}: mode of {}", dir.display());
+        assert_eq!(
+            meta.mode() & 0o777,
+            0o700,
+            "{kind}: mode of {}",
+            dir.display()
+        );
         // The admin password stays twelve's (root's).
-        assert_eq!(std::fs::metadata(dir.join("admin.secret")).unwrap().uid(), 0);
+        assert_eq!(
+            std::fs::metadata(dir.join("admin.secret")).unwrap().uid(),
+            0
+        );
 
         // The app's user cannot open a file in it (EACCES), nor list it.
         let (ok, out) = sh(
@@ -188,10 +196,7 @@ fn each_managed_server_runs_as_a_user_of_its_own_that_apps_cannot_read() {
     let rd_uid = std::fs::metadata(&rd).unwrap().uid();
     assert_eq!(uids(pid), vec![rd_uid; 4]);
     assert_eq!(std::fs::metadata(&app_dir).unwrap().uid(), rd_uid);
-    assert_eq!(
-        std::fs::metadata(&app_dir).unwrap().mode() & 0o777,
-        0o700
-    );
+    assert_eq!(std::fs::metadata(&app_dir).unwrap().mode() & 0o777, 0o700);
 
     // Removing a service deletes its user; kept data becomes root's (a later user with
     // the same uid must not read it).
@@ -213,7 +218,11 @@ fn each_managed_server_runs_as_a_user_of_its_own_that_apps_cannot_read() {
 /// Stops a server the way its owner would (PostgreSQL: fast shutdown) and waits for it.
 fn kill_server(file: &Path, kind: &str) {
     let pid = server_pid(file);
-    let sig = if kind == "postgresql" { "-INT" } else { "-TERM" };
+    let sig = if kind == "postgresql" {
+        "-INT"
+    } else {
+        "-TERM"
+    };
     assert!(std::process::Command::new("kill")
         .args([sig, &pid.to_string()])
         .status()
@@ -264,7 +273,9 @@ fn a_directory_an_older_twelve_made_is_taken_over_with_its_data() {
     // not restart them while their files change hands.
     let said = t.ok(&["controller", "stop"]);
     assert!(
-        said.contains("controller stopped; apps, the ingress and managed backing services keep running"),
+        said.contains(
+            "controller stopped; apps, the ingress and managed backing services keep running"
+        ),
         "{said}"
     );
     for (kind, name) in SERVICES {
@@ -294,7 +305,10 @@ fn a_directory_an_older_twelve_made_is_taken_over_with_its_data() {
         assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o700), "{kind}");
     }
     let app_redis = server_pid(&services.join("rd/apps/web/redis.pid"));
-    assert_eq!(uids(app_redis)[0], std::fs::metadata(services.join("rd")).unwrap().uid());
+    assert_eq!(
+        uids(app_redis)[0],
+        std::fs::metadata(services.join("rd")).unwrap().uid()
+    );
     let out = eventually("the data through the restarted servers", LONG, || {
         let (ok, out) = sh(
             &t,
@@ -329,10 +343,21 @@ fn a_directory_an_older_twelve_made_is_taken_over_with_its_data() {
             .find(|s| s["name"] == "mq")
             .unwrap()
             .clone();
-        s["address"].as_str().unwrap().rsplit(':').next().unwrap().to_string()
+        s["address"]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string()
     };
     let out = std::process::Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
-        .args(["-q", "-n", &format!("twelve-{port}@localhost"), "list_vhosts"])
+        .args([
+            "-q",
+            "-n",
+            &format!("twelve-{port}@localhost"),
+            "list_vhosts",
+        ])
         .env("HOME", &mq)
         .output()
         .unwrap();

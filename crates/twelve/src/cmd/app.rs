@@ -1154,7 +1154,8 @@ fn logs(
 /// What `twelve controller stop` says, from the controller's answer to the shutdown: what
 /// keeps running (apps, the ingress, managed backing servers) and what stopped with it.
 fn stopped_message(answer: &serde_json::Value) -> String {
-    let (Some(apps), Some(ingress_stops)) = (answer["apps"].as_u64(), answer["ingress-stops"].as_bool())
+    let (Some(apps), Some(ingress_stops)) =
+        (answer["apps"].as_u64(), answer["ingress-stops"].as_bool())
     else {
         // A controller from before these fields.
         return "controller stopped".to_string();
@@ -1177,7 +1178,9 @@ fn stopped_message(answer: &serde_json::Value) -> String {
     match running.as_slice() {
         [] => {}
         [one] => msg.push_str(&format!("; {one} keep running")),
-        [init @ .., last] => msg.push_str(&format!("; {} and {last} keep running", init.join(", "))),
+        [init @ .., last] => {
+            msg.push_str(&format!("; {} and {last} keep running", init.join(", ")))
+        }
     }
     msg
 }
