@@ -124,10 +124,17 @@ impl Controller {
                     .map_err(|e| ApiError::new(format!("cannot find a free port: {e}")))?
                     .port();
                 let server = Server::managed(k, dir.clone(), port);
-                self.providers_for(&name, &server)?
+                let started = self
+                    .providers_for(&name, &server)?
                     .start_managed(k, &dir, port)
-                    .await
-                    .map_err(|e| ApiError::new(e.to_string()))?;
+                    .await;
+                if let Err(e) = started {
+                    // Nothing is recorded: the service's user goes too.
+                    let _ = self.providers.stop_managed(&server).await;
+                    let _ = twelve_providers::disown_tree(&dir);
+                    self.run_as.remove_service_user(&self.home.root, &name);
+                    return Err(ApiError::new(e.to_string()));
+                }
                 server
             }
         };
@@ -363,7 +370,17 @@ impl Controller {
                     "cannot keep the data of {name} for root: {e}"
                 )));
             }
-            self.run_as.remove_service_user(&self.home.root, name);
+            let mut tries = 0;
+            while !self.run_as.remove_service_user(&self.home.root, name) {
+                tries += 1;
+                if tries == 50 {
+                    crate::controller::log(format!(
+                        "cannot delete the user of {name}: a process of it still runs"
+                    ));
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
         }
         self.store.delete_service(name).map_err(store_err)?;
         self.service_status

@@ -195,9 +195,19 @@ impl RunAs {
         self.system_user(home, service, "service")
     }
 
-    /// Deletes a backing service's user and group (after its servers stopped).
-    pub fn remove_service_user(&self, home: &Path, service: &str) {
-        self.remove_app_user(home, service)
+    /// Deletes a backing service's user and group (after its servers stopped): whether it
+    /// is gone. `userdel` refuses while a process of the user still runs (a server's
+    /// helpers exit a moment after the server): the caller tries again.
+    pub fn remove_service_user(&self, home: &Path, service: &str) -> bool {
+        if *self == RunAs::Invoker {
+            return true;
+        }
+        let name = app_user_name(home, service);
+        if lookup_user(&name).is_none() {
+            return true;
+        }
+        let _ = std::process::Command::new("userdel").arg(&name).output();
+        lookup_user(&name).is_none()
     }
 
     fn system_user(&self, home: &Path, app: &str, what: &str) -> Result<Option<AppUser>, String> {

@@ -616,7 +616,7 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
         let _ = child.wait().await;
     });
 
-    let started = util::wait_for(std::time::Duration::from_secs(30), || async {
+    let started = util::wait_for(std::time::Duration::from_secs(90), || async {
         if running_pid(dir).is_none() {
             return Err("no pid yet".to_string());
         }
