@@ -998,6 +998,7 @@ impl Controller {
         let rec = self.service_rec(service)?;
         let server = self.open_server(&rec)?;
         let kind = server.kind();
+        let providers = self.providers_for(service, &server)?;
         let storage = self.backup_storage(&rec)?;
         let existing: HashSet<String> = storage.list().await?.into_iter().map(|m| m.id).collect();
         let created = now_rfc3339();
@@ -1018,7 +1019,7 @@ impl Controller {
             cipher: encrypted.then(|| self.vault.cipher().clone()),
         };
         let apps = self.service_users(service);
-        let dump = match self.providers.dump(&server, &apps, &mut sink).await {
+        let dump = match providers.dump(&server, &apps, &mut sink).await {
             Ok(d) => d,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&staged);
@@ -1195,7 +1196,14 @@ impl Controller {
                 }
             }
             self.push_routes(&all).await;
-            self.providers.restore(&server, &meta.dump, &source).await
+            match self.providers_for(service, &server) {
+                Ok(p) => p.restore(&server, &meta.dump, &source).await,
+                Err(e) => Err(twelve_providers::ProviderError::Failed {
+                    server: server.describe(),
+                    action: "choosing the user the server runs as".into(),
+                    reason: e.message,
+                }),
+            }
         };
         for a in &apps {
             for u in &a.units {

@@ -383,8 +383,21 @@ impl Controller {
                 self.remove_service(&name, destroy_data).await
             }
             Request::Shutdown => {
+                // What stops with the controller, for the CLI to say: its ingress when no
+                // app is left; units and managed backing servers never.
+                let apps = self.store.apps().map(|a| a.len()).unwrap_or_default();
+                let services = self
+                    .store
+                    .services()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|r| self.open_server(r).is_ok_and(|s| s.is_managed()))
+                    .count();
+                let ingress_stops = self.ingress_unused();
                 self.shutdown.notify_one();
-                Ok(json!({"stopping": true}))
+                Ok(
+                    json!({"stopping": true, "apps": apps, "services": services, "ingress-stops": ingress_stops}),
+                )
             }
         }
     }

@@ -567,7 +567,8 @@ pub enum ControllerCommand {
     Run,
     /// Whether the controller runs, and where its state is.
     Status,
-    /// Stop the controller (apps keep running).
+    /// Stop the controller: apps, the ingress and managed backing servers keep running (the
+    /// ingress stops with it when no app is deployed).
     Stop,
     /// Write and enable a systemd unit that runs the controller at boot (it brings every
     /// app back: units, ingress, certificates).
