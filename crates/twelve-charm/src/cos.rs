@@ -218,7 +218,7 @@ pub fn default_dashboard(fw: Framework, app: &str) -> Value {
         panels.push(panel(
             4,
             &format!("{} requests (gunicorn)", fw),
-            &[(&requests, "requests/s"), (&codes, "{{status}}")],
+            &[(requests.as_str(), "requests/s"), (codes.as_str(), "{{status}}")],
             8,
             12,
         ));
@@ -368,6 +368,15 @@ pub fn scope_promql(expr: &str, label: &str, value: &str) -> Result<String, Stri
             }
             if j < b.len() && b[j] == b'(' {
                 continue; // a function or aggregation
+            }
+            let rest = &expr[j..];
+            let modifier = ["by", "without"].iter().any(|m| {
+                rest.get(..m.len()).is_some_and(|p| p.eq_ignore_ascii_case(m))
+                    && !rest[m.len()..]
+                        .starts_with(|ch: char| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
+            });
+            if modifier {
+                continue; // an aggregation with its modifier first: `sum by (x) (...)`
             }
             if j < b.len() && b[j] == b'{' {
                 out.push_str(&expr[i..j]);

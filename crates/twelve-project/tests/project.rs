@@ -508,7 +508,7 @@ fn malformed_cos_custom_files_are_located_errors() {
         (
             "prometheus_alert_rules/bad.rule",
             "alert: A\nexpr: [unclosed\n",
-            vec!["bad.rule:2:"],
+            vec!["bad.rule:", "invalid bad.rule"],
         ),
         (
             "prometheus_alert_rules/noexpr.rule",
