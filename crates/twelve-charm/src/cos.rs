@@ -65,8 +65,7 @@ pub fn prometheus_rules(project: &Project, app: &str) -> Result<Vec<RuleGroup>, 
         for g in &file.groups {
             let name = group_name(app, &file.stem, several.then_some(g.name.as_str()));
             out.push(scoped(g.clone(), name, app, |e| {
-                scope_promql(e, APP_LABEL, app)
-                    .map_err(|m| format!("{}: {m}", file.path.display()))
+                scope_promql(e, APP_LABEL, app).map_err(|m| format!("{}: {m}", file.path.display()))
             })?);
         }
     }
@@ -218,7 +217,10 @@ pub fn default_dashboard(fw: Framework, app: &str) -> Value {
         panels.push(panel(
             4,
             &format!("{} requests (gunicorn)", fw),
-            &[(requests.as_str(), "requests/s"), (codes.as_str(), "{{status}}")],
+            &[
+                (requests.as_str(), "requests/s"),
+                (codes.as_str(), "{{status}}"),
+            ],
             8,
             12,
         ));
@@ -245,11 +247,33 @@ pub fn default_dashboard(fw: Framework, app: &str) -> Value {
 /// is left as it is.
 pub fn scope_promql(expr: &str, label: &str, value: &str) -> Result<String, String> {
     const KEYWORDS: [&str; 14] = [
-        "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
-        "bool", "offset", "inf", "nan", "atan2",
+        "and",
+        "or",
+        "unless",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "bool",
+        "offset",
+        "inf",
+        "nan",
+        "atan2",
     ];
-    const LISTS: [&str; 6] = ["by", "without", "on", "ignoring", "group_left", "group_right"];
-    let matcher = format!("{label}=\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""));
+    const LISTS: [&str; 6] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    let matcher = format!(
+        "{label}=\"{}\"",
+        value.replace('\\', "\\\\").replace('"', "\\\"")
+    );
     let b = expr.as_bytes();
     let mut out = String::with_capacity(expr.len() + 32);
     let mut i = 0;
@@ -371,9 +395,11 @@ pub fn scope_promql(expr: &str, label: &str, value: &str) -> Result<String, Stri
             }
             let rest = &expr[j..];
             let modifier = ["by", "without"].iter().any(|m| {
-                rest.get(..m.len()).is_some_and(|p| p.eq_ignore_ascii_case(m))
-                    && !rest[m.len()..]
-                        .starts_with(|ch: char| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
+                rest.get(..m.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(m))
+                    && !rest[m.len()..].starts_with(|ch: char| {
+                        ch.is_ascii_alphanumeric() || ch == '_' || ch == ':'
+                    })
             });
             if modifier {
                 continue; // an aggregation with its modifier first: `sum by (x) (...)`

@@ -78,7 +78,10 @@ fn prometheus_rules_merge_defaults_and_custom_scoped_to_the_app() {
         groups[1].rules[0].expr,
         "sum(rate(flask_response_code{app=\"web\",status=~\"5..\"}[5m])) by (unit) > 0.1"
     );
-    assert_eq!(groups[3].rules[0].expr, "web:requests:rate5m{app=\"web\"} < 1");
+    assert_eq!(
+        groups[3].rules[0].expr,
+        "web:requests:rate5m{app=\"web\"} < 1"
+    );
     assert!(groups
         .iter()
         .flat_map(|g| &g.rules)
@@ -90,7 +93,9 @@ fn prometheus_rules_merge_defaults_and_custom_scoped_to_the_app() {
 
     // Go ships no default rule; a project without cos_custom has none at all.
     let plain = project(Framework::Go, "", "", &[]);
-    assert!(cos::prometheus_rules(&plain.project, "web").unwrap().is_empty());
+    assert!(cos::prometheus_rules(&plain.project, "web")
+        .unwrap()
+        .is_empty());
     // Django's default rule, as paas-charm's.
     let dj = project(Framework::Django, "", "", &[]);
     let g = cos::prometheus_rules(&dj.project, "d").unwrap();
@@ -125,8 +130,14 @@ fn loki_rules_and_dashboards() {
             1,
             "{name}"
         );
-        assert!(vars.contains(&"lokids") && vars.contains(&"app"), "{name}: {vars:?}");
+        assert!(
+            vars.contains(&"lokids") && vars.contains(&"app"),
+            "{name}: {vars:?}"
+        );
     }
     let default = serde_json::to_string(&d[0].1).unwrap();
-    assert!(default.contains("flask_requests{app=\\\"$app\\\"}"), "{default}");
+    assert!(
+        default.contains("flask_requests{app=\\\"$app\\\"}"),
+        "{default}"
+    );
 }

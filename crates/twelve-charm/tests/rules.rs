@@ -1465,8 +1465,12 @@ fn framework_logging_format_json_configures_gunicorn_and_uvicorn() {
                     "{what}"
                 );
             }
-            let log_config = p.files.get("/tmp/fastapi/log_config/uvicorn-log-config.json");
-            let module = p.files.get("/tmp/fastapi/log_config/uvicorn_log_handler.py");
+            let log_config = p
+                .files
+                .get("/tmp/fastapi/log_config/uvicorn-log-config.json");
+            let module = p
+                .files
+                .get("/tmp/fastapi/log_config/uvicorn_log_handler.py");
             let uvicorn = fw == Framework::FastApi && json;
             assert_eq!(log_config.is_some(), uvicorn, "{what}");
             assert_eq!(module.is_some(), uvicorn, "{what}");
@@ -1492,7 +1496,9 @@ fn framework_logging_format_json_configures_gunicorn_and_uvicorn() {
                     cfg["loggers"]["uvicorn.access"]["handlers"],
                     json!(["access"])
                 );
-                assert!(module.unwrap().contains("class JsonLines(logging.Formatter)"));
+                assert!(module
+                    .unwrap()
+                    .contains("class JsonLines(logging.Formatter)"));
             }
             let noted = f
                 .project

@@ -209,7 +209,9 @@ pub fn read_rule_file(path: &Path, stem: String, is_loki: bool) -> Result<RuleFi
     let check = |rule: &Spanned<Rule>| -> Result<(), Diagnostic> {
         let r = &rule.value;
         let problem = match (&r.alert, &r.record) {
-            (None, None) => Some("a rule needs `alert:` (an alerting rule) or `record:` (a recording rule)"),
+            (None, None) => {
+                Some("a rule needs `alert:` (an alerting rule) or `record:` (a recording rule)")
+            }
             (Some(_), Some(_)) => Some("a rule has `alert:` or `record:`, not both"),
             _ if r.expr.trim().is_empty() => Some("a rule's `expr:` is empty"),
             (None, Some(_)) if r.for_.is_some() => Some("a recording rule has no `for:`"),

@@ -466,7 +466,11 @@ fn cos_custom_directories_are_read() {
     write(dir.path(), "rockcraft.yaml", FLASK_ROCK);
     write(dir.path(), "charm/charmcraft.yaml", "name: web\n");
     let cos = "charm/cos_custom/";
-    write(dir.path(), &format!("{cos}prometheus_alert_rules/.gitkeep"), "");
+    write(
+        dir.path(),
+        &format!("{cos}prometheus_alert_rules/.gitkeep"),
+        "",
+    );
     write(
         dir.path(),
         &format!("{cos}prometheus_alert_rules/high.rule"),
@@ -477,7 +481,11 @@ fn cos_custom_directories_are_read() {
         &format!("{cos}prometheus_alert_rules/rec.yaml"),
         "groups:\n  - name: g\n    rules:\n      - record: a:b\n        expr: sum(x)\n",
     );
-    write(dir.path(), &format!("{cos}prometheus_alert_rules/notes.txt"), "x");
+    write(
+        dir.path(),
+        &format!("{cos}prometheus_alert_rules/notes.txt"),
+        "x",
+    );
     write(
         dir.path(),
         &format!("{cos}loki_alert_rules/errors.rules"),
@@ -493,8 +501,14 @@ fn cos_custom_directories_are_read() {
     let stems: Vec<&str> = c.prometheus_rules.iter().map(|f| f.stem.as_str()).collect();
     assert_eq!(stems, ["high", "rec"]);
     assert!(!c.prometheus_rules[0].grouped && c.prometheus_rules[1].grouped);
-    assert_eq!(c.prometheus_rules[0].groups[0].rules[0].alert.as_deref(), Some("High"));
-    assert_eq!(c.prometheus_rules[1].groups[0].rules[0].record.as_deref(), Some("a:b"));
+    assert_eq!(
+        c.prometheus_rules[0].groups[0].rules[0].alert.as_deref(),
+        Some("High")
+    );
+    assert_eq!(
+        c.prometheus_rules[1].groups[0].rules[0].record.as_deref(),
+        Some("a:b")
+    );
     assert_eq!(c.loki_rules.len(), 1);
     assert_eq!(c.dashboards.len(), 1);
     assert_eq!(c.dashboards[0].json["title"], "d");
@@ -535,7 +549,11 @@ fn malformed_cos_custom_files_are_located_errors() {
             "{\n  \"title\": \"d\",\n  \"panels\": [\n}\n",
             vec!["d.json:4:", "invalid dashboard d.json"],
         ),
-        ("extra/x.rule", "alert: A\nexpr: up\n", vec!["directory named extra"]),
+        (
+            "extra/x.rule",
+            "alert: A\nexpr: up\n",
+            vec!["directory named extra"],
+        ),
         ("README.md", "hi", vec!["cannot contain a file (README.md)"]),
     ];
     for (rel, text, wants) in cases {

@@ -144,7 +144,10 @@ fn prometheus_discovers_every_unit_and_extra_job_and_follows_scaling() {
     let rule_file = rules.path().join(format!("{APP}.rules.yml"));
     let rules_text = std::fs::read_to_string(&rule_file).unwrap_or_else(|e| panic!("{e}\n{block}"));
     assert!(
-        block.contains(&format!("{}/*.rules.yml", rules.path().canonicalize().unwrap().display())),
+        block.contains(&format!(
+            "{}/*.rules.yml",
+            rules.path().canonicalize().unwrap().display()
+        )),
         "{block}"
     );
     assert!(
@@ -279,7 +282,11 @@ fn prometheus_discovers_every_unit_and_extra_job_and_follows_scaling() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     files.sort();
-    assert_eq!(files, ["go-example-custom_go-example.json", "go-example-go.json"], "{out}");
+    assert_eq!(
+        files,
+        ["go-example-custom_go-example.json", "go-example-go.json"],
+        "{out}"
+    );
     for f in &files {
         let d: Value =
             serde_json::from_str(&std::fs::read_to_string(dash.path().join(f)).unwrap()).unwrap();
@@ -289,7 +296,10 @@ fn prometheus_discovers_every_unit_and_extra_job_and_follows_scaling() {
             .iter()
             .filter_map(|v| v["name"].as_str())
             .collect();
-        assert!(vars.contains(&"prometheusds") && vars.contains(&"app"), "{f}: {vars:?}");
+        assert!(
+            vars.contains(&"prometheusds") && vars.contains(&"app"),
+            "{f}: {vars:?}"
+        );
         assert!(d["panels"].as_array().is_some_and(|p| !p.is_empty()), "{f}");
     }
 
@@ -329,7 +339,11 @@ fn promtool_check(args: &[&str], file: &Path) {
         "{PROMTOOL} is missing: scripts/setup.sh installs it with Debian's prometheus package \
          (apt-get install -y prometheus)"
     );
-    let out = Command::new(PROMTOOL).args(args).arg(file).output().unwrap();
+    let out = Command::new(PROMTOOL)
+        .args(args)
+        .arg(file)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "promtool {args:?} rejects {}:\n{}{}{}",
