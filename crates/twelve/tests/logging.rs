@@ -273,8 +273,10 @@ fn uvicorn_logs_are_json_lines_in_twelve_logs_and_loki() {
         .find(|l| l.contains("Application startup complete"))
         .unwrap_or_else(|| panic!("{logs}"));
     assert_eq!(parse(started)["attributes"]["logger.name"], "uvicorn.error");
-    // Loki receives the same line, whole: a `| json` query gets the fields.
-    let entry = eventually("the access line in Loki", LONG, || {
+    // Loki receives the same lines, whole: a `| json` query gets the fields. (Requests
+    // made until forwarding is live on the unit.)
+    let entry = eventually("an access line in Loki", LONG, || {
+        http_get(t.try_port("ju/0")?, &format!("/health?{probe}"));
         loki.entries()
             .into_iter()
             .find(|e| e.line.contains(&probe) && e.line.contains("uvicorn.access"))
