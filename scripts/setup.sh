@@ -49,6 +49,8 @@ checks=(
   "command -v javac:openjdk-17-jdk-headless"
   "command -v chromium:chromium"
   "command -v prometheus:prometheus"
+  # promtool (check rules/config) comes with Debian's prometheus package
+  "command -v promtool:prometheus"
   "dpkg-query -W -f='\${Status}' python3-venv 2>/dev/null | grep -q 'ok installed':python3-venv"
   # the real Kubernetes API server of the k8s tests (scripts/kube-apiserver.sh)
   "command -v etcd:etcd-server"

@@ -481,6 +481,16 @@ pub fn host_unit(
             .join("files")
             .join(rock_path.trim_start_matches('/'));
         map.add(rock_path, host.clone());
+        // A directory of plan files under the rock's /tmp (uvicorn's log config, named by
+        // PYTHONPATH) is the files' directory, not the unit's temporary one.
+        if let (Some(dir), Some(host_dir)) = (
+            Path::new(rock_path).parent().and_then(Path::to_str),
+            host.parent(),
+        ) {
+            if dir.starts_with("/tmp/") {
+                map.add(dir, host_dir.to_path_buf());
+            }
+        }
         files.insert(host, String::new());
     }
     for ((rock_path, content), slot) in plan.files.iter().zip(files.values_mut()) {

@@ -591,8 +591,30 @@ pub enum ControllerCommand {
 pub enum MetricsCommand {
     /// The targets, in Prometheus http_sd format.
     Sd,
-    /// A scrape_configs block pointing Prometheus at the SD endpoint.
-    PrometheusConfig,
+    /// A prometheus.yml block: scrape_configs pointing Prometheus at the SD endpoint, and
+    /// rule_files naming the apps' alert rules (the framework's and the charm's
+    /// cos_custom/prometheus_alert_rules), written to --rules-dir.
+    ///
+    /// Prometheus reads rule files when it starts and on reload: run this again after a
+    /// deploy that changes them, then reload Prometheus (SIGHUP).
+    PrometheusConfig {
+        /// Where to write one `<app>.rules.yml` per app (default:
+        /// TWELVE_HOME/cos/prometheus-rules); it must be readable by Prometheus.
+        #[arg(long)]
+        rules_dir: Option<PathBuf>,
+    },
+    /// Write the apps' Loki alert rules (the charm's cos_custom/loki_alert_rules) for
+    /// Loki's ruler: DIR/<tenant>/<app>.yaml, where DIR is the ruler's local storage
+    /// directory (`ruler.storage.local.directory`).
+    LokiRules {
+        dir: PathBuf,
+        /// Loki's tenant (`fake` when Loki runs with auth_enabled: false).
+        #[arg(long, default_value = "fake")]
+        tenant: String,
+    },
+    /// Write the apps' Grafana dashboards (twelve's default for the framework and the
+    /// charm's cos_custom/grafana_dashboards) as JSON files to DIR.
+    Dashboards { dir: PathBuf },
     /// twelve's own metrics (and the ingress's), in Prometheus text format.
     Show,
 }

@@ -270,13 +270,27 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
         AppCommand::Tls { command } => crate::cmd::edge::tls(command),
         AppCommand::Maintenance { command } => crate::cmd::edge::maintenance(command),
         AppCommand::Metrics { command } => {
-            let path = match command {
-                crate::cli::MetricsCommand::Sd => "/sd",
-                crate::cli::MetricsCommand::PrometheusConfig => "/prometheus-config",
-                crate::cli::MetricsCommand::Show => "/metrics",
+            use crate::cli::MetricsCommand;
+            let path = match &command {
+                MetricsCommand::Sd => "/sd",
+                MetricsCommand::PrometheusConfig { .. } => "/prometheus-config",
+                MetricsCommand::Show => "/metrics",
+                MetricsCommand::LokiRules { dir, tenant } => {
+                    crate::cmd::cos::loki_rules(dir, tenant)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                MetricsCommand::Dashboards { dir } => {
+                    crate::cmd::cos::dashboards(dir)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
             };
-            let (addr, body) = web_get(path)?;
-            let _ = addr;
+            let (_addr, body) = web_get(path)?;
+            if let MetricsCommand::PrometheusConfig { rules_dir } = command {
+                let dir = rules_dir
+                    .unwrap_or_else(|| Home::from_env().root.join("cos").join("prometheus-rules"));
+                let rule_files = crate::cmd::cos::prometheus_rules(&dir)?;
+                print!("{rule_files}");
+            }
             print!("{body}");
             Ok(ExitCode::SUCCESS)
         }
