@@ -40,7 +40,9 @@ pub(crate) fn build(
             inputs::copy_entries(entries, &app)?;
             go(project, dir, cache_dir, opts, release)
         }
-        Framework::SpringBoot => crate::java::spring(project, entries, dir, cache_dir, opts, release),
+        Framework::SpringBoot => {
+            crate::java::spring(project, entries, dir, cache_dir, opts, release)
+        }
     }
 }
 

@@ -388,7 +388,10 @@ pub(crate) fn maven_missing_artifacts(log: &str) -> Vec<String> {
     for line in log.lines().filter(|l| l.starts_with("[ERROR]")) {
         let mut rest = line;
         while let Some(i) = rest.find(AFTER) {
-            let token = rest[..i].rsplit(char::is_whitespace).next().unwrap_or_default();
+            let token = rest[..i]
+                .rsplit(char::is_whitespace)
+                .next()
+                .unwrap_or_default();
             if let Some(coord) = gav(token) {
                 if !out.contains(&coord) {
                     out.push(coord);
@@ -528,14 +531,14 @@ fn maven_failure(
     let missing = maven_missing_artifacts(text);
     if !missing.is_empty() {
         let list = missing.join(", ");
-        let (is, it) = if missing.len() == 1 {
-            ("is", "it")
+        let (is, it_needs) = if missing.len() == 1 {
+            ("is", "it needs")
         } else {
-            ("are", "them")
+            ("are", "they need")
         };
         let mut message = if is_debian_repo(url) {
             format!(
-                "cannot build the jar offline: Maven needs {list}, which {is} not in Debian's Maven repository ({DEBIAN_MAVEN_REPO}), the only repository twelve builds use here; Maven Central has {it}, and it is not reachable"
+                "cannot build the jar offline: Maven needs {list}, which {is} not in Debian's Maven repository ({DEBIAN_MAVEN_REPO}), the only repository twelve's offline builds use: {it_needs} Maven Central, which is not reachable here"
             )
         } else {
             format!(
@@ -892,9 +895,12 @@ Plugin [id: 'org.springframework.boot', version: '3.2.0'] was not found in any o
         );
         fs::write(root.join("mvnw"), "#!/bin/sh\n").unwrap();
         let err = build_system(root).unwrap_err().to_string();
-        assert!(err.contains("mvnw is not executable") && err.contains("chmod +x mvnw"), "{err}");
+        assert!(
+            err.contains("mvnw is not executable") && err.contains("chmod +x mvnw"),
+            "{err}"
+        );
         fs::set_permissions(root.join("mvnw"), fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(build_system(root).unwrap().unwrap().wrapper, true);
+        assert!(build_system(root).unwrap().unwrap().wrapper);
         fs::write(root.join("build.gradle"), "").unwrap();
         let err = build_system(root).unwrap_err().to_string();
         assert!(err.contains("both pom.xml and build.gradle"), "{err}");

@@ -458,7 +458,11 @@ fn maven_project_builds_offline_from_debians_repository() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(app.len(), 1, "{app:?}");
-    assert!(r.tools.get("mvn").is_some_and(|v| v.contains("Maven")), "{:?}", r.tools);
+    assert!(
+        r.tools.get("mvn").is_some_and(|v| v.contains("Maven")),
+        "{:?}",
+        r.tools
+    );
     // Maven ran in a copy: the project has no target/ and the release no build dir.
     assert!(!f.root.join("target").exists());
     assert!(!r.dir.join(".build").exists());
@@ -490,21 +494,37 @@ fn maven_missing_artifact_is_one_clear_error_and_a_prebuilt_jar_the_fallback() {
     let f = fixture("spring-boot-maven");
     let pom = f.root.join("pom.xml");
     let text = fs::read_to_string(&pom).unwrap();
-    fs::write(&pom, text.replace("<version>3.12.0</version>", "<version>3.99.0</version>")).unwrap();
+    fs::write(
+        &pom,
+        text.replace("<version>3.12.0</version>", "<version>3.99.0</version>"),
+    )
+    .unwrap();
     let (r, _) = pack_seen(&f);
     let err = r.unwrap_err();
     let msg = err.to_string();
     let PackError::Offline { missing, log, .. } = &err else {
         panic!("not an Offline error: {msg}")
     };
-    assert_eq!(missing, &vec!["org.apache.commons:commons-lang3:3.99.0".to_string()]);
+    assert_eq!(
+        missing,
+        &vec!["org.apache.commons:commons-lang3:3.99.0".to_string()]
+    );
     assert!(msg.contains("Maven Central"), "{msg}");
     assert!(msg.contains("/usr/share/maven-repo"), "{msg}");
-    assert!(msg.contains("3.12.0"), "Debian's version is suggested: {msg}");
-    assert!(msg.lines().count() <= 6, "one short error, not Maven's log: {msg}");
+    assert!(
+        msg.contains("3.12.0"),
+        "Debian's version is suggested: {msg}"
+    );
+    assert!(
+        msg.lines().count() <= 6,
+        "one short error, not Maven's log: {msg}"
+    );
     assert!(msg.contains(&log.display().to_string()), "{msg}");
     let full = fs::read_to_string(log).unwrap();
-    assert!(full.contains("BUILD FAILURE") && full.contains("[ERROR]"), "{full}");
+    assert!(
+        full.contains("BUILD FAILURE") && full.contains("[ERROR]"),
+        "{full}"
+    );
     let left: Vec<_> = fs::read_dir(&f.releases).unwrap().collect();
     assert!(left.is_empty(), "a failed pack leaves no release behind");
 
@@ -520,8 +540,8 @@ fn maven_missing_artifact_is_one_clear_error_and_a_prebuilt_jar_the_fallback() {
     let r = r.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.jar.as_deref(), Some("app/prebuilt.jar"));
     assert!(
-        seen.iter()
-            .any(|l| l.contains("commons-lang3:3.99.0") && l.contains("using the prebuilt target/prebuilt.jar")),
+        seen.iter().any(|l| l.contains("commons-lang3:3.99.0")
+            && l.contains("using the prebuilt target/prebuilt.jar")),
         "{seen:?}"
     );
 }
@@ -549,7 +569,10 @@ fn maven_wrapper_is_used_and_a_failed_download_is_named() {
     fs::set_permissions(&mvnw, fs::Permissions::from_mode(0o644)).unwrap();
     let (r, _) = pack_seen(&f);
     let msg = r.unwrap_err().to_string();
-    assert!(msg.contains("mvnw is not executable") && msg.contains("chmod +x mvnw"), "{msg}");
+    assert!(
+        msg.contains("mvnw is not executable") && msg.contains("chmod +x mvnw"),
+        "{msg}"
+    );
     fs::set_permissions(&mvnw, fs::Permissions::from_mode(0o755)).unwrap();
     let (r, _) = pack_seen(&f);
     let err = r.unwrap_err();
@@ -564,7 +587,10 @@ fn maven_wrapper_is_used_and_a_failed_download_is_named() {
     fs::write(&mvnw, "#!/bin/sh\necho wrapper ran\nexec mvn \"$@\"\n").unwrap();
     let (r, seen) = pack_seen(&f);
     let r = r.unwrap_or_else(|e| panic!("{e}"));
-    assert!(seen.iter().any(|l| l.starts_with("./mvnw package")), "{seen:?}");
+    assert!(
+        seen.iter().any(|l| l.starts_with("./mvnw package")),
+        "{seen:?}"
+    );
     assert_eq!(
         r.jar.as_deref(),
         Some("app/spring-boot-maven-example-0.1.0.jar")

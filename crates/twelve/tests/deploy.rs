@@ -325,8 +325,9 @@ fn maven_built_spring_boot_apps_serve_through_the_ingress_with_metrics() {
     });
     assert_eq!(code, 200);
     assert!(
-        metrics.contains("http_server_requests_seconds_count{method=\"GET\",status=\"200\",uri=\"/\"}")
-            && metrics.contains("jvm_memory_used_bytes"),
+        metrics.contains(
+            "http_server_requests_seconds_count{method=\"GET\",status=\"200\",uri=\"/\"}"
+        ) && metrics.contains("jvm_memory_used_bytes"),
         "{metrics}"
     );
 }

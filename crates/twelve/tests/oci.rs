@@ -425,7 +425,10 @@ fn pack_oci_go_runs_the_static_binary_with_runc() {
     };
     let logs = std::fs::read_to_string(dir.path().join("runc.log")).unwrap_or_default();
     assert_eq!(code, 200, "{body}\n{logs}");
-    assert!(body.contains("\"APP_GREETING\":\"hallo from runc\""), "{body}");
+    assert!(
+        body.contains("\"APP_GREETING\":\"hallo from runc\""),
+        "{body}"
+    );
     // The binary runs as _daemon_ (584792), seen from the host's /proc.
     let uids: Vec<String> = std::fs::read_dir("/proc")
         .unwrap()
