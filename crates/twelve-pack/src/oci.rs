@@ -368,6 +368,11 @@ fn build(
             .map_err(io(format!("writing {}", path.display())))?;
     }
     let layers = tw.join("var/lib/pebble/default/layers");
+    // Pebble wants a layer label of three characters or more: Go's is `go-framework`.
+    let layer_label = match project.framework.name() {
+        n if n.len() >= 3 => n,
+        _ => project.framework.extension(),
+    };
     mkdir(&layers)?;
     let fw = project.framework.name();
     let layer_doc = json!({
@@ -375,7 +380,7 @@ fn build(
         "services": project.services,
     });
     fs::write(
-        layers.join(format!("001-{fw}.yaml")),
+        layers.join(format!("001-{layer_label}.yaml")),
         serde_json::to_string_pretty(&layer_doc).unwrap_or_default(),
     )
     .map_err(io("writing the Pebble layer".into()))?;
@@ -419,7 +424,7 @@ fn build(
         project.framework.is_gunicorn()
     ));
     for f in [
-        layers.join(format!("001-{fw}.yaml")),
+        layers.join(format!("001-{layer_label}.yaml")),
         etc.join("passwd"),
         etc.join("group"),
     ] {

@@ -372,6 +372,10 @@ fn pack_oci_go_runs_the_static_binary_with_runc() {
         .arg("--image")
         .arg(format!("{}:1", layout.display()))
         .arg(&bundle));
+    // Pebble takes layer labels of three characters or more: not `go`.
+    assert!(bundle
+        .join("rootfs/var/lib/pebble/default/layers/001-go-framework.yaml")
+        .is_file());
     // A static binary: no interpreter (dynamic loader) named in it.
     let bin = std::fs::read(bundle.join("rootfs/usr/local/bin/go-example")).unwrap();
     assert!(
