@@ -484,3 +484,17 @@ fn alpn_certificate(host: &str, digest: &[u8]) -> Result<twelve_ingress::Certifi
 
 /// One ACME pass at a time (the loop and `twelve tls acme`).
 static ACME_LOCK: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(Default::default);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The TLS-ALPN-01 certificate loads in the ingress as its route table will carry it.
+    #[test]
+    fn alpn_certificates_load_in_the_ingress() {
+        let cert = alpn_certificate("c.acme.test", &[7u8; 32]).unwrap();
+        let mut table = twelve_ingress::RouteTable::default();
+        table.acme_tls_alpn.insert("c.acme.test".into(), cert);
+        table.validate().unwrap();
+    }
+}

@@ -252,7 +252,7 @@ impl RouteTable {
             crate::tls::load(cert).map_err(|why| RoutesError::Certificate { index, why })?;
         }
         for (host, cert) in &self.acme_tls_alpn {
-            crate::tls::load(cert).map_err(|why| RoutesError::AlpnCertificate {
+            crate::tls::load_challenge(cert).map_err(|why| RoutesError::AlpnCertificate {
                 host: host.clone(),
                 why,
             })?;

@@ -226,7 +226,9 @@ impl Registry {
             alpn_certs: table
                 .acme_tls_alpn
                 .iter()
-                .filter_map(|(host, c)| Some((host.clone(), crate::tls::load(c).ok()?.key)))
+                .filter_map(|(host, c)| {
+                    Some((host.clone(), crate::tls::load_challenge(c).ok()?.key))
+                })
                 .collect(),
             domains,
             wildcards,

@@ -37,6 +37,16 @@ pub(crate) struct Loaded {
 
 /// Parses a PEM chain and key; the error names what is wrong.
 pub(crate) fn load(cert: &Certificate) -> Result<Loaded, String> {
+    load_with(cert, true)
+}
+
+/// A TLS-ALPN-01 challenge certificate: its critical `acmeIdentifier` extension is one
+/// webpki refuses to parse, so the key is not compared with it (the ACME CA does that).
+pub(crate) fn load_challenge(cert: &Certificate) -> Result<Loaded, String> {
+    load_with(cert, false)
+}
+
+fn load_with(cert: &Certificate, check_key: bool) -> Result<Loaded, String> {
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
             .collect::<Result<_, _>>()
@@ -53,8 +63,10 @@ pub(crate) fn load(cert: &Certificate) -> Result<Loaded, String> {
     let signer = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| format!("unsupported private key: {e}"))?;
     let key = CertifiedKey::new(chain, signer);
-    key.keys_match()
-        .map_err(|_| "the private key does not match the certificate".to_string())?;
+    if check_key {
+        key.keys_match()
+            .map_err(|_| "the private key does not match the certificate".to_string())?;
+    }
     Ok(Loaded {
         info,
         key: Arc::new(key),
