@@ -567,10 +567,12 @@ async fn listeners_move_without_dropping_connections() {
     .await;
     let load = {
         let ca = ca.clone();
-        Load::start(move || match curl(https, "shop.example", "/", &ca, &[]).status {
-            200 => Ok(()),
-            other => Err(other.to_string()),
-        })
+        Load::start(
+            move || match curl(https, "shop.example", "/", &ca, &[]).status {
+                200 => Ok(()),
+                other => Err(other.to_string()),
+            },
+        )
     };
     load.more(2).await;
     let moved = client::put_listeners(
