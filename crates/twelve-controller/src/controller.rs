@@ -1021,6 +1021,10 @@ impl Controller {
             self.stop_unit(&app.name, u.number).await;
         }
         self.store.delete_app(name).map_err(store_err)?;
+        // A new app of the same name starts with no domain, certificate or maintenance.
+        if let Err(e) = self.forget_app_edge(name) {
+            log(format!("{name}: cannot forget its domains: {}", e.message));
+        }
         let _ = std::fs::remove_dir_all(self.home.root.join("projects").join(name));
         // No process of the app is left (its units' cgroups are empty): its user goes.
         self.app_users

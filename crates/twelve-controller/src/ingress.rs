@@ -21,7 +21,7 @@ pub fn port_from_env() -> u16 {
 }
 
 impl Controller {
-    fn ingress_socket(&self) -> std::path::PathBuf {
+    pub(crate) fn ingress_socket(&self) -> std::path::PathBuf {
         self.home.root.join("ingress").join("ingress.sock")
     }
 

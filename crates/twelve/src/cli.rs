@@ -529,7 +529,8 @@ pub enum TlsCommand {
         key: PathBuf,
     },
     /// Obtain and renew certificates for every domain from an ACME CA (RFC 8555; Let's
-    /// Encrypt by default), answering HTTP-01 challenges on the HTTP listener.
+    /// Encrypt by default), answering HTTP-01 challenges on the HTTP listener or
+    /// TLS-ALPN-01 ones on the HTTPS listener.
     Acme {
         /// The account's contact address.
         #[arg(long)]
@@ -540,6 +541,12 @@ pub enum TlsCommand {
         /// A PEM root to trust for the directory's HTTPS (a test CA).
         #[arg(long, value_name = "PEM")]
         ca_file: Option<PathBuf>,
+        /// How the CA checks that a domain is ours: `http-01` (the HTTP listener, port
+        /// 80), `tls-alpn-01` (the HTTPS listener, port 443), or `auto`: TLS-ALPN-01 when
+        /// HTTPS is on port 443 and HTTP is not on port 80, else HTTP-01, each falling
+        /// back on the other.
+        #[arg(long, value_name = "TYPE", default_value = "auto")]
+        challenge: String,
     },
     /// Per host: certificate source, issuer, expiry, last ACME attempt and error.
     Status {
