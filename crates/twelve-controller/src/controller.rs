@@ -1482,19 +1482,36 @@ impl Controller {
         if status.rollback.is_none() {
             status.rollback = app.rollback.clone();
         }
-        if status.status == "active"
-            && worst.is_none()
-            && status
-                .rollback
-                .as_ref()
-                .is_none_or(|r| r.generation < app.generation)
-        {
-            let good = GoodState {
-                release: app.current_release,
-                config: app.config.clone(),
-            };
-            if app.last_good.as_ref() != Some(&good) {
+        // The release and config become the ones to roll back to only when the units
+        // were seen running them: not while a surge runs (the old incarnations answer
+        // then), and not when the desired state moved since the plans were made (a new
+        // deploy, a rollback). The store is compared again in the write, so a rollback
+        // landing meanwhile keeps the release it went back to.
+        let unchanged = fresh
+            .as_ref()
+            .filter(|f| f.current_release == app.current_release && f.config == app.config);
+        if let Some(fresh) = unchanged {
+            if status.status == "active"
+                && worst.is_none()
+                && !self.is_surging(&app.name)
+                && status
+                    .rollback
+                    .as_ref()
+                    .is_none_or(|r| r.generation < app.generation)
+                && fresh
+                    .last_good
+                    .as_ref()
+                    .is_none_or(|g| g.release != app.current_release || g.config != app.config)
+            {
+                let good = GoodState {
+                    release: app.current_release,
+                    config: app.config.clone(),
+                };
+                let seen = fresh.generation;
                 let _ = self.store.update_app(&app.name, move |a| {
+                    if a.generation != seen {
+                        return Err("changed meanwhile; the next pass decides".into());
+                    }
                     a.last_good = Some(good);
                     Ok(())
                 });
