@@ -1153,19 +1153,13 @@ impl Controller {
                 meta.dump.server_version
             )));
         }
-        // Never destroy the only copy: the current state is a backup first.
-        let pre = self.create_backup_locked(service, "pre-restore", Some(id)).await.map_err(|e| {
-            ApiError::new(format!(
-                "the current data could not be backed up before the restore, so nothing was restored: {}",
-                e.message
-            ))
-        })?;
         let dir = storage.fetch(&meta).await?;
         let source = DirSource {
             dir: dir.clone(),
             cipher: meta.encrypted.then(|| self.vault.cipher().clone()),
         };
-        // The integrated apps leave the ingress while their data is replaced.
+        // The integrated apps leave the ingress while their data is replaced, before the
+        // backup of the current state: what they wrote until then is in it.
         let apps: Vec<_> = self
             .store
             .apps()
@@ -1195,7 +1189,39 @@ impl Controller {
                 }
             }
             self.push_routes(&all).await;
-            self.providers.restore(&server, &meta.dump, &source).await
+            // Never destroy the only copy: the current state is backed up while the backup
+            // is restored beside it (PostgreSQL and MySQL restore into new databases), and
+            // nothing is swapped in unless both succeeded.
+            let (pre, staged) = tokio::join!(
+                self.create_backup_locked(service, "pre-restore", Some(id)),
+                self.providers.restore_stage(&server, &meta.dump, &source)
+            );
+            match (pre, staged) {
+                (Err(e), staged) => {
+                    if let Ok(s) = staged {
+                        self.providers.restore_abort(&server, s).await;
+                    }
+                    Err(ApiError::new(format!(
+                        "the current data could not be backed up before the restore, so nothing was restored: {}",
+                        e.message
+                    )))
+                }
+                (Ok(pre), Err(e)) => Err(ApiError::new(format!(
+                    "{e} (nothing was changed; the data from before the restore is also backup {})",
+                    pre.id
+                ))),
+                (Ok(pre), Ok(staged)) => self
+                    .providers
+                    .restore_commit(&server, &meta.dump, &source, staged)
+                    .await
+                    .map(|replaced| (pre.id.clone(), replaced))
+                    .map_err(|e| {
+                        ApiError::new(format!(
+                            "{e} (the data from before the restore is backup {})",
+                            pre.id
+                        ))
+                    }),
+            }
         };
         for a in &apps {
             for u in &a.units {
@@ -1204,15 +1230,16 @@ impl Controller {
         }
         self.wake.notify_one();
         storage.fetched_done(&dir);
-        result.map_err(|e| {
-            ApiError::new(format!(
-                "{e} (the data from before the restore is backup {})",
-                pre.id
-            ))
-        })?;
+        let (pre_id, replaced) = result?;
+        // The replaced copies are dropped once the apps are back (PostgreSQL's DROP
+        // DATABASE waits for a checkpoint).
+        if !replaced.is_empty() {
+            let providers = self.providers.clone();
+            tokio::spawn(async move { providers.drop_replaced(&server, replaced).await });
+        }
         Ok(json!({
             "backup-id": id,
-            "pre-restore-backup-id": pre.id,
+            "pre-restore-backup-id": pre_id,
             "restored": meta.dump.parts.iter().map(|p| p.database.clone()).collect::<Vec<_>>(),
             "apps": apps.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
         }))
