@@ -10,7 +10,7 @@
 //! A backup is a directory (or key prefix) `<id>/` with its parts and a `meta.json`
 //! written last: a backup without one is incomplete and not listed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -874,6 +874,21 @@ impl Drop for BusyGuard {
     }
 }
 
+/// Per service: held while the databases a restore replaced are dropped (in the
+/// background, after the restore); what would race with that waits for it (removing an
+/// app's data: its role owns them; the next restore).
+pub(crate) async fn replaced_dropped(service: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let lock = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(service.to_string())
+        .or_default()
+        .clone();
+    lock.lock_owned().await
+}
+
 /// The actions a backing service has (`twelve actions postgresql`), in the shape of an
 /// app's.
 pub fn service_actions(kind: Kind) -> Value {
@@ -1116,6 +1131,7 @@ impl Controller {
     /// `restore backup-id=ID`.
     pub(crate) async fn restore_backup(&self, service: &str, id: &str) -> ApiResult {
         let _busy = BusyGuard::take(service)?;
+        let cleanup = replaced_dropped(service).await;
         let rec = self.service_rec(service)?;
         let server = self.open_server(&rec)?;
         let storage = self.backup_storage(&rec)?;
@@ -1233,10 +1249,11 @@ impl Controller {
         let (pre_id, replaced) = result?;
         // The replaced copies are dropped once the apps are back (PostgreSQL's DROP
         // DATABASE waits for a checkpoint).
-        if !replaced.is_empty() {
-            let providers = self.providers.clone();
-            tokio::spawn(async move { providers.drop_replaced(&server, replaced).await });
-        }
+        let providers = self.providers.clone();
+        tokio::spawn(async move {
+            providers.drop_replaced(&server, replaced).await;
+            drop(cleanup);
+        });
         Ok(json!({
             "backup-id": id,
             "pre-restore-backup-id": pre_id,

@@ -533,9 +533,14 @@ async fn pg_stage(
     }
     let (t, r) = (ident(&tmp), ident(&owner));
     // Who may connect, as provisioning set it.
+    // (CREATE DATABASE cannot share a batch: that would be one transaction.)
     c.batch_execute(&format!(
-        "CREATE DATABASE {t} OWNER {r} TEMPLATE template0; \
-         REVOKE ALL ON DATABASE {t} FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE {t} TO {r};"
+        "CREATE DATABASE {t} OWNER {r} TEMPLATE template0"
+    ))
+    .await
+    .map_err(|e| err(&format!("creating database {tmp}"), e))?;
+    c.batch_execute(&format!(
+        "REVOKE ALL ON DATABASE {t} FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE {t} TO {r};"
     ))
     .await
     .map_err(|e| err(&format!("creating database {tmp}"), e))?;
@@ -702,7 +707,8 @@ impl<R: Read> Read for DumpComplete<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n == 0 && !buf.is_empty() {
-            if !self.tail.windows(16).any(|w| w == b"-- Dump completed") {
+            const END: &[u8] = b"-- Dump completed";
+            if !self.tail.windows(END.len()).any(|w| w == END) {
                 return Err(std::io::Error::other(
                     "the dump is cut short (it does not end with mysqldump's `-- Dump completed`)",
                 ));

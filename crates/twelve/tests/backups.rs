@@ -471,6 +471,14 @@ fn mysql_backup_on_s3_is_sealed_and_restores() {
     );
     serves(&t, &app);
 
+    let listed = t.ok(&["run", "my", "list-backups"]);
+    assert!(
+        listed.contains(&id) && listed.contains("pre-restore"),
+        "{listed}"
+    );
+    let everything = format!("{listed}{}", t.ok(&["status"]));
+    assert!(!everything.contains(secret));
+
     // A restore that fails midway changes nothing: a local backup whose dump is cut in the
     // middle of its second table (`notes` loads, `visits` does not).
     t.ok(&["remove-relation", "my", "s3"]);
@@ -508,13 +516,6 @@ fn mysql_backup_on_s3_is_sealed_and_restores() {
     assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "", "no scratch database left");
     serves(&t, &app);
 
-    let listed = t.ok(&["run", "my", "list-backups"]);
-    assert!(
-        listed.contains(&id) && listed.contains("pre-restore"),
-        "{listed}"
-    );
-    let everything = format!("{listed}{}", t.ok(&["status"]));
-    assert!(!everything.contains(secret));
 
     t.ok(&["remove-relation", &app, "my", "--destroy-data"]);
 }
