@@ -282,7 +282,10 @@ async fn drop_databases(server: &Server, names: &[String]) {
             if let Ok(c) = admin.connect().await {
                 for n in names {
                     let _ = c
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(n)))
+                        .batch_execute(&format!(
+                            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                            ident(n)
+                        ))
                         .await;
                 }
             }
@@ -534,11 +537,9 @@ async fn pg_stage(
     let (t, r) = (ident(&tmp), ident(&owner));
     // Who may connect, as provisioning set it.
     // (CREATE DATABASE cannot share a batch: that would be one transaction.)
-    c.batch_execute(&format!(
-        "CREATE DATABASE {t} OWNER {r} TEMPLATE template0"
-    ))
-    .await
-    .map_err(|e| err(&format!("creating database {tmp}"), e))?;
+    c.batch_execute(&format!("CREATE DATABASE {t} OWNER {r} TEMPLATE template0"))
+        .await
+        .map_err(|e| err(&format!("creating database {tmp}"), e))?;
     c.batch_execute(&format!(
         "REVOKE ALL ON DATABASE {t} FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE {t} TO {r};"
     ))
@@ -613,7 +614,10 @@ async fn pg_swap(server: &Server, db: &str) -> Result<()> {
             }
         }
     }
-    if let Err(e) = c.batch_execute(&format!("ALTER DATABASE {t} RENAME TO {d}")).await {
+    if let Err(e) = c
+        .batch_execute(&format!("ALTER DATABASE {t} RENAME TO {d}"))
+        .await
+    {
         if exists {
             let _ = c
                 .batch_execute(&format!(
@@ -737,9 +741,8 @@ async fn mysql_stage(
     let input = source
         .open(&part.name)
         .map_err(|e| failed(&admin.server, "reading the backup", e, &[]))?;
-    let err = |action: &str, e: mysql_async::Error| {
-        failed(&admin.server, action, e, &admin.secrets())
-    };
+    let err =
+        |action: &str, e: mysql_async::Error| failed(&admin.server, action, e, &admin.secrets());
     let mut c = admin.connect().await?;
     let charset: Option<(String, String)> = c
         .exec_first(
@@ -789,7 +792,10 @@ struct SchemaObjects {
     routines: Vec<(String, String, String)>,
 }
 
-async fn mysql_objects(c: &mut mysql_async::Conn, schema: &str) -> mysql_async::Result<SchemaObjects> {
+async fn mysql_objects(
+    c: &mut mysql_async::Conn,
+    schema: &str,
+) -> mysql_async::Result<SchemaObjects> {
     use mysql_async::prelude::Queryable;
     let q = mysql_ident(schema);
     let mut o = SchemaObjects::default();
@@ -878,9 +884,8 @@ async fn mysql_swap(server: &Server, db: &str) -> Result<()> {
     let tmp = format!("{db}{STAGED}");
     let old = format!("{db}{OLD}");
     let (d, t, o) = (mysql_ident(db), mysql_ident(&tmp), mysql_ident(&old));
-    let err = |action: &str, e: mysql_async::Error| {
-        failed(&admin.server, action, e, &admin.secrets())
-    };
+    let err =
+        |action: &str, e: mysql_async::Error| failed(&admin.server, action, e, &admin.secrets());
     let mut c = admin.connect().await?;
     // End the app's sessions: an open transaction would hold the tables being moved.
     let ids: Vec<u64> = c
@@ -916,9 +921,21 @@ async fn mysql_swap(server: &Server, db: &str) -> Result<()> {
     // Tables with triggers cannot move between databases, nor can views: they are made
     // again after the move.
     let mut drops = vec![];
-    drops.extend(cur.triggers.iter().map(|(n, _)| format!("DROP TRIGGER {d}.{}", mysql_ident(n))));
-    drops.extend(cur.views.iter().map(|(n, _)| format!("DROP VIEW {d}.{}", mysql_ident(n))));
-    drops.extend(new.triggers.iter().map(|(n, _)| format!("DROP TRIGGER {t}.{}", mysql_ident(n))));
+    drops.extend(
+        cur.triggers
+            .iter()
+            .map(|(n, _)| format!("DROP TRIGGER {d}.{}", mysql_ident(n))),
+    );
+    drops.extend(
+        cur.views
+            .iter()
+            .map(|(n, _)| format!("DROP VIEW {d}.{}", mysql_ident(n))),
+    );
+    drops.extend(
+        new.triggers
+            .iter()
+            .map(|(n, _)| format!("DROP TRIGGER {t}.{}", mysql_ident(n))),
+    );
     let mut rename: Vec<String> = current
         .iter()
         .map(|x| format!("{d}.{q} TO {o}.{q}", q = mysql_ident(x)))
@@ -934,7 +951,8 @@ async fn mysql_swap(server: &Server, db: &str) -> Result<()> {
             c.query_drop(sql.as_str()).await?;
         }
         if !rename.is_empty() {
-            c.query_drop(format!("RENAME TABLE {}", rename.join(", "))).await?;
+            c.query_drop(format!("RENAME TABLE {}", rename.join(", ")))
+                .await?;
         }
         c.query_drop(format!("USE {d}")).await?;
         Ok::<(), mysql_async::Error>(())
@@ -944,7 +962,12 @@ async fn mysql_swap(server: &Server, db: &str) -> Result<()> {
         // Nothing moved (RENAME TABLE is all or nothing): the current views and triggers
         // are made again as they were.
         let _ = c.query_drop(format!("USE {d}")).await;
-        let again = cur.views.iter().chain(cur.triggers.iter()).map(|(_, sql)| sql.clone()).collect();
+        let again = cur
+            .views
+            .iter()
+            .chain(cur.triggers.iter())
+            .map(|(_, sql)| sql.clone())
+            .collect();
         mysql_create_all(&mut c, again).await;
         let _ = c.query_drop(format!("DROP DATABASE IF EXISTS {o}")).await;
     }

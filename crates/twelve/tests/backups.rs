@@ -273,7 +273,11 @@ fn postgresql_backup_under_load_restores_a_consistent_state_locally() {
     let r = run_json(&t, &["pg", "create-backup"]);
     assert_eq!(r["where"], "s3", "{r}");
     let id = r["backup-id"].as_str().unwrap().to_string();
-    assert_sealed(&moto, &format!("/twelve-pg/pg/{id}/{app}.pgdump.zst"), b"plaintext-marker");
+    assert_sealed(
+        &moto,
+        &format!("/twelve-pg/pg/{id}/{app}.pgdump.zst"),
+        b"plaintext-marker",
+    );
     sh(
         &t,
         &unit,
@@ -498,7 +502,9 @@ fn mysql_backup_on_s3_is_sealed_and_restores() {
     sh(
         &t,
         &unit,
-        &format!(r#"{mysql} -e "update notes set body = 'kept' where id = 3; insert into visits () values ()""#),
+        &format!(
+            r#"{mysql} -e "update notes set body = 'kept' where id = 3; insert into visits () values ()""#
+        ),
     );
     let before = sh(&t, &unit, &state);
     assert_eq!(before, "3\nplaintext-marker-one,two,kept");
@@ -513,9 +519,12 @@ fn mysql_backup_on_s3_is_sealed_and_restores() {
         .arg(format!("show databases like '{db}$%'"))
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "", "no scratch database left");
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout).trim(),
+        "",
+        "no scratch database left"
+    );
     serves(&t, &app);
-
 
     t.ok(&["remove-relation", &app, "my", "--destroy-data"]);
 }
@@ -614,7 +623,11 @@ fn redis_backup_on_a_schedule_restores_the_keys() {
         std::thread::sleep(Duration::from_secs(61 - now() % 60));
     }
     let next_minute = (now() / 60 + 1) % 60;
-    t.ok(&["config", "cache", &format!("backup-schedule={next_minute} * * * *")]);
+    t.ok(&[
+        "config",
+        "cache",
+        &format!("backup-schedule={next_minute} * * * *"),
+    ]);
     let before = scheduled(&t);
     t.ok(&["controller", "stop"]);
     std::thread::sleep(Duration::from_secs(62 - now() % 60));
@@ -720,7 +733,11 @@ fn rabbitmq_definitions_backup_brings_back_a_deleted_vhost_user_and_queue() {
     ctl(&["delete_vhost", &vhost]);
     ctl(&["delete_user", &user]);
     assert!(!has(&ctl(&["list_vhosts", "name"]), &vhost));
-    assert_ne!(queue("two").map(|(c, _)| c), Some(200), "the app lost its broker");
+    assert_ne!(
+        queue("two").map(|(c, _)| c),
+        Some(200),
+        "the app lost its broker"
+    );
 
     run_json(&t, &["mq", "restore", &format!("backup-id={id}")]);
     assert!(has(&ctl(&["list_vhosts", "name"]), &vhost));
