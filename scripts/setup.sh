@@ -47,8 +47,23 @@ checks=(
   "command -v node:nodejs"
   "command -v npm:npm"
   "command -v javac:openjdk-17-jdk-headless"
+  # Spring Boot packs: mvn package offline against Debian's Maven repository
+  # (/usr/share/maven-repo): the default lifecycle's plugins, fat-jar plugins, and the
+  # library examples/spring-boot-maven uses
+  "command -v mvn:maven"
+  "command -v mh_installpom:maven-repo-helper"
+  "test -d /usr/share/maven-repo/org/apache/maven/plugins/maven-resources-plugin/3.3.0:libmaven-resources-plugin-java"
+  "test -d /usr/share/maven-repo/org/apache/maven/plugins/maven-compiler-plugin/3.10.1:libmaven-compiler-plugin-java"
+  "test -d /usr/share/maven-repo/org/apache/maven/plugins/maven-surefire-plugin/2.22.3:libsurefire-java"
+  "test -d /usr/share/maven-repo/org/apache/maven/plugins/maven-jar-plugin/3.3.0:libmaven-jar-plugin-java"
+  "test -d /usr/share/maven-repo/org/apache/maven/plugins/maven-install-plugin:libmaven-install-plugin-java"
+  "test -d /usr/share/maven-repo/org/apache/maven/plugins/maven-shade-plugin:libmaven-shade-plugin-java"
+  "test -d /usr/share/maven-repo/org/apache/maven/plugins/maven-assembly-plugin:libmaven-assembly-plugin-java"
+  "test -d /usr/share/maven-repo/org/apache/commons/commons-lang3/3.12.0:libcommons-lang3-java"
   "command -v chromium:chromium"
   "command -v prometheus:prometheus"
+  # promtool (check rules/config) comes with Debian's prometheus package
+  "command -v promtool:prometheus"
   "dpkg-query -W -f='\${Status}' python3-venv 2>/dev/null | grep -q 'ok installed':python3-venv"
   # the real Kubernetes API server of the k8s tests (scripts/kube-apiserver.sh)
   "command -v etcd:etcd-server"

@@ -1,7 +1,8 @@
 // go-example: the Go example application of twelve (standard library only).
 //
-//	go-example            serve HTTP on APP_PORT (v1), else PORT (v2), else 8080
-//	                      (Prometheus metrics at /metrics and /metrics/runtime)
+//	go-example            serve HTTP on APP_PORT (paas-charm 1.x), else PORT (main), else
+//	                      8080 (Prometheus metrics at /metrics and /metrics/runtime, and
+//	                      at METRICS_PATH on METRICS_PORT, APP_METRICS_* for 1.x)
 //	go-example worker     log "worker alive" every few seconds
 //	go-example scheduler  log "scheduler alive" every few seconds
 package main
@@ -58,6 +59,16 @@ func port() string {
 	return "8080"
 }
 
+// firstenv returns the first of names that is set, else "".
+func firstenv(names ...string) string {
+	for _, name := range names {
+		if v := os.Getenv(name); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
 func getenv(name, fallback string) string {
 	if v, ok := os.LookupEnv(name); ok {
 		return v
@@ -100,9 +111,17 @@ func serve() {
 		requests.Add(1)
 		mux.ServeHTTP(w, r)
 	})
-	// The charm's metrics-port option: metrics on a port of their own when it differs.
-	if mp := os.Getenv("APP_METRICS_PORT"); mp != "" && mp != port() {
-		path := getenv("APP_METRICS_PATH", "/metrics")
+	// The charm's metrics port (paas-charm main's METRICS_PORT/METRICS_PATH, 1.x's
+	// APP_METRICS_*): metrics on a port of their own when it differs from the app's.
+	path := firstenv("METRICS_PATH", "APP_METRICS_PATH")
+	if path == "" {
+		path = "/metrics"
+	}
+	mp := firstenv("METRICS_PORT", "APP_METRICS_PORT")
+	if (mp == "" || mp == port()) && path != "/metrics" && path != "/metrics/runtime" {
+		mux.HandleFunc(path, metrics)
+	}
+	if mp != "" && mp != port() {
 		metricsMux := http.NewServeMux()
 		metricsMux.HandleFunc(path, metrics)
 		go func() {

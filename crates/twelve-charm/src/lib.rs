@@ -6,6 +6,7 @@
 //! the local substrate and Kubernetes, and `twelve render` shows it.
 
 pub mod config;
+pub mod cos;
 pub mod integrations;
 pub mod metrics;
 pub mod plan;

@@ -650,6 +650,16 @@ impl Planner<'_> {
                 }
                 env.insert("METRICS_PORT".into(), ports.metrics.to_string());
                 env.insert("METRICS_PATH".into(), ports.metrics_path.clone());
+                if self.json_logs() {
+                    // paas-charm 1.11: uvicorn loads a dictConfig file (its
+                    // `--log-config`, read from UVICORN_LOG_CONFIG) whose formatter
+                    // module is found through PYTHONPATH.
+                    env.insert("PYTHONPATH".into(), UVICORN_LOG_DIR.into());
+                    env.insert(
+                        "UVICORN_LOG_CONFIG".into(),
+                        format!("{UVICORN_LOG_DIR}/{UVICORN_LOG_CONFIG_FILE}"),
+                    );
+                }
             }
             Framework::Go => {
                 // paas-charm main drops Go's `APP_` framework prefix: `PORT`, `METRICS_*`.
@@ -939,6 +949,19 @@ impl Planner<'_> {
                     }
                 }
             }
+            if name == main_name && self.fw == Framework::FastApi && self.json_logs() {
+                files.insert(
+                    format!("{UVICORN_LOG_DIR}/{UVICORN_LOG_CONFIG_FILE}"),
+                    UVICORN_LOG_CONFIG.to_string(),
+                );
+                files.insert(
+                    format!("{UVICORN_LOG_DIR}/{UVICORN_LOG_MODULE_FILE}"),
+                    UVICORN_JSON_LOGGING.to_string(),
+                );
+                self.notes.push(format!(
+                    "framework_logging_format: json: uvicorn logs one JSON object per line (UVICORN_LOG_CONFIG={UVICORN_LOG_DIR}/{UVICORN_LOG_CONFIG_FILE})"
+                ));
+            }
             if name == main_name && self.fw.is_gunicorn() {
                 match self.gunicorn(&mut s, values, ports) {
                     Ok(conf) => {
@@ -1073,10 +1096,17 @@ impl Planner<'_> {
                 conf.push_str(&format!("{key} = {v}\n"));
             }
         }
-        if self.project.paas_config.framework_logging_format.as_deref() == Some("json") {
+        if self.json_logs() {
             conf.push_str(GUNICORN_JSON_LOGGING);
         }
         Ok(conf)
+    }
+
+    /// `framework_logging_format: json`, for a framework whose server paas-charm
+    /// configures for it (gunicorn, uvicorn); the others ignore it (with a project note).
+    fn json_logs(&self) -> bool {
+        self.project.paas_config.framework_logging_format.as_deref() == Some("json")
+            && self.fw.supports_json_logs()
     }
 
     fn checks(&self, ports: &Ports) -> IndexMap<String, Check> {
@@ -1378,4 +1408,97 @@ class TwelveJsonLogger(_glogging.Logger):
 
 
 logger_class = TwelveJsonLogger
+"#;
+
+/// Where a FastAPI unit's logging files go with `framework_logging_format: json`: a rock
+/// path under `/tmp`, as paas-charm (1.11) pushes them (on this machine, under the unit's
+/// own files directory, as the gunicorn config).
+pub const UVICORN_LOG_DIR: &str = "/tmp/fastapi/log_config";
+pub const UVICORN_LOG_CONFIG_FILE: &str = "uvicorn-log-config.json";
+pub const UVICORN_LOG_MODULE_FILE: &str = "uvicorn_log_handler.py";
+
+/// uvicorn's `--log-config` (a `logging.config.dictConfig` in JSON): its error logger
+/// to stderr and its access logger to stdout, both through the JSON formatter of
+/// [`UVICORN_JSON_LOGGING`].
+pub const UVICORN_LOG_CONFIG: &str = r#"{
+  "version": 1,
+  "disable_existing_loggers": false,
+  "formatters": {"json": {"()": "uvicorn_log_handler.JsonLines"}},
+  "handlers": {
+    "default": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "json"},
+    "access": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"}
+  },
+  "loggers": {
+    "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": false},
+    "uvicorn.error": {"handlers": ["default"], "level": "INFO", "propagate": false},
+    "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": false}
+  }
+}
+"#;
+
+/// The formatter module uvicorn's log config names (standard library only): each record
+/// as one JSON object in OpenTelemetry's log data model, as [`GUNICORN_JSON_LOGGING`];
+/// access records (`uvicorn.access`, whose arguments are the client, method, path with
+/// query, HTTP version and status) get the HTTP semantic-convention attributes, and the
+/// trace and span ids of the active OpenTelemetry span when the app uses one.
+pub const UVICORN_JSON_LOGGING: &str = r#""""JSON log lines for uvicorn (twelve, framework_logging_format: json)."""
+
+import json
+import logging
+import time
+
+_LEVELS = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+
+
+def _when(epoch):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + ".%03dZ" % int(epoch % 1 * 1000)
+
+
+def _span_ids():
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return {}
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx or not ctx.is_valid:
+        return {}
+    return {"traceId": "%032x" % ctx.trace_id, "spanId": "%016x" % ctx.span_id}
+
+
+def _http(args):
+    attrs = {}
+    if not isinstance(args, (tuple, list)) or len(args) < 5:
+        return attrs
+    client, method, target, _version, status = args[:5]
+    attrs["http.request.method"] = str(method)
+    path, _, query = str(target).partition("?")
+    attrs["url.path"] = path
+    if query:
+        attrs["url.query"] = query
+    if client:
+        attrs["client.address"] = str(client).rsplit(":", 1)[0]
+    try:
+        attrs["http.response.status_code"] = int(status)
+    except (TypeError, ValueError):
+        attrs["http.response.status_code"] = status
+    return attrs
+
+
+class JsonLines(logging.Formatter):
+    def format(self, record):
+        line = {
+            "timestamp": _when(record.created),
+            "severityText": _LEVELS.get(record.levelname, record.levelname),
+            "body": record.getMessage(),
+        }
+        line.update(_span_ids())
+        attrs = {"logger.name": record.name}
+        if record.name == "uvicorn.access":
+            attrs.update(_http(record.args))
+        if record.exc_info and record.exc_info[0] is not None:
+            attrs["exception.type"] = record.exc_info[0].__qualname__
+            attrs["exception.message"] = str(record.exc_info[1])
+            attrs["exception.stacktrace"] = self.formatException(record.exc_info)
+        line["attributes"] = attrs
+        return json.dumps(line, default=str)
 "#;

@@ -1433,3 +1433,79 @@ fn redaction_hides_values_and_words_not_parts_of_words() {
         assert_eq!(redact_values_with(&secrets, text), value_shown, "{text}");
     }
 }
+
+/// `framework_logging_format` (paas-charm 1.11, uvicorn on main): for each framework and
+/// value, whether the server is configured for JSON lines: gunicorn's config gains the JSON
+/// logger class, FastAPI's unit gets uvicorn's log config and formatter module as files
+/// with `UVICORN_LOG_CONFIG` and `PYTHONPATH` naming them; Go, Express and Spring Boot keep
+/// their own format, with a note.
+#[test]
+fn framework_logging_format_json_configures_gunicorn_and_uvicorn() {
+    for fw in ALL_FRAMEWORKS {
+        for value in [None, Some("none"), Some("json")] {
+            let files: Vec<(&str, String)> = value
+                .map(|v| {
+                    (
+                        "charm/paas-config.yaml",
+                        format!("framework_logging_format: {v}\n"),
+                    )
+                })
+                .into_iter()
+                .collect();
+            let files: Vec<(&str, &str)> = files.iter().map(|(a, b)| (*a, b.as_str())).collect();
+            let f = project(fw, "", "", &files);
+            let p = plan(&f, &state());
+            let json = value == Some("json");
+            let what = format!("{fw} {value:?}");
+            let conf = p.files.get(&format!("/{}/gunicorn.conf.py", fw.name()));
+            if fw.is_gunicorn() {
+                assert_eq!(
+                    conf.unwrap().contains("logger_class = TwelveJsonLogger"),
+                    json,
+                    "{what}"
+                );
+            }
+            let log_config = p
+                .files
+                .get("/tmp/fastapi/log_config/uvicorn-log-config.json");
+            let module = p
+                .files
+                .get("/tmp/fastapi/log_config/uvicorn_log_handler.py");
+            let uvicorn = fw == Framework::FastApi && json;
+            assert_eq!(log_config.is_some(), uvicorn, "{what}");
+            assert_eq!(module.is_some(), uvicorn, "{what}");
+            assert_eq!(
+                p.environment.get("UVICORN_LOG_CONFIG").map(String::as_str),
+                uvicorn.then_some("/tmp/fastapi/log_config/uvicorn-log-config.json"),
+                "{what}"
+            );
+            assert_eq!(
+                p.environment.get("PYTHONPATH").map(String::as_str),
+                uvicorn.then_some("/tmp/fastapi/log_config"),
+                "{what}"
+            );
+            if uvicorn {
+                // The environment reaches the web service, and the config names the module.
+                assert!(env(&p, "fastapi").contains_key("UVICORN_LOG_CONFIG"));
+                let cfg: serde_json::Value = serde_json::from_str(log_config.unwrap()).unwrap();
+                assert_eq!(
+                    cfg["formatters"]["json"]["()"],
+                    "uvicorn_log_handler.JsonLines"
+                );
+                assert_eq!(
+                    cfg["loggers"]["uvicorn.access"]["handlers"],
+                    json!(["access"])
+                );
+                assert!(module
+                    .unwrap()
+                    .contains("class JsonLines(logging.Formatter)"));
+            }
+            let noted = f
+                .project
+                .notes
+                .iter()
+                .any(|n| n.message.contains("is not supported for the"));
+            assert_eq!(noted, json && !fw.supports_json_logs(), "{what}");
+        }
+    }
+}

@@ -27,6 +27,13 @@ pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 pub(crate) static CHALLENGES: LazyLock<Mutex<BTreeMap<String, String>>> =
     LazyLock::new(Default::default);
 
+/// TLS-ALPN-01 answers being served: host -> its challenge certificate.
+pub(crate) static ALPN_CHALLENGES: LazyLock<Mutex<BTreeMap<String, twelve_ingress::Certificate>>> =
+    LazyLock::new(Default::default);
+
+pub const HTTP_01: &str = "http-01";
+pub const TLS_ALPN_01: &str = "tls-alpn-01";
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AcmeConfig {
     pub email: String,
@@ -37,6 +44,9 @@ pub struct AcmeConfig {
     /// The account's credentials (JSON), sealed; for `directory`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_sealed: Option<String>,
+    /// `http-01` or `tls-alpn-01`; none: chosen from the listeners at each order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<String>,
 }
 
 /// What happened last for one host.
@@ -113,7 +123,21 @@ impl Controller {
         email: String,
         directory: Option<String>,
         ca_pem: Option<String>,
+        challenge: Option<String>,
     ) -> Result<serde_json::Value, ApiError> {
+        if let Some(c) = &challenge {
+            if c != HTTP_01 && c != TLS_ALPN_01 {
+                return Err(ApiError::new(format!(
+                    "--challenge {c:?}: give http-01, tls-alpn-01 or auto"
+                )));
+            }
+            if c == TLS_ALPN_01 && self.https_listener().is_none() {
+                return Err(ApiError::new(
+                    "--challenge tls-alpn-01 needs the HTTPS listener, which is off",
+                )
+                .hint("twelve ingress configure --https 0.0.0.0:443"));
+            }
+        }
         if !email.contains('@') || email.contains(char::is_whitespace) {
             return Err(
                 ApiError::new(format!("--email {email:?} is not an email address"))
@@ -131,28 +155,30 @@ impl Controller {
                 return Err(ApiError::new("--ca-file holds no PEM certificate"));
             }
         }
-        let mut state = self.edge_state();
-        let same = state
-            .acme
-            .as_ref()
-            .is_some_and(|a| a.directory == directory && a.email == email);
-        let account_sealed = if same {
-            state.acme.as_ref().and_then(|a| a.account_sealed.clone())
-        } else {
-            None
-        };
-        state.acme = Some(AcmeConfig {
-            email,
-            directory,
-            ca_pem,
-            account_sealed,
-        });
-        // A new configuration is tried at once.
-        for h in state.acme_hosts.values_mut() {
-            h.next_attempt = 0;
-            h.failures = 0;
-        }
-        self.save_edge_state(&state)?;
+        self.update_edge(|state| {
+            let same = state
+                .acme
+                .as_ref()
+                .is_some_and(|a| a.directory == directory && a.email == email);
+            let account_sealed = if same {
+                state.acme.as_ref().and_then(|a| a.account_sealed.clone())
+            } else {
+                None
+            };
+            state.acme = Some(AcmeConfig {
+                email,
+                directory,
+                ca_pem,
+                account_sealed,
+                challenge,
+            });
+            // A new configuration is tried at once.
+            for h in state.acme_hosts.values_mut() {
+                h.next_attempt = 0;
+                h.failures = 0;
+            }
+            Ok(())
+        })?;
         self.acme_pass().await;
         let state = self.edge_state();
         let hosts: Vec<_> = Self::acme_hosts(&state)
@@ -205,14 +231,37 @@ impl Controller {
         Ok((account, Some(self.vault.seal(&json))))
     }
 
-    /// One order for `host`: HTTP-01 through the ingress, then the certificate.
-    async fn acme_issue(&self, account: &Account, host: &str) -> Result<StoredCert, String> {
+    /// The challenge types to try, in order: the configured one, else TLS-ALPN-01 first
+    /// when HTTPS is on port 443 and HTTP is not on port 80 (the CA reaches only 443),
+    /// else HTTP-01 first; TLS-ALPN-01 only with an HTTPS listener.
+    fn challenge_order(&self, cfg: &AcmeConfig) -> Vec<ChallengeType> {
+        let https = self.https_listener();
+        match cfg.challenge.as_deref() {
+            Some(HTTP_01) => vec![ChallengeType::Http01],
+            Some(TLS_ALPN_01) => vec![ChallengeType::TlsAlpn01],
+            _ if https.is_none() => vec![ChallengeType::Http01],
+            _ if https.is_some_and(|a| a.port() == 443) && self.http_listener().port() != 80 => {
+                vec![ChallengeType::TlsAlpn01, ChallengeType::Http01]
+            }
+            _ => vec![ChallengeType::Http01, ChallengeType::TlsAlpn01],
+        }
+    }
+
+    /// One order for `host`: HTTP-01 or TLS-ALPN-01 answered by the ingress, then the
+    /// certificate.
+    async fn acme_issue(
+        &self,
+        account: &Account,
+        host: &str,
+        kinds: &[ChallengeType],
+    ) -> Result<StoredCert, String> {
         let identifiers = [Identifier::Dns(host.to_string())];
         let mut order = account
             .new_order(&NewOrder::new(&identifiers))
             .await
             .map_err(|e| format!("new order: {e}"))?;
         let mut tokens = vec![];
+        let mut alpn = false;
         let result = async {
             let mut authorizations = order.authorizations();
             while let Some(authz) = authorizations.next().await {
@@ -222,16 +271,32 @@ impl Controller {
                     AuthorizationStatus::Valid => continue,
                     other => return Err(format!("authorization is {other:?}")),
                 }
+                let kind = kinds
+                    .iter()
+                    .find(|k| authz.challenges.iter().any(|c| c.r#type == **k))
+                    .cloned()
+                    .ok_or_else(|| format!("the CA offers none of the challenges {kinds:?}"))?;
                 let mut challenge = authz
-                    .challenge(ChallengeType::Http01)
-                    .ok_or("the CA offers no http-01 challenge")?;
-                let key_authorization = challenge.key_authorization().as_str().to_string();
-                let token = challenge.token.clone();
-                CHALLENGES
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(token.clone(), key_authorization);
-                tokens.push(token);
+                    .challenge(kind.clone())
+                    .ok_or("the CA's challenge went away")?;
+                if kind == ChallengeType::TlsAlpn01 {
+                    let key_authorization = challenge.key_authorization();
+                    let digest = key_authorization.digest();
+                    let cert = alpn_certificate(host, digest.as_ref())?;
+                    ALPN_CHALLENGES
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(host.to_string(), cert);
+                    alpn = true;
+                } else {
+                    let key_authorization = challenge.key_authorization().as_str().to_string();
+                    let token = challenge.token.clone();
+                    CHALLENGES
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(token.clone(), key_authorization);
+                    tokens.push(token);
+                }
                 // The ingress answers before the CA is told to look.
                 self.push_routes_now().await;
                 challenge
@@ -269,6 +334,12 @@ impl Controller {
             for t in &tokens {
                 challenges.remove(t);
             }
+        }
+        if alpn {
+            ALPN_CHALLENGES
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(host);
         }
         let (chain, key_pem) = result?;
         let cert = twelve_ingress::Certificate {
@@ -315,16 +386,39 @@ impl Controller {
             return;
         }
         let account = self.acme_account(&cfg).await;
+        let kinds = self.challenge_order(&cfg);
         for host in due {
             let result = match &account {
-                Ok((account, _)) => self.acme_issue(account, &host).await,
+                Ok((account, _)) => self.acme_issue(account, &host, &kinds).await,
                 Err(e) => Err(e.clone()),
             };
-            let mut state = self.edge_state();
-            if let (Ok((_, Some(sealed))), Some(acme)) = (&account, state.acme.as_mut()) {
-                acme.account_sealed = Some(sealed.clone());
+            let sealed = match &account {
+                Ok((_, Some(sealed))) => Some(sealed.clone()),
+                _ => None,
+            };
+            if let Err(e) = self.acme_record(&host, now, sealed, result) {
+                crate::controller::log(format!("ACME: {}", e.message));
             }
-            let entry = state.acme_hosts.entry(host.clone()).or_default();
+            self.push_routes_now().await;
+        }
+    }
+
+    /// Records an attempt for `host` in edge.json (the new certificate, or the error and
+    /// when to try again), with the account's credentials when they are new.
+    pub(crate) fn acme_record(
+        &self,
+        host: &str,
+        now: i64,
+        account_sealed: Option<String>,
+        result: Result<StoredCert, String>,
+    ) -> Result<(), ApiError> {
+        self.update_edge(|state| {
+            if let (Some(sealed), Some(acme)) = (account_sealed, state.acme.as_mut()) {
+                acme.account_sealed = Some(sealed);
+            }
+            // The domain went away during the attempt: nothing to keep for it.
+            let wanted = state.domains.values().flatten().any(|d| d.host == host);
+            let entry = state.acme_hosts.entry(host.to_string()).or_default();
             entry.last_attempt = Some(now);
             match result {
                 Ok(cert) => {
@@ -340,7 +434,9 @@ impl Controller {
                     state
                         .certificates
                         .retain(|c| !(c.source == "acme" && c.names == cert.names));
-                    state.certificates.push(cert);
+                    if wanted {
+                        state.certificates.push(cert);
+                    }
                 }
                 Err(e) => {
                     entry.failures += 1;
@@ -353,11 +449,11 @@ impl Controller {
                     entry.last_error = Some(e);
                 }
             }
-            if let Err(e) = self.save_edge_state(&state) {
-                crate::controller::log(format!("ACME: {}", e.message));
+            if !wanted {
+                state.acme_hosts.remove(host);
             }
-            self.push_routes_now().await;
-        }
+            Ok(())
+        })
     }
 
     /// Checks every `TWELVE_ACME_CHECK` seconds (60) what is due.
@@ -370,5 +466,35 @@ impl Controller {
     }
 }
 
+/// The TLS-ALPN-01 certificate for `host` (RFC 8737): self-signed, naming only `host`,
+/// with the critical acmeIdentifier extension holding the key authorization's SHA-256.
+fn alpn_certificate(host: &str, digest: &[u8]) -> Result<twelve_ingress::Certificate, String> {
+    let key = rcgen::KeyPair::generate().map_err(|e| format!("tls-alpn-01 key: {e}"))?;
+    let mut params = rcgen::CertificateParams::new(vec![host.to_string()])
+        .map_err(|e| format!("tls-alpn-01 certificate for {host}: {e}"))?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| format!("tls-alpn-01 certificate for {host}: {e}"))?;
+    Ok(twelve_ingress::Certificate {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
 /// One ACME pass at a time (the loop and `twelve tls acme`).
 static ACME_LOCK: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(Default::default);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The TLS-ALPN-01 certificate loads in the ingress as its route table will carry it.
+    #[test]
+    fn alpn_certificates_load_in_the_ingress() {
+        let cert = alpn_certificate("c.acme.test", &[7u8; 32]).unwrap();
+        let mut table = twelve_ingress::RouteTable::default();
+        table.acme_tls_alpn.insert("c.acme.test".into(), cert);
+        table.validate().unwrap();
+    }
+}

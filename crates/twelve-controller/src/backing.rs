@@ -48,6 +48,27 @@ impl Controller {
             .map_err(|e| ApiError::new(format!("the record of {} is damaged: {e}", rec.name)))
     }
 
+    /// The providers for the service `name` on `server`: a managed server's processes run
+    /// as the service's own system user (created here when missing; see
+    /// `RunAs::service_user`), never as root or the machine's `postgres`.
+    pub(crate) fn providers_for(
+        &self,
+        name: &str,
+        server: &Server,
+    ) -> Result<twelve_providers::Providers, ApiError> {
+        if !server.is_managed() {
+            return Ok(self.providers.clone());
+        }
+        let user = self
+            .run_as
+            .service_user(&self.home.root, name)
+            .map_err(ApiError::new)?;
+        Ok(match user {
+            Some(u) => self.providers.clone().with_service_user(u.name),
+            None => self.providers.clone(),
+        })
+    }
+
     pub(crate) async fn deploy_service(
         &self,
         kind: &str,
@@ -102,11 +123,19 @@ impl Controller {
                     .and_then(|l| l.local_addr())
                     .map_err(|e| ApiError::new(format!("cannot find a free port: {e}")))?
                     .port();
-                self.providers
+                let server = Server::managed(k, dir.clone(), port);
+                let started = self
+                    .providers_for(&name, &server)?
                     .start_managed(k, &dir, port)
-                    .await
-                    .map_err(|e| ApiError::new(e.to_string()))?;
-                Server::managed(k, dir, port)
+                    .await;
+                if let Err(e) = started {
+                    // Nothing is recorded: the service's user goes too.
+                    let _ = self.providers.stop_managed(&server).await;
+                    let _ = twelve_providers::disown_tree(&dir);
+                    self.run_as.remove_service_user(&self.home.root, &name);
+                    return Err(ApiError::new(e.to_string()));
+                }
+                server
             }
         };
         let describe = server.describe();
@@ -199,7 +228,7 @@ impl Controller {
                 }
                 let endpoint = self.endpoint_for(&app, kind_of_service(server.kind()), target)?;
                 let data = self
-                    .providers
+                    .providers_for(&rec.name, &server)?
                     .provision(&server, app_name)
                     .await
                     .map_err(|e| ApiError::new(e.to_string()))?;
@@ -284,7 +313,7 @@ impl Controller {
                 // Not while a restore's replaced databases, owned by the app's role, go.
                 let _dropped = crate::backups::replaced_dropped(service).await;
                 let server = self.open_server(&rec)?;
-                self.providers
+                self.providers_for(&rec.name, &server)?
                     .revoke(&server, app_name, destroy_data)
                     .await
                     .map_err(|e| ApiError::new(e.to_string()))?;
@@ -336,6 +365,23 @@ impl Controller {
                 .map_err(|e| ApiError::new(e.to_string()))?;
             if destroy_data {
                 let _ = std::fs::remove_dir_all(dir);
+            } else if let Err(e) = twelve_providers::disown_tree(dir) {
+                // The kept data becomes root's: a later user given the same uid must not
+                // read it.
+                return Err(ApiError::new(format!(
+                    "cannot keep the data of {name} for root: {e}"
+                )));
+            }
+            let mut tries = 0;
+            while !self.run_as.remove_service_user(&self.home.root, name) {
+                tries += 1;
+                if tries == 50 {
+                    crate::controller::log(format!(
+                        "cannot delete the user of {name}: a process of it still runs"
+                    ));
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         }
         self.store.delete_service(name).map_err(store_err)?;
@@ -368,7 +414,14 @@ impl Controller {
             };
             if let Server::Managed { kind, dir, port } = &server {
                 if !self.providers.is_running(&server).await {
-                    if let Err(e) = self.providers.start_managed(*kind, dir, *port).await {
+                    let started = match self.providers_for(&rec.name, &server) {
+                        Ok(p) => p
+                            .start_managed(*kind, dir, *port)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.message),
+                    };
+                    if let Err(e) = started {
                         eprintln!("[controller] cannot restart {}: {e}", rec.name);
                     }
                 }

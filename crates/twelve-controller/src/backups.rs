@@ -1013,6 +1013,7 @@ impl Controller {
         let rec = self.service_rec(service)?;
         let server = self.open_server(&rec)?;
         let kind = server.kind();
+        let providers = self.providers_for(service, &server)?;
         let storage = self.backup_storage(&rec)?;
         let existing: HashSet<String> = storage.list().await?.into_iter().map(|m| m.id).collect();
         let created = now_rfc3339();
@@ -1033,7 +1034,7 @@ impl Controller {
             cipher: encrypted.then(|| self.vault.cipher().clone()),
         };
         let apps = self.service_users(service);
-        let dump = match self.providers.dump(&server, &apps, &mut sink).await {
+        let dump = match providers.dump(&server, &apps, &mut sink).await {
             Ok(d) => d,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&staged);
@@ -1174,6 +1175,8 @@ impl Controller {
             dir: dir.clone(),
             cipher: meta.encrypted.then(|| self.vault.cipher().clone()),
         };
+        // The server's own user (managed servers): known before any app leaves the ingress.
+        let providers = self.providers_for(service, &server)?;
         // The integrated apps leave the ingress while their data is replaced, before the
         // backup of the current state: what they wrote until then is in it.
         let apps: Vec<_> = self
@@ -1210,12 +1213,12 @@ impl Controller {
             // nothing is swapped in unless both succeeded.
             let (pre, staged) = tokio::join!(
                 self.create_backup_locked(service, "pre-restore", Some(id)),
-                self.providers.restore_stage(&server, &meta.dump, &source)
+                providers.restore_stage(&server, &meta.dump, &source)
             );
             match (pre, staged) {
                 (Err(e), staged) => {
                     if let Ok(s) = staged {
-                        self.providers.restore_abort(&server, s).await;
+                        providers.restore_abort(&server, s).await;
                     }
                     Err(ApiError::new(format!(
                         "the current data could not be backed up before the restore, so nothing was restored: {}",
@@ -1226,8 +1229,7 @@ impl Controller {
                     "{e} (nothing was changed; the data from before the restore is also backup {})",
                     pre.id
                 ))),
-                (Ok(pre), Ok(staged)) => self
-                    .providers
+                (Ok(pre), Ok(staged)) => providers
                     .restore_commit(&server, &meta.dump, &source, staged)
                     .await
                     .map(|replaced| (pre.id.clone(), replaced))
@@ -1249,7 +1251,6 @@ impl Controller {
         let (pre_id, replaced) = result?;
         // The replaced copies are dropped once the apps are back (PostgreSQL's DROP
         // DATABASE waits for a checkpoint).
-        let providers = self.providers.clone();
         tokio::spawn(async move {
             providers.drop_replaced(&server, replaced).await;
             drop(cleanup);

@@ -383,8 +383,21 @@ impl Controller {
                 self.remove_service(&name, destroy_data).await
             }
             Request::Shutdown => {
+                // What stops with the controller, for the CLI to say: its ingress when no
+                // app is left; units and managed backing servers never.
+                let apps = self.store.apps().map(|a| a.len()).unwrap_or_default();
+                let services = self
+                    .store
+                    .services()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|r| self.open_server(r).is_ok_and(|s| s.is_managed()))
+                    .count();
+                let ingress_stops = self.ingress_unused();
                 self.shutdown.notify_one();
-                Ok(json!({"stopping": true}))
+                Ok(
+                    json!({"stopping": true, "apps": apps, "services": services, "ingress-stops": ingress_stops}),
+                )
             }
         }
     }
@@ -1008,6 +1021,10 @@ impl Controller {
             self.stop_unit(&app.name, u.number).await;
         }
         self.store.delete_app(name).map_err(store_err)?;
+        // A new app of the same name starts with no domain, certificate or maintenance.
+        if let Err(e) = self.forget_app_edge(name) {
+            log(format!("{name}: cannot forget its domains: {}", e.message));
+        }
         let _ = std::fs::remove_dir_all(self.home.root.join("projects").join(name));
         // No process of the app is left (its units' cgroups are empty): its user goes.
         self.app_users

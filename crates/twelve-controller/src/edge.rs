@@ -53,6 +53,9 @@ pub enum EdgeRequest {
         directory: Option<String>,
         #[serde(default)]
         ca_pem: Option<String>,
+        /// `http-01` or `tls-alpn-01`; none: chosen from the listeners.
+        #[serde(default)]
+        challenge: Option<String>,
     },
     IngressConfigure {
         #[serde(default)]
@@ -129,7 +132,60 @@ impl Controller {
         }
     }
 
-    pub(crate) fn save_edge_state(&self, state: &EdgeState) -> Result<(), ApiError> {
+    /// Reads, changes and writes edge.json as one step: every writer (the verbs, the ACME
+    /// task, `remove-application`) goes through here, one at a time, so none loses
+    /// another's change. `f` runs under the lock; nothing is written when it fails.
+    pub(crate) fn update_edge<T>(
+        &self,
+        f: impl FnOnce(&mut EdgeState) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let _one = EDGE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        // Never written over when it cannot be read: what it holds would be lost.
+        let path = self.edge_path();
+        let mut state = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::new(format!(
+                    "{} cannot be read ({e}): fix it or move it aside",
+                    path.display()
+                ))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => EdgeState::default(),
+            Err(e) => return Err(ApiError::new(format!("{}: {e}", path.display()))),
+        };
+        let out = f(&mut state)?;
+        self.save_edge_state(&state)?;
+        Ok(out)
+    }
+
+    /// Forgets what the edge keeps for `app` as it is removed: its domains, maintenance
+    /// flag, the ACME certificates and attempts of its hosts, and the certificates the
+    /// user installed for them unless one also covers a domain of another app.
+    pub(crate) fn forget_app_edge(&self, app: &str) -> Result<(), ApiError> {
+        self.update_edge(|state| {
+            state.maintenance.remove(app);
+            let Some(domains) = state.domains.remove(app) else {
+                return Ok(());
+            };
+            let others: Vec<String> = state
+                .domains
+                .values()
+                .flatten()
+                .map(|d| d.host.clone())
+                .collect();
+            for d in &domains {
+                forget_host(state, &d.host);
+            }
+            state.certificates.retain(|c| {
+                let covers = |host: &str| c.names.iter().any(|n| x509::name_matches(n, host));
+                c.source != "user"
+                    || !domains.iter().any(|d| covers(&d.host))
+                    || others.iter().any(|h| covers(h))
+            });
+            Ok(())
+        })
+    }
+
+    fn save_edge_state(&self, state: &EdgeState) -> Result<(), ApiError> {
         let text = serde_json::to_string_pretty(state).map_err(|e| ApiError::new(e.to_string()))?;
         crate::vault::write_private(&self.edge_path(), &text)
             .map_err(|e| ApiError::new(format!("{}: {e}", self.edge_path().display())))
@@ -138,19 +194,26 @@ impl Controller {
     /// The HTTP listener: `ingress configure --http`, else 127.0.0.1 and the port of
     /// `TWELVE_INGRESS_PORT` (8080).
     pub(crate) fn http_listener(&self) -> SocketAddr {
-        self.edge_state()
-            .listeners
-            .http
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], self.ingress_port)))
+        self.effective_listeners(&self.edge_state().listeners).http
     }
 
     /// The HTTPS listener: `ingress configure --https`, else `TWELVE_INGRESS_HTTPS`, else none.
     pub(crate) fn https_listener(&self) -> Option<SocketAddr> {
-        self.edge_state().listeners.https.or_else(|| {
-            std::env::var("TWELVE_INGRESS_HTTPS")
-                .ok()
-                .and_then(|a| a.parse().ok())
-        })
+        self.effective_listeners(&self.edge_state().listeners).https
+    }
+
+    /// The listeners `l` gives, with the defaults filled in.
+    fn effective_listeners(&self, l: &Listeners) -> twelve_ingress::ListenerAddrs {
+        twelve_ingress::ListenerAddrs {
+            http: l
+                .http
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], self.ingress_port))),
+            https: l.https.or_else(|| {
+                std::env::var("TWELVE_INGRESS_HTTPS")
+                    .ok()
+                    .and_then(|a| a.parse().ok())
+            }),
+        }
     }
 
     /// The app's base URL when it has a domain: its first (non-wildcard) one, `https` when
@@ -198,6 +261,10 @@ impl Controller {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        table.acme_tls_alpn = crate::acme::ALPN_CHALLENGES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         for cert in &state.certificates {
             match self.vault.open_sealed(&cert.key_sealed) {
                 Ok(key) => table.certificates.push(Certificate {
@@ -229,44 +296,47 @@ impl Controller {
                     ))
                     .hint(format!("twelve domain add {app} shop.example.com")));
                 }
-                let mut state = self.edge_state();
-                if let Some((other, _)) = state
-                    .domains
-                    .iter()
-                    .find(|(a, ds)| **a != app && ds.iter().any(|d| d.host == host))
-                {
-                    return Err(
-                        ApiError::new(format!("{host} is already a domain of {other}"))
-                            .hint(format!("twelve domain remove {other} {host}")),
-                    );
-                }
-                let list = state.domains.entry(app.clone()).or_default();
-                match list.iter_mut().find(|d| d.host == host) {
-                    Some(d) => d.hsts = hsts,
-                    None => list.push(Domain {
-                        host: host.clone(),
-                        hsts,
-                    }),
-                }
-                self.save_edge_state(&state)?;
+                self.update_edge(|state| {
+                    if let Some((other, _)) = state
+                        .domains
+                        .iter()
+                        .find(|(a, ds)| **a != app && ds.iter().any(|d| d.host == host))
+                    {
+                        return Err(ApiError::new(format!(
+                            "{host} is already a domain of {other}"
+                        ))
+                        .hint(format!("twelve domain remove {other} {host}")));
+                    }
+                    let list = state.domains.entry(app.clone()).or_default();
+                    match list.iter_mut().find(|d| d.host == host) {
+                        Some(d) => d.hsts = hsts,
+                        None => list.push(Domain {
+                            host: host.clone(),
+                            hsts,
+                        }),
+                    }
+                    Ok(())
+                })?;
                 self.push_routes_now().await;
                 crate::controller::log(format!("{app}: domain {host} added"));
                 Ok(json!({"app": app, "host": host, "hsts": hsts, "url": self.domain_url(&app)}))
             }
             EdgeRequest::DomainRemove { app, host } => {
                 let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
-                let mut state = self.edge_state();
-                let list = state.domains.entry(app.clone()).or_default();
-                let before = list.len();
-                list.retain(|d| d.host != host);
-                if list.len() == before {
-                    return Err(ApiError::new(format!("{host} is not a domain of {app}"))
-                        .hint(format!("twelve domain list {app}")));
-                }
-                if list.is_empty() {
-                    state.domains.remove(&app);
-                }
-                self.save_edge_state(&state)?;
+                self.update_edge(|state| {
+                    let list = state.domains.entry(app.clone()).or_default();
+                    let before = list.len();
+                    list.retain(|d| d.host != host);
+                    if list.len() == before {
+                        return Err(ApiError::new(format!("{host} is not a domain of {app}"))
+                            .hint(format!("twelve domain list {app}")));
+                    }
+                    if list.is_empty() {
+                        state.domains.remove(&app);
+                    }
+                    forget_host(state, &host);
+                    Ok(())
+                })?;
                 self.push_routes_now().await;
                 crate::controller::log(format!("{app}: domain {host} removed"));
                 Ok(json!({"app": app, "host": host}))
@@ -297,15 +367,16 @@ impl Controller {
             }
             EdgeRequest::Maintenance { app, on, message } => {
                 self.app(&app)?;
-                let mut state = self.edge_state();
-                if on {
-                    state
-                        .maintenance
-                        .insert(app.clone(), message.unwrap_or_default());
-                } else {
-                    state.maintenance.remove(&app);
-                }
-                self.save_edge_state(&state)?;
+                self.update_edge(|state| {
+                    if on {
+                        state
+                            .maintenance
+                            .insert(app.clone(), message.unwrap_or_default());
+                    } else {
+                        state.maintenance.remove(&app);
+                    }
+                    Ok(())
+                })?;
                 self.push_routes_now().await;
                 crate::controller::log(format!(
                     "{app}: maintenance {}",
@@ -338,12 +409,7 @@ impl Controller {
                         "the certificate for {host} has expired"
                     )));
                 }
-                let mut state = self.edge_state();
-                // It replaces the user's certificates for the same names.
-                state
-                    .certificates
-                    .retain(|c| !(c.source == "user" && c.names == info.names));
-                state.certificates.push(StoredCert {
+                let stored = StoredCert {
                     cert_pem: cert.cert_pem,
                     key_sealed: self.vault.seal(&cert.key_pem),
                     source: "user".into(),
@@ -351,8 +417,15 @@ impl Controller {
                     issuer: info.issuer.clone(),
                     not_before: info.not_before,
                     not_after: info.not_after,
-                });
-                self.save_edge_state(&state)?;
+                };
+                self.update_edge(|state| {
+                    // It replaces the user's certificates for the same names.
+                    state
+                        .certificates
+                        .retain(|c| !(c.source == "user" && c.names == info.names));
+                    state.certificates.push(stored);
+                    Ok(())
+                })?;
                 self.push_routes_now().await;
                 crate::controller::log(format!(
                     "certificate installed for {}",
@@ -391,7 +464,11 @@ impl Controller {
                 email,
                 directory,
                 ca_pem,
-            } => self.acme_configure(email, directory, ca_pem).await,
+                challenge,
+            } => {
+                self.acme_configure(email, directory, ca_pem, challenge)
+                    .await
+            }
             EdgeRequest::IngressConfigure {
                 http,
                 https,
@@ -403,31 +480,71 @@ impl Controller {
                             .hint("twelve ingress configure --http 0.0.0.0:80 --https 0.0.0.0:443")
                     })
                 };
-                let mut state = self.edge_state();
-                let before = state.listeners.clone();
+                let mut listeners = self.edge_state().listeners;
+                let before = self.effective_listeners(&listeners);
                 if let Some(a) = http {
-                    state.listeners.http = Some(parse("http", &a)?);
+                    listeners.http = Some(parse("http", &a)?);
                 }
                 if let Some(a) = https {
-                    state.listeners.https = Some(parse("https", &a)?);
+                    listeners.https = Some(parse("https", &a)?);
                 }
                 if no_https {
-                    state.listeners.https = None;
+                    listeners.https = None;
                 }
-                if state.listeners.http.is_some() && state.listeners.http == state.listeners.https {
+                if listeners.http.is_some() && listeners.http == listeners.https {
                     return Err(ApiError::new(
                         "--http and --https must be different addresses",
                     ));
                 }
-                self.save_edge_state(&state)?;
-                let changed = state.listeners != before;
-                if changed {
-                    self.restart_ingress().await;
+                let want = self.effective_listeners(&listeners);
+                // The running ingress moves its listeners without dropping connections;
+                // when none runs (or an older one without `PUT /listeners`), one starts on
+                // the new ones.
+                let mut restarted = false;
+                let live = match want == before {
+                    true => Ok(()),
+                    false => twelve_ingress::client::put_listeners(&self.ingress_socket(), &want)
+                        .await
+                        .map(|_| ()),
+                };
+                let save = |l: Listeners| {
+                    self.update_edge(move |state| {
+                        state.listeners = l;
+                        Ok(())
+                    })
+                };
+                match live {
+                    Ok(()) => save(listeners)?,
+                    Err(twelve_ingress::client::AdminError::Status { status, message })
+                        if status.as_u16() == 400 =>
+                    {
+                        return Err(ApiError::new(format!(
+                            "the ingress cannot move its listeners: {message}"
+                        ))
+                        .hint("pick free addresses; nothing was changed"));
+                    }
+                    Err(e) => {
+                        crate::controller::log(format!(
+                            "ingress: {e}; restarting it on the new listeners"
+                        ));
+                        save(listeners)?;
+                        self.restart_ingress().await;
+                        restarted = true;
+                    }
+                }
+                if want != before {
+                    crate::controller::log(format!(
+                        "ingress listeners: http {}, https {}",
+                        want.http,
+                        want.https.map_or("off".to_string(), |a| a.to_string())
+                    ));
+                    self.push_routes_now().await;
                 }
                 Ok(json!({
                     "http": self.http_listener(),
                     "https": self.https_listener(),
-                    "restarted": changed,
+                    "changed": want != before,
+                    "restarted": restarted,
                 }))
             }
         }
@@ -435,6 +552,30 @@ impl Controller {
 }
 
 impl Controller {
+    /// Every domain with the certificate serving it and its last ACME attempt, for the
+    /// dashboard and `/metrics`.
+    pub(crate) fn certificate_views(&self) -> Vec<twelve_web::CertificateView> {
+        let state = self.edge_state();
+        let now = now();
+        let mut views = vec![];
+        for (app, domains) in &state.domains {
+            for d in domains {
+                let cert = best_cert(&state, &d.host, now);
+                let acme = state.acme_hosts.get(&d.host);
+                views.push(twelve_web::CertificateView {
+                    host: d.host.clone(),
+                    app: app.clone(),
+                    source: cert.map(|c| c.source.clone()).unwrap_or_default(),
+                    issuer: cert.map(|c| c.issuer.clone()).unwrap_or_default(),
+                    not_after: cert.map(|c| c.not_after),
+                    renewal_failures: acme.map_or(0, |a| u64::from(a.failures)),
+                    last_error: acme.and_then(|a| a.last_error.clone()).unwrap_or_default(),
+                });
+            }
+        }
+        views
+    }
+
     /// Lines for `twelve status`: hosts whose certificate cannot be obtained or renewed.
     pub(crate) fn edge_problems(&self) -> Vec<String> {
         let state = self.edge_state();
@@ -460,6 +601,18 @@ impl Controller {
     }
 }
 
+/// One edge.json writer at a time (see [`Controller::update_edge`]).
+static EDGE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Forgets ACME's part for a host no app has any more: its attempts (no `blocked` line
+/// for a domain that is gone) and its ACME certificates (not renewed either way).
+fn forget_host(state: &mut EdgeState, host: &str) {
+    state.acme_hosts.remove(host);
+    state
+        .certificates
+        .retain(|c| !(c.source == "acme" && c.names.iter().all(|n| n == host)));
+}
+
 /// The certificate that serves `host`: a valid one expiring last, else the latest.
 fn best_cert<'s>(state: &'s EdgeState, host: &str, now: i64) -> Option<&'s StoredCert> {
     state
@@ -473,4 +626,122 @@ fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::home::Home;
+
+    fn controller(dir: &std::path::Path) -> std::sync::Arc<Controller> {
+        let c = Controller::new(Home::at(dir)).unwrap();
+        let app: crate::model::AppRecord = serde_json::from_value(json!({
+            "name": "web", "project_dir": "/nonexistent", "framework": "flask",
+            "next_unit": 0, "current_release": 0, "secret_key": "k",
+        }))
+        .unwrap();
+        c.store.put_app(&app).unwrap();
+        c
+    }
+
+    /// `domain add` and the ACME task write edge.json at the same time: neither loses
+    /// the other's changes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn domain_add_and_the_acme_task_never_lose_each_others_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = controller(dir.path());
+        const N: usize = 40;
+        for i in 0..N {
+            c.edge(EdgeRequest::DomainAdd {
+                app: "web".into(),
+                host: format!("acme{i}.example.com"),
+                hsts: false,
+            })
+            .await
+            .unwrap();
+        }
+        let acme = {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for i in 0..N {
+                    let host = format!("acme{i}.example.com");
+                    c.acme_record(&host, 1, None, Err("CA down".into()))
+                        .unwrap();
+                }
+            })
+        };
+        let adds = (0..2).map(|t| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for i in 0..N / 2 {
+                    c.edge(EdgeRequest::DomainAdd {
+                        app: "web".into(),
+                        host: format!("new{t}-{i}.example.com"),
+                        hsts: false,
+                    })
+                    .await
+                    .unwrap();
+                }
+            })
+        });
+        for a in adds.collect::<Vec<_>>() {
+            a.await.unwrap();
+        }
+        acme.join().unwrap();
+        let state = c.edge_state();
+        assert_eq!(state.domains["web"].len(), 2 * N, "{:?}", state.domains);
+        assert_eq!(state.acme_hosts.len(), N, "{:?}", state.acme_hosts);
+        assert!(state.acme_hosts.values().all(|h| h.failures == 1));
+    }
+
+    /// `remove-application` forgets the app's domains, maintenance flag, ACME state and
+    /// the user's certificates for its hosts, but keeps a certificate another app uses.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_removed_app_leaves_nothing_in_the_edge_for_a_new_one_of_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = controller(dir.path());
+        let cert = |names: &[&str], source: &str| StoredCert {
+            cert_pem: String::new(),
+            key_sealed: String::new(),
+            source: source.into(),
+            names: names.iter().map(|s| s.to_string()).collect(),
+            issuer: "test".into(),
+            not_before: 0,
+            not_after: i64::MAX,
+        };
+        c.update_edge(|s| {
+            s.domains.insert(
+                "web".into(),
+                vec![Domain {
+                    host: "shop.example.com".into(),
+                    hsts: true,
+                }],
+            );
+            s.domains.insert(
+                "api".into(),
+                vec![Domain {
+                    host: "api.example.com".into(),
+                    hsts: false,
+                }],
+            );
+            s.maintenance.insert("web".into(), "soon".into());
+            s.acme_hosts
+                .insert("shop.example.com".into(), Default::default());
+            s.certificates.push(cert(&["shop.example.com"], "acme"));
+            s.certificates.push(cert(&["shop.example.com"], "user"));
+            s.certificates.push(cert(&["*.example.com"], "user"));
+            s.certificates.push(cert(&["other.test"], "user"));
+            Ok(())
+        })
+        .unwrap();
+        c.forget_app_edge("web").unwrap();
+        let s = c.edge_state();
+        assert!(!s.domains.contains_key("web"));
+        assert!(s.domains.contains_key("api"));
+        assert!(s.maintenance.is_empty());
+        assert!(s.acme_hosts.is_empty());
+        let left: Vec<_> = s.certificates.iter().map(|c| c.names[0].as_str()).collect();
+        // The wildcard also serves api's domain; other.test is no app's.
+        assert_eq!(left, ["*.example.com", "other.test"]);
+    }
 }

@@ -21,7 +21,7 @@ pub fn port_from_env() -> u16 {
 }
 
 impl Controller {
-    fn ingress_socket(&self) -> std::path::PathBuf {
+    pub(crate) fn ingress_socket(&self) -> std::path::PathBuf {
         self.home.root.join("ingress").join("ingress.sock")
     }
 
@@ -146,6 +146,11 @@ impl Controller {
 
     /// Stops the ingress (it finishes the requests in flight) when this controller has
     /// nothing left for it to serve: called as the controller stops.
+    /// Whether [`Self::stop_ingress_if_unused`] will stop a running ingress (no app left).
+    pub(crate) fn ingress_unused(&self) -> bool {
+        self.store.apps().unwrap_or_default().is_empty() && self.ingress_pid().is_some()
+    }
+
     pub(crate) async fn stop_ingress_if_unused(&self) {
         let apps = self.store.apps().unwrap_or_default();
         if !apps.is_empty() {

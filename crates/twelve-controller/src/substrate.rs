@@ -184,6 +184,33 @@ impl RunAs {
     /// The app's user, created (with a group of its own) when it does not exist yet.
     /// `None` when twelve runs unprivileged.
     pub fn app_user(&self, home: &Path, app: &str) -> Result<Option<AppUser>, String> {
+        self.system_user(home, app, "app")
+    }
+
+    /// The user a managed backing service's servers run as (`twelve deploy postgresql`):
+    /// a user of its own, named and numbered as an app's (services and apps share one
+    /// namespace), so that neither apps nor other services can read its data. Created
+    /// when it does not exist yet; `None` when twelve runs unprivileged.
+    pub fn service_user(&self, home: &Path, service: &str) -> Result<Option<AppUser>, String> {
+        self.system_user(home, service, "service")
+    }
+
+    /// Deletes a backing service's user and group (after its servers stopped): whether it
+    /// is gone. `userdel` refuses while a process of the user still runs (a server's
+    /// helpers exit a moment after the server): the caller tries again.
+    pub fn remove_service_user(&self, home: &Path, service: &str) -> bool {
+        if *self == RunAs::Invoker {
+            return true;
+        }
+        let name = app_user_name(home, service);
+        if lookup_user(&name).is_none() {
+            return true;
+        }
+        let _ = std::process::Command::new("userdel").arg(&name).output();
+        lookup_user(&name).is_none()
+    }
+
+    fn system_user(&self, home: &Path, app: &str, what: &str) -> Result<Option<AppUser>, String> {
         if *self == RunAs::Invoker {
             return Ok(None);
         }
@@ -191,7 +218,7 @@ impl RunAs {
         if let Some(u) = lookup_user(&name) {
             return Ok(Some(u));
         }
-        let comment = format!("twelve app {app} ({})", home.display());
+        let comment = format!("twelve {what} {app} ({})", home.display());
         for uid in APP_UID_MIN..=APP_UID_MAX {
             let taken = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
                 .ok()
@@ -454,6 +481,16 @@ pub fn host_unit(
             .join("files")
             .join(rock_path.trim_start_matches('/'));
         map.add(rock_path, host.clone());
+        // A directory of plan files under the rock's /tmp (uvicorn's log config, named by
+        // PYTHONPATH) is the files' directory, not the unit's temporary one.
+        if let (Some(dir), Some(host_dir)) = (
+            Path::new(rock_path).parent().and_then(Path::to_str),
+            host.parent(),
+        ) {
+            if dir.starts_with("/tmp/") {
+                map.add(dir, host_dir.to_path_buf());
+            }
+        }
         files.insert(host, String::new());
     }
     for ((rock_path, content), slot) in plan.files.iter().zip(files.values_mut()) {

@@ -171,6 +171,7 @@ impl Controller {
             .await
             .ok(),
             services: self.service_views(),
+            certificates: self.certificate_views(),
         };
         *w.snapshot.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
         *w.units.write().unwrap_or_else(|e| e.into_inner()) = dirs;

@@ -7,6 +7,8 @@
 //! | `GET /routes`    | the route table                                               |
 //! | `GET /inflight`  | `{"backends": [BackendInflight, ...]}`                        |
 //! | `GET /metrics`   | Prometheus text format                                        |
+//! | `GET /listeners` | `{"http": ADDR, "https": ADDR or null}` ([`ListenerAddrs`])   |
+//! | `PUT /listeners` | moves the listeners without dropping connections; the bound addresses, 400 if one cannot be bound |
 
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
@@ -25,7 +27,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::routes::RouteTable;
-use crate::server::Shared;
+use crate::server::{ListenerAddrs, ListenerSet, Shared};
 use crate::table::BackendInflight;
 
 const MAX_ROUTES_BODY: usize = 16 * 1024 * 1024;
@@ -52,7 +54,12 @@ pub(crate) fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-pub(crate) async fn serve(listener: UnixListener, shared: Arc<Shared>, cancel: CancellationToken) {
+pub(crate) async fn serve(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    listeners: Arc<ListenerSet>,
+    cancel: CancellationToken,
+) {
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -64,9 +71,9 @@ pub(crate) async fn serve(listener: UnixListener, shared: Arc<Shared>, cancel: C
                 }
             },
         };
-        let shared = shared.clone();
+        let (shared, listeners) = (shared.clone(), listeners.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(shared.clone(), req));
+            let service = service_fn(move |req| handle(shared.clone(), listeners.clone(), req));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -76,6 +83,7 @@ pub(crate) async fn serve(listener: UnixListener, shared: Arc<Shared>, cancel: C
 
 async fn handle(
     shared: Arc<Shared>,
+    listeners: Arc<ListenerSet>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let response = match (req.method(), req.uri().path()) {
@@ -93,6 +101,20 @@ async fn handle(
             }
         }
         (&Method::GET, "/routes") => json(&shared.routes()),
+        (&Method::GET, "/listeners") => json(&listeners.addrs()),
+        (&Method::PUT, "/listeners") => {
+            let body = match Limited::new(req.into_body(), 4096).collect().await {
+                Ok(body) => body.to_bytes(),
+                Err(e) => return Ok(error(StatusCode::BAD_REQUEST, &e.to_string())),
+            };
+            match serde_json::from_slice::<ListenerAddrs>(&body) {
+                Ok(want) => match listeners.configure(want).await {
+                    Ok(now) => json(&now),
+                    Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+                },
+                Err(e) => error(StatusCode::BAD_REQUEST, &format!("listeners: {e}")),
+            }
+        }
         (&Method::GET, "/inflight") => json(&InflightReport {
             backends: shared.inflight(),
         }),
@@ -104,7 +126,7 @@ async fn handle(
             );
             r
         }
-        (_, "/routes" | "/inflight" | "/metrics") => {
+        (_, "/routes" | "/inflight" | "/metrics" | "/listeners") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         (_, path) => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
@@ -199,6 +221,22 @@ pub mod client {
     pub async fn get_inflight(socket: &Path) -> Result<Vec<BackendInflight>, AdminError> {
         let bytes = call(socket, Method::GET, "/inflight", None).await?;
         Ok(serde_json::from_slice::<InflightReport>(&bytes)?.backends)
+    }
+
+    /// Moves the ingress's listeners without dropping connections; the addresses
+    /// bound when this returns, the old ones closed.
+    pub async fn put_listeners(
+        socket: &Path,
+        want: &ListenerAddrs,
+    ) -> Result<ListenerAddrs, AdminError> {
+        let body = serde_json::to_vec(want)?;
+        let bytes = call(socket, Method::PUT, "/listeners", Some(body)).await?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    pub async fn get_listeners(socket: &Path) -> Result<ListenerAddrs, AdminError> {
+        let bytes = call(socket, Method::GET, "/listeners", None).await?;
+        Ok(serde_json::from_slice(&bytes)?)
     }
 
     pub async fn get_metrics(socket: &Path) -> Result<String, AdminError> {

@@ -680,7 +680,11 @@ async fn write_body(
 
 /// Copies both ways between an upgraded client connection and its backend, starting with
 /// the bytes each side sent before the tunnel began.
-pub(crate) async fn tunnel(mut client: TcpStream, from_client: Bytes, mut backend: UpConn) {
+pub(crate) async fn tunnel<C: AsyncRead + AsyncWrite + Unpin>(
+    mut client: C,
+    from_client: Bytes,
+    mut backend: UpConn,
+) {
     backend.set_nodelay();
     if !backend.buf.is_empty() && client.write_all(&backend.buf).await.is_err() {
         return;

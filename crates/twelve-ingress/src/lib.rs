@@ -18,8 +18,11 @@
 //! (h2c) clients by hyper through module `proxy`. HTTPS (`--https`) is module `tls`:
 //! rustls, the certificate picked by SNI from the table of now, then hyper's HTTP/2 or
 //! HTTP/1 server through `proxy`; module `x509` reads the names and validity of a
-//! certificate. Users' domains, maintenance mode, the 308 to https and ACME HTTP-01
-//! answers are decided before routing (`proxy::answer_first`).
+//! certificate; ACME TLS-ALPN-01 handshakes get their challenge certificate there. Users'
+//! domains, maintenance mode, the 308 to https and ACME HTTP-01 answers are decided
+//! before routing (`proxy::answer_first`). The listeners' accept loops only hand
+//! connections to the workers, which outlive them: `PUT /listeners` replaces a listener
+//! (`server::ListenerSet`) while the connections it accepted go on.
 
 pub mod admin;
 mod body;
@@ -50,7 +53,7 @@ pub use routes::{
     AppRoute, Backend, BackendState, Certificate, Policy, RouteTable, RoutesError, Timeouts,
 };
 pub use server::{
-    IngressConfig, IngressError, IngressHandle, DEFAULT_DRAIN_TIMEOUT, DEFAULT_PORT, PID_FILE,
-    ROUTES_FILE, SOCKET_FILE,
+    IngressConfig, IngressError, IngressHandle, ListenerAddrs, DEFAULT_DRAIN_TIMEOUT, DEFAULT_PORT,
+    PID_FILE, ROUTES_FILE, SOCKET_FILE,
 };
 pub use table::{BackendInflight, MAX_REQUEST_HEAD, POOL_IDLE_TIMEOUT};

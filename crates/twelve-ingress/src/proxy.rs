@@ -144,7 +144,10 @@ pub(crate) fn answer_first(
             page: Bytes::from(key_authorization.clone()),
         });
     }
-    let port = shared.https_port?;
+    let port = match shared.https_port.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => return None,
+        port => port,
+    };
     let host = host?;
     domain_pool(snap, host)?;
     let bare = bare_host(host);
@@ -203,7 +206,7 @@ async fn forward(
     snap: &Snapshot,
     pool: &AppPool,
     conn: &ConnState,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     strip: Option<usize>,
     guard: &mut Guard,
 ) -> Response<ResBody> {
@@ -211,7 +214,9 @@ async fn forward(
         guard.set_no_unit(&pool.no_unit, &pool.histogram);
         return text(StatusCode::SERVICE_UNAVAILABLE, pool.unavailable.clone());
     };
-    // Upgrades are HTTP/1.1's, which `crate::h1` serves; this is HTTP/2.
+    // Upgrades are HTTP/1.1's: over TLS (hyper's HTTP/1 server) they come here; plain
+    // HTTP/1 ones are `crate::h1`'s.
+    let on_upgrade = asks_upgrade(&req, conn).then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let bodyless = body.is_end_stream();
     let chunked = !bodyless
@@ -224,7 +229,7 @@ async fn forward(
         strip.map(|rest_len| (rest_len, &pool.prefix)),
         &conn.peer_ip,
         backend.authority.as_str(),
-        false,
+        on_upgrade.is_some(),
         chunked,
         conn.https,
     );
@@ -236,9 +241,43 @@ async fn forward(
     };
     let body = (!bodyless).then_some(ReqBody::Hyper(body));
     match send(shared, snap, pool, conn, backend, exchange, body, guard).await {
+        Ok(response) if response.status == StatusCode::SWITCHING_PROTOCOLS => {
+            let Some(on_upgrade) = on_upgrade else {
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    "502 Bad Gateway\n\nThe backend switched protocols unasked.\n",
+                );
+            };
+            // hyper answers the 101, then hands over the client's connection: the two
+            // are tunnelled as `crate::h1` does.
+            let (head, body) = response.into_http().into_parts();
+            if let Some(backend) = body.into_conn() {
+                tokio::spawn(async move {
+                    if let Ok(upgraded) = on_upgrade.await {
+                        let client = hyper_util::rt::TokioIo::new(upgraded);
+                        crate::h1::tunnel(client, Bytes::new(), backend).await;
+                    }
+                });
+            }
+            Response::from_parts(head, ResBody::full(Bytes::new()))
+        }
         Ok(response) => response.into_http().map(ResBody::upstream),
         Err((status, page)) => text(status, page),
     }
+}
+
+/// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` and `Upgrade`).
+fn asks_upgrade(req: &Request<Incoming>, conn: &ConnState) -> bool {
+    !conn.is_h2()
+        && req.version() == hyper::Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// What [`send`] sends besides the body.

@@ -24,6 +24,11 @@ pub struct RouteTable {
     /// any host, gets the key authorization.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub acme_challenges: BTreeMap<String, String>,
+    /// ACME TLS-ALPN-01 answers (RFC 8737), by host: a TLS handshake for the host that
+    /// offers ALPN `acme-tls/1` gets this self-signed certificate, and nothing is served
+    /// on that connection.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub acme_tls_alpn: BTreeMap<String, Certificate>,
 }
 
 /// A certificate chain and its private key, both PEM. The names it serves are its own
@@ -170,6 +175,8 @@ pub enum RoutesError {
     },
     #[error("certificate {index}: {why}")]
     Certificate { index: usize, why: String },
+    #[error("the TLS-ALPN-01 certificate for {host}: {why}")]
+    AlpnCertificate { host: String, why: String },
     #[error("app {app}: unit {unit} is listed twice")]
     DuplicateUnit { app: String, unit: String },
     #[error("invalid route table: {0}")]
@@ -243,6 +250,12 @@ impl RouteTable {
         }
         for (index, cert) in self.certificates.iter().enumerate() {
             crate::tls::load(cert).map_err(|why| RoutesError::Certificate { index, why })?;
+        }
+        for (host, cert) in &self.acme_tls_alpn {
+            crate::tls::load_challenge(cert).map_err(|why| RoutesError::AlpnCertificate {
+                host: host.clone(),
+                why,
+            })?;
         }
         let t = &self.timeouts;
         for (value, name) in [

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -87,8 +87,8 @@ pub(crate) struct Shared {
     registry: Mutex<Registry>,
     routes_path: PathBuf,
     /// The HTTPS listener's port: plain HTTP requests to a domain with a certificate are
-    /// redirected there.
-    pub https_port: Option<u16>,
+    /// redirected there; 0 without one.
+    pub https_port: AtomicU16,
 }
 
 impl Shared {
@@ -122,16 +122,239 @@ impl Shared {
     }
 }
 
+/// The public listeners of a running ingress, which `PUT /listeners` on the admin socket
+/// changes without dropping connections: the new ones are bound and accepting before
+/// the old ones stop accepting; connections already accepted go on on the worker
+/// threads, which outlive any listener.
+pub(crate) struct ListenerSet {
+    shared: Arc<Shared>,
+    workers: Arc<[Sender]>,
+    next: Arc<AtomicUsize>,
+    cancel: CancellationToken,
+    bound: tokio::sync::Mutex<Bound>,
+    /// The bound addresses, for synchronous readers.
+    addrs: Mutex<(SocketAddr, Option<SocketAddr>)>,
+}
+
+struct Bound {
+    http: Running,
+    https: Option<Running>,
+}
+
+/// One listener's accept loop.
+struct Running {
+    /// The address asked for (port 0 stays 0 here).
+    requested: SocketAddr,
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    fn spawn(
+        listener: TcpListener,
+        requested: SocketAddr,
+        addr: SocketAddr,
+        tls: bool,
+        set: (&Arc<[Sender]>, &Arc<AtomicUsize>, &CancellationToken),
+    ) -> Running {
+        let stop = set.2.child_token();
+        let task = tokio::spawn(accept_loop(
+            listener,
+            tls,
+            set.0.clone(),
+            set.1.clone(),
+            stop.clone(),
+        ));
+        Running {
+            requested,
+            addr,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Whether asking for `addr` asks for this listener (port 0 asks for a new one).
+    fn is(&self, addr: SocketAddr) -> bool {
+        (self.requested == addr && addr.port() != 0) || self.addr == addr
+    }
+
+    /// Stops accepting; the socket is closed when this returns.
+    async fn close(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+type Sender = tokio::sync::mpsc::UnboundedSender<Handed>;
+
+/// The listeners' addresses, as `GET /listeners` and `PUT /listeners` carry them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListenerAddrs {
+    pub http: SocketAddr,
+    #[serde(default)]
+    pub https: Option<SocketAddr>,
+}
+
+impl ListenerSet {
+    pub(crate) fn addrs(&self) -> ListenerAddrs {
+        let (http, https) = *self.addrs.lock().unwrap_or_else(|e| e.into_inner());
+        ListenerAddrs { http, https }
+    }
+
+    fn start(
+        &self,
+        listener: std::net::TcpListener,
+        requested: SocketAddr,
+        tls: bool,
+    ) -> Result<Running, IngressError> {
+        let err = |source| IngressError::Listen {
+            addr: requested.to_string(),
+            source,
+        };
+        listener.set_nonblocking(true).map_err(err)?;
+        let addr = listener.local_addr().map_err(err)?;
+        let listener = TcpListener::from_std(listener).map_err(err)?;
+        if tls {
+            self.shared.https_port.store(addr.port(), Ordering::Relaxed);
+        }
+        Ok(Running::spawn(
+            listener,
+            requested,
+            addr,
+            tls,
+            (&self.workers, &self.next, &self.cancel),
+        ))
+    }
+
+    /// Moves the listeners to `want`: binds the new addresses first (an error changes
+    /// nothing), serves on them, then stops accepting on the old ones (closed when this
+    /// returns); connections already accepted go on. A new address on the port of an old
+    /// one it replaces, which the kernel refuses to bind beside it (`127.0.0.1:80` to
+    /// `0.0.0.0:80`), is bound right after the old one closes: the only case where a port
+    /// refuses connections, for a moment.
+    pub(crate) async fn configure(
+        &self,
+        want: ListenerAddrs,
+    ) -> Result<ListenerAddrs, IngressError> {
+        let listen = |addr: SocketAddr, source| IngressError::Listen {
+            addr: addr.to_string(),
+            source,
+        };
+        if Some(want.http) == want.https {
+            return Err(listen(
+                want.http,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the HTTP and HTTPS listeners must be different addresses",
+                ),
+            ));
+        }
+        let mut bound = self.bound.lock().await;
+        let http_changes = !bound.http.is(want.http);
+        let https_changes = match (&bound.https, want.https) {
+            (Some(r), Some(a)) => !r.is(a),
+            (None, None) => false,
+            _ => true,
+        };
+        let mut replaced = vec![];
+        if http_changes {
+            replaced.push(bound.http.addr.port());
+        }
+        if https_changes {
+            replaced.extend(bound.https.as_ref().map(|r| r.addr.port()));
+        }
+        // Bind first; None: it waits for the old listener on its port to close.
+        let try_bind = |addr: SocketAddr| match std::net::TcpListener::bind(addr) {
+            Ok(l) => Ok(Some(l)),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && addr.port() != 0
+                    && replaced.contains(&addr.port()) =>
+            {
+                Ok(None)
+            }
+            Err(source) => Err(listen(addr, source)),
+        };
+        let new_http = match http_changes {
+            true => Some(try_bind(want.http)?),
+            false => None,
+        };
+        let new_https = match want.https {
+            Some(addr) if https_changes => Some((addr, try_bind(addr)?)),
+            _ => None,
+        };
+        let mut old = vec![];
+        let mut deferred = vec![];
+        match new_http {
+            Some(Some(l)) => {
+                let running = self.start(l, want.http, false)?;
+                old.push(std::mem::replace(&mut bound.http, running));
+            }
+            Some(None) => deferred.push((want.http, false)),
+            None => {}
+        }
+        match new_https {
+            Some((addr, Some(l))) => {
+                let running = self.start(l, addr, true)?;
+                old.extend(bound.https.replace(running));
+            }
+            Some((addr, None)) => deferred.push((addr, true)),
+            None if https_changes => {
+                self.shared.https_port.store(0, Ordering::Relaxed);
+                old.extend(bound.https.take());
+            }
+            None => {}
+        }
+        for running in &mut old {
+            running.close().await;
+        }
+        for &(_, tls) in &deferred {
+            match tls {
+                false => bound.http.close().await,
+                true => {
+                    if let Some(r) = bound.https.as_mut() {
+                        r.close().await;
+                    }
+                }
+            }
+        }
+        for (addr, tls) in deferred {
+            let l = std::net::TcpListener::bind(addr).map_err(|source| listen(addr, source))?;
+            let running = self.start(l, addr, tls)?;
+            match tls {
+                false => bound.http = running,
+                true => bound.https = Some(running),
+            }
+        }
+        let now = (bound.http.addr, bound.https.as_ref().map(|r| r.addr));
+        *self.addrs.lock().unwrap_or_else(|e| e.into_inner()) = now;
+        Ok(ListenerAddrs {
+            http: now.0,
+            https: now.1,
+        })
+    }
+
+    /// Stops every accept loop and waits for them.
+    async fn stopped(&self) {
+        let mut bound = self.bound.lock().await;
+        bound.http.close().await;
+        if let Some(r) = bound.https.as_mut() {
+            r.close().await;
+        }
+    }
+}
+
 /// A running ingress (in this process).
 pub struct IngressHandle {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    https_addr: Option<SocketAddr>,
-    https_task: Option<JoinHandle<()>>,
+    listeners: Arc<ListenerSet>,
     socket: PathBuf,
     pid_file: PathBuf,
     cancel: CancellationToken,
-    proxy_task: JoinHandle<()>,
+    workers_done: Vec<tokio::sync::oneshot::Receiver<()>>,
     admin_task: JoinHandle<()>,
     drain_timeout: Duration,
 }
@@ -161,22 +384,11 @@ impl IngressHandle {
             registry: Mutex::new(registry),
             routes_path,
             stopping: AtomicBool::new(false),
-            https_port: https_addr.map(|a| a.port()),
+            https_port: AtomicU16::new(https_addr.map_or(0, |a| a.port())),
         });
 
-        let addr = SocketAddr::new(config.bind, config.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| IngressError::Listen {
-                addr: addr.to_string(),
-                source,
-            })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| IngressError::Listen {
-                addr: addr.to_string(),
-                source,
-            })?;
+        let requested_http = SocketAddr::new(config.bind, config.port);
+        let (listener, addr) = bind(requested_http).await?;
 
         let socket = config.dir.join(SOCKET_FILE);
         let admin = crate::admin::bind(&socket).map_err(io(&socket))?;
@@ -184,65 +396,93 @@ impl IngressHandle {
         std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(io(&pid_file))?;
 
         let cancel = CancellationToken::new();
-        let acceptor = https_listener
-            .is_some()
-            .then(|| tokio_rustls::TlsAcceptor::from(crate::tls::server_config(shared.clone())));
-        let workers = (0..config.workers)
-            .map(|i| {
-                Worker::spawn(
-                    i,
-                    shared.clone(),
-                    config.drain_timeout,
-                    cancel.clone(),
-                    acceptor.clone(),
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| IngressError::Io {
-                path: "worker thread".into(),
-                source,
-            })?;
-        // TLS connections go to the same worker threads (handshakes included).
-        let tls_workers: Vec<_> = workers.iter().map(|w| w.streams.clone()).collect();
-        let https_task = https_listener.map(|(listener, _)| {
-            tokio::spawn(crate::tls::accept_loop(
-                listener,
+        // Always ready for TLS: `PUT /listeners` may add an HTTPS listener later.
+        let acceptor = tokio_rustls::TlsAcceptor::from(crate::tls::server_config(shared.clone()));
+        let mut senders = vec![];
+        let mut workers_done = vec![];
+        for i in 0..config.workers.max(1) {
+            let (streams, incoming) = tokio::sync::mpsc::unbounded_channel();
+            let (finished, done) = tokio::sync::oneshot::channel();
+            let work = worker_loop(
+                incoming,
                 shared.clone(),
-                cancel.clone(),
                 config.drain_timeout,
-                tls_workers,
-            ))
+                cancel.clone(),
+                acceptor.clone(),
+            );
+            if config.workers == 0 {
+                // Served on the caller's runtime.
+                tokio::spawn(async move {
+                    work.await;
+                    let _ = finished.send(());
+                });
+            } else {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|source| IngressError::Io {
+                        path: "worker thread".into(),
+                        source,
+                    })?;
+                std::thread::Builder::new()
+                    .name(format!("ingress-{i}"))
+                    .spawn(move || {
+                        runtime.block_on(work);
+                        let _ = finished.send(());
+                    })
+                    .map_err(|source| IngressError::Io {
+                        path: "worker thread".into(),
+                        source,
+                    })?;
+            }
+            senders.push(streams);
+            workers_done.push(done);
+        }
+        let workers: Arc<[Sender]> = senders.into();
+        let next = Arc::new(AtomicUsize::new(0));
+        let set = (&workers, &next, &cancel);
+        let http = Running::spawn(listener, requested_http, addr, false, set);
+        let https =
+            https_listener.map(|(l, a)| Running::spawn(l, config.https.unwrap_or(a), a, true, set));
+        let listeners = Arc::new(ListenerSet {
+            shared: shared.clone(),
+            workers: workers.clone(),
+            next: next.clone(),
+            cancel: cancel.clone(),
+            bound: tokio::sync::Mutex::new(Bound { http, https }),
+            addrs: Mutex::new((addr, https_addr)),
         });
-        let proxy_task = tokio::spawn(accept_loop(
-            listener,
+        let admin_task = tokio::spawn(crate::admin::serve(
+            admin,
             shared.clone(),
+            listeners.clone(),
             cancel.clone(),
-            config.drain_timeout,
-            workers,
         ));
-        let admin_task = tokio::spawn(crate::admin::serve(admin, shared.clone(), cancel.clone()));
         Ok(IngressHandle {
             shared,
-            addr,
-            https_addr,
-            https_task,
+            listeners,
             socket,
             pid_file,
             cancel,
-            proxy_task,
+            workers_done,
             admin_task,
             drain_timeout: config.drain_timeout,
         })
     }
 
-    /// The public address (with the port picked when the config said 0).
+    /// The HTTP listener's address (with the port picked when the config said 0).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.listeners.addrs().http
     }
 
     /// The HTTPS listener's address, when there is one.
     pub fn https_addr(&self) -> Option<SocketAddr> {
-        self.https_addr
+        self.listeners.addrs().https
+    }
+
+    /// The same as `PUT /listeners` on the admin socket.
+    pub async fn set_listeners(&self, want: ListenerAddrs) -> Result<ListenerAddrs, IngressError> {
+        self.listeners.configure(want).await
     }
 
     pub fn admin_socket(&self) -> &Path {
@@ -271,10 +511,13 @@ impl IngressHandle {
     pub async fn shutdown(self) {
         self.shared.stopping.store(true, Ordering::Relaxed);
         self.cancel.cancel();
-        let _ = self.proxy_task.await;
-        if let Some(task) = self.https_task {
-            let _ = task.await;
-        }
+        self.listeners.stopped().await;
+        let _ = tokio::time::timeout(self.drain_timeout + Duration::from_secs(1), async {
+            for done in self.workers_done {
+                let _ = done.await;
+            }
+        })
+        .await;
         let _ = tokio::time::timeout(self.drain_timeout, self.admin_task).await;
         let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_file(&self.pid_file);
@@ -291,61 +534,53 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), IngressErro
     Ok((listener, local))
 }
 
-/// A thread with its own single-threaded runtime serving the connections it is handed.
 /// A connection for a worker: the socket, its peer, whether it speaks TLS.
 pub(crate) type Handed = (std::net::TcpStream, SocketAddr, bool);
 
-struct Worker {
-    streams: tokio::sync::mpsc::UnboundedSender<Handed>,
-    done: tokio::sync::oneshot::Receiver<()>,
-}
-
-impl Worker {
-    fn spawn(
-        index: usize,
-        shared: Arc<Shared>,
-        drain_timeout: Duration,
-        stop: CancellationToken,
-        acceptor: Option<tokio_rustls::TlsAcceptor>,
-    ) -> std::io::Result<Worker> {
-        let (streams, mut incoming) = tokio::sync::mpsc::unbounded_channel();
-        let (finished, done) = tokio::sync::oneshot::channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::Builder::new()
-            .name(format!("ingress-{index}"))
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let connections = Connections::default();
-                    // This thread's backend connections: registered with its event loop,
-                    // used by its requests only.
-                    let pool = Arc::new(Pool::default());
-                    tokio::spawn(pool.clone().sweep_forever());
-                    while let Some((stream, peer, tls)) = incoming.recv().await {
-                        let Ok(stream) = TcpStream::from_std(stream) else {
-                            continue;
-                        };
-                        match (&acceptor, tls) {
-                            (Some(acceptor), true) => {
-                                connections.tasks.spawn(crate::tls::serve(
-                                    acceptor.clone(),
-                                    stream,
-                                    peer,
-                                    shared.clone(),
-                                    pool.clone(),
-                                    connections.graceful.watcher(),
-                                ));
-                            }
-                            _ => connections.serve(stream, peer, &shared, &pool, &stop),
-                        }
-                    }
-                    let _ = tokio::time::timeout(drain_timeout, connections.drain()).await;
-                });
-                let _ = finished.send(());
-            })?;
-        Ok(Worker { streams, done })
+/// A worker (a thread with its own single-threaded runtime, or a task on the caller's
+/// runtime with `workers: 0`) serving the connections it is handed until `stop`, then
+/// letting them finish (up to `drain_timeout`).
+async fn worker_loop(
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<Handed>,
+    shared: Arc<Shared>,
+    drain_timeout: Duration,
+    stop: CancellationToken,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    let connections = Connections::default();
+    // This worker's backend connections: registered with its event loop, used by its
+    // requests only.
+    let pool = Arc::new(Pool::default());
+    let sweeper = tokio::spawn(pool.clone().sweep_forever());
+    loop {
+        let (stream, peer, tls) = tokio::select! {
+            biased;
+            handed = incoming.recv() => match handed {
+                Some(handed) => handed,
+                None => break,
+            },
+            _ = stop.cancelled() => break,
+        };
+        let Ok(stream) = TcpStream::from_std(stream) else {
+            continue;
+        };
+        if tls {
+            connections.tasks.spawn(crate::tls::serve(
+                acceptor.clone(),
+                stream,
+                peer,
+                shared.clone(),
+                pool.clone(),
+                connections.graceful.watcher(),
+                stop.clone(),
+            ));
+        } else {
+            connections.serve(stream, peer, &shared, &pool, &stop);
+        }
     }
+    drop(incoming);
+    let _ = tokio::time::timeout(drain_timeout, connections.drain()).await;
+    sweeper.abort();
 }
 
 /// The client connections of one runtime, waited for at shutdown: HTTP/1 ones close once
@@ -382,22 +617,18 @@ impl Connections {
     }
 }
 
+/// Accepts connections until `stop` and hands them to the workers in turn; the
+/// listening socket closes when it returns.
 async fn accept_loop(
     listener: TcpListener,
-    shared: Arc<Shared>,
-    cancel: CancellationToken,
-    drain_timeout: Duration,
-    workers: Vec<Worker>,
+    tls: bool,
+    workers: Arc<[Sender]>,
+    next: Arc<AtomicUsize>,
+    stop: CancellationToken,
 ) {
-    let connections = Connections::default();
-    let pool = Arc::new(Pool::default());
-    let sweeper = workers
-        .is_empty()
-        .then(|| tokio::spawn(pool.clone().sweep_forever()));
-    let mut next = 0;
     loop {
         let (stream, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(_) => {
@@ -407,32 +638,10 @@ async fn accept_loop(
                 }
             },
         };
-        if workers.is_empty() {
-            connections.serve(stream, peer, &shared, &pool, &cancel);
-            continue;
-        }
         if let Ok(stream) = stream.into_std() {
-            let _ = workers[next % workers.len()]
-                .streams
-                .send((stream, peer, false));
-            next += 1;
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let _ = workers[i % workers.len()].send((stream, peer, tls));
         }
-    }
-    drop(listener);
-    let mut done = Vec::new();
-    for worker in workers {
-        drop(worker.streams);
-        done.push(worker.done);
-    }
-    let drained = async {
-        connections.drain().await;
-        for d in done {
-            let _ = d.await;
-        }
-    };
-    let _ = tokio::time::timeout(drain_timeout + Duration::from_secs(1), drained).await;
-    if let Some(sweeper) = sweeper {
-        sweeper.abort();
     }
 }
 

@@ -88,6 +88,8 @@ pub(crate) struct Snapshot {
     pub domains: HashMap<String, Arc<AppPool>>,
     pub wildcards: HashMap<String, Arc<AppPool>>,
     pub certs: crate::tls::CertStore,
+    /// TLS-ALPN-01 challenge certificates by host.
+    pub alpn_certs: HashMap<String, Arc<rustls::sign::CertifiedKey>>,
     pub server: Arc<ServerBuilder>,
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
@@ -221,6 +223,13 @@ impl Registry {
             idle_timeout: Duration::from_millis(t.idle_ms),
             header_read_timeout: Duration::from_millis(t.header_read_ms),
             certs: crate::tls::CertStore::build(&table.certificates),
+            alpn_certs: table
+                .acme_tls_alpn
+                .iter()
+                .filter_map(|(host, c)| {
+                    Some((host.clone(), crate::tls::load_challenge(c).ok()?.key))
+                })
+                .collect(),
             domains,
             wildcards,
             routes: table,

@@ -10,20 +10,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hyper::header::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::body::ConnState;
 use crate::routes::Certificate;
 use crate::server::Shared;
 use crate::upstream::Pool;
 use crate::x509::{self, CertInfo};
+
+/// The ALPN protocol of ACME's TLS-ALPN-01 validation (RFC 8737).
+const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,6 +37,16 @@ pub(crate) struct Loaded {
 
 /// Parses a PEM chain and key; the error names what is wrong.
 pub(crate) fn load(cert: &Certificate) -> Result<Loaded, String> {
+    load_with(cert, true)
+}
+
+/// A TLS-ALPN-01 challenge certificate: its critical `acmeIdentifier` extension is one
+/// webpki refuses to parse, so the key is not compared with it (the ACME CA does that).
+pub(crate) fn load_challenge(cert: &Certificate) -> Result<Loaded, String> {
+    load_with(cert, false)
+}
+
+fn load_with(cert: &Certificate, check_key: bool) -> Result<Loaded, String> {
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
             .collect::<Result<_, _>>()
@@ -52,8 +63,10 @@ pub(crate) fn load(cert: &Certificate) -> Result<Loaded, String> {
     let signer = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| format!("unsupported private key: {e}"))?;
     let key = CertifiedKey::new(chain, signer);
-    key.keys_match()
-        .map_err(|_| "the private key does not match the certificate".to_string())?;
+    if check_key {
+        key.keys_match()
+            .map_err(|_| "the private key does not match the certificate".to_string())?;
+    }
     Ok(Loaded {
         info,
         key: Arc::new(key),
@@ -114,6 +127,14 @@ impl std::fmt::Debug for Resolver {
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let snap = self.0.table.load();
+        if hello
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN))
+        {
+            // An ACME CA validating TLS-ALPN-01: the challenge certificate or nothing.
+            let host = hello.server_name()?.to_ascii_lowercase();
+            return snap.alpn_certs.get(&host).cloned();
+        }
         match hello.server_name() {
             Some(host) => snap.certs.pick(&host.to_ascii_lowercase(), now()).cloned(),
             // No SNI (a client given an IP address): the first certificate of the table,
@@ -130,59 +151,9 @@ pub(crate) fn server_config(shared: Arc<Shared>) -> Arc<rustls::ServerConfig> {
         .expect("ring supports TLS 1.2 and 1.3")
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(Resolver(shared)));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // `acme-tls/1` last: only an ACME CA offers it, and alone (RFC 8737).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     Arc::new(config)
-}
-
-/// Accepts TLS connections until `cancel`, then lets them finish (up to `drain`).
-pub(crate) async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    cancel: CancellationToken,
-    drain: Duration,
-    workers: Vec<tokio::sync::mpsc::UnboundedSender<crate::server::Handed>>,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(shared.clone()));
-    let mut next = 0;
-    let pool = Arc::new(Pool::default());
-    let sweeper = tokio::spawn(pool.clone().sweep_forever());
-    let tasks = TaskTracker::new();
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        if !workers.is_empty() {
-            if let Ok(stream) = stream.into_std() {
-                let _ = workers[next % workers.len()].send((stream, peer, true));
-                next += 1;
-            }
-            continue;
-        }
-        let watcher = graceful.watcher();
-        tasks.spawn(serve(
-            acceptor.clone(),
-            stream,
-            peer,
-            shared.clone(),
-            pool.clone(),
-            watcher,
-        ));
-    }
-    drop(listener);
-    tasks.close();
-    let _ = tokio::time::timeout(drain, async {
-        tokio::join!(graceful.shutdown(), tasks.wait())
-    })
-    .await;
-    sweeper.abort();
 }
 
 pub(crate) async fn serve(
@@ -192,12 +163,18 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     pool: Arc<Pool>,
     watcher: hyper_util::server::graceful::Watcher,
+    stop: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
     let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
         return;
     };
-    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let alpn = tls.get_ref().1.alpn_protocol();
+    if alpn == Some(ACME_TLS_ALPN) {
+        // The CA has seen the certificate: nothing else is spoken on this connection.
+        return;
+    }
+    let h2 = alpn == Some(b"h2");
     let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     let snap = shared.table.load_full();
@@ -227,10 +204,18 @@ pub(crate) async fn serve(
             .timer(TokioTimer::new())
             .header_read_timeout(header_read)
             .max_buf_size(crate::table::MAX_REQUEST_HEAD.max(8192));
-        let connection = watcher.watch(http1.serve_connection(io, service));
+        // With upgrades (WebSockets), which hyper-util's graceful watcher does not take:
+        // the ingress stopping shuts it down gracefully here instead.
+        drop(watcher);
+        let connection = http1.serve_connection(io, service).with_upgrades();
+        tokio::pin!(connection);
         tokio::select! {
-            _ = connection => {}
+            _ = connection.as_mut() => {}
             _ = crate::server::watch(&conn, idle, idle, &never) => {}
+            _ = stop.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
         }
     }
 }

@@ -5,99 +5,20 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use common::pki::{make_ca, make_leaf_files};
 use common::*;
 use hyper::StatusCode;
 use twelve_ingress::{BackendState, Certificate, IngressConfig, IngressHandle, Policy, RouteTable};
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A test CA (ECDSA P-256) in `dir`: `ca.pem`, `ca.key`.
-fn make_ca(dir: &Path) -> PathBuf {
-    openssl(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "ca.key",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            "ca.key",
-            "-subj",
-            "/CN=twelve test CA",
-            "-days",
-            "2",
-            "-out",
-            "ca.pem",
-        ],
-    );
-    dir.join("ca.pem")
-}
-
 /// A leaf certificate for `names` signed by the CA of `dir`, valid for `days` (-1: expired).
 fn make_leaf(dir: &Path, tag: &str, names: &[&str], days: i32) -> Certificate {
-    let key = format!("{tag}.key");
-    let csr = format!("{tag}.csr");
-    let pem = format!("{tag}.pem");
-    let ext = format!("{tag}.ext");
-    let sans: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
-    std::fs::write(
-        dir.join(&ext),
-        format!("subjectAltName={}\n", sans.join(",")),
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            &key,
-        ],
-    );
-    let subj = format!("/CN={tag}");
-    openssl(
-        dir,
-        &["req", "-new", "-key", &key, "-subj", &subj, "-out", &csr],
-    );
-    let days = days.to_string();
-    openssl(
-        dir,
-        &[
-            "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-days", &days,
-            "-extfile", &ext, "-out", &pem,
-        ],
-    );
+    let (pem, key) = make_leaf_files(dir, tag, names, days);
     Certificate {
-        cert_pem: std::fs::read_to_string(dir.join(pem)).unwrap(),
-        key_pem: std::fs::read_to_string(dir.join(key)).unwrap(),
+        cert_pem: std::fs::read_to_string(pem).unwrap(),
+        key_pem: std::fs::read_to_string(key).unwrap(),
     }
 }
 
@@ -412,4 +333,345 @@ async fn a_new_certificate_serves_at_once_and_an_expired_one_never_wins() {
         e.contains("certificate 3") && e.contains("does not match"),
         "{e}"
     );
+}
+
+/// A TLS connection to the HTTPS listener for `host` (SNI), ALPN http/1.1, trusting `ca`.
+async fn tls_connect(
+    https: SocketAddr,
+    host: &str,
+    ca: &Path,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(https).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+/// Reads until `until` appears or the peer closes (at most [`DEADLINE`]).
+async fn read_until_io<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, until: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            if String::from_utf8_lossy(&got).contains(until) {
+                break;
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_upgrade_over_tls() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let ca = make_ca(pki.path());
+    let shop = make_leaf(pki.path(), "shop", &["shop.example"], 30);
+    let web = TestBackend::start("web/0").await;
+    let ingress = start_with_https(dir.path()).await;
+    let mut route = app(Policy::RoundRobin, vec![web.route(BackendState::Ready)]);
+    route.domains = vec!["shop.example".into()];
+    let mut routes = table(vec![("web", route)]);
+    routes.certificates = vec![shop];
+    ingress.set_routes(routes).unwrap();
+
+    let mut tls = tls_connect(ingress.https_addr().unwrap(), "shop.example", &ca).await;
+    tls.write_all(
+        b"GET /socket HTTP/1.1\r\nHost: shop.example\r\nConnection: Upgrade\r\n\
+          Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_until_io(&mut tls, "\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    for message in ["hello", "world, over TLS"] {
+        tls.write_all(message.as_bytes()).await.unwrap();
+        let echoed = read_until_io(&mut tls, message).await;
+        assert_eq!(echoed, message);
+    }
+}
+
+/// One GET on a new connection: its status, or why there is none.
+async fn try_get(addr: SocketAddr, host: &str, path: &str) -> Result<StatusCode, String> {
+    use http_body_util::BodyExt;
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get(path)
+            .header(hyper::header::HOST, host)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(status)
+    };
+    tokio::time::timeout(DEADLINE, attempt)
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()))
+}
+
+/// A client sending requests one after the other (each on a new connection) on a thread
+/// of its own until finished.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl Load {
+    /// `request` answers `Ok` for a success, else what went wrong.
+    fn start(request: impl Fn() -> Result<(), String> + Send + 'static) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let task = tokio::task::spawn_blocking({
+            let (stop, done) = (stop.clone(), done.clone());
+            move || {
+                let (mut ok, mut failed) = (0, vec![]);
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    match request() {
+                        Ok(()) => ok += 1,
+                        Err(e) => failed.push(e),
+                    }
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                (ok, failed)
+            }
+        });
+        Load { stop, done, task }
+    }
+
+    /// Waits until `n` more requests are done.
+    async fn more(&self, n: usize) {
+        let target = self.done.load(std::sync::atomic::Ordering::SeqCst) + n;
+        eventually("requests of the client loop", || {
+            self.done.load(std::sync::atomic::Ordering::SeqCst) >= target
+        })
+        .await;
+    }
+
+    /// Stops it: (successes, failures).
+    async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.await.unwrap()
+    }
+}
+
+/// GET / of app `web` over plain HTTP/1.0 (a new connection): 200 is a success.
+fn plain_request(addr: SocketAddr) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: web.localhost\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)
+        .map_err(|e| format!("read: {e}"))?;
+    match answer.starts_with("HTTP/1.1 200") {
+        true => Ok(()),
+        false => Err(answer.lines().next().unwrap_or("nothing").to_string()),
+    }
+}
+
+/// `PUT /listeners` moves the listeners with connections going on: no failure on the
+/// listener that stays, the new one serves when the call returns, the old one refuses
+/// then, and a request in flight on it (and its keep-alive connection) finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_move_without_dropping_connections() {
+    use twelve_ingress::{client, ListenerAddrs};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let ca = make_ca(pki.path());
+    let shop = make_leaf(pki.path(), "shop", &["shop.example"], 30);
+    let (web, ingress) = web_behind_ingress(dir.path()).await;
+    let mut routes = ingress.routes();
+    routes.apps.get_mut("web").unwrap().domains = vec!["shop.example".into()];
+    routes.certificates = vec![shop];
+    ingress.set_routes(routes).unwrap();
+    let socket = ingress.admin_socket().to_path_buf();
+    let http = ingress.addr();
+    // No HTTPS yet: the domain is served over plain HTTP.
+    assert_eq!(get(http, "shop.example", "/").await.status, StatusCode::OK);
+
+    // 1. HTTPS is added while clients keep coming on HTTP.
+    let load = Load::start(move || plain_request(http));
+    load.more(3).await;
+    let now = client::put_listeners(
+        &socket,
+        &ListenerAddrs {
+            http,
+            https: Some("127.0.0.1:0".parse().unwrap()),
+        },
+    )
+    .await
+    .unwrap();
+    let https = now.https.expect("an HTTPS listener");
+    assert_eq!(now.http, http);
+    let served = tokio::task::spawn_blocking({
+        let ca = ca.clone();
+        move || curl(https, "shop.example", "/", &ca, &[])
+    })
+    .await
+    .unwrap();
+    assert_eq!(served.status, 200);
+    // The redirect points at the new port.
+    let redirect = get(http, "shop.example", "/x").await;
+    assert_eq!(redirect.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        redirect.headers["location"],
+        format!("https://shop.example:{}/x", https.port()).as_str()
+    );
+    load.more(3).await;
+    let (ok, failed) = load.finish().await;
+    assert!(failed.is_empty(), "{ok} ok, failed: {failed:?}");
+
+    // 2. HTTP moves while a request is in flight on it and clients keep coming on HTTPS.
+    let held = tokio::spawn(try_get(http, "web.localhost", "/hold"));
+    eventually("the held request at the backend", || {
+        web.held.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    let load = {
+        let ca = ca.clone();
+        Load::start(
+            move || match curl(https, "shop.example", "/", &ca, &[]).status {
+                200 => Ok(()),
+                other => Err(other.to_string()),
+            },
+        )
+    };
+    load.more(2).await;
+    let moved = client::put_listeners(
+        &socket,
+        &ListenerAddrs {
+            http: "127.0.0.1:0".parse().unwrap(),
+            https: Some(https),
+        },
+    )
+    .await
+    .unwrap();
+    assert_ne!(moved.http, http);
+    assert_eq!(moved.https, Some(https));
+    assert_eq!(ingress.addr(), moved.http);
+    assert_eq!(
+        try_get(moved.http, "web.localhost", "/").await,
+        Ok(StatusCode::OK)
+    );
+    assert!(
+        tokio::net::TcpStream::connect(http).await.is_err(),
+        "the old HTTP listener still accepts"
+    );
+    web.release.add_permits(1);
+    assert_eq!(held.await.unwrap(), Ok(StatusCode::OK));
+    load.more(2).await;
+    let (ok, failed) = load.finish().await;
+    assert!(failed.is_empty(), "{ok} ok, failed: {failed:?}");
+
+    // 3. An address that cannot be bound changes nothing, and says which.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    let e = client::put_listeners(
+        &socket,
+        &ListenerAddrs {
+            http: moved.http,
+            https: Some(taken_addr),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains(&taken_addr.to_string()), "{e}");
+    assert_eq!(client::get_listeners(&socket).await.unwrap(), moved);
+    let served = tokio::task::spawn_blocking(move || curl(https, "shop.example", "/", &ca, &[]))
+        .await
+        .unwrap();
+    assert_eq!(served.status, 200);
+
+    // 4. HTTPS off: the redirect stops with it.
+    client::put_listeners(
+        &socket,
+        &ListenerAddrs {
+            http: moved.http,
+            https: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(tokio::net::TcpStream::connect(https).await.is_err());
+    assert_eq!(
+        get(moved.http, "shop.example", "/").await.status,
+        StatusCode::OK
+    );
+}
+
+/// TLS-ALPN-01 (RFC 8737): a handshake offering `acme-tls/1` gets the host's challenge
+/// certificate, or fails when there is none; other handshakes never get it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_tls_alpn_handshakes_get_the_challenge_certificate_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let ca = make_ca(pki.path());
+    let shop = make_leaf(pki.path(), "shop", &["shop.example"], 30);
+    let challenge = make_leaf(pki.path(), "challenge", &["shop.example"], 1);
+    let ingress = start_with_https(dir.path()).await;
+    let https = ingress.https_addr().unwrap();
+    let mut routes = table(vec![]);
+    routes.certificates = vec![shop];
+    routes.acme_tls_alpn = [("shop.example".to_string(), challenge)].into();
+    ingress.set_routes(routes).unwrap();
+
+    let (ca_c, https_c) = (ca.clone(), https);
+    let (acme, normal, none) = tokio::task::spawn_blocking(move || {
+        (
+            s_client(https_c, "shop.example", "acme-tls/1", &ca_c),
+            s_client(https_c, "shop.example", "h2,http/1.1", &ca_c),
+            s_client(https_c, "other.example", "acme-tls/1", &ca_c),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(acme.contains("ALPN protocol: acme-tls/1"), "{acme}");
+    assert!(
+        acme.contains("CN = challenge") || acme.contains("CN=challenge"),
+        "{acme}"
+    );
+    assert!(!normal.contains("challenge"), "{normal}");
+    assert!(
+        normal.contains("CN = shop") || normal.contains("CN=shop"),
+        "{normal}"
+    );
+    assert!(!none.contains("ALPN protocol: acme-tls/1"), "{none}");
 }

@@ -40,7 +40,9 @@ pub(crate) fn build(
             inputs::copy_entries(entries, &app)?;
             go(project, dir, cache_dir, opts, release)
         }
-        Framework::SpringBoot => spring(project, dir, opts, release),
+        Framework::SpringBoot => {
+            crate::java::spring(project, entries, dir, cache_dir, opts, release)
+        }
     }
 }
 
@@ -500,189 +502,6 @@ fn go(
     Ok(())
 }
 
-// ---------------------------------------------------------------- Spring Boot
-
-/// Jars in `target/` that are the application (not plain/sources/javadoc side jars).
-fn target_jars(root: &Path) -> Vec<PathBuf> {
-    let Ok(rd) = fs::read_dir(root.join("target")) else {
-        return vec![];
-    };
-    let mut jars: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            let n = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            p.is_file()
-                && n.ends_with(".jar")
-                && !n.starts_with("original-")
-                && !["-plain.jar", "-sources.jar", "-javadoc.jar", "-tests.jar"]
-                    .iter()
-                    .any(|s| n.ends_with(s))
-        })
-        .collect();
-    jars.sort();
-    jars
-}
-
-fn one_jar(root: &Path, after: &str) -> Result<Option<PathBuf>, PackError> {
-    let jars = target_jars(root);
-    match jars.len() {
-        0 => Ok(None),
-        1 => Ok(jars.into_iter().next()),
-        _ => Err(PackError::Invalid(format!(
-            "{after}target/ holds several application jars ({}); leave exactly one",
-            jars.iter()
-                .filter_map(|j| j.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
-    }
-}
-
-/// For a Spring Boot project without build.sh, the prebuilt jar is an input of the release.
-pub(crate) fn prebuilt_jar_input(project: &Project) -> Result<Option<PathBuf>, PackError> {
-    if project.framework != Framework::SpringBoot || project.root.join("build.sh").is_file() {
-        return Ok(None);
-    }
-    one_jar(&project.root, "")
-}
-
-fn spring(
-    project: &Project,
-    dir: &Path,
-    opts: &PackOptions,
-    release: &mut Release,
-) -> Result<(), PackError> {
-    let root = &project.root;
-    if let Some(v) = run::which("javac").and_then(|j| version_of(&j, &["-version"])) {
-        release.tools.insert("javac".into(), v);
-    }
-    let app = dir.join("app");
-    let jar_name;
-    if root.join("build.sh").is_file() {
-        opts.say("bash build.sh");
-        let mut cmd = Command::new("bash");
-        cmd.current_dir(root).arg("build.sh");
-        run(&mut cmd, "bash build.sh", "bash")?;
-        let jar = one_jar(root, "after build.sh, ")?
-            .ok_or_else(|| PackError::Invalid("build.sh ran but left no jar in target/".into()))?;
-        jar_name = copy_jar(&jar, &app)?;
-    } else if let Some(jar) = one_jar(root, "")? {
-        opts.say("using the jar in target/");
-        jar_name = copy_jar(&jar, &app)?;
-    } else {
-        jar_name = compile_java(project, dir, &app, opts)?;
-    }
-    release.jar = Some(format!("app/{jar_name}"));
-    Ok(())
-}
-
-fn copy_jar(jar: &Path, app: &Path) -> Result<String, PackError> {
-    let name = jar
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "app.jar".into());
-    fs::copy(jar, app.join(&name))
-        .map_err(|e| PackError::io(format!("copying {}", jar.display()), e))?;
-    Ok(name)
-}
-
-/// `javac` every source under src/main/java and `jar` them with the one main class.
-fn compile_java(
-    project: &Project,
-    dir: &Path,
-    app: &Path,
-    opts: &PackOptions,
-) -> Result<String, PackError> {
-    let src = project.root.join("src/main/java");
-    let mut sources = Vec::new();
-    collect_java(&src, &mut sources);
-    sources.sort();
-    if sources.is_empty() {
-        return Err(PackError::Invalid(format!(
-            "nothing to pack for Spring Boot in {}: no build.sh, no jar in target/ and no sources in src/main/java\nhelp: build the jar first (mvn package / gradle bootJar) or add a build.sh that leaves it in target/",
-            project.root.display()
-        )));
-    }
-    let mains: Vec<String> = sources.iter().filter_map(|f| main_class(&src, f)).collect();
-    let main = match mains.as_slice() {
-        [one] => one.clone(),
-        [] => {
-            return Err(PackError::Invalid(
-                "no class in src/main/java has a `public static void main` method".into(),
-            ))
-        }
-        many => {
-            return Err(PackError::Invalid(format!(
-                "several classes have a main method ({}); add a build.sh that builds the jar with the right Main-Class",
-                many.join(", ")
-            )))
-        }
-    };
-    let javac = require_tool("javac", "openjdk-17-jdk-headless")?;
-    let jar_tool = require_tool("jar", "openjdk-17-jdk-headless")?;
-    let classes = dir.join(".build/classes");
-    mkdir(&classes)?;
-    opts.say(&format!("javac ({} files)", sources.len()));
-    let mut cmd = Command::new(&javac);
-    cmd.arg("-d").arg(&classes).args(&sources);
-    run(
-        &mut cmd,
-        "javac -d classes src/main/java/**/*.java",
-        "openjdk-17-jdk-headless",
-    )?;
-    let name = format!("{}.jar", project.name);
-    let shown = format!("jar --create --file app/{name} --main-class {main}");
-    opts.say(&shown);
-    let mut cmd = Command::new(&jar_tool);
-    cmd.arg("--create")
-        .arg("--file")
-        .arg(app.join(&name))
-        .arg("--main-class")
-        .arg(&main)
-        .arg("-C")
-        .arg(&classes)
-        .arg(".");
-    run(&mut cmd, &shown, "openjdk-17-jdk-headless")?;
-    let _ = fs::remove_dir_all(dir.join(".build"));
-    Ok(name)
-}
-
-fn collect_java(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = fs::read_dir(dir) else { return };
-    for e in rd.filter_map(|e| e.ok()) {
-        let p = e.path();
-        if p.is_dir() {
-            collect_java(&p, out);
-        } else if p.extension().is_some_and(|x| x == "java") {
-            out.push(p);
-        }
-    }
-}
-
-/// The fully qualified class of `file` when it declares `public static void main(`.
-fn main_class(src: &Path, file: &Path) -> Option<String> {
-    let text = fs::read_to_string(file).ok()?;
-    let squeezed: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let has_main = squeezed.contains("public static void main(")
-        || squeezed.contains("public static void main (")
-        || squeezed.contains("static public void main(");
-    if !has_main {
-        return None;
-    }
-    let rel = file.strip_prefix(src).ok()?.with_extension("");
-    Some(
-        rel.components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join("."),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -697,22 +516,5 @@ mod tests {
         .unwrap();
         assert_eq!(out, b"#!/a/v/bin/python3\nX=/a/v\n");
         assert!(replace_bytes(b"nothing", b"/a/tmp-1", b"/a/v").is_none());
-    }
-
-    #[test]
-    fn finds_main_classes() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src/main/java");
-        fs::create_dir_all(src.join("com/x")).unwrap();
-        let f = src.join("com/x/App.java");
-        fs::write(
-            &f,
-            "package com.x;\npublic class App {\n  public static void main(String[] a) {}\n}\n",
-        )
-        .unwrap();
-        let g = src.join("com/x/Lib.java");
-        fs::write(&g, "package com.x;\npublic class Lib {}\n").unwrap();
-        assert_eq!(main_class(&src, &f).as_deref(), Some("com.x.App"));
-        assert_eq!(main_class(&src, &g), None);
     }
 }

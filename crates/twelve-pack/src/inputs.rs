@@ -34,6 +34,9 @@ pub(crate) const DEPENDENCY_FILES: &[&str] = &[
     "build.sh",
     "pom.xml",
     "build.gradle",
+    "build.gradle.kts",
+    "settings.gradle",
+    "settings.gradle.kts",
 ];
 
 #[derive(Debug, Clone)]
@@ -80,6 +83,13 @@ fn skipped(project: &Project, rel: &Path, name: &str) -> bool {
         "charm" if src.join(name) == project.root.join("charm") => true,
         // Build output: the Spring Boot jar is taken from it separately.
         "target" => true,
+        // Gradle's build output and caches.
+        "build" | ".gradle"
+            if project.framework == Framework::SpringBoot
+                && crate::java::is_gradle_project(&project.root) =>
+        {
+            true
+        }
         // rockcraft leaves the Django development database out.
         "db.sqlite3" => project.framework == Framework::Django,
         // A Go binary built in place by `go build`.

@@ -17,6 +17,7 @@
 
 mod build;
 mod inputs;
+mod java;
 pub mod oci;
 mod run;
 
@@ -94,6 +95,19 @@ pub enum PackError {
         /// The last ~20 lines of its output.
         tail: String,
     },
+    /// A Maven or Gradle build cannot run offline: it needs `missing` (artifacts as
+    /// `group:artifact:version`, or a wrapper's distribution URL) from the network.
+    /// `log` keeps the build's whole output.
+    #[error("{message}\nthe build's full log: {}", log.display())]
+    Offline {
+        missing: Vec<String>,
+        message: String,
+        log: PathBuf,
+    },
+    /// A Maven or Gradle build failed (a compile error, a failing test, ...): `summary`
+    /// has its error lines, `log` its whole output.
+    #[error("{summary}\nthe build's full log: {}", log.display())]
+    BuildFailed { summary: String, log: PathBuf },
     #[error("{context}: {error}")]
     Io {
         context: String,
@@ -318,7 +332,7 @@ pub fn pack(project: &Project, opts: &PackOptions) -> Result<Release, PackError>
     let root = absolute(&project.root)?;
 
     let entries = inputs::app_entries(project)?;
-    let prebuilt_jar = build::prebuilt_jar_input(project)?;
+    let prebuilt_jar = java::prebuilt_jar_input(project)?;
     let hash = inputs::inputs_hash(project, &entries, prebuilt_jar.as_deref())?;
     let id = format!("r-{}", &hash[..12]);
 

@@ -6,8 +6,10 @@
 //!    `<cache_dir>/oci/` and reused by every pack;
 //! 2. **dependencies**: the app's Python requirements (and gunicorn or uvicorn) installed
 //!    with the base's own Python (`pip --target` into `/usr/local/lib/python3.X/dist-packages`,
-//!    scripts in `/usr/local/bin`), cached by the requirements;
-//! 3. **app**: the app's files at the rock path (`/flask/app`) and the files the rock's
+//!    scripts in `/usr/local/bin`), cached by the requirements; for Go, the static binary
+//!    (`CGO_ENABLED=0`) at the rock's `/usr/local/bin/<name>` (the base is minbase and
+//!    `ca-certificates`);
+//! 3. **app**: the app's files at the rock path (`/flask/app`, Go's `/app`) and the files the rock's
 //!    services read (`/flask/gunicorn.conf.py`);
 //! 4. **twelve**: `twelve` itself at `/usr/local/bin/twelve`, the rock's Pebble layer at
 //!    `/var/lib/pebble/default/layers/001-<framework>.yaml`, for gunicorn apps the rock's
@@ -110,8 +112,10 @@ fn runtime(framework: Framework) -> Result<(&'static [&'static str], &'static st
         Framework::Flask => Ok((&["python3", "python3-pip", "ca-certificates"], "/flask/app")),
         Framework::Django => Ok((&["python3", "python3-pip", "ca-certificates"], "/django/app")),
         Framework::FastApi => Ok((&["python3", "python3-pip", "ca-certificates"], "/app")),
+        // A static binary (CGO_ENABLED=0) needs no runtime but the CA certificates.
+        Framework::Go => Ok((&["ca-certificates"], "/app")),
         other => Err(PackError::Invalid(format!(
-            "`twelve pack --oci` builds Flask, Django and FastAPI images so far, not {}: build a rock with rockcraft for this one",
+            "`twelve pack --oci` builds Flask, Django, FastAPI and Go images so far, not {}: build a rock with rockcraft for this one",
             other.name()
         ))),
     }
@@ -313,15 +317,32 @@ fn build(
         mkdir(to.parent().unwrap_or(&app_root))?;
         fs::write(&to, content).map_err(io(format!("writing {}", to.display())))?;
     }
-    let py = base_python(rootfs)?;
-    let deps = dependencies(project, opts, rootfs, &py, work)?;
     let blobs = work.join("blobs");
     mkdir(&blobs)?;
-    let deps_key = deps
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let deps_blob = cached_layer(opts, &deps_key, &deps, &blobs.join("deps.tar.gz"))?;
+    let (deps_blob, deps_history) = if project.framework == Framework::Go {
+        // The rock's /usr/local/bin/<name>: the static binary, built from the app layer's
+        // copy of the sources (which stays in /app, as in the rock).
+        let bin_root = work.join("bin-layer");
+        go_binary(project, opts, &app_dir, &bin_root)?;
+        (
+            layer(&bin_root, &blobs.join("deps.tar.gz"))?,
+            format!(
+                "twelve pack --oci: /usr/local/bin/{}, built with go build (CGO_ENABLED=0)",
+                project.name
+            ),
+        )
+    } else {
+        let py = base_python(rootfs)?;
+        let deps = dependencies(project, opts, rootfs, &py, work)?;
+        let deps_key = deps
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (
+            cached_layer(opts, &deps_key, &deps, &blobs.join("deps.tar.gz"))?,
+            format!("twelve pack --oci: the app's dependencies, installed with the base's {py}"),
+        )
+    };
     let app_blob = layer(&app_root, &blobs.join("app.tar.gz"))?;
 
     // The twelve layer.
@@ -347,6 +368,11 @@ fn build(
             .map_err(io(format!("writing {}", path.display())))?;
     }
     let layers = tw.join("var/lib/pebble/default/layers");
+    // Pebble wants a layer label of three characters or more: Go's is `go-framework`.
+    let layer_label = match project.framework.name() {
+        n if n.len() >= 3 => n,
+        _ => project.framework.extension(),
+    };
     mkdir(&layers)?;
     let fw = project.framework.name();
     let layer_doc = json!({
@@ -354,7 +380,7 @@ fn build(
         "services": project.services,
     });
     fs::write(
-        layers.join(format!("001-{fw}.yaml")),
+        layers.join(format!("001-{layer_label}.yaml")),
         serde_json::to_string_pretty(&layer_doc).unwrap_or_default(),
     )
     .map_err(io("writing the Pebble layer".into()))?;
@@ -398,7 +424,7 @@ fn build(
         project.framework.is_gunicorn()
     ));
     for f in [
-        layers.join(format!("001-{fw}.yaml")),
+        layers.join(format!("001-{layer_label}.yaml")),
         etc.join("passwd"),
         etc.join("group"),
     ] {
@@ -435,7 +461,7 @@ fn build(
         "rootfs": {"type": "layers", "diff_ids": [base.diff_id, deps_blob.diff_id, app_blob.diff_id, tw_blob.diff_id]},
         "history": [
             {"created": "1970-01-01T00:00:00Z", "created_by": format!("mmdebstrap --variant=minbase {SUITE} ({})", runtime(project.framework)?.0.join(", "))},
-            {"created": "1970-01-01T00:00:00Z", "created_by": format!("twelve pack --oci: the app's dependencies, installed with the base's {py}")},
+            {"created": "1970-01-01T00:00:00Z", "created_by": deps_history},
             {"created": "1970-01-01T00:00:00Z", "created_by": format!("twelve pack --oci: the app at {app_path}")},
             {"created": "1970-01-01T00:00:00Z", "created_by": "twelve pack --oci: twelve pebble and the rock's layer"},
         ],
@@ -515,6 +541,39 @@ fn build(
         layer_sizes: vec![base.size, deps_blob.size, app_blob.size, tw_blob.size],
         base_cached,
     })
+}
+
+/// `go build` of the app into `<root>/usr/local/bin/<name>`: static (`CGO_ENABLED=0`, so it
+/// runs on a base without libc development files), reproducible (`-trimpath`, no VCS
+/// stamp, no build id), with the pack cache's Go caches and no module downloads
+/// (`GOPROXY=off`), as a release's Go build.
+fn go_binary(
+    project: &Project,
+    opts: &OciOptions,
+    src: &Path,
+    root: &Path,
+) -> Result<(), PackError> {
+    let go = require_tool("go", "golang-go")?;
+    let bin = root.join("usr/local/bin");
+    fs::create_dir_all(&bin).map_err(io(format!("creating {}", bin.display())))?;
+    let shown = format!("go build -trimpath -o /usr/local/bin/{} .", project.name);
+    opts.say(&shown);
+    run(
+        Command::new(go)
+            .current_dir(src)
+            .args(["build", "-trimpath", "-ldflags=-buildid=", "-o"])
+            .arg(bin.join(&project.name))
+            .arg(".")
+            .env("CGO_ENABLED", "0")
+            .env("GOPROXY", "off")
+            .env("GOFLAGS", "-buildvcs=false")
+            .env("GOTOOLCHAIN", "local")
+            .env("GOCACHE", opts.cache_dir.join("go-build"))
+            .env("GOPATH", opts.cache_dir.join("go")),
+        &shown,
+        "golang-go",
+    )?;
+    Ok(())
 }
 
 /// The app's Python dependencies installed with the base's Python (`pip --target`), as a

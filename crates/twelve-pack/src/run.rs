@@ -89,6 +89,37 @@ pub(crate) fn run(cmd: &mut Command, shown: &str, package: &str) -> Result<Strin
     }
 }
 
+/// Runs `cmd` with stdin closed and stdout+stderr written to the file `log` (created or
+/// truncated), for builds whose whole output is kept; returns how it exited. A missing
+/// program is [`PackError::ToolMissing`].
+pub(crate) fn run_logged(
+    cmd: &mut Command,
+    shown: &str,
+    package: &str,
+    log: &Path,
+) -> Result<std::process::ExitStatus, PackError> {
+    let file = std::fs::File::create(log)
+        .map_err(|e| PackError::io(format!("creating {}", log.display()), e))?;
+    let file2 = file
+        .try_clone()
+        .map_err(|e| PackError::io(format!("creating {}", log.display()), e))?;
+    cmd.stdin(Stdio::null()).stdout(file).stderr(file2);
+    let result = cmd.status();
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    match result {
+        Ok(status) => Ok(status),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let program = cmd.get_program().to_string_lossy().into_owned();
+            Err(PackError::ToolMissing {
+                why: format!("cannot run `{program}`: {e}"),
+                tool: program,
+                package: package.to_string(),
+            })
+        }
+        Err(e) => Err(PackError::io(format!("cannot run `{shown}`"), e)),
+    }
+}
+
 /// The last `n` non-empty lines of `text`.
 pub(crate) fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();

@@ -423,3 +423,224 @@ fn spring_boot_without_build_sh_compiles_the_one_main_class() {
     );
     assert!(http_get(port, "/health", Duration::from_secs(20)).contains(" 200 "));
 }
+
+/// Packs `f` and returns the result with the progress lines.
+fn pack_seen(f: &Fixture) -> (Result<Release, PackError>, Vec<String>) {
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = lines.clone();
+    let project = Project::load(&f.root).unwrap_or_else(|d| panic!("{d:?}"));
+    let opts = f
+        .opts()
+        .with_progress(move |l| seen.lock().unwrap().push(l.to_string()));
+    let r = pack(&project, &opts);
+    let lines = lines.lock().unwrap().clone();
+    (r, lines)
+}
+
+/// A pom.xml project is built as the spring-boot-framework extension builds it, with
+/// `mvn package`, offline: its dependency and plugins come from Debian's Maven repository.
+#[test]
+fn maven_project_builds_offline_from_debians_repository() {
+    let f = fixture("spring-boot-maven");
+    let (r, seen) = pack_seen(&f);
+    let r = r.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        seen.iter().any(|l| l.starts_with("mvn package")),
+        "{seen:?}"
+    );
+    assert_eq!(
+        r.jar.as_deref(),
+        Some("app/spring-boot-maven-example-0.1.0.jar")
+    );
+    // Only the shaded jar: not the shade plugin's original-*.jar.
+    let app: Vec<_> = fs::read_dir(r.dir.join("app"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(app.len(), 1, "{app:?}");
+    assert!(
+        r.tools.get("mvn").is_some_and(|v| v.contains("Maven")),
+        "{:?}",
+        r.tools
+    );
+    // Maven ran in a copy: the project has no target/ and the release no build dir.
+    assert!(!f.root.join("target").exists());
+    assert!(!r.dir.join(".build").exists());
+    assert!(f.pack().reused);
+
+    let port = free_port();
+    let _child = Killed(
+        Command::new("java")
+            .current_dir(r.dir.join("app"))
+            .args(["-jar", "spring-boot-maven-example-0.1.0.jar"])
+            .env("SERVER_PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // commons-lang3 is inside the jar: the greeting goes through it.
+    let resp = http_get(port, "/", Duration::from_secs(20));
+    assert!(
+        resp.contains(" 200 ") && resp.contains("Hello from a jar built by Maven, OFFLINE"),
+        "{resp}"
+    );
+}
+
+/// A dependency Debian does not ship: one error naming it and Maven Central, with the
+/// versions Debian has and the full log in a file; a prebuilt target/*.jar is then used.
+#[test]
+fn maven_missing_artifact_is_one_clear_error_and_a_prebuilt_jar_the_fallback() {
+    let f = fixture("spring-boot-maven");
+    let pom = f.root.join("pom.xml");
+    let text = fs::read_to_string(&pom).unwrap();
+    fs::write(
+        &pom,
+        text.replace("<version>3.12.0</version>", "<version>3.99.0</version>"),
+    )
+    .unwrap();
+    let (r, _) = pack_seen(&f);
+    let err = r.unwrap_err();
+    let msg = err.to_string();
+    let PackError::Offline { missing, log, .. } = &err else {
+        panic!("not an Offline error: {msg}")
+    };
+    assert_eq!(
+        missing,
+        &vec!["org.apache.commons:commons-lang3:3.99.0".to_string()]
+    );
+    assert!(msg.contains("Maven Central"), "{msg}");
+    assert!(msg.contains("/usr/share/maven-repo"), "{msg}");
+    assert!(
+        msg.contains("3.12.0"),
+        "Debian's version is suggested: {msg}"
+    );
+    assert!(
+        msg.lines().count() <= 6,
+        "one short error, not Maven's log: {msg}"
+    );
+    assert!(msg.contains(&log.display().to_string()), "{msg}");
+    let full = fs::read_to_string(log).unwrap();
+    assert!(
+        full.contains("BUILD FAILURE") && full.contains("[ERROR]"),
+        "{full}"
+    );
+    let left: Vec<_> = fs::read_dir(&f.releases).unwrap().collect();
+    assert!(left.is_empty(), "a failed pack leaves no release behind");
+
+    // The jar built elsewhere (where Maven Central is reachable), left in target/.
+    fs::create_dir_all(f.root.join("target")).unwrap();
+    let prebuilt = f.root.join("target/prebuilt.jar");
+    fs::copy(
+        "/usr/share/maven-repo/org/apache/commons/commons-lang3/3.12.0/commons-lang3-3.12.0.jar",
+        &prebuilt,
+    )
+    .unwrap();
+    let (r, seen) = pack_seen(&f);
+    let r = r.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.jar.as_deref(), Some("app/prebuilt.jar"));
+    assert!(
+        seen.iter().any(|l| l.contains("commons-lang3:3.99.0")
+            && l.contains("using the prebuilt target/prebuilt.jar")),
+        "{seen:?}"
+    );
+}
+
+/// `./mvnw` runs instead of `mvn` when the project has it; a wrapper that cannot download
+/// its Maven (no network here) is one error naming the distribution.
+#[test]
+fn maven_wrapper_is_used_and_a_failed_download_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture("spring-boot-maven");
+    let url = "https://repo.maven.apache.org/maven2/org/apache/maven/apache-maven/3.9.6/apache-maven-3.9.6-bin.zip";
+    fs::create_dir_all(f.root.join(".mvn/wrapper")).unwrap();
+    fs::write(
+        f.root.join(".mvn/wrapper/maven-wrapper.properties"),
+        format!("distributionUrl={url}\n"),
+    )
+    .unwrap();
+    // What a wrapper does before Maven runs: fetch the distribution it names.
+    let mvnw = f.root.join("mvnw");
+    fs::write(
+        &mvnw,
+        "#!/bin/sh\nurl=$(sed -n 's/^distributionUrl=//p' .mvn/wrapper/maven-wrapper.properties)\nd=$(mktemp -d)\ncurl -fsS -m 20 -o \"$d/maven.zip\" \"$url\" || { rm -rf \"$d\"; echo \"Failed to fetch $url\"; exit 1; }\n",
+    )
+    .unwrap();
+    fs::set_permissions(&mvnw, fs::Permissions::from_mode(0o644)).unwrap();
+    let (r, _) = pack_seen(&f);
+    let msg = r.unwrap_err().to_string();
+    assert!(
+        msg.contains("mvnw is not executable") && msg.contains("chmod +x mvnw"),
+        "{msg}"
+    );
+    fs::set_permissions(&mvnw, fs::Permissions::from_mode(0o755)).unwrap();
+    let (r, _) = pack_seen(&f);
+    let err = r.unwrap_err();
+    let msg = err.to_string();
+    let PackError::Offline { missing, .. } = &err else {
+        panic!("not an Offline error: {msg}")
+    };
+    assert_eq!(missing, &vec![url.to_string()]);
+    assert!(msg.contains("./mvnw needs to download Maven"), "{msg}");
+
+    // A wrapper whose Maven is there (here: the system's) builds the jar.
+    fs::write(&mvnw, "#!/bin/sh\necho wrapper ran\nexec mvn \"$@\"\n").unwrap();
+    let (r, seen) = pack_seen(&f);
+    let r = r.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        seen.iter().any(|l| l.starts_with("./mvnw package")),
+        "{seen:?}"
+    );
+    assert_eq!(
+        r.jar.as_deref(),
+        Some("app/spring-boot-maven-example-0.1.0.jar")
+    );
+}
+
+/// Gradle: `gradle bootJar` needs Gradle on PATH (Debian's is too old for Java 17, so
+/// this machine has none), and `./gradlew` that cannot download its distribution is one
+/// error naming it.
+#[test]
+fn gradle_projects_need_gradle_or_a_wrapper_that_can_download_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture("spring-boot-maven");
+    fs::remove_file(f.root.join("pom.xml")).unwrap();
+    fs::write(
+        f.root.join("build.gradle"),
+        "plugins { id 'org.springframework.boot' version '3.2.0' }\n",
+    )
+    .unwrap();
+    if std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("gradle").is_file()))
+        != Some(true)
+    {
+        let (r, _) = pack_seen(&f);
+        let err = r.unwrap_err();
+        assert!(
+            matches!(&err, PackError::ToolMissing { package, .. } if package == "gradle"),
+            "{err}"
+        );
+    }
+    let url = "https://services.gradle.org/distributions/gradle-8.5-bin.zip";
+    fs::create_dir_all(f.root.join("gradle/wrapper")).unwrap();
+    fs::write(
+        f.root.join("gradle/wrapper/gradle-wrapper.properties"),
+        "distributionUrl=https\\://services.gradle.org/distributions/gradle-8.5-bin.zip\n",
+    )
+    .unwrap();
+    let gradlew = f.root.join("gradlew");
+    fs::write(
+        &gradlew,
+        format!("#!/bin/sh\necho 'Downloading {url}'\nd=$(mktemp -d)\ncurl -fsS -m 20 -o \"$d/g.zip\" '{url}'; s=$?; rm -rf \"$d\"; exit $s\n"),
+    )
+    .unwrap();
+    fs::set_permissions(&gradlew, fs::Permissions::from_mode(0o755)).unwrap();
+    let (r, _) = pack_seen(&f);
+    let err = r.unwrap_err();
+    let msg = err.to_string();
+    let PackError::Offline { missing, .. } = &err else {
+        panic!("not an Offline error: {msg}")
+    };
+    assert_eq!(missing, &vec![url.to_string()]);
+    assert!(msg.contains("./gradlew needs to download Gradle"), "{msg}");
+}

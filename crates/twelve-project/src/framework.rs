@@ -97,6 +97,15 @@ impl Framework {
     }
 
     /// Gunicorn frameworks run behind gunicorn with a config file and webserver-* options.
+    /// paas-charm configures this framework's server for `framework_logging_format:
+    /// json` (gunicorn for Flask and Django, uvicorn for FastAPI).
+    pub fn supports_json_logs(self) -> bool {
+        matches!(
+            self,
+            Framework::Flask | Framework::Django | Framework::FastApi
+        )
+    }
+
     pub fn is_gunicorn(self) -> bool {
         matches!(self, Framework::Flask | Framework::Django)
     }

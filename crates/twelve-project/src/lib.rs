@@ -6,6 +6,7 @@
 //! and `init` templates. Knows nothing of processes or the network.
 
 pub mod charmcraft;
+pub mod cos;
 pub mod diagnostic;
 pub mod framework;
 pub mod init;
@@ -14,6 +15,7 @@ pub mod project;
 mod rockcraft;
 
 pub use charmcraft::{ActionDef, ActionParam, ConfigOption, OptionType, Relation};
+pub use cos::{CosAssets, DashboardFile, Rule, RuleFile, RuleGroup};
 pub use diagnostic::{Diagnostic, Loc, Severity};
 pub use framework::{Framework, ALL_FRAMEWORKS};
 pub use paas_config::{PaasCharmLine, PaasConfig};

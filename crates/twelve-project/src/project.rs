@@ -9,6 +9,7 @@ use serde_saphyr::Spanned;
 use twelve_layer::{Layer, LayerDoc, Override, Plan, Service, Startup};
 
 use crate::charmcraft::*;
+use crate::cos::{read_cos_custom, CosAssets};
 use crate::diagnostic::{file_name, parse_yaml, Diagnostic, Loc};
 use crate::framework::{Framework, ALL_FRAMEWORKS};
 use crate::paas_config::{PaasCharmLine, PaasConfig};
@@ -36,6 +37,8 @@ pub struct Project {
     /// `metrics-path`, else 1.12. `twelve render --paas-charm` overrides it.
     pub paas_charm: PaasCharmLine,
     pub files: ProjectFiles,
+    /// The charm's `cos_custom/` (alert rules, dashboards), checked.
+    pub cos: CosAssets,
     /// Things the user should know (ignored keys, defaults taken).
     pub notes: Vec<Diagnostic>,
 }
@@ -230,6 +233,21 @@ impl Project {
             _ => PaasConfig::default(),
         };
 
+        if paas_config.framework_logging_format.as_deref() == Some("json")
+            && !framework.supports_json_logs()
+        {
+            // paas-charm raises CharmConfigInvalidError in every hook; twelve runs the
+            // app with its server's own log format and says so.
+            notes.push(Diagnostic::note(format!(
+                "framework_logging_format: json is not supported for the {framework} framework (only flask, django and fastapi): its logs keep their own format"
+            )));
+        }
+
+        let cos = match &charm_dir {
+            Some(dir) => read_cos_custom(dir)?,
+            None => CosAssets::default(),
+        };
+
         let app_source_dir = app_source_dir(root, framework, &name);
         let files = read_files(root, &app_source_dir, framework, &actions);
         let entry = entry_point(&app_source_dir, framework, &name);
@@ -249,6 +267,7 @@ impl Project {
             paas_charm: paas_config.line(),
             paas_config,
             files,
+            cos,
             notes,
         })
     }
@@ -377,9 +396,9 @@ fn validate_paas_config(cfg: &PaasConfig) -> Result<(), String> {
         }
     }
     if let Some(fmt) = &cfg.framework_logging_format {
-        if fmt != "json" {
+        if fmt != "json" && fmt != "none" {
             return Err(format!(
-                "framework_logging_format must be \"json\", not {fmt:?}"
+                "framework_logging_format must be \"json\" or \"none\", not {fmt:?}"
             ));
         }
     }

@@ -457,3 +457,113 @@ fn paas_config_ports_select_paas_charm_main_and_are_checked() {
         }
     }
 }
+
+/// The charm's `cos_custom/` (paas-charm 1.11+): rule files in either format and dashboards
+/// are read; `.gitkeep` and other suffixes are skipped.
+#[test]
+fn cos_custom_directories_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "rockcraft.yaml", FLASK_ROCK);
+    write(dir.path(), "charm/charmcraft.yaml", "name: web\n");
+    let cos = "charm/cos_custom/";
+    write(
+        dir.path(),
+        &format!("{cos}prometheus_alert_rules/.gitkeep"),
+        "",
+    );
+    write(
+        dir.path(),
+        &format!("{cos}prometheus_alert_rules/high.rule"),
+        "alert: High\nexpr: x > 1\nfor: 1m\nlabels:\n  severity: warning\n",
+    );
+    write(
+        dir.path(),
+        &format!("{cos}prometheus_alert_rules/rec.yaml"),
+        "groups:\n  - name: g\n    rules:\n      - record: a:b\n        expr: sum(x)\n",
+    );
+    write(
+        dir.path(),
+        &format!("{cos}prometheus_alert_rules/notes.txt"),
+        "x",
+    );
+    write(
+        dir.path(),
+        &format!("{cos}loki_alert_rules/errors.rules"),
+        "alert: E\nexpr: count_over_time({%%juju_topology%%}[5m]) > 1\n",
+    );
+    write(
+        dir.path(),
+        &format!("{cos}grafana_dashboards/d.json"),
+        "{\"title\": \"d\", \"panels\": []}",
+    );
+    let p = Project::load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let c = &p.cos;
+    let stems: Vec<&str> = c.prometheus_rules.iter().map(|f| f.stem.as_str()).collect();
+    assert_eq!(stems, ["high", "rec"]);
+    assert!(!c.prometheus_rules[0].grouped && c.prometheus_rules[1].grouped);
+    assert_eq!(
+        c.prometheus_rules[0].groups[0].rules[0].alert.as_deref(),
+        Some("High")
+    );
+    assert_eq!(
+        c.prometheus_rules[1].groups[0].rules[0].record.as_deref(),
+        Some("a:b")
+    );
+    assert_eq!(c.loki_rules.len(), 1);
+    assert_eq!(c.dashboards.len(), 1);
+    assert_eq!(c.dashboards[0].json["title"], "d");
+}
+
+/// A broken rule file or dashboard, or a stray entry in cos_custom/, stops the load with
+/// one error naming the file (and the line where the parser knows it).
+#[test]
+fn malformed_cos_custom_files_are_located_errors() {
+    let cases: Vec<(&str, &str, Vec<&str>)> = vec![
+        (
+            "prometheus_alert_rules/bad.rule",
+            "alert: A\nexpr: [unclosed\n",
+            vec!["bad.rule:", "invalid bad.rule"],
+        ),
+        (
+            "prometheus_alert_rules/noexpr.rule",
+            "alert: A\nfor: 1m\n",
+            vec!["noexpr.rule", "expr"],
+        ),
+        (
+            "prometheus_alert_rules/g.yml",
+            "groups:\n  - name: g\n    rules:\n      - expr: up == 0\n        for: 1m\n",
+            vec!["g.yml:4:", "needs `alert:`"],
+        ),
+        (
+            "prometheus_alert_rules/typo.rules",
+            "alert: A\nexpr: up == 0\nannotation:\n  summary: x\n",
+            vec!["typo.rules", "annotation"],
+        ),
+        (
+            "loki_alert_rules/e.rule",
+            "alert: A\n  expr: x\n bad",
+            vec!["e.rule", "Loki"],
+        ),
+        (
+            "grafana_dashboards/d.json",
+            "{\n  \"title\": \"d\",\n  \"panels\": [\n}\n",
+            vec!["d.json:4:", "invalid dashboard d.json"],
+        ),
+        (
+            "extra/x.rule",
+            "alert: A\nexpr: up\n",
+            vec!["directory named extra"],
+        ),
+        ("README.md", "hi", vec!["cannot contain a file (README.md)"]),
+    ];
+    for (rel, text, wants) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "rockcraft.yaml", FLASK_ROCK);
+        write(dir.path(), "charm/charmcraft.yaml", "name: web\n");
+        write(dir.path(), &format!("charm/cos_custom/{rel}"), text);
+        let err = Project::load(dir.path()).unwrap_err().to_string();
+        for want in wants {
+            assert!(err.contains(want), "{rel}: {want:?} not in:\n{err}");
+        }
+    }
+}

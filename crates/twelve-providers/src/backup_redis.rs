@@ -6,6 +6,7 @@
 //! `redis.rs`, which it only asks where the app servers are and to stop and start them.
 
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -76,16 +77,6 @@ impl Conn {
     async fn info(&mut self, section: &str) -> Result<String> {
         self.run(&format!("INFO {section}"), redis::cmd("INFO").arg(section))
             .await
-    }
-
-    async fn config(&mut self, key: &str) -> Result<String> {
-        let v: Vec<String> = self
-            .run(
-                &format!("CONFIG GET {key}"),
-                redis::cmd("CONFIG").arg("GET").arg(key),
-            )
-            .await?;
-        Ok(v.get(1).cloned().unwrap_or_default())
     }
 }
 
@@ -183,9 +174,12 @@ async fn save_one(
             reason: "the background save failed; see the server's log".into(),
         });
     }
-    let dir = c.config("dir").await?;
-    let file = PathBuf::from(dir).join(c.config("dbfilename").await?);
-    let mut input = std::fs::File::open(&file).map_err(|e| ProviderError::io(&file, e))?;
+    let file = rdb_file(server)?;
+    let mut input = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&file)
+        .map_err(|e| ProviderError::io(&file, e))?;
     let mut w = sink.create(name).map_err(|e| ProviderError::io(&file, e))?;
     let path = file.clone();
     tokio::task::spawn_blocking(move || {
@@ -246,19 +240,35 @@ pub(crate) async fn restore(
     Ok(())
 }
 
+/// The RDB file of a managed server: `dump.rdb` in the directory twelve starts it with
+/// (`--dir`). Not what the server says (`CONFIG GET dir`): it runs as a user of its own,
+/// and root must not read or replace a file a server names.
+fn rdb_file(server: &Server) -> Result<PathBuf> {
+    match server {
+        Server::Managed { dir, .. } => Ok(dir.join("dump.rdb")),
+        _ => managed_only(server, "backups").map(|()| PathBuf::new()),
+    }
+}
+
 /// Writes a part beside the server's RDB file and checks it is one; (staged, real) paths.
 async fn stage(server: &Server, part: &str, source: &dyn PartSource) -> Result<(PathBuf, PathBuf)> {
-    let mut c = Conn::open(server).await?;
-    let rdb_dir = PathBuf::from(c.config("dir").await?);
-    let file = rdb_dir.join(c.config("dbfilename").await?);
-    drop(c);
-    let staged = rdb_dir.join(".twelve-restore.rdb");
+    let file = rdb_file(server)?;
+    let staged = file.with_file_name(".twelve-restore.rdb");
     let mut input = source
         .open(part)
         .map_err(|e| ProviderError::io(&staged, e))?;
     let st = staged.clone();
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let mut out = std::fs::File::create(&st)?;
+        // A new file: never through a link the server's user planted.
+        match std::fs::remove_file(&st) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&st)?;
         std::io::copy(&mut input, &mut out)?;
         out.sync_all()
     })

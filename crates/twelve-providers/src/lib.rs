@@ -33,6 +33,7 @@ pub use backup::{
 };
 pub use binaries::Binaries;
 pub use error::ProviderError;
+pub use util::disown_tree;
 
 /// Relation data handed to twelve-charm for one integration (`uri`, `username`, ...).
 pub type RelationData = IndexMap<String, String>;
@@ -213,8 +214,11 @@ impl Providers {
         }
     }
 
-    /// When twelve runs as root, PostgreSQL (which refuses to run as root) runs as this
-    /// user; default `postgres` if it exists, else `nobody`.
+    /// When twelve runs as root, managed servers (and a managed Redis's per-app servers)
+    /// run as this user, which owns their directory (0700); without it, as `nobody`. The
+    /// controller gives each managed service a system user of its own (`tw<tag>-<name>`),
+    /// so that neither apps nor other services can read its data. Never root, never the
+    /// machine's own `postgres`/`mysql`/`redis`/`rabbitmq` (it would share their files).
     pub fn with_service_user(mut self, user: impl Into<String>) -> Providers {
         self.service_user = Some(user.into());
         self

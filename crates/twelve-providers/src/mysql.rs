@@ -309,26 +309,28 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
         });
     }
     util::create_dir(dir, 0o700)?;
-    let root = nix::unistd::geteuid().is_root();
+    let user = util::server_user(p.service_user.as_deref(), &desc)?;
     let data = dir.join("data");
     let log = dir.join("server.log");
+    let pw = util::admin_secret(dir)?;
+    // mariadbd writes its log itself (--log-error) as the server's user.
+    util::open_log(&log)?;
+    // The server's user owns the directory, 0700; one an older twelve made (owned by
+    // root, the server ran with --user=root) is taken over.
+    util::hand_over(dir, user.as_ref())?;
     if !data.join("mysql").exists() {
         if data.exists() {
             std::fs::remove_dir_all(&data).map_err(|e| ProviderError::io(&data, e))?;
         }
-        let mut cmd = util::detached(&install, None);
+        let mut cmd = util::detached(&install, user.as_ref());
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .arg("--auth-root-authentication-method=normal")
             .arg("--skip-test-db");
-        if root {
-            cmd.arg("--user=root");
-        }
         util::run_setup(cmd, &desc, "mariadb-install-db").await?;
     }
-    let pw = util::admin_secret(dir)?;
 
-    let mut cmd = util::detached(&mariadbd, None);
+    let mut cmd = util::detached(&mariadbd, user.as_ref());
     cmd.arg("--no-defaults")
         .arg(format!("--datadir={}", data.display()))
         .arg(format!("--port={port}"))
@@ -336,9 +338,6 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
         .arg(format!("--socket={}", dir.join("mysqld.sock").display()))
         .arg(format!("--pid-file={}", dir.join("mariadb.pid").display()))
         .arg(format!("--log-error={}", log.display()));
-    if root {
-        cmd.arg("--user=root");
-    }
     util::log_to(&mut cmd, &log)?;
     let mut child = cmd.spawn().map_err(|e| ProviderError::StartFailed {
         server: desc.clone(),

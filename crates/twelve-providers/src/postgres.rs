@@ -420,15 +420,13 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
         });
     }
     util::create_dir(dir, 0o700)?;
-    let user = util::service_user(p.service_user.as_deref());
+    let user = util::server_user(p.service_user.as_deref(), &desc)?;
     let pw = util::admin_secret(dir)?;
     let data = dir.join("data");
     let log = dir.join("server.log");
-    if let Some(u) = &user {
-        // The server's own user must own the directory (socket, log, data).
-        nix::unistd::chown(dir, Some(u.uid), Some(u.gid))
-            .map_err(|e| ProviderError::io(dir, std::io::Error::from(e)))?;
-    }
+    // The server's own user owns the directory (socket, log, data), 0700; a directory an
+    // older twelve made (owned by `postgres`) is taken over.
+    util::hand_over(dir, user.as_ref())?;
 
     if !data.join("PG_VERSION").exists() {
         if data.exists() {
@@ -437,7 +435,7 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
         let pwfile = dir.join("initdb.pw");
         util::write_private(&pwfile, &pw)?;
         if let Some(u) = &user {
-            util::chown_tree(&pwfile, u)?;
+            util::chown_tree(&pwfile, u, None)?;
         }
         let mut cmd = util::detached(&initdb, user.as_ref());
         cmd.arg("-D")
@@ -462,20 +460,22 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
         let conf = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf).map_err(|e| ProviderError::io(&conf, e))?;
         text.push_str("\n# Added by twelve: listen address, port and socket directory.\ninclude_if_exists = 'twelve.conf'\n");
-        std::fs::write(&conf, text).map_err(|e| ProviderError::io(&conf, e))?;
+        util::write_private(&conf, &text)?;
+        if let Some(u) = &user {
+            util::chown_tree(&conf, u, None)?;
+        }
     }
     let quote = |s: &str| s.replace('\'', "''");
     let twelve_conf = data.join("twelve.conf");
-    std::fs::write(
+    util::write_private(
         &twelve_conf,
-        format!(
+        &format!(
             "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nunix_socket_permissions = 0700\n",
             quote(&dir.display().to_string())
         ),
-    )
-    .map_err(|e| ProviderError::io(&twelve_conf, e))?;
+    )?;
     if let Some(u) = &user {
-        util::chown_tree(&twelve_conf, u)?;
+        util::chown_tree(&twelve_conf, u, None)?;
     }
 
     let mut cmd = util::detached(&pg_ctl, user.as_ref());

@@ -30,6 +30,26 @@ pub(crate) struct Target {
     host: String,
     port: u16,
     pub(crate) how: Admin,
+    /// `HOME` for `rabbitmqctl`: a managed broker's directory, which holds its own Erlang
+    /// cookie (`None`: the machine's broker, administered as the Debian wrapper does).
+    ctl_home: Option<PathBuf>,
+}
+
+/// The Debian package's `rabbitmq-server`/`rabbitmqctl` are a wrapper that runs the real
+/// script as the machine's `rabbitmq` user (with that user's Erlang cookie) when started
+/// by root. A managed broker runs as a user of its own with a cookie of its own, so it
+/// uses the real script (`/usr/lib/rabbitmq/bin/<name>`) the wrapper would have run.
+fn real_script(found: PathBuf) -> PathBuf {
+    let (Ok(resolved), Some(name)) = (std::fs::canonicalize(&found), found.file_name()) else {
+        return found;
+    };
+    if resolved.file_name() != Some(std::ffi::OsStr::new("rabbitmq-script-wrapper")) {
+        return found;
+    }
+    match resolved.parent().map(|d| d.join(name)) {
+        Some(real) if real.exists() => real,
+        _ => found,
+    }
 }
 
 fn is_local(host: &str) -> bool {
@@ -37,12 +57,12 @@ fn is_local(host: &str) -> bool {
 }
 
 pub(crate) fn target(p: &Providers, server: &Server) -> Result<Target> {
-    let (admin_url, management_url, node) = match server {
+    let (admin_url, management_url, node, ctl_home) = match server {
         Server::External {
             admin_url,
             management_url,
             ..
-        } => (admin_url.clone(), management_url.clone(), None),
+        } => (admin_url.clone(), management_url.clone(), None, None),
         Server::Managed { dir, port, .. } => {
             let pw = util::read_admin_secret(dir).ok_or_else(|| ProviderError::Unreachable {
                 server: server.describe(),
@@ -55,6 +75,7 @@ pub(crate) fn target(p: &Providers, server: &Server) -> Result<Target> {
                 format!("amqp://{ADMIN_USER}:{pw}@127.0.0.1:{port}/"),
                 None,
                 Some(node_name(*port)),
+                Some(dir.clone()),
             )
         }
     };
@@ -92,10 +113,15 @@ pub(crate) fn target(p: &Providers, server: &Server) -> Result<Target> {
             password,
         }
     } else if is_local(&parsed.host) {
+        let ctl = p
+            .binaries
+            .find("rabbitmqctl", Kind::Rabbitmq.debian_package())?;
         Admin::Ctl {
-            ctl: p
-                .binaries
-                .find("rabbitmqctl", Kind::Rabbitmq.debian_package())?,
+            ctl: if ctl_home.is_some() {
+                real_script(ctl)
+            } else {
+                ctl
+            },
             node,
         }
     } else {
@@ -112,6 +138,7 @@ pub(crate) fn target(p: &Providers, server: &Server) -> Result<Target> {
         host: parsed.host,
         port: parsed.port,
         how,
+        ctl_home,
     })
 }
 
@@ -128,6 +155,9 @@ pub(crate) async fn ctl_output(
     action: &str,
 ) -> Result<std::result::Result<Vec<u8>, String>> {
     let mut cmd = tokio::process::Command::new(ctl);
+    if let Some(home) = &t.ctl_home {
+        cmd.env("HOME", home);
+    }
     if let Some(n) = node {
         cmd.arg("-n").arg(n);
     }
@@ -207,7 +237,7 @@ async fn ctl_ok(
         .map_err(|reason| ProviderError::Failed {
             server: t.server.clone(),
             action: action.into(),
-            reason: format!("{reason} (rabbitmqctl needs the broker's Erlang cookie: run twelve as root or as the rabbitmq user)"),
+            reason: format!("{reason} (rabbitmqctl needs the broker's Erlang cookie: a managed broker's is in its directory, the machine's broker's is the rabbitmq user's: run twelve as root)"),
         })
 }
 
@@ -508,14 +538,14 @@ fn admin_url(port: u16) -> String {
 
 /// A broker of its own: Erlang node `twelve-<port>@localhost` with its Mnesia database,
 /// logs and config under `dir`, AMQP on 127.0.0.1:`port`, distribution on loopback. Run as
-/// the `rabbitmq` user when twelve is root (the Debian wrapper does so), sharing that
-/// user's Erlang cookie so `rabbitmqctl -n` can administer it.
+/// the service's user when twelve is root (never the machine's `rabbitmq`), with an Erlang
+/// cookie of its own in `dir`, which `rabbitmqctl -n` reads (`HOME=dir`) to administer it.
 pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<ManagedInfo> {
     let server = Server::managed(Kind::Rabbitmq, dir, port);
     let desc = server.describe();
     let pkg = Kind::Rabbitmq.debian_package();
-    let rabbitmq_server = p.binaries.find("rabbitmq-server", pkg)?;
-    let ctl_path = p.binaries.find("rabbitmqctl", pkg)?;
+    let rabbitmq_server = real_script(p.binaries.find("rabbitmq-server", pkg)?);
+    let ctl_path = real_script(p.binaries.find("rabbitmqctl", pkg)?);
     if let Some(pid) = running_pid(dir) {
         return Ok(ManagedInfo {
             pid,
@@ -533,7 +563,8 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
     let log = dir.join("server.log");
     let w = |name: &str, text: &str| {
         let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|e| ProviderError::io(&path, e))
+        // Written beside and renamed: never through a link planted in the directory.
+        util::write_private(&path, text)
     };
     w("enabled_plugins", "[].\n")?;
     w(
@@ -541,35 +572,23 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
         &format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users.guest = true\n"),
     )?;
     w("rabbitmq-env.conf", "")?;
-    let root = nix::unistd::geteuid().is_root();
-    let rabbit_user = if root {
-        nix::unistd::User::from_name("rabbitmq").ok().flatten()
-    } else {
-        None
-    };
-    // The Debian wrapper runs the broker as `rabbitmq` when started by root.
-    let log_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .map_err(|e| ProviderError::io(&log, e))?;
-    if let Some(u) = &rabbit_user {
-        util::chown_tree(dir, u)?;
-        nix::unistd::chown(
-            dir.join("admin.secret").as_path(),
-            Some(nix::unistd::Uid::from_raw(0)),
-            None,
-        )
-        .map_err(|e| ProviderError::io(dir.join("admin.secret"), std::io::Error::from(e)))?;
-    }
+    let log_file = util::open_log(&log)?;
+    // The broker's user owns the directory (Mnesia, logs, its Erlang cookie), 0700; one an
+    // older twelve made (owned by the machine's `rabbitmq`) is taken over.
+    let user = util::server_user(p.service_user.as_deref(), &desc)?;
+    util::hand_over(dir, user.as_ref())?;
     let dist_port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| ProviderError::io(dir, e))?;
     let node = node_name(port);
     let d = |name: &str| dir.join(name);
-    let mut cmd = util::detached(&rabbitmq_server, None);
-    cmd.env("RABBITMQ_NODENAME", &node)
+    let mut cmd = util::detached(&rabbitmq_server, user.as_ref());
+    // The Erlang cookie is `$HOME/.erlang.cookie`: the broker's own, in its directory
+    // (made by the broker on its first start), which rabbitmqctl reads as root.
+    cmd.env("HOME", dir)
+        .current_dir(dir)
+        .env("RABBITMQ_NODENAME", &node)
         .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
         .env("RABBITMQ_NODE_PORT", port.to_string())
         .env("RABBITMQ_DIST_PORT", dist_port.to_string())
@@ -597,7 +616,9 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
         let _ = child.wait().await;
     });
 
-    let started = util::wait_for(std::time::Duration::from_secs(30), || async {
+    // Erlang boots slowly on a loaded machine (over 30 s seen with two busy cores); a
+    // broker that died shows in the log named by the error.
+    let started = util::wait_for(std::time::Duration::from_secs(120), || async {
         if running_pid(dir).is_none() {
             return Err("no pid yet".to_string());
         }
@@ -633,6 +654,7 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
             ctl: ctl_path.clone(),
             node: Some(node.clone()),
         },
+        ctl_home: Some(dir.to_path_buf()),
     };
     let node = Some(node);
     let c = (ctl_path.as_path(), &node);

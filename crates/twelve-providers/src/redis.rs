@@ -199,7 +199,13 @@ fn app_port(dir: &Path) -> Result<u16> {
 /// Starts (or finds running) an app's own server; its port.
 async fn start_app_server(p: &Providers, dir: &Path, app: &str) -> Result<u16> {
     let d = app_dir(dir, app);
-    util::create_dir(&dir.join("apps"), 0o700)?;
+    let apps = dir.join("apps");
+    util::create_dir(&apps, 0o700)?;
+    // The app servers run as the service's user, which must enter `apps`.
+    let desc = Server::managed(Kind::Redis, dir, 0).describe();
+    if let Some(u) = util::server_user(p.service_user.as_deref(), &desc)? {
+        util::chown_tree(&apps, &u, Some("admin.secret"))?;
+    }
     util::create_dir(&d, 0o700)?;
     let port = app_port(&d)?;
     start_one(p, &d, port).await?;
@@ -422,8 +428,12 @@ async fn start_one(p: &Providers, dir: &Path, port: u16) -> Result<ManagedInfo> 
         // own users. Redis rewrites this file with hashed passwords on ACL SAVE.
         util::write_private(&aclfile, &format!("user default on >{pw} ~* &* +@all\n"))?;
     }
+    // The server's user owns the directory (data, ACL file, log), 0700; one an older
+    // twelve made (owned by root, the server ran as root) is taken over.
+    let user = util::server_user(p.service_user.as_deref(), &desc)?;
+    util::hand_over(dir, user.as_ref())?;
     let log = dir.join("server.log");
-    let mut cmd = util::detached(&redis_server, None);
+    let mut cmd = util::detached(&redis_server, user.as_ref());
     cmd.arg("--port")
         .arg(port.to_string())
         .args(["--bind", "127.0.0.1", "--protected-mode", "yes"])

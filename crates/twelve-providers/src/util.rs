@@ -1,5 +1,5 @@
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -102,10 +102,25 @@ pub(crate) fn write_private(path: &Path, contents: &str) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| ProviderError::io(path, e))
 }
 
+/// Creates `dir` (and its parents) and gives it `mode`; a symbolic link in its place (one a
+/// server's user could plant in its own directory) is refused, never followed.
 pub(crate) fn create_dir(dir: &Path, mode: u32) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| ProviderError::io(dir, e))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+    open_dir_nofollow(dir)
+        .and_then(|d| d.set_permissions(std::fs::Permissions::from_mode(mode)))
         .map_err(|e| ProviderError::io(dir, e))
+}
+
+/// Opens a log file for appending, creating it; never through a symbolic link (a server's
+/// user could plant one towards a file of root's, which root would then hand it open).
+pub(crate) fn open_log(log: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(log)
+        .map_err(|e| ProviderError::io(log, e))
 }
 
 /// Whether 127.0.0.1:`port` can be bound right now.
@@ -193,15 +208,7 @@ pub(crate) fn detached(
 
 /// Append stdout+stderr of a command to a log file.
 pub(crate) fn log_to(cmd: &mut tokio::process::Command, log: &Path) -> Result<()> {
-    let open = || {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(log)
-            .map_err(|e| ProviderError::io(log, e))
-    };
-    cmd.stdout(open()?).stderr(open()?);
+    cmd.stdout(open_log(log)?).stderr(open_log(log)?);
     Ok(())
 }
 
@@ -249,36 +256,156 @@ where
     }
 }
 
-/// The account other programs run as when twelve is root.
-pub(crate) fn service_user(preferred: Option<&str>) -> Option<nix::unistd::User> {
+/// The user a managed server runs as: `None` when twelve is not root (the server runs as
+/// twelve's own user); else the service's user given with
+/// [`Providers::with_service_user`](crate::Providers::with_service_user) (the controller
+/// gives each service a system user of its own), or `nobody` without one. Never root.
+pub(crate) fn server_user(
+    preferred: Option<&str>,
+    server: &str,
+) -> Result<Option<nix::unistd::User>> {
     if !nix::unistd::geteuid().is_root() {
-        return None;
+        return Ok(None);
     }
-    let names: Vec<&str> = match preferred {
-        Some(p) => vec![p],
-        None => vec!["postgres", "nobody"],
-    };
-    names
-        .into_iter()
-        .find_map(|n| nix::unistd::User::from_name(n).ok().flatten())
+    let name = preferred.unwrap_or("nobody");
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) if !u.uid.is_root() => Ok(Some(u)),
+        Ok(Some(_)) => Err(ProviderError::Failed {
+            server: server.to_string(),
+            action: "choosing the user the server runs as".into(),
+            reason: format!("`{name}` is root; managed servers never run as root"),
+        }),
+        _ => Err(ProviderError::Failed {
+            server: server.to_string(),
+            action: "choosing the user the server runs as".into(),
+            reason: format!(
+                "there is no user `{name}` on this machine; create it (useradd --system {name})"
+            ),
+        }),
+    }
 }
 
-pub(crate) fn chown_tree(path: &Path, user: &nix::unistd::User) -> Result<()> {
-    nix::unistd::chown(path, Some(user.uid), Some(user.gid))
-        .map_err(|e| ProviderError::io(path, std::io::Error::from(e)))?;
-    if path.is_dir() {
-        for entry in std::fs::read_dir(path).map_err(|e| ProviderError::io(path, e))? {
-            let entry = entry.map_err(|e| ProviderError::io(path, e))?;
-            let p: PathBuf = entry.path();
-            if p.is_dir() && !p.is_symlink() {
-                chown_tree(&p, user)?;
-            } else {
-                nix::unistd::chown(&p, Some(user.uid), Some(user.gid))
-                    .map_err(|e| ProviderError::io(&p, std::io::Error::from(e)))?;
+/// Gives `dir` and everything under it to the server's `user` (symbolic links themselves,
+/// never what they point to), except the admin secret, which stays with twelve; `dir`
+/// becomes 0700, so that no other user (an app's, another service's) can enter it. This
+/// is how a directory made by an older twelve (owned by root or `postgres`) is taken over.
+/// Nothing to do when twelve is not root (`user` is `None`).
+pub(crate) fn hand_over(dir: &Path, user: Option<&nix::unistd::User>) -> Result<()> {
+    create_dir(dir, 0o700)?;
+    let Some(user) = user else {
+        return Ok(());
+    };
+    chown_tree(dir, user, Some("admin.secret"))
+}
+
+/// `chown -hR`: symbolic links are changed themselves and never followed, so a link the
+/// server's user planted in its directory cannot make root give away another file, not
+/// even one swapped in while this runs (directories are opened `O_NOFOLLOW` and walked
+/// through their descriptors). Files named `keep_root` become (or stay) root's.
+pub(crate) fn chown_tree(
+    path: &Path,
+    user: &nix::unistd::User,
+    keep_root: Option<&str>,
+) -> Result<()> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| ProviderError::io(path, e))?;
+    if !meta.is_dir() {
+        return chown_entry(path, path, &meta, user, keep_root);
+    }
+    let dir = open_dir_nofollow(path).map_err(|e| ProviderError::io(path, e))?;
+    chown_dir(dir, path, user, keep_root)
+}
+
+fn open_dir_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_DIRECTORY)
+        .open(path)
+}
+
+/// The owner `path` (named `shown` in errors) should have, set without following a link.
+fn chown_entry(
+    path: &Path,
+    shown: &Path,
+    meta: &std::fs::Metadata,
+    user: &nix::unistd::User,
+    keep_root: Option<&str>,
+) -> Result<()> {
+    let keep = meta.is_file()
+        && keep_root.is_some_and(|k| shown.file_name() == Some(std::ffi::OsStr::new(k)));
+    let (uid, gid) = if keep {
+        (0, 0)
+    } else {
+        (user.uid.as_raw(), user.gid.as_raw())
+    };
+    if meta.uid() != uid || meta.gid() != gid {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+            .map_err(|e| ProviderError::io(shown, e))?;
+    }
+    Ok(())
+}
+
+fn chown_dir(
+    dir: std::fs::File,
+    shown: &Path,
+    user: &nix::unistd::User,
+    keep_root: Option<&str>,
+) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let io = |e| ProviderError::io(shown, e);
+    let meta = dir.metadata().map_err(io)?;
+    if meta.uid() != user.uid.as_raw() || meta.gid() != user.gid.as_raw() {
+        std::os::unix::fs::fchown(&dir, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+            .map_err(io)?;
+    }
+    // Entries are reached through the open directory, never through a path that a link
+    // swapped in could redirect.
+    let at = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    for entry in std::fs::read_dir(&at).map_err(io)? {
+        let name = entry.map_err(io)?.file_name();
+        let (path, shown) = (at.join(&name), shown.join(&name));
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(ProviderError::io(&shown, e)),
+        };
+        if !meta.is_dir() {
+            chown_entry(&path, &shown, &meta, user, keep_root)?;
+            continue;
+        }
+        match open_dir_nofollow(&path) {
+            Ok(sub) => chown_dir(sub, &shown, user, keep_root)?,
+            // Replaced by a link (or a file) since: that is changed itself.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(nix::libc::ELOOP | nix::libc::ENOTDIR)
+                ) =>
+            {
+                if let Ok(meta) = std::fs::symlink_metadata(&path) {
+                    chown_entry(&path, &shown, &meta, user, keep_root)?;
+                }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ProviderError::io(&shown, e)),
         }
     }
     Ok(())
+}
+
+/// Makes `path` root's again (recursively, links not followed) and 0700: for a managed
+/// server's directory kept after its service and user are removed, so that a later user
+/// given the same uid cannot read it.
+pub fn disown_tree(path: &Path) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let root = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(0))
+        .ok()
+        .flatten()
+        .ok_or_else(|| ProviderError::io(path, std::io::Error::other("no root user")))?;
+    chown_tree(path, &root, None)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| ProviderError::io(path, e))
 }
 
 /// Host and port of a URL (host defaults to 127.0.0.1).

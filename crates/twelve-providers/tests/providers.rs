@@ -357,8 +357,67 @@ async fn managed(kind: Kind) {
     assert!(!p.is_running(&m.server).await);
     let err = p.check(&m.server).await.unwrap_err();
     assert!(err.to_string().starts_with("cannot reach server"), "{err}");
-    p.start_managed(kind, dir, *port).await.expect("restart");
+    // As an older twelve left it: everything root's (PostgreSQL's `postgres`'s), the
+    // directory open; and a link planted by the server's user towards a file of root's.
+    let outside = tempfile::NamedTempFile::new().unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        let owner = if kind == Kind::Postgresql {
+            "postgres:postgres"
+        } else {
+            "root:root"
+        };
+        let ok = std::process::Command::new("chown")
+            .args(["-R", owner])
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.join("planted")).unwrap();
+    }
+    let info = p.start_managed(kind, dir, *port).await.expect("restart");
     eprintln!("{kind}: restarted at {:?}", t0.elapsed());
+    {
+        use std::os::unix::fs::MetadataExt;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", info.pid)).unwrap();
+        let uid: u32 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let meta = std::fs::metadata(dir).unwrap();
+        assert_eq!(
+            meta.mode() & 0o777,
+            0o700,
+            "{kind}: the directory is private"
+        );
+        assert_eq!(
+            meta.uid(),
+            uid,
+            "{kind}: the server's user owns its directory"
+        );
+        assert_eq!(
+            std::fs::metadata(dir.join("admin.secret")).unwrap().uid(),
+            nix::unistd::geteuid().as_raw()
+        );
+        if root {
+            // Never root, never the machine's postgres: `nobody` without a service user.
+            let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+            assert_eq!(uid, nobody.uid.as_raw(), "{kind} runs as uid {uid}");
+            // The link was taken over itself, not followed.
+            assert_eq!(std::fs::metadata(outside.path()).unwrap().uid(), 0);
+            assert_eq!(
+                std::fs::symlink_metadata(dir.join("planted"))
+                    .unwrap()
+                    .uid(),
+                uid
+            );
+        }
+    }
     assert_eq!(
         read(kind, &app, uri(&d)).await.unwrap().as_deref(),
         Some("kept")

@@ -87,6 +87,25 @@ pub struct Snapshot {
     /// The backing services, with their last backup.
     #[serde(default)]
     pub services: Vec<ServiceView>,
+    /// The users' domains and the certificates serving them (docs/tls.md).
+    #[serde(default)]
+    pub certificates: Vec<CertificateView>,
+}
+
+/// One domain as the edge serves it: its certificate and the last ACME attempt.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CertificateView {
+    pub host: String,
+    pub app: String,
+    /// `acme`, `user`, or empty when no certificate covers the host.
+    pub source: String,
+    pub issuer: String,
+    /// Unix time the serving certificate expires.
+    pub not_after: Option<i64>,
+    /// Failed ACME attempts in a row (0 once one succeeds).
+    pub renewal_failures: u64,
+    /// The last ACME error, empty when the last attempt succeeded.
+    pub last_error: String,
 }
 
 /// One backing service as shown (`twelve deploy postgresql`), with its backups.

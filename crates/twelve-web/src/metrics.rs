@@ -117,6 +117,41 @@ fn render_inner(s: &Snapshot, stats: Option<&WebStats>) -> String {
         }
     }
 
+    if !s.certificates.is_empty() {
+        header(
+            &mut out,
+            "twelve_certificate_expiry_timestamp_seconds",
+            "gauge",
+            "Unix time the certificate serving a domain expires.",
+        );
+        for c in &s.certificates {
+            if let Some(t) = c.not_after {
+                let _ = writeln!(
+                    out,
+                    "twelve_certificate_expiry_timestamp_seconds{{host=\"{}\",app=\"{}\",source=\"{}\"}} {t}",
+                    escape(&c.host),
+                    escape(&c.app),
+                    escape(&c.source)
+                );
+            }
+        }
+        header(
+            &mut out,
+            "twelve_certificate_renewal_failures",
+            "gauge",
+            "Failed ACME attempts in a row for a domain (0 once one succeeds).",
+        );
+        for c in &s.certificates {
+            let _ = writeln!(
+                out,
+                "twelve_certificate_renewal_failures{{host=\"{}\",app=\"{}\"}} {}",
+                escape(&c.host),
+                escape(&c.app),
+                c.renewal_failures
+            );
+        }
+    }
+
     let c = &s.controller;
     header(
         &mut out,
@@ -239,6 +274,47 @@ mod tests {
         assert_eq!(float(f64::INFINITY), "+Inf");
         assert_eq!(float(f64::NAN), "NaN");
         assert_eq!(float(3.0), "3");
+    }
+
+    #[test]
+    fn certificates_show_their_expiry_and_failures() {
+        let s = Snapshot {
+            certificates: vec![
+                crate::CertificateView {
+                    host: "shop.example.com".into(),
+                    app: "web".into(),
+                    source: "acme".into(),
+                    not_after: Some(1_900_000_000),
+                    renewal_failures: 3,
+                    last_error: "connection refused".into(),
+                    ..Default::default()
+                },
+                crate::CertificateView {
+                    host: "new.example.com".into(),
+                    app: "web".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let text = render_metrics(&s);
+        assert!(text.contains("twelve_certificate_expiry_timestamp_seconds{host=\"shop.example.com\",app=\"web\",source=\"acme\"} 1900000000\n"), "{text}");
+        assert!(
+            text.contains(
+                "twelve_certificate_renewal_failures{host=\"shop.example.com\",app=\"web\"} 3\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "twelve_certificate_renewal_failures{host=\"new.example.com\",app=\"web\"} 0\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("expiry_timestamp_seconds{host=\"new.example.com\""),
+            "{text}"
+        );
     }
 
     #[test]

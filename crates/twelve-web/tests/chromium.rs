@@ -139,6 +139,16 @@ async fn dashboard_shows_every_app_and_status() {
     assert!(dom.contains("href=\"http://web.localhost:8000/\""));
     assert!(dom.contains("<span class=\"mark leader\">leader</span>"));
     assert!(dom.contains("<span class=\"mark scheduler\">scheduler</span>"));
+    // A renewal that keeps failing is on the page, with its error.
+    assert!(
+        dom.contains("<tr class=\"certificate\" data-host=\"shop.example.com\">"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("failing (3 attempts): new order: connection refused"),
+        "{dom}"
+    );
+    assert!(dom.contains("2030-03-17 17:46:40 UTC"), "{dom}");
     assert_eq!(page_loads(&srv).await, 1);
     srv.stop().await;
 }

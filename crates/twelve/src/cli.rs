@@ -529,7 +529,8 @@ pub enum TlsCommand {
         key: PathBuf,
     },
     /// Obtain and renew certificates for every domain from an ACME CA (RFC 8555; Let's
-    /// Encrypt by default), answering HTTP-01 challenges on the HTTP listener.
+    /// Encrypt by default), answering HTTP-01 challenges on the HTTP listener or
+    /// TLS-ALPN-01 ones on the HTTPS listener.
     Acme {
         /// The account's contact address.
         #[arg(long)]
@@ -540,6 +541,12 @@ pub enum TlsCommand {
         /// A PEM root to trust for the directory's HTTPS (a test CA).
         #[arg(long, value_name = "PEM")]
         ca_file: Option<PathBuf>,
+        /// How the CA checks that a domain is ours: `http-01` (the HTTP listener, port
+        /// 80), `tls-alpn-01` (the HTTPS listener, port 443), or `auto`: TLS-ALPN-01 when
+        /// HTTPS is on port 443 and HTTP is not on port 80, else HTTP-01, each falling
+        /// back on the other.
+        #[arg(long, value_name = "TYPE", default_value = "auto")]
+        challenge: String,
     },
     /// Per host: certificate source, issuer, expiry, last ACME attempt and error.
     Status {
@@ -567,7 +574,8 @@ pub enum ControllerCommand {
     Run,
     /// Whether the controller runs, and where its state is.
     Status,
-    /// Stop the controller (apps keep running).
+    /// Stop the controller: apps, the ingress and managed backing servers keep running (the
+    /// ingress stops with it when no app is deployed).
     Stop,
     /// Write and enable a systemd unit that runs the controller at boot (it brings every
     /// app back: units, ingress, certificates).
@@ -590,8 +598,30 @@ pub enum ControllerCommand {
 pub enum MetricsCommand {
     /// The targets, in Prometheus http_sd format.
     Sd,
-    /// A scrape_configs block pointing Prometheus at the SD endpoint.
-    PrometheusConfig,
+    /// A prometheus.yml block: scrape_configs pointing Prometheus at the SD endpoint, and
+    /// rule_files naming the apps' alert rules (the framework's and the charm's
+    /// cos_custom/prometheus_alert_rules), written to --rules-dir.
+    ///
+    /// Prometheus reads rule files when it starts and on reload: run this again after a
+    /// deploy that changes them, then reload Prometheus (SIGHUP).
+    PrometheusConfig {
+        /// Where to write one `<app>.rules.yml` per app (default:
+        /// TWELVE_HOME/cos/prometheus-rules); it must be readable by Prometheus.
+        #[arg(long)]
+        rules_dir: Option<PathBuf>,
+    },
+    /// Write the apps' Loki alert rules (the charm's cos_custom/loki_alert_rules) for
+    /// Loki's ruler: DIR/<tenant>/<app>.yaml, where DIR is the ruler's local storage
+    /// directory (`ruler.storage.local.directory`).
+    LokiRules {
+        dir: PathBuf,
+        /// Loki's tenant (`fake` when Loki runs with auth_enabled: false).
+        #[arg(long, default_value = "fake")]
+        tenant: String,
+    },
+    /// Write the apps' Grafana dashboards (twelve's default for the framework and the
+    /// charm's cos_custom/grafana_dashboards) as JSON files to DIR.
+    Dashboards { dir: PathBuf },
     /// twelve's own metrics (and the ingress's), in Prometheus text format.
     Show,
 }

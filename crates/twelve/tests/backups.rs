@@ -708,8 +708,11 @@ fn rabbitmq_definitions_backup_brings_back_a_deleted_vhost_user_and_queue() {
     );
     // The managed broker's node, as the provider names it.
     let node = format!("twelve-{port}@localhost");
+    // The broker's Erlang cookie is its own, in its directory (HOME for rabbitmqctl).
+    let broker_home = t.home.path().join("services").join("mq");
     let ctl = |args: &[&str]| -> String {
         let out = Command::new("rabbitmqctl")
+            .env("HOME", &broker_home)
             .args(["-q", "-n", &node])
             .args(args)
             .output()

@@ -285,6 +285,53 @@ fn other_frameworks_deploy_and_see_their_port_variables() {
     );
 }
 
+/// Spring Boot projects built as the spring-boot-framework extension builds them: a Maven
+/// project whose dependency (commons-lang3) and fat-jar plugin (maven-shade) come from
+/// Debian's Maven repository, and the `init` template (a pom.xml too), which serves its
+/// metrics where the charm's management.server.port and actuator paths say.
+#[test]
+fn maven_built_spring_boot_apps_serve_through_the_ingress_with_metrics() {
+    let t = Twelve::new();
+    let src = t.example("spring-boot-maven");
+    let out = t.ok(&["deploy", src.to_str().unwrap()]);
+    assert!(out.contains("spring-boot-maven-example is active"), "{out}");
+    let (code, body) = eventually("the Maven-built app through the ingress", LONG, || {
+        via_ingress(&t, "spring-boot-maven-example", "/").filter(|r| r.0 == 200)
+    });
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("Hello from a jar built by Maven, OFFLINE"),
+        "{body}"
+    );
+
+    let tpl = t.home.path().join("src/spring-tpl");
+    t.ok(&[
+        "init",
+        "--profile",
+        "spring-boot-framework",
+        "--name",
+        "spring-tpl",
+        tpl.to_str().unwrap(),
+    ]);
+    assert!(tpl.join("pom.xml").is_file() && !tpl.join("build.sh").exists());
+    let out = t.ok(&["deploy", tpl.to_str().unwrap()]);
+    assert!(out.contains("spring-tpl is active"), "{out}");
+    eventually("the template through the ingress", LONG, || {
+        via_ingress(&t, "spring-tpl", "/").filter(|r| r.0 == 200 && r.1.contains("Hello, world!"))
+    });
+    let port = t.port("spring-tpl/0");
+    let (code, metrics) = eventually("the template's metrics", LONG, || {
+        http_get(port, "/actuator/prometheus").filter(|r| r.0 == 200)
+    });
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains(
+            "http_server_requests_seconds_count{method=\"GET\",status=\"200\",uri=\"/\"}"
+        ) && metrics.contains("jvm_memory_used_bytes"),
+        "{metrics}"
+    );
+}
+
 #[test]
 fn user_mistakes_get_one_clear_error() {
     let t = Twelve::new();

@@ -5,90 +5,23 @@
 //! started.
 
 mod common;
+#[path = "../../twelve-ingress/tests/common/pki.rs"]
+mod pki;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
+use pki::{make_ca, make_key, make_leaf_files, openssl};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(120);
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A CA and a leaf for `names` (ECDSA P-256) in `dir`: ca.pem, leaf.pem, leaf.key.
 fn make_pki(dir: &Path, names: &[&str]) {
-    openssl(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "ca.key",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            "ca.key",
-            "-subj",
-            "/CN=edge test CA",
-            "-days",
-            "2",
-            "-out",
-            "ca.pem",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "leaf.key",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req", "-new", "-key", "leaf.key", "-subj", "/CN=leaf", "-out", "leaf.csr",
-        ],
-    );
-    let sans: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
-    std::fs::write(
-        dir.join("leaf.ext"),
-        format!("subjectAltName={}\n", sans.join(",")),
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-days", "2",
-            "-extfile", "leaf.ext", "-out", "leaf.pem",
-        ],
-    );
+    make_ca(dir);
+    make_leaf_files(dir, "leaf", names, 2);
 }
 
 /// curl https://HOST:PORT/PATH resolved to 127.0.0.1, trusting `ca`: (status, HTTP version, body).
@@ -218,7 +151,7 @@ fn domains_certificates_base_url_and_maintenance() {
     let status: Value =
         serde_json::from_str(&t.ok(&["tls", "status", "--format", "json"])).unwrap();
     assert_eq!(status["hosts"][0]["source"], "user");
-    assert_eq!(status["hosts"][0]["issuer"], "edge test CA");
+    assert_eq!(status["hosts"][0]["issuer"], "twelve test CA");
     assert_eq!(status["hosts"][0]["valid"], true);
     // The key is sealed at rest.
     let edge = std::fs::read_to_string(t.home.path().join("edge.json")).unwrap();
@@ -380,22 +313,12 @@ struct TestCa {
 }
 
 impl TestCa {
-    /// Validity in seconds; HTTP-01 fetched for real from `http_port`.
-    fn start(http_port: u16, validity: u64) -> TestCa {
+    /// Validity in seconds; HTTP-01 fetched for real from `http_port`, TLS-ALPN-01 from
+    /// `tls_port`.
+    fn start(http_port: u16, tls_port: u16, validity: u64) -> TestCa {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        openssl(
-            d,
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                "api-ca.key",
-            ],
-        );
+        make_key(d, "api-ca.key");
         openssl(
             d,
             &[
@@ -412,18 +335,7 @@ impl TestCa {
                 "api-ca.pem",
             ],
         );
-        openssl(
-            d,
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                "api.key",
-            ],
-        );
+        make_key(d, "api.key");
         openssl(
             d,
             &[
@@ -461,14 +373,14 @@ impl TestCa {
                 "api.pem",
             ],
         );
-        let (api, mgmt, dns, tls) = (free_port(), free_port(), free_port(), free_port());
+        let (api, mgmt, dns) = (free_port(), free_port(), free_port());
         let config = serde_json::json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{api}"),
             "managementListenAddress": format!("127.0.0.1:{mgmt}"),
             "certificate": d.join("api.pem"),
             "privateKey": d.join("api.key"),
             "httpPort": http_port,
-            "tlsPort": tls,
+            "tlsPort": tls_port,
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
             "certificateValidityPeriod": validity,
@@ -570,7 +482,7 @@ fn acme_issues_renews_under_load_and_a_failing_ca_shows_while_the_old_certificat
     t.env.push(("TWELVE_ACME_CHECK".into(), "1".into()));
     t.env.push(("TWELVE_ACME_RETRY".into(), "2".into()));
     // 30 s certificates: renewed once 10 s are left.
-    let mut ca = TestCa::start(t.ingress_port, 30);
+    let mut ca = TestCa::start(t.ingress_port, https, 30);
     let src = t.example("flask");
     t.ok(&["deploy", src.to_str().unwrap(), "web"]);
     t.ok(&["domain", "add", "web", "a.acme.test"]);
@@ -640,6 +552,21 @@ fn acme_issues_renews_under_load_and_a_failing_ca_shows_while_the_old_certificat
     let first = host_status(&tls_status(&t), "a.acme.test")["not_after"]
         .as_i64()
         .unwrap();
+    // Load besides: a client thread sending requests back to back, over HTTP/2.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, root) = (stop.clone(), ca.root.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut errors) = (0, vec![]);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match curl_https(https, "b.acme.test", "/", &root, &["--http2"]) {
+                    Some((200, _, _)) => ok += 1,
+                    other => errors.push(format!("{other:?}")),
+                }
+            }
+            (ok, errors)
+        })
+    };
     let (mut ok, mut failed, mut errors) = (0, 0, vec![]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut renewed = false;
@@ -669,9 +596,49 @@ fn acme_issues_renews_under_load_and_a_failing_ca_shows_while_the_old_certificat
             break;
         }
     }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (load_ok, load_errors) = load.join().unwrap();
     assert!(renewed, "no renewal within 60 s: {}", tls_status(&t));
     assert_eq!(failed, 0, "{ok} ok, {failed} failed: {errors:?}");
     assert!(ok > 5, "{ok} requests");
+    assert!(
+        load_errors.is_empty(),
+        "{load_ok} ok, failed: {load_errors:?}"
+    );
+    assert!(load_ok > 5, "{load_ok} requests");
+
+    // TLS-ALPN-01 only: a third domain is validated on the HTTPS listener (pebble's
+    // tlsPort), and renewals go on that way.
+    let out = t.cmd(&[
+        "tls",
+        "acme",
+        "--email",
+        "admin@acme.test",
+        "--directory",
+        &ca.directory,
+        "--ca-file",
+        ca.api_ca.to_str().unwrap(),
+        "--challenge",
+        "tls-alpn-01",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}\npebble:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        ca.log()
+    );
+    t.ok(&["domain", "add", "web", "c.acme.test"]);
+    let c = eventually("an ACME attempt for c.acme.test", LONG, || {
+        let st = tls_status(&t);
+        let c = host_status(&st, "c.acme.test").clone();
+        (c["source"] == "acme" || c["last_error"].is_string()).then_some(c)
+    });
+    assert_eq!(c["source"], "acme", "{c}\npebble:\n{}", ca.log());
+    let (code, _, _) = eventually("HTTPS for c.acme.test", LONG, || {
+        curl_https(https, "c.acme.test", "/", &ca.root, &[]).filter(|r| r.0 == 200)
+    });
+    assert_eq!(code, 200);
 
     // The CA goes away: the next renewal fails, visibly, and the old certificate serves.
     ca.stop();
@@ -694,6 +661,30 @@ fn acme_issues_renews_under_load_and_a_failing_ca_shows_while_the_old_certificat
     );
     let text = t.ok(&["tls", "status"]);
     assert!(text.contains("FAILED"), "{text}");
+    // The dashboard's state and /metrics show it too.
+    let web = t.web_port();
+    let cert = eventually("the failing renewal on the dashboard", LONG, || {
+        let (_, body) = http_get(web, "/api/state")?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        let c = v["certificates"]
+            .as_array()?
+            .iter()
+            .find(|c| c["host"] == "a.acme.test")?
+            .clone();
+        (c["renewal_failures"].as_u64()? >= 1).then_some(c)
+    });
+    assert_eq!(cert["source"], "acme", "{cert}");
+    assert!(cert["last_error"].as_str().unwrap() != "", "{cert}");
+    let (_, metrics) = http_get(web, "/metrics").unwrap();
+    let failures = metrics
+        .lines()
+        .find(|l| l.starts_with("twelve_certificate_renewal_failures{host=\"a.acme.test\""))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(!failures.ends_with(" 0"), "{failures}");
+    assert!(
+        metrics.contains("twelve_certificate_expiry_timestamp_seconds{host=\"a.acme.test\""),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -707,18 +698,59 @@ fn ingress_configure_moves_the_listeners_and_keeps_them() {
         (answers(t.ingress_port) == Some(404)).then_some(())
     });
     let (http, https) = (free_port(), free_port());
+    let pid = std::fs::read_to_string(t.home.path().join("ingress/ingress.pid")).unwrap();
+
+    // HTTPS is added while clients keep coming on HTTP: none fails, the same ingress
+    // serves both (no restart).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients = {
+        let (stop, port) = (stop.clone(), t.ingress_port);
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match answers(port) {
+                    Some(404) => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let out = t.ok(&[
+        "ingress",
+        "configure",
+        "--https",
+        &format!("127.0.0.1:{https}"),
+    ]);
+    assert!(out.contains(&format!("https://127.0.0.1:{https}")), "{out}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", https)).is_ok());
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = clients.join().unwrap();
+    assert_eq!(failed, 0, "{ok} ok");
+    assert!(ok > 5, "{ok} requests");
+
     let out = t.ok(&[
         "ingress",
         "configure",
         "--http",
         &format!("127.0.0.1:{http}"),
-        "--https",
-        &format!("127.0.0.1:{https}"),
     ]);
-    assert!(out.contains(&format!("https://127.0.0.1:{https}")), "{out}");
+    assert!(out.contains(&format!("http://127.0.0.1:{http}")), "{out}");
     assert_eq!(answers(http), Some(404));
     assert_eq!(answers(t.ingress_port), None, "the old port is closed");
-    assert!(std::net::TcpStream::connect(("127.0.0.1", https)).is_ok());
+    assert_eq!(
+        std::fs::read_to_string(t.home.path().join("ingress/ingress.pid")).unwrap(),
+        pid,
+        "the ingress was restarted"
+    );
+    // A port that cannot be bound changes nothing.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = holder.local_addr().unwrap().to_string();
+    let e = t.fails(&["ingress", "configure", "--http", &taken]);
+    assert!(e.contains(&taken), "{e}");
+    assert_eq!(answers(http), Some(404));
     // Persisted: a new controller keeps them.
     t.ok(&["controller", "stop"]);
     t.ok(&["status"]);

@@ -221,3 +221,69 @@ fn gunicorn_logs_are_json_lines_with_framework_logging_format_json() {
     let v: serde_json::Value = serde_json::from_str(&booted[booted.find('{').unwrap()..]).unwrap();
     assert_eq!(v["attributes"]["logger.name"], "gunicorn.error", "{v}");
 }
+
+/// `framework_logging_format: json` for FastAPI (paas-charm main configures uvicorn with a
+/// log config file): uvicorn's access and error logs are JSON lines in `twelve logs`, and
+/// reach Loki as those lines, so its JSON parser gets the fields.
+#[test]
+fn uvicorn_logs_are_json_lines_in_twelve_logs_and_loki() {
+    let t = Twelve::new();
+    let loki = Loki::start(0);
+    let dir = tempfile::Builder::new()
+        .prefix("twelve-jsonlog-")
+        .tempdir()
+        .unwrap();
+    copy_dir(&t.example("fastapi"), dir.path());
+    std::fs::write(
+        dir.path().join("charm/paas-config.yaml"),
+        "framework_logging_format: json\n",
+    )
+    .unwrap();
+    let _ = std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    );
+    t.ok(&["deploy", dir.path().to_str().unwrap(), "ju"]);
+    t.ok(&["logs", "ju", "--forward", &format!("loki={}", loki.url())]);
+    let probe = format!("probe={}", std::process::id());
+    let line = eventually("a JSON access line", LONG, || {
+        http_get(t.try_port("ju/0")?, &format!("/health?{probe}"));
+        t.ok(&["logs", "ju/0", "fastapi", "-n", "50"])
+            .lines()
+            .find(|l| l.contains(&probe))
+            .map(str::to_string)
+    });
+    let parse = |line: &str| -> serde_json::Value {
+        let json = &line[line.find('{').unwrap_or_else(|| panic!("no JSON: {line}"))..];
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+    let v = parse(&line);
+    assert_eq!(v["severityText"], "INFO", "{v}");
+    assert_eq!(v["attributes"]["logger.name"], "uvicorn.access", "{v}");
+    assert_eq!(v["attributes"]["http.request.method"], "GET", "{v}");
+    assert_eq!(v["attributes"]["url.path"], "/health", "{v}");
+    assert_eq!(v["attributes"]["url.query"], probe, "{v}");
+    assert_eq!(v["attributes"]["http.response.status_code"], 200, "{v}");
+    assert_eq!(v["attributes"]["client.address"], "127.0.0.1", "{v}");
+    assert!(v["timestamp"].as_str().unwrap().ends_with('Z'), "{v}");
+    // uvicorn's own messages (the error logger) are JSON too.
+    let logs = t.ok(&["logs", "ju/0", "fastapi", "-n", "200"]);
+    let started = logs
+        .lines()
+        .find(|l| l.contains("Application startup complete"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert_eq!(parse(started)["attributes"]["logger.name"], "uvicorn.error");
+    // Loki receives the same lines, whole: a `| json` query gets the fields. (Requests
+    // made until forwarding is live on the unit.)
+    let entry = eventually("an access line in Loki", LONG, || {
+        http_get(t.try_port("ju/0")?, &format!("/health?{probe}"));
+        loki.entries()
+            .into_iter()
+            .find(|e| e.line.contains(&probe) && e.line.contains("uvicorn.access"))
+    });
+    assert_eq!(entry.labels["app"], "ju", "{entry:?}");
+    assert_eq!(entry.labels["pebble_service"], "fastapi", "{entry:?}");
+    let v = parse(&entry.line);
+    assert_eq!(v["attributes"]["url.path"], "/health", "{v}");
+    assert_eq!(v["attributes"]["http.response.status_code"], 200, "{v}");
+}

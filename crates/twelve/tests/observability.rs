@@ -277,3 +277,55 @@ fn the_metrics_port_option_moves_each_units_metrics_to_a_port_of_its_own() {
     assert_ne!(after[0].1, after[1].1, "each unit has its own metrics port");
     assert!(after.iter().all(|(_, p)| *p != 9000), "{after:?}");
 }
+
+/// `twelve init` then `twelve deploy`: the FastAPI, Go and Express templates serve real
+/// metrics where their default Prometheus job scrapes them (a 200 with a series, not a
+/// 404). FastAPI under paas-charm 1.12's rules (metrics on the app's port); Go under
+/// main's with `metrics-path: /stats` (it reads `METRICS_PATH`, not `APP_METRICS_PATH`);
+/// Express under main's (`METRICS_PORT` is a port of its own, 9464 in the charm).
+#[test]
+fn init_templates_serve_metrics_where_prometheus_scrapes() {
+    let t = Twelve::new();
+    let cases = [
+        ("fastapi-framework", "tf", None),
+        ("go-framework", "tg", Some("metrics-path: /stats\n")),
+        ("expressjs-framework", "te", Some("port: 8080\n")),
+    ];
+    for (profile, name, paas_config) in cases {
+        let dir = t.home.path().join("src").join(name);
+        std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+        t.ok(&[
+            "init",
+            "--profile",
+            profile,
+            "--name",
+            name,
+            dir.to_str().unwrap(),
+        ]);
+        if let Some(pc) = paas_config {
+            std::fs::write(dir.join("charm/paas-config.yaml"), pc).unwrap();
+        }
+        t.ok(&["deploy", dir.to_str().unwrap(), name]);
+    }
+    for (profile, name, paas_config) in cases {
+        let group = eventually(&format!("{name}'s default target"), LONG, || {
+            sd(&t)
+                .into_iter()
+                .find(|g| g["labels"]["app"] == name && g["labels"]["job"] == name)
+        });
+        let target = group["targets"][0].as_str().unwrap();
+        let port: u16 = target.rsplit(':').next().unwrap().parse().unwrap();
+        let path = group["labels"]["__metrics_path__"].as_str().unwrap();
+        let app_port = t.port(&format!("{name}/0"));
+        match paas_config {
+            Some(pc) if pc.starts_with("metrics-path") => assert_eq!(path, "/stats"),
+            Some(_) => assert_ne!(port, app_port, "{profile}: metrics on a port of their own"),
+            None => assert_eq!(port, app_port, "{profile}: metrics on the app's port"),
+        }
+        let (code, body) = eventually(&format!("{profile}'s metrics"), LONG, || {
+            http_get(port, path)
+        });
+        assert_eq!(code, 200, "{profile} {target}{path}: {body}");
+        assert!(body.contains("app_requests_total"), "{profile}: {body}");
+    }
+}

@@ -323,3 +323,135 @@ fn pack_oci_builds_a_reproducible_image_that_runs_with_runc_and_pushes() {
         "{uids:?}"
     );
 }
+
+/// Go: the static binary at the rock's /usr/local/bin/<name> on a minbase base (with
+/// ca-certificates), run by `twelve pebble` as `_daemon_` under runc, with the worker and
+/// scheduler services of the example's rockcraft.yaml.
+#[test]
+fn pack_oci_go_runs_the_static_binary_with_runc() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("go.oci.tar");
+    let (code, out, err) = twelve(&[
+        "pack",
+        "go",
+        "--oci",
+        "-o",
+        a.to_str().unwrap(),
+        "--tag",
+        "go-example:1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(layers(&out).len(), 4, "base, binary, app, twelve: {out}");
+    let config: Value = serde_json::from_str(&sh(Command::new("skopeo").args([
+        "inspect",
+        "--config",
+        &format!("oci-archive:{}:1", a.display()),
+    ])))
+    .unwrap();
+    let c = &config["config"];
+    assert_eq!(c["WorkingDir"], "/app");
+    assert!(c["ExposedPorts"]["8080/tcp"].is_object(), "{c}");
+    assert!(
+        config["history"][1]["created_by"]
+            .as_str()
+            .unwrap()
+            .contains("/usr/local/bin/go-example"),
+        "{config}"
+    );
+
+    let layout = dir.path().join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    sh(Command::new("tar")
+        .arg("-xf")
+        .arg(&a)
+        .arg("-C")
+        .arg(&layout));
+    let bundle = dir.path().join("bundle");
+    sh(Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:1", layout.display()))
+        .arg(&bundle));
+    // Pebble takes layer labels of three characters or more: not `go`.
+    assert!(bundle
+        .join("rootfs/var/lib/pebble/default/layers/001-go-framework.yaml")
+        .is_file());
+    // A static binary: no interpreter (dynamic loader) named in it.
+    let bin = std::fs::read(bundle.join("rootfs/usr/local/bin/go-example")).unwrap();
+    assert!(
+        !bin.windows(b"ld-linux".len()).any(|w| w == b"ld-linux"),
+        "the binary is static"
+    );
+    let path = bundle.join("config.json");
+    let mut spec: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let namespaces: Vec<Value> = spec["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["type"] != "network")
+        .cloned()
+        .collect();
+    spec["linux"]["namespaces"] = namespaces.into();
+    spec["linux"]["cgroupsPath"] = "".into();
+    spec["process"]["terminal"] = false.into();
+    for set in ["bounding", "effective", "permitted"] {
+        for cap in ["CAP_SETUID", "CAP_SETGID"] {
+            spec["process"]["capabilities"][set]
+                .as_array_mut()
+                .unwrap()
+                .push(cap.into());
+        }
+    }
+    let app_port = free_port();
+    let env = spec["process"]["env"].as_array_mut().unwrap();
+    env.push(format!("APP_PORT={app_port}").into());
+    env.push("APP_GREETING=hallo from runc".into());
+    std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    let id = format!("twelve-test-go-{}", std::process::id());
+    let _container = Container(id.clone());
+    let log = std::fs::File::create(dir.path().join("runc.log")).unwrap();
+    let run = Command::new("runc")
+        .args(["run", "-d", &id])
+        .current_dir(&bundle)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .status()
+        .unwrap();
+    assert!(run.success(), "runc run failed");
+    let start = Instant::now();
+    let (code, body) = loop {
+        let r = status(app_port, "/env");
+        if r.0 == 200 || start.elapsed() > Duration::from_secs(30) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let logs = std::fs::read_to_string(dir.path().join("runc.log")).unwrap_or_default();
+    assert_eq!(code, 200, "{body}\n{logs}");
+    assert!(
+        body.contains("\"APP_GREETING\":\"hallo from runc\""),
+        "{body}"
+    );
+    // The binary runs as _daemon_ (584792), seen from the host's /proc.
+    let uids: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let env = std::fs::read(e.path().join("environ")).ok()?;
+            let ours = format!("APP_PORT={app_port}");
+            let exe = std::fs::read_link(e.path().join("exe")).ok()?;
+            (exe.ends_with("go-example") && String::from_utf8_lossy(&env).contains(&ours))
+                .then_some(())?;
+            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+            status
+                .lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or_default().to_string())
+        })
+        .collect();
+    assert!(
+        !uids.is_empty() && uids.iter().all(|u| u == "584792"),
+        "{uids:?}"
+    );
+}

@@ -39,19 +39,7 @@ impl Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("prometheus.yml");
         std::fs::write(&file, config).unwrap();
-        if Path::new(PROMTOOL).exists() {
-            let out = Command::new(PROMTOOL)
-                .args(["check", "config"])
-                .arg(&file)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "promtool rejects the config:\n{config}\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        promtool_check(&["check", "config"], &file);
         let port = free_port();
         let log = dir.path().join("prometheus.log");
         let child = Command::new(PROMETHEUS)
@@ -143,15 +131,37 @@ fn prometheus_discovers_every_unit_and_extra_job_and_follows_scaling() {
     let ports: BTreeMap<&str, u16> = units.iter().map(|u| (u.as_str(), t.port(u))).collect();
 
     // The config twelve prints, refreshed and scraped every second instead of 30 s / 1 m.
-    let block = t.ok(&["metrics", "prometheus-config"]);
+    let rules = tempfile::tempdir().unwrap();
+    let block = t.ok(&[
+        "metrics",
+        "prometheus-config",
+        "--rules-dir",
+        rules.path().to_str().unwrap(),
+    ]);
     let web = t.web_addr();
+    // The charm's cos_custom/prometheus_alert_rules, scoped to the app, where rule_files
+    // says; promtool accepts the file (and the whole config, in Prometheus::start).
+    let rule_file = rules.path().join(format!("{APP}.rules.yml"));
+    let rules_text = std::fs::read_to_string(&rule_file).unwrap_or_else(|e| panic!("{e}\n{block}"));
+    assert!(
+        block.contains(&format!(
+            "{}/*.rules.yml",
+            rules.path().canonicalize().unwrap().display()
+        )),
+        "{block}"
+    );
+    assert!(
+        rules_text.contains("go_example_up{app=\"go-example\"} == 0"),
+        "{rules_text}"
+    );
+    promtool_check(&["check", "rules"], &rule_file);
     assert!(
         block.contains(&format!("http://{web}/sd")),
         "the SD URL of this controller:\n{block}"
     );
     assert!(block.contains("refresh_interval: 30s"), "{block}");
     let config = format!(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n{}",
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n{}",
         block.replace("refresh_interval: 30s", "refresh_interval: 1s")
     );
     let prom = Prometheus::start(&config);
@@ -232,6 +242,67 @@ fn prometheus_discovers_every_unit_and_extra_job_and_follows_scaling() {
         .iter()
         .all(|s| s["value"][1] == "1"));
 
+    // Prometheus loaded both custom rule files; the recording rule, scoped to the app,
+    // evaluates over the three units.
+    let groups: Vec<String> = eventually("the rule groups loaded", LONG, || {
+        let g = prom.api("/api/v1/rules")?["groups"].as_array()?.clone();
+        let names: Vec<String> = g
+            .iter()
+            .filter_map(|g| g["name"].as_str().map(str::to_string))
+            .collect();
+        (!names.is_empty()).then_some(names)
+    });
+    assert_eq!(
+        groups,
+        [
+            "go-example_custom_go-example_alerts",
+            "go-example_custom_requests_requests_alerts"
+        ],
+        "{}",
+        prom.log()
+    );
+    eventually("the recording rule's series", LONG, || {
+        let r = prom.query("go_example:requests:rate1m");
+        (r.len() == 3 && r.iter().all(|s| s["metric"]["app"] == APP)).then_some(())
+    });
+
+    // Loki's ruler files and Grafana dashboards of the same charm.
+    let loki = tempfile::tempdir().unwrap();
+    t.ok(&["metrics", "loki-rules", loki.path().to_str().unwrap()]);
+    let loki_rules =
+        std::fs::read_to_string(loki.path().join("fake").join(format!("{APP}.yaml"))).unwrap();
+    assert!(
+        loki_rules.contains("count_over_time({app=\"go-example\"} |= \"error\" [5m])"),
+        "{loki_rules}"
+    );
+    let dash = tempfile::tempdir().unwrap();
+    let out = t.ok(&["metrics", "dashboards", dash.path().to_str().unwrap()]);
+    let mut files: Vec<String> = std::fs::read_dir(dash.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["go-example-custom_go-example.json", "go-example-go.json"],
+        "{out}"
+    );
+    for f in &files {
+        let d: Value =
+            serde_json::from_str(&std::fs::read_to_string(dash.path().join(f)).unwrap()).unwrap();
+        let vars: Vec<&str> = d["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        assert!(
+            vars.contains(&"prometheusds") && vars.contains(&"app"),
+            "{f}: {vars:?}"
+        );
+        assert!(d["panels"].as_array().is_some_and(|p| !p.is_empty()), "{f}");
+    }
+
     // Scaling to one unit: Prometheus drops two targets of each job at its next refresh.
     t.ok(&["scale-application", APP, "1"]);
     let remaining = eventually_or(LONG, || {
@@ -259,6 +330,28 @@ fn prometheus_discovers_every_unit_and_extra_job_and_follows_scaling() {
         let now = app_targets(&prom.active_targets());
         (now.len() == 2 && now.values().all(|(h, _)| h == "up")).then_some(())
     });
+}
+
+/// Runs promtool on a file; fails the test with its output, or clearly when it is missing.
+fn promtool_check(args: &[&str], file: &Path) {
+    assert!(
+        Path::new(PROMTOOL).exists(),
+        "{PROMTOOL} is missing: scripts/setup.sh installs it with Debian's prometheus package \
+         (apt-get install -y prometheus)"
+    );
+    let out = Command::new(PROMTOOL)
+        .args(args)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool {args:?} rejects {}:\n{}{}{}",
+        file.display(),
+        std::fs::read_to_string(file).unwrap_or_default(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Polls `f` until it returns Some, or gives up after `limit` with `None`.

@@ -3,70 +3,11 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
 const LONG: Duration = Duration::from_secs(90);
-
-/// Requests `app` through the ingress in a loop until stopped; counts successes and failures.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    last_error: Arc<std::sync::Mutex<String>>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(t: &Twelve, app: &str) -> Load {
-        let (stop, ok, failed) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(AtomicU64::new(0)),
-        );
-        let last_error = Arc::new(std::sync::Mutex::new(String::new()));
-        let (s, o, f, e) = (stop.clone(), ok.clone(), failed.clone(), last_error.clone());
-        let port = t.ingress_port;
-        let host = format!("{app}.localhost:{port}");
-        let handle = std::thread::spawn(move || {
-            let started = Instant::now();
-            while !s.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
-                match http_get_host(port, "/", &host) {
-                    Some((200, _)) => {
-                        o.fetch_add(1, Ordering::Relaxed);
-                    }
-                    other => {
-                        f.fetch_add(1, Ordering::Relaxed);
-                        *e.lock().unwrap() = format!("{other:?}");
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        });
-        Load {
-            stop,
-            ok,
-            failed,
-            last_error,
-            handle: Some(handle),
-        }
-    }
-
-    fn finish(mut self) -> (u64, u64, String) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-            self.last_error.lock().unwrap().clone(),
-        )
-    }
-}
 
 fn all_serve(t: &Twelve, app: &str, n: u32, needle: &str) -> Option<()> {
     for u in 0..n {
@@ -130,12 +71,12 @@ fn config_change_secret_revision_and_scaling_on_three_units_fail_no_request() {
         (t.status("zd")["units"].as_array()?.len() == 1).then_some(())
     });
     std::thread::sleep(Duration::from_millis(500));
-    let (ok, failed, last) = load.finish();
+    let (ok, failed, errors) = load.finish();
     assert!(ok > 50, "the load ran ({ok} requests)");
     assert_eq!(
         failed,
         0,
-        "{failed} of {} requests failed; last: {last}",
+        "{failed} of {} requests failed: {errors:?}",
         ok + failed
     );
     let (_, body) = via_ingress(&t, "zd", "/").unwrap();
@@ -208,12 +149,12 @@ fn one_unit_config_release_rotation_and_a_broken_release_fail_no_request() {
         all_serve(&t, "one", 3, "second")
     });
     std::thread::sleep(Duration::from_millis(300));
-    let (ok, failed, last) = load.finish();
+    let (ok, failed, errors) = load.finish();
     assert!(ok > 100, "the load ran ({ok} requests)");
     assert_eq!(
         failed,
         0,
-        "{failed} of {} requests failed; last: {last}",
+        "{failed} of {} requests failed: {errors:?}",
         ok + failed
     );
 }

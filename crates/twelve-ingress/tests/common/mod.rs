@@ -1,6 +1,8 @@
 //! Real backends (small hyper servers on 127.0.0.1:0), an in-process ingress and clients.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;

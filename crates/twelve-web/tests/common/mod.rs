@@ -174,6 +174,25 @@ pub fn two_apps() -> Snapshot {
         },
         ingress_metrics: Some(INGRESS_TEXT.into()),
         services: vec![],
+        certificates: vec![
+            twelve_web::CertificateView {
+                host: "shop.example.com".into(),
+                app: "web".into(),
+                source: "acme".into(),
+                issuer: "Pebble Intermediate CA".into(),
+                not_after: Some(1_900_000_000),
+                renewal_failures: 3,
+                last_error: "new order: connection refused".into(),
+            },
+            twelve_web::CertificateView {
+                host: "www.shop.example.com".into(),
+                app: "web".into(),
+                source: "user".into(),
+                issuer: "twelve test CA".into(),
+                not_after: Some(1_900_000_000),
+                ..Default::default()
+            },
+        ],
     }
 }
 
@@ -436,6 +455,8 @@ pub fn showcase() -> Snapshot {
     billing.relations = vec!["mysql".into(), "rabbitmq".into()];
     Snapshot {
         apps: vec![web, gateway, shop, api, billing],
+        // The screenshot in the docs shows apps only.
+        certificates: vec![],
         ..base
     }
 }

@@ -270,13 +270,27 @@ pub fn run(cmd: AppCommand) -> CliResult<ExitCode> {
         AppCommand::Tls { command } => crate::cmd::edge::tls(command),
         AppCommand::Maintenance { command } => crate::cmd::edge::maintenance(command),
         AppCommand::Metrics { command } => {
-            let path = match command {
-                crate::cli::MetricsCommand::Sd => "/sd",
-                crate::cli::MetricsCommand::PrometheusConfig => "/prometheus-config",
-                crate::cli::MetricsCommand::Show => "/metrics",
+            use crate::cli::MetricsCommand;
+            let path = match &command {
+                MetricsCommand::Sd => "/sd",
+                MetricsCommand::PrometheusConfig { .. } => "/prometheus-config",
+                MetricsCommand::Show => "/metrics",
+                MetricsCommand::LokiRules { dir, tenant } => {
+                    crate::cmd::cos::loki_rules(dir, tenant)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                MetricsCommand::Dashboards { dir } => {
+                    crate::cmd::cos::dashboards(dir)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
             };
-            let (addr, body) = web_get(path)?;
-            let _ = addr;
+            let (_addr, body) = web_get(path)?;
+            if let MetricsCommand::PrometheusConfig { rules_dir } = command {
+                let dir = rules_dir
+                    .unwrap_or_else(|| Home::from_env().root.join("cos").join("prometheus-rules"));
+                let rule_files = crate::cmd::cos::prometheus_rules(&dir)?;
+                print!("{rule_files}");
+            }
             print!("{body}");
             Ok(ExitCode::SUCCESS)
         }
@@ -1151,6 +1165,40 @@ fn logs(
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `twelve controller stop` says, from the controller's answer to the shutdown: what
+/// keeps running (apps, the ingress, managed backing servers) and what stopped with it.
+fn stopped_message(answer: &serde_json::Value) -> String {
+    let (Some(apps), Some(ingress_stops)) =
+        (answer["apps"].as_u64(), answer["ingress-stops"].as_bool())
+    else {
+        // A controller from before these fields.
+        return "controller stopped".to_string();
+    };
+    let services = answer["services"].as_u64().unwrap_or_default();
+    let mut running = vec![];
+    if apps > 0 {
+        running.push("apps");
+    }
+    if !ingress_stops && apps > 0 {
+        running.push("the ingress");
+    }
+    if services > 0 {
+        running.push("managed backing services");
+    }
+    let mut msg = "controller stopped".to_string();
+    if ingress_stops {
+        msg.push_str(" with its ingress (no app is deployed)");
+    }
+    match running.as_slice() {
+        [] => {}
+        [one] => msg.push_str(&format!("; {one} keep running")),
+        [init @ .., last] => {
+            msg.push_str(&format!("; {} and {last} keep running", init.join(", ")))
+        }
+    }
+    msg
+}
+
 fn controller(cmd: ControllerCommand) -> CliResult<ExitCode> {
     let home = Home::from_env();
     match cmd {
@@ -1187,15 +1235,15 @@ fn controller(cmd: ControllerCommand) -> CliResult<ExitCode> {
         }
         ControllerCommand::Stop => {
             let c = ControllerClient::new(home.clone());
-            if c.call_once(&Request::Shutdown).is_err() {
+            let Ok(answer) = c.call_once(&Request::Shutdown) else {
                 println!("controller not running");
                 return Ok(ExitCode::SUCCESS);
-            }
+            };
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline && c.is_running() {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            println!("controller stopped; apps keep running");
+            println!("{}", stopped_message(&answer.result));
             Ok(ExitCode::SUCCESS)
         }
         ControllerCommand::Install {

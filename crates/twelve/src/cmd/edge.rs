@@ -110,6 +110,7 @@ pub fn tls(cmd: TlsCommand) -> CliResult<ExitCode> {
             email,
             directory,
             ca_file,
+            challenge,
         } => {
             let ca_pem = ca_file
                 .map(|p| {
@@ -121,6 +122,7 @@ pub fn tls(cmd: TlsCommand) -> CliResult<ExitCode> {
                 email,
                 directory,
                 ca_pem,
+                challenge: (challenge != "auto").then_some(challenge),
             })?;
             let hosts = r["hosts"].as_array().cloned().unwrap_or_default();
             if hosts.is_empty() {

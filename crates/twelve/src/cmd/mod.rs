@@ -1,4 +1,5 @@
 pub mod app;
+pub mod cos;
 pub mod edge;
 pub mod init;
 pub mod k8s;

@@ -312,3 +312,75 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Requests `app` through the ingress in a loop (bounded in time) until stopped; counts
+/// successes and failures and keeps the first few failures with their time.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(t: &Twelve, app: &str) -> Load {
+        use std::sync::atomic::Ordering;
+        let load = Load {
+            stop: Default::default(),
+            ok: Default::default(),
+            failed: Default::default(),
+            errors: Default::default(),
+            handle: None,
+        };
+        let (s, o, f, e) = (
+            load.stop.clone(),
+            load.ok.clone(),
+            load.failed.clone(),
+            load.errors.clone(),
+        );
+        let port = t.ingress_port;
+        let host = format!("{app}.localhost:{port}");
+        let handle = std::thread::spawn(move || {
+            let started = Instant::now();
+            while !s.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(300) {
+                match http_get_host(port, "/", &host) {
+                    Some((200, _)) => {
+                        o.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => {
+                        f.fetch_add(1, Ordering::Relaxed);
+                        let mut e = e.lock().unwrap();
+                        if e.len() < 10 {
+                            e.push(format!("{:?}: {other:?}", started.elapsed()));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Load {
+            handle: Some(handle),
+            ..load
+        }
+    }
+
+    /// Failures so far.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops the loop: (successes, failures, the first failures).
+    pub fn finish(mut self) -> (u64, u64, Vec<String>) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.errors.lock().unwrap().clone(),
+        )
+    }
+}
