@@ -310,6 +310,8 @@ impl Controller {
         };
         if let Some(service) = &rel.service {
             if let Some(rec) = self.service_record(service)? {
+                // Not while a restore's replaced databases, owned by the app's role, go.
+                let _dropped = crate::backups::replaced_dropped(service).await;
                 let server = self.open_server(&rec)?;
                 self.providers_for(&rec.name, &server)?
                     .revoke(&server, app_name, destroy_data)

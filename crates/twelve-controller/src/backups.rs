@@ -10,7 +10,7 @@
 //! A backup is a directory (or key prefix) `<id>/` with its parts and a `meta.json`
 //! written last: a backup without one is incomplete and not listed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -874,6 +874,21 @@ impl Drop for BusyGuard {
     }
 }
 
+/// Per service: held while the databases a restore replaced are dropped (in the
+/// background, after the restore); what would race with that waits for it (removing an
+/// app's data: its role owns them; the next restore).
+pub(crate) async fn replaced_dropped(service: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let lock = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(service.to_string())
+        .or_default()
+        .clone();
+    lock.lock_owned().await
+}
+
 /// The actions a backing service has (`twelve actions postgresql`), in the shape of an
 /// app's.
 pub fn service_actions(kind: Kind) -> Value {
@@ -1117,6 +1132,7 @@ impl Controller {
     /// `restore backup-id=ID`.
     pub(crate) async fn restore_backup(&self, service: &str, id: &str) -> ApiResult {
         let _busy = BusyGuard::take(service)?;
+        let cleanup = replaced_dropped(service).await;
         let rec = self.service_rec(service)?;
         let server = self.open_server(&rec)?;
         let storage = self.backup_storage(&rec)?;
@@ -1154,19 +1170,15 @@ impl Controller {
                 meta.dump.server_version
             )));
         }
-        // Never destroy the only copy: the current state is a backup first.
-        let pre = self.create_backup_locked(service, "pre-restore", Some(id)).await.map_err(|e| {
-            ApiError::new(format!(
-                "the current data could not be backed up before the restore, so nothing was restored: {}",
-                e.message
-            ))
-        })?;
         let dir = storage.fetch(&meta).await?;
         let source = DirSource {
             dir: dir.clone(),
             cipher: meta.encrypted.then(|| self.vault.cipher().clone()),
         };
-        // The integrated apps leave the ingress while their data is replaced.
+        // The server's own user (managed servers): known before any app leaves the ingress.
+        let providers = self.providers_for(service, &server)?;
+        // The integrated apps leave the ingress while their data is replaced, before the
+        // backup of the current state: what they wrote until then is in it.
         let apps: Vec<_> = self
             .store
             .apps()
@@ -1196,13 +1208,37 @@ impl Controller {
                 }
             }
             self.push_routes(&all).await;
-            match self.providers_for(service, &server) {
-                Ok(p) => p.restore(&server, &meta.dump, &source).await,
-                Err(e) => Err(twelve_providers::ProviderError::Failed {
-                    server: server.describe(),
-                    action: "choosing the user the server runs as".into(),
-                    reason: e.message,
-                }),
+            // Never destroy the only copy: the current state is backed up while the backup
+            // is restored beside it (PostgreSQL and MySQL restore into new databases), and
+            // nothing is swapped in unless both succeeded.
+            let (pre, staged) = tokio::join!(
+                self.create_backup_locked(service, "pre-restore", Some(id)),
+                providers.restore_stage(&server, &meta.dump, &source)
+            );
+            match (pre, staged) {
+                (Err(e), staged) => {
+                    if let Ok(s) = staged {
+                        providers.restore_abort(&server, s).await;
+                    }
+                    Err(ApiError::new(format!(
+                        "the current data could not be backed up before the restore, so nothing was restored: {}",
+                        e.message
+                    )))
+                }
+                (Ok(pre), Err(e)) => Err(ApiError::new(format!(
+                    "{e} (nothing was changed; the data from before the restore is also backup {})",
+                    pre.id
+                ))),
+                (Ok(pre), Ok(staged)) => providers
+                    .restore_commit(&server, &meta.dump, &source, staged)
+                    .await
+                    .map(|replaced| (pre.id.clone(), replaced))
+                    .map_err(|e| {
+                        ApiError::new(format!(
+                            "{e} (the data from before the restore is backup {})",
+                            pre.id
+                        ))
+                    }),
             }
         };
         for a in &apps {
@@ -1212,15 +1248,16 @@ impl Controller {
         }
         self.wake.notify_one();
         storage.fetched_done(&dir);
-        result.map_err(|e| {
-            ApiError::new(format!(
-                "{e} (the data from before the restore is backup {})",
-                pre.id
-            ))
-        })?;
+        let (pre_id, replaced) = result?;
+        // The replaced copies are dropped once the apps are back (PostgreSQL's DROP
+        // DATABASE waits for a checkpoint).
+        tokio::spawn(async move {
+            providers.drop_replaced(&server, replaced).await;
+            drop(cleanup);
+        });
         Ok(json!({
             "backup-id": id,
-            "pre-restore-backup-id": pre.id,
+            "pre-restore-backup-id": pre_id,
             "restored": meta.dump.parts.iter().map(|p| p.database.clone()).collect::<Vec<_>>(),
             "apps": apps.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
         }))

@@ -131,13 +131,30 @@ impl Providers {
     }
 
     /// Replaces the data of each part with the backed-up one. Refuses a backup made by a
-    /// newer server than this one.
+    /// newer server than this one. The same as [`Providers::restore_stage`], then
+    /// [`Providers::restore_commit`], then [`Providers::drop_replaced`].
     pub async fn restore(
         &self,
         server: &Server,
         info: &DumpInfo,
         source: &dyn PartSource,
     ) -> Result<()> {
+        let staged = self.restore_stage(server, info, source).await?;
+        let replaced = self.restore_commit(server, info, source, staged).await?;
+        self.drop_replaced(server, replaced).await;
+        Ok(())
+    }
+
+    /// The first half of a restore, which changes nothing the apps see: PostgreSQL and MySQL
+    /// databases are restored beside the live ones (`<db>$restore`); a failure drops them
+    /// and leaves the data as it was. Redis and RabbitMQ have nothing to stage (their restore
+    /// is [`Providers::restore_commit`]). Refuses a backup made by a newer server.
+    pub async fn restore_stage(
+        &self,
+        server: &Server,
+        info: &DumpInfo,
+        source: &dyn PartSource,
+    ) -> Result<StagedRestore> {
         let (now, num) = self.server_version(server).await?;
         if info.version_num > num {
             return Err(ProviderError::Failed {
@@ -151,22 +168,143 @@ impl Providers {
                 ),
             });
         }
-        match server.kind() {
-            Kind::Postgresql => {
-                for part in &info.parts {
-                    pg_restore(self, server, part, source).await?;
+        let mut staged = StagedRestore { databases: vec![] };
+        for part in &info.parts {
+            let res = match server.kind() {
+                Kind::Postgresql => pg_stage(self, server, part, source).await,
+                Kind::Mysql => mysql_stage(self, server, part, source).await,
+                Kind::Redis | Kind::Rabbitmq => return Ok(staged),
+            };
+            match res {
+                Ok(()) => staged.databases.push(part.database.clone()),
+                Err(e) => {
+                    self.restore_abort(server, staged).await;
+                    return Err(e);
                 }
-                Ok(())
             }
-            Kind::Mysql => {
-                for part in &info.parts {
-                    mysql_restore(self, server, part, source).await?;
-                }
-                Ok(())
-            }
-            Kind::Redis => crate::backup_redis::restore(self, server, info, source).await,
-            Kind::Rabbitmq => crate::backup_rabbitmq::restore(self, server, info, source).await,
         }
+        Ok(staged)
+    }
+
+    /// Drops what [`Providers::restore_stage`] made (the restore is not going ahead).
+    pub async fn restore_abort(&self, server: &Server, staged: StagedRestore) {
+        let names: Vec<String> = staged
+            .databases
+            .iter()
+            .map(|db| format!("{db}{STAGED}"))
+            .collect();
+        drop_databases(server, &names).await;
+    }
+
+    /// The second half of a restore: the staged databases are swapped in for the live ones
+    /// (PostgreSQL: renamed; MySQL: every table moved in one `RENAME TABLE`), Redis's RDB
+    /// files put in place, RabbitMQ's definitions imported. The replaced copies are kept
+    /// (`<db>$old`) until [`Providers::drop_replaced`].
+    pub async fn restore_commit(
+        &self,
+        server: &Server,
+        info: &DumpInfo,
+        source: &dyn PartSource,
+        staged: StagedRestore,
+    ) -> Result<Replaced> {
+        let mut replaced = Replaced { databases: vec![] };
+        match server.kind() {
+            Kind::Postgresql | Kind::Mysql => {
+                let mut rest = staged.databases.into_iter();
+                while let Some(db) = rest.next() {
+                    let res = if server.kind() == Kind::Postgresql {
+                        pg_swap(server, &db).await
+                    } else {
+                        mysql_swap(server, &db).await
+                    };
+                    match res {
+                        Ok(()) => replaced.databases.push(format!("{db}{OLD}")),
+                        Err(e) => {
+                            let left = StagedRestore {
+                                databases: std::iter::once(db).chain(rest).collect(),
+                            };
+                            self.restore_abort(server, left).await;
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok(replaced)
+            }
+            Kind::Redis => crate::backup_redis::restore(self, server, info, source)
+                .await
+                .map(|()| replaced),
+            Kind::Rabbitmq => crate::backup_rabbitmq::restore(self, server, info, source)
+                .await
+                .map(|()| replaced),
+        }
+    }
+
+    /// Drops the copies a restore replaced (errors are ignored: the next restore clears
+    /// what is left).
+    pub async fn drop_replaced(&self, server: &Server, replaced: Replaced) {
+        drop_databases(server, &replaced.databases).await;
+    }
+}
+
+/// The suffix of the database a restore is loaded into, beside the live one.
+const STAGED: &str = "$restore";
+/// The suffix of the database a restore replaced, until it is dropped.
+const OLD: &str = "$old";
+
+/// Databases restored beside the live ones, not yet swapped in.
+#[derive(Debug)]
+#[must_use = "a staged restore is committed or aborted"]
+pub struct StagedRestore {
+    databases: Vec<String>,
+}
+
+/// The copies of the databases a restore replaced, until they are dropped.
+#[derive(Debug, Default)]
+pub struct Replaced {
+    databases: Vec<String>,
+}
+
+impl Replaced {
+    pub fn is_empty(&self) -> bool {
+        self.databases.is_empty()
+    }
+}
+
+async fn drop_databases(server: &Server, names: &[String]) {
+    if names.is_empty() {
+        return;
+    }
+    match server.kind() {
+        Kind::Postgresql => {
+            let Ok(admin) = postgres::Admin::of(server) else {
+                return;
+            };
+            if let Ok(c) = admin.connect().await {
+                for n in names {
+                    let _ = c
+                        .batch_execute(&format!(
+                            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                            ident(n)
+                        ))
+                        .await;
+                }
+            }
+        }
+        Kind::Mysql => {
+            use mysql_async::prelude::Queryable;
+            let Ok(admin) = mysql::Admin::of(server) else {
+                return;
+            };
+            if let Ok(mut c) = admin.connect().await {
+                for n in names {
+                    let _ = c
+                        .query_drop(format!("DROP DATABASE IF EXISTS {}", mysql_ident(n)))
+                        .await;
+                }
+                let _ = c.disconnect().await;
+            }
+        }
+        Kind::Redis | Kind::Rabbitmq => {}
     }
 }
 
@@ -350,7 +488,8 @@ fn dump_error(server: &str, db: &str, user: &str, reason: String) -> ProviderErr
     }
 }
 
-async fn pg_restore(
+/// Restores one database into `<db>$restore` beside the live one; on failure, drops it.
+async fn pg_stage(
     p: &Providers,
     server: &Server,
     part: &DumpPart,
@@ -359,12 +498,10 @@ async fn pg_restore(
     let admin = postgres::Admin::of(server)?;
     let c = admin.connect().await?;
     let db = &part.database;
-    let tmp = format!("{db}$restore");
-    let old = format!("{db}$old");
+    let tmp = format!("{db}{STAGED}");
+    let old = format!("{db}{OLD}");
     let err =
         |action: &str, e: tokio_postgres::Error| failed(&admin.server, action, e, &admin.secrets());
-    // The restored database is built aside, then swapped in: a failed restore leaves the
-    // current data as it was.
     let owner: Option<String> = c
         .query_opt(
             "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1",
@@ -397,10 +534,14 @@ async fn pg_restore(
         .await
         .map_err(|e| err("clearing a previous restore", e))?;
     }
+    let (t, r) = (ident(&tmp), ident(&owner));
+    // Who may connect, as provisioning set it.
+    // (CREATE DATABASE cannot share a batch: that would be one transaction.)
+    c.batch_execute(&format!("CREATE DATABASE {t} OWNER {r} TEMPLATE template0"))
+        .await
+        .map_err(|e| err(&format!("creating database {tmp}"), e))?;
     c.batch_execute(&format!(
-        "CREATE DATABASE {} OWNER {} TEMPLATE template0",
-        ident(&tmp),
-        ident(&owner)
+        "REVOKE ALL ON DATABASE {t} FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE {t} TO {r};"
     ))
     .await
     .map_err(|e| err(&format!("creating database {tmp}"), e))?;
@@ -411,10 +552,7 @@ async fn pg_restore(
     let secrets: Vec<String> = admin.password.iter().cloned().collect();
     if let Err(reason) = blocking(move || run_from(cmd, input, &secrets)).await {
         let _ = c
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                ident(&tmp)
-            ))
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {t} WITH (FORCE)"))
             .await;
         return Err(ProviderError::Failed {
             server: admin.server.clone(),
@@ -422,28 +560,34 @@ async fn pg_restore(
             reason,
         });
     }
-    let (t, d, o, r) = (ident(&tmp), ident(db), ident(&old), ident(&owner));
-    // Who may connect, as provisioning set it; then the swap, ending the sessions of the
-    // database being replaced (its apps are out of the ingress meanwhile).
-    let mut sql = format!(
-        "REVOKE ALL ON DATABASE {t} FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE {t} TO {r};"
+    Ok(())
+}
+
+/// Swaps `<db>$restore` in for `db`, which becomes `<db>$old`, ending its sessions (its
+/// apps are out of the ingress meanwhile).
+async fn pg_swap(server: &Server, db: &str) -> Result<()> {
+    let admin = postgres::Admin::of(server)?;
+    let c = admin.connect().await?;
+    let err =
+        |action: &str, e: tokio_postgres::Error| failed(&admin.server, action, e, &admin.secrets());
+    let (t, d, o) = (
+        ident(&format!("{db}{STAGED}")),
+        ident(db),
+        ident(&format!("{db}{OLD}")),
     );
     let exists = c
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[db])
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
         .await
         .map_err(|e| err("lookup", e))?
         .is_some();
     if exists {
-        sql.push_str(&format!(
+        c.batch_execute(&format!(
             "ALTER DATABASE {d} WITH ALLOW_CONNECTIONS false; \
              SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {lit} AND pid <> pg_backend_pid();",
             lit = postgres_protocol::escape::escape_literal(db)
-        ));
-    }
-    c.batch_execute(&sql)
+        ))
         .await
         .map_err(|e| err(&format!("preparing database {db} for the restore"), e))?;
-    if exists {
         // Sessions may take a moment to end.
         let rename = format!("ALTER DATABASE {d} RENAME TO {o}");
         let mut tries = 0;
@@ -455,7 +599,7 @@ async fn pg_restore(
                     let _ = c
                         .execute(
                             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-                            &[db],
+                            &[&db],
                         )
                         .await;
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -463,22 +607,25 @@ async fn pg_restore(
                 Err(e) => {
                     // Leave the current database as it was.
                     let _ = c
-                        .batch_execute(&format!(
-                            "ALTER DATABASE {d} WITH ALLOW_CONNECTIONS true; DROP DATABASE IF EXISTS {t} WITH (FORCE)"
-                        ))
+                        .batch_execute(&format!("ALTER DATABASE {d} WITH ALLOW_CONNECTIONS true"))
                         .await;
                     return Err(err(&format!("replacing database {db}"), e));
                 }
             }
         }
     }
-    c.batch_execute(&format!("ALTER DATABASE {t} RENAME TO {d}"))
+    if let Err(e) = c
+        .batch_execute(&format!("ALTER DATABASE {t} RENAME TO {d}"))
         .await
-        .map_err(|e| err(&format!("replacing database {db}"), e))?;
-    if exists {
-        c.batch_execute(&format!("DROP DATABASE IF EXISTS {o} WITH (FORCE)"))
-            .await
-            .map_err(|e| err(&format!("dropping the replaced copy of {db}"), e))?;
+    {
+        if exists {
+            let _ = c
+                .batch_execute(&format!(
+                    "ALTER DATABASE {o} RENAME TO {d}; ALTER DATABASE {d} WITH ALLOW_CONNECTIONS true"
+                ))
+                .await;
+        }
+        return Err(err(&format!("replacing database {db}"), e));
     }
     Ok(())
 }
@@ -553,7 +700,35 @@ async fn mysql_dump(
     Ok(parts)
 }
 
-async fn mysql_restore(
+/// Passes a dump through, and fails at its end unless it ends as a complete `mysqldump`
+/// does (`-- Dump completed`): a cut dump is refused, not half loaded.
+struct DumpComplete<R> {
+    inner: R,
+    tail: Vec<u8>,
+}
+
+impl<R: Read> Read for DumpComplete<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            const END: &[u8] = b"-- Dump completed";
+            if !self.tail.windows(END.len()).any(|w| w == END) {
+                return Err(std::io::Error::other(
+                    "the dump is cut short (it does not end with mysqldump's `-- Dump completed`)",
+                ));
+            }
+            return Ok(0);
+        }
+        self.tail.extend_from_slice(&buf[..n]);
+        if self.tail.len() > 512 {
+            self.tail.drain(..self.tail.len() - 256);
+        }
+        Ok(n)
+    }
+}
+
+/// Loads one database's dump into `<db>$restore` beside the live one; on failure, drops it.
+async fn mysql_stage(
     p: &Providers,
     server: &Server,
     part: &DumpPart,
@@ -562,37 +737,274 @@ async fn mysql_restore(
     use mysql_async::prelude::Queryable;
     let admin = mysql::Admin::of(server)?;
     let db = part.database.clone();
-    let mut c = admin.connect().await?;
-    // End the app's sessions: a session holding a table would block dropping it.
-    let ids: Vec<u64> = c
-        .exec(
-            "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()",
-            (db.clone(),),
-        )
-        .await
-        .map_err(|e| failed(&admin.server, "listing sessions", e, &admin.secrets()))?;
-    for id in ids {
-        let _ = c.query_drop(format!("KILL {id}")).await;
-    }
-    let _ = c.disconnect().await;
+    let tmp = format!("{db}{STAGED}");
     let input = source
         .open(&part.name)
         .map_err(|e| failed(&admin.server, "reading the backup", e, &[]))?;
-    let q = mysql_ident(&db);
-    // The database is replaced whole (its grants live in mysql.db and stay).
-    let prologue = format!("DROP DATABASE IF EXISTS {q};\nCREATE DATABASE {q};\nUSE {q};\n");
-    let input: Box<dyn Read + Send> =
-        Box::new(std::io::Cursor::new(prologue.into_bytes()).chain(input));
-    let mut cmd = mysql_command(p, "mysql", &admin)?;
-    cmd.arg("--batch");
-    let secrets: Vec<String> = admin.password.iter().cloned().collect();
-    blocking(move || run_from(cmd, input, &secrets))
+    let err =
+        |action: &str, e: mysql_async::Error| failed(&admin.server, action, e, &admin.secrets());
+    let mut c = admin.connect().await?;
+    let charset: Option<(String, String)> = c
+        .exec_first(
+            "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+            (db.clone(),),
+        )
         .await
-        .map_err(|reason| ProviderError::Failed {
+        .map_err(|e| err("lookup", e))?;
+    for name in [&tmp, &format!("{db}{OLD}")] {
+        c.query_drop(format!("DROP DATABASE IF EXISTS {}", mysql_ident(name)))
+            .await
+            .map_err(|e| err("clearing a previous restore", e))?;
+    }
+    let mut create = format!("CREATE DATABASE {}", mysql_ident(&tmp));
+    if let Some((cs, coll)) = charset {
+        create.push_str(&format!(" CHARACTER SET {cs} COLLATE {coll}"));
+    }
+    c.query_drop(create)
+        .await
+        .map_err(|e| err(&format!("creating database {tmp}"), e))?;
+    let _ = c.disconnect().await;
+    let input: Box<dyn Read + Send> = Box::new(DumpComplete {
+        inner: input,
+        tail: vec![],
+    });
+    let mut cmd = mysql_command(p, "mysql", &admin)?;
+    cmd.args(["--batch", &tmp]);
+    let secrets: Vec<String> = admin.password.iter().cloned().collect();
+    if let Err(reason) = blocking(move || run_from(cmd, input, &secrets)).await {
+        drop_databases(server, &[tmp]).await;
+        return Err(ProviderError::Failed {
             server: admin.server.clone(),
             action: format!("restoring database {db}"),
             reason,
-        })
+        });
+    }
+    Ok(())
+}
+
+/// The objects of a database besides its tables, as `SHOW CREATE` gives them.
+#[derive(Default)]
+struct SchemaObjects {
+    /// (name, CREATE VIEW ...)
+    views: Vec<(String, String)>,
+    triggers: Vec<(String, String)>,
+    /// ("PROCEDURE" | "FUNCTION" | "EVENT", name, CREATE ...)
+    routines: Vec<(String, String, String)>,
+}
+
+async fn mysql_objects(
+    c: &mut mysql_async::Conn,
+    schema: &str,
+) -> mysql_async::Result<SchemaObjects> {
+    use mysql_async::prelude::Queryable;
+    let q = mysql_ident(schema);
+    let mut o = SchemaObjects::default();
+    let show = |row: Option<mysql_async::Row>, col: usize| -> String {
+        row.and_then(|r| r.get::<Option<String>, usize>(col).flatten())
+            .unwrap_or_default()
+    };
+    let views: Vec<String> = c
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ?",
+            (schema,),
+        )
+        .await?;
+    for v in views {
+        let row = c
+            .query_first(format!("SHOW CREATE VIEW {q}.{}", mysql_ident(&v)))
+            .await?;
+        o.views.push((v, show(row, 1)));
+    }
+    let triggers: Vec<String> = c
+        .exec(
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER",
+            (schema,),
+        )
+        .await?;
+    for t in triggers {
+        let row = c
+            .query_first(format!("SHOW CREATE TRIGGER {q}.{}", mysql_ident(&t)))
+            .await?;
+        o.triggers.push((t, show(row, 2)));
+    }
+    let routines: Vec<(String, String)> = c
+        .exec(
+            "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ?",
+            (schema,),
+        )
+        .await?;
+    for (kind, name) in routines {
+        let row = c
+            .query_first(format!("SHOW CREATE {kind} {q}.{}", mysql_ident(&name)))
+            .await?;
+        o.routines.push((kind, name, show(row, 2)));
+    }
+    let events: Vec<String> = c
+        .exec(
+            "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ?",
+            (schema,),
+        )
+        .await?;
+    for e in events {
+        let row = c
+            .query_first(format!("SHOW CREATE EVENT {q}.{}", mysql_ident(&e)))
+            .await?;
+        o.routines.push(("EVENT".into(), e, show(row, 3)));
+    }
+    Ok(o)
+}
+
+/// Runs `CREATE` statements in the current database, views again while one depends on
+/// another not made yet; the errors left.
+async fn mysql_create_all(c: &mut mysql_async::Conn, mut todo: Vec<String>) -> Vec<String> {
+    use mysql_async::prelude::Queryable;
+    loop {
+        let mut failed = vec![];
+        let mut errors = vec![];
+        let before = todo.len();
+        for sql in todo {
+            if let Err(e) = c.query_drop(sql.as_str()).await {
+                errors.push(e.to_string());
+                failed.push(sql);
+            }
+        }
+        if failed.is_empty() || failed.len() == before {
+            return errors;
+        }
+        todo = failed;
+    }
+}
+
+/// Swaps the tables of `<db>$restore` in for those of `db` in one `RENAME TABLE` (the
+/// replaced ones go to `<db>$old`), then makes the backup's views, triggers, routines and
+/// events in `db` in place of its own.
+async fn mysql_swap(server: &Server, db: &str) -> Result<()> {
+    use mysql_async::prelude::Queryable;
+    let admin = mysql::Admin::of(server)?;
+    let tmp = format!("{db}{STAGED}");
+    let old = format!("{db}{OLD}");
+    let (d, t, o) = (mysql_ident(db), mysql_ident(&tmp), mysql_ident(&old));
+    let err =
+        |action: &str, e: mysql_async::Error| failed(&admin.server, action, e, &admin.secrets());
+    let mut c = admin.connect().await?;
+    // End the app's sessions: an open transaction would hold the tables being moved.
+    let ids: Vec<u64> = c
+        .exec(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()",
+            (db,),
+        )
+        .await
+        .map_err(|e| err("listing sessions", e))?;
+    for id in ids {
+        let _ = c.query_drop(format!("KILL {id}")).await;
+    }
+    let tables = |schema: String| {
+        format!(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_TYPE = 'BASE TABLE'",
+            mysql_literal(&schema)
+        )
+    };
+    let current: Vec<String> = c
+        .query(tables(db.to_string()))
+        .await
+        .map_err(|e| err("lookup", e))?;
+    let restored: Vec<String> = c
+        .query(tables(tmp.clone()))
+        .await
+        .map_err(|e| err("lookup", e))?;
+    let cur = mysql_objects(&mut c, db)
+        .await
+        .map_err(|e| err("lookup", e))?;
+    let new = mysql_objects(&mut c, &tmp)
+        .await
+        .map_err(|e| err("lookup", e))?;
+    // Tables with triggers cannot move between databases, nor can views: they are made
+    // again after the move.
+    let mut drops = vec![];
+    drops.extend(
+        cur.triggers
+            .iter()
+            .map(|(n, _)| format!("DROP TRIGGER {d}.{}", mysql_ident(n))),
+    );
+    drops.extend(
+        cur.views
+            .iter()
+            .map(|(n, _)| format!("DROP VIEW {d}.{}", mysql_ident(n))),
+    );
+    drops.extend(
+        new.triggers
+            .iter()
+            .map(|(n, _)| format!("DROP TRIGGER {t}.{}", mysql_ident(n))),
+    );
+    let mut rename: Vec<String> = current
+        .iter()
+        .map(|x| format!("{d}.{q} TO {o}.{q}", q = mysql_ident(x)))
+        .collect();
+    rename.extend(
+        restored
+            .iter()
+            .map(|x| format!("{t}.{q} TO {d}.{q}", q = mysql_ident(x))),
+    );
+    let moved = async {
+        c.query_drop(format!("CREATE DATABASE {o}")).await?;
+        for sql in &drops {
+            c.query_drop(sql.as_str()).await?;
+        }
+        if !rename.is_empty() {
+            c.query_drop(format!("RENAME TABLE {}", rename.join(", ")))
+                .await?;
+        }
+        c.query_drop(format!("USE {d}")).await?;
+        Ok::<(), mysql_async::Error>(())
+    }
+    .await;
+    if moved.is_err() {
+        // Nothing moved (RENAME TABLE is all or nothing): the current views and triggers
+        // are made again as they were.
+        let _ = c.query_drop(format!("USE {d}")).await;
+        let again = cur
+            .views
+            .iter()
+            .chain(cur.triggers.iter())
+            .map(|(_, sql)| sql.clone())
+            .collect();
+        mysql_create_all(&mut c, again).await;
+        let _ = c.query_drop(format!("DROP DATABASE IF EXISTS {o}")).await;
+    }
+    moved.map_err(|e| err(&format!("replacing the tables of database {db}"), e))?;
+    // The backup's objects in place of the current ones. Their definitions name the
+    // database they were loaded into.
+    let from = format!("{t}.");
+    let to = format!("{d}.");
+    for (kind, name, _) in &cur.routines {
+        let _ = c
+            .query_drop(format!("DROP {kind} IF EXISTS {d}.{}", mysql_ident(name)))
+            .await;
+    }
+    let mut todo: Vec<String> = new
+        .routines
+        .iter()
+        .map(|(_, _, sql)| sql.replace(&from, &to))
+        .collect();
+    todo.extend(new.views.iter().map(|(_, sql)| sql.replace(&from, &to)));
+    todo.extend(new.triggers.iter().map(|(_, sql)| sql.replace(&from, &to)));
+    let errors = mysql_create_all(&mut c, todo).await;
+    let _ = c.disconnect().await;
+    if !errors.is_empty() {
+        return Err(ProviderError::Failed {
+            server: admin.server.clone(),
+            action: format!("restoring the views, triggers and routines of database {db}"),
+            reason: format!(
+                "its tables are restored, but: {}",
+                scrub(errors.join("; "), &admin.secrets())
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn mysql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 #[cfg(test)]

@@ -28,7 +28,9 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 pub use amqp::{amqp_login, AmqpConn, AmqpLoginError};
-pub use backup::{version_number, DumpInfo, DumpPart, PartSink, PartSource, PartWrite};
+pub use backup::{
+    version_number, DumpInfo, DumpPart, PartSink, PartSource, PartWrite, Replaced, StagedRestore,
+};
 pub use binaries::Binaries;
 pub use error::ProviderError;
 pub use util::disown_tree;

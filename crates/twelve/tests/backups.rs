@@ -260,7 +260,77 @@ fn postgresql_backup_under_load_restores_a_consistent_state_locally() {
     let err = t.fails(&["run", "pg", "restore", "backup-id=nope"]);
     assert!(err.contains("no backup \"nope\""), "{err}");
 
+    // The same round trip on S3 (moto): the object is sealed, the restore exact.
+    let moto = Moto::start();
+    integrate_s3(&t, &moto, "pg", "twelve-pg");
+    sh(
+        &t,
+        &unit,
+        &format!(
+            r#"{PSQL} -c "create table notes(id int primary key, body text); insert into notes values (1, 'plaintext-marker-pg'), (2, 'two')""#
+        ),
+    );
+    let r = run_json(&t, &["pg", "create-backup"]);
+    assert_eq!(r["where"], "s3", "{r}");
+    let id = r["backup-id"].as_str().unwrap().to_string();
+    assert_sealed(
+        &moto,
+        &format!("/twelve-pg/pg/{id}/{app}.pgdump.zst"),
+        b"plaintext-marker",
+    );
+    sh(
+        &t,
+        &unit,
+        &format!(
+            r#"{PSQL} -c "update notes set body = 'changed'; insert into notes values (3, 'later'); drop table acct""#
+        ),
+    );
+    let r = run_json(&t, &["pg", "restore", &format!("backup-id={id}")]);
+    assert_eq!(r["backup-id"], id.as_str(), "{r}");
+    assert_eq!(
+        sh(
+            &t,
+            &unit,
+            &format!(
+                r#"{PSQL} -c "select string_agg(body, ',' order by id) from notes; select n from acct""#
+            )
+        ),
+        "plaintext-marker-pg,two\n-1"
+    );
+    serves(&t, &app);
+    assert!(
+        !t.home.path().join("backups/pg").join(&id).exists(),
+        "nothing kept locally"
+    );
+
     t.ok(&["remove-relation", &app, "pg", "--destroy-data"]);
+}
+
+/// `twelve integrate SERVICE s3` with moto's endpoint and `bucket`.
+fn integrate_s3(t: &Twelve, moto: &Moto, service: &str, bucket: &str) {
+    t.ok(&[
+        "integrate",
+        service,
+        "s3",
+        "--data",
+        &format!("endpoint=http://127.0.0.1:{}", moto.port),
+        &format!("bucket={bucket}"),
+        "access-key=testing",
+        "secret-key=moto-secret-key-42",
+        "region=eu-west-1",
+    ]);
+}
+
+/// The object at `path` is there and sealed: twelve's header, and `plain` nowhere in it.
+fn assert_sealed(moto: &Moto, path: &str, plain: &[u8]) {
+    let (code, body) = moto.get(path);
+    assert_eq!(code, 200, "{path}: {}", String::from_utf8_lossy(&body));
+    assert_eq!(&body[..4], b"TWB1", "{path}");
+    assert!(
+        !body.windows(plain.len()).any(|w| w == plain),
+        "{path} holds {:?} in plaintext",
+        String::from_utf8_lossy(plain)
+    );
 }
 
 /// moto's S3 server on a free port, stopped when dropped.
@@ -340,7 +410,7 @@ fn mysql_backup_on_s3_is_sealed_and_restores() {
         &t,
         &unit,
         &format!(
-            r#"{mysql} -e "create table notes(id int primary key, body text); insert into notes values (1, 'plaintext-marker-one'), (2, 'two'); insert into visits () values (), ()""#
+            r#"{mysql} -e "create table notes(id int primary key, body text); insert into notes values (1, 'plaintext-marker-one'), (2, 'two'); insert into visits () values (), (); create table audit(n int); create trigger notes_ai after insert on notes for each row insert into audit values (NEW.id); create view bodies as select id, body from notes""#
         ),
     );
 
@@ -379,20 +449,29 @@ fn mysql_backup_on_s3_is_sealed_and_restores() {
         &t,
         &unit,
         &format!(
-            r#"{mysql} -e "delete from visits; update notes set body = 'changed'; create table later(x int)""#
+            r#"{mysql} -e "delete from visits; update notes set body = 'changed'; create table later(x int); drop view bodies; drop trigger notes_ai""#
         ),
     );
     let r = run_json(&t, &["my/leader", "restore", &format!("backup-id={id}")]);
     assert_eq!(r["backup-id"], id.as_str(), "{r}");
+    // The tables, the view and the trigger of the backup, nothing made since.
+    let state = format!(
+        r#"{mysql} -e "select count(*) from visits; select group_concat(body order by id) from bodies; show tables like 'later'""#
+    );
+    assert_eq!(sh(&t, &unit, &state), "2\nplaintext-marker-one,two");
+    sh(
+        &t,
+        &unit,
+        &format!(r#"{mysql} -e "insert into notes values (3, 'three')""#),
+    );
     assert_eq!(
         sh(
             &t,
             &unit,
-            &format!(
-                r#"{mysql} -e "select count(*) from visits; select group_concat(body order by id) from notes; show tables like 'later'""#
-            )
+            &format!(r#"{mysql} -e "select group_concat(n order by n) from audit""#)
         ),
-        "2\nplaintext-marker-one,two"
+        "3",
+        "the trigger is back"
     );
     serves(&t, &app);
 
@@ -403,6 +482,49 @@ fn mysql_backup_on_s3_is_sealed_and_restores() {
     );
     let everything = format!("{listed}{}", t.ok(&["status"]));
     assert!(!everything.contains(secret));
+
+    // A restore that fails midway changes nothing: a local backup whose dump is cut in the
+    // middle of its second table (`notes` loads, `visits` does not).
+    t.ok(&["remove-relation", "my", "s3"]);
+    let r = run_json(&t, &["my", "create-backup"]);
+    assert_eq!(r["where"], "local", "{r}");
+    let cut_id = r["backup-id"].as_str().unwrap().to_string();
+    let part = t
+        .home
+        .path()
+        .join(format!("backups/my/{cut_id}/{db}.sql.zst"));
+    let sql = zstd::decode_all(std::fs::File::open(&part).unwrap()).unwrap();
+    let at = sql
+        .windows(20)
+        .position(|w| w == b"INSERT INTO `visits`")
+        .expect("the dump inserts into visits");
+    std::fs::write(&part, zstd::encode_all(&sql[..at + 30], 3).unwrap()).unwrap();
+    sh(
+        &t,
+        &unit,
+        &format!(
+            r#"{mysql} -e "update notes set body = 'kept' where id = 3; insert into visits () values ()""#
+        ),
+    );
+    let before = sh(&t, &unit, &state);
+    assert_eq!(before, "3\nplaintext-marker-one,two,kept");
+    let err = t.fails(&["run", "my", "restore", &format!("backup-id={cut_id}")]);
+    assert!(
+        err.contains(&format!("restoring database {db}")) && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(sh(&t, &unit, &state), before, "the data is as it was");
+    let left = Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-u", "root", "-N", "-e"])
+        .arg(format!("show databases like '{db}$%'"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout).trim(),
+        "",
+        "no scratch database left"
+    );
+    serves(&t, &app);
 
     t.ok(&["remove-relation", &app, "my", "--destroy-data"]);
 }
@@ -479,5 +601,159 @@ fn redis_backup_on_a_schedule_restores_the_keys() {
     let status = t.ok(&["status"]);
     assert!(status.contains("last backup"), "{status}");
 
+    // A run missed while the controller is down is made once when it starts again: a
+    // schedule for the next minute, the controller stopped until that minute has passed.
+    t.ok(&["config", "cache", "--reset", "backup-retention"]);
+    let scheduled = |t: &Twelve| -> Vec<String> {
+        run_json(t, &["cache", "list-backups"])["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["kind"] == "scheduled")
+            .map(|b| b["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    if now() % 60 > 45 {
+        std::thread::sleep(Duration::from_secs(61 - now() % 60));
+    }
+    let next_minute = (now() / 60 + 1) % 60;
+    t.ok(&[
+        "config",
+        "cache",
+        &format!("backup-schedule={next_minute} * * * *"),
+    ]);
+    let before = scheduled(&t);
+    t.ok(&["controller", "stop"]);
+    std::thread::sleep(Duration::from_secs(62 - now() % 60));
+    // Any command starts the controller again.
+    let caught_up = eventually("the catch-up backup", LONG, || {
+        let now = scheduled(&t);
+        (now.len() > before.len()).then_some(now)
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        scheduled(&t).len(),
+        before.len() + 1,
+        "one run however many were missed: {caught_up:?}"
+    );
+
+    // The same round trip on S3 (moto): the app's server's RDB is sealed there.
+    let moto = Moto::start();
+    integrate_s3(&t, &moto, "cache", "twelve-redis");
+    t.ok(&["config", "cache", "--reset", "backup-schedule"]);
+    sh(
+        &t,
+        &unit,
+        &format!(r#"{cli} set {app}:s plaintext-marker-redis >/dev/null"#),
+    );
+    let r = run_json(&t, &["cache", "create-backup"]);
+    assert_eq!(r["where"], "s3", "{r}");
+    let id = r["backup-id"].as_str().unwrap().to_string();
+    assert_sealed(
+        &moto,
+        &format!("/twelve-redis/cache/{id}/app-{app}.rdb.zst"),
+        b"plaintext-marker",
+    );
+    sh(
+        &t,
+        &unit,
+        &format!(r#"{cli} set {app}:s changed >/dev/null && {cli} set {app}:later 1 >/dev/null"#),
+    );
+    run_json(&t, &["cache", "restore", &format!("backup-id={id}")]);
+    let keys = eventually("the keys restored from S3", LONG, || {
+        let out = t.cmd(&[
+            "exec",
+            &unit,
+            "--",
+            "bash",
+            "-c",
+            &format!(r#"{cli} mget {app}:s {app}:later {app}:a"#),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (out.status.success() && !text.contains("ERR") && !text.trim().is_empty()).then_some(text)
+    });
+    assert_eq!(
+        keys.lines().map(str::trim).collect::<Vec<_>>(),
+        vec!["plaintext-marker-redis", "", "1"],
+        "{keys}"
+    );
+    serves(&t, &app);
+
     t.ok(&["remove-relation", &app, "cache", "--destroy-data"]);
+}
+
+#[test]
+fn rabbitmq_definitions_backup_brings_back_a_deleted_vhost_user_and_queue() {
+    let t = Twelve::new();
+    let app = uniq("bkmq");
+    t.ok(&["deploy", "rabbitmq", "mq"]);
+    let unit = app_with(&t, &app, "mq", "RABBITMQ_CONNECT_STRING");
+    let env = app_env(t.port(&unit));
+    let var = |k: &str| {
+        env[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("{k} not in {env}"))
+            .to_string()
+    };
+    let (port, vhost, user) = (
+        var("RABBITMQ_PORT"),
+        var("RABBITMQ_VHOST"),
+        var("RABBITMQ_USERNAME"),
+    );
+    // The managed broker's node, as the provider names it.
+    let node = format!("twelve-{port}@localhost");
+    // The broker's Erlang cookie is its own, in its directory (HOME for rabbitmqctl).
+    let broker_home = t.home.path().join("services").join("mq");
+    let ctl = |args: &[&str]| -> String {
+        let out = Command::new("rabbitmqctl")
+            .env("HOME", &broker_home)
+            .args(["-q", "-n", &node])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let queue = |body: &str| http_get(t.port(&unit), &format!("/queue?body={body}"));
+    assert_eq!(queue("one"), Some((200, "one".to_string())));
+    let has = |text: &str, name: &str| text.lines().any(|l| l.trim() == name);
+    assert!(has(&ctl(&["list_queues", "-p", &vhost, "name"]), "probe"));
+
+    let r = run_json(&t, &["mq", "create-backup"]);
+    assert_eq!(r["where"], "local", "{r}");
+    let id = r["backup-id"].as_str().unwrap().to_string();
+
+    ctl(&["delete_vhost", &vhost]);
+    ctl(&["delete_user", &user]);
+    assert!(!has(&ctl(&["list_vhosts", "name"]), &vhost));
+    assert_ne!(
+        queue("two").map(|(c, _)| c),
+        Some(200),
+        "the app lost its broker"
+    );
+
+    run_json(&t, &["mq", "restore", &format!("backup-id={id}")]);
+    assert!(has(&ctl(&["list_vhosts", "name"]), &vhost));
+    assert!(ctl(&["list_users"]).lines().any(|l| l.starts_with(&user)));
+    assert!(
+        has(&ctl(&["list_queues", "-p", &vhost, "name"]), "probe"),
+        "the queue is back before the app declares it again"
+    );
+    // The user's password hash and permissions came back with it.
+    eventually("the app using its broker again", LONG, || {
+        queue("three").filter(|(c, b)| *c == 200 && b == "three")
+    });
+    serves(&t, &app);
+
+    t.ok(&["remove-relation", &app, "mq", "--destroy-data"]);
 }
