@@ -711,12 +711,19 @@ fn rabbitmq_definitions_backup_brings_back_a_deleted_vhost_user_and_queue() {
     // The broker's Erlang cookie is its own, in its directory (HOME for rabbitmqctl).
     let broker_home = t.home.path().join("services").join("mq");
     let ctl = |args: &[&str]| -> String {
-        let out = Command::new("rabbitmqctl")
-            .env("HOME", &broker_home)
-            .args(["-q", "-n", &node])
-            .args(args)
-            .output()
-            .unwrap();
+        // The real script: Debian's /usr/sbin wrapper switches to the machine's `rabbitmq`
+        // user and its cookie.
+        let real = std::path::Path::new("/usr/lib/rabbitmq/bin/rabbitmqctl");
+        let out = Command::new(if real.exists() {
+            real
+        } else {
+            std::path::Path::new("rabbitmqctl")
+        })
+        .env("HOME", &broker_home)
+        .args(["-q", "-n", &node])
+        .args(args)
+        .output()
+        .unwrap();
         assert!(
             out.status.success(),
             "rabbitmqctl {args:?}: {}",
