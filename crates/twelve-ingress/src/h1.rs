@@ -794,3 +794,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::without_hsts;
+
+    #[test]
+    fn the_backend_hsts_field_goes_and_the_others_stay() {
+        let fields = b"content-type: text/plain\r\nStrict-Transport-Security: max-age=1\r\n\
+                       x-strict-transport-security: kept\r\ncontent-length: 2\r\n";
+        assert_eq!(
+            String::from_utf8(without_hsts(fields)).unwrap(),
+            "content-type: text/plain\r\nx-strict-transport-security: kept\r\n\
+             content-length: 2\r\n"
+        );
+    }
+}
