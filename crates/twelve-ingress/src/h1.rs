@@ -651,7 +651,10 @@ fn without_hsts(fields: &[u8]) -> Vec<u8> {
     let mut kept = Vec::with_capacity(fields.len());
     for line in fields.split_inclusive(|&b| b == b'\n') {
         let name = line.split(|&b| b == b':').next().unwrap_or(b"");
-        if !name.trim_ascii().eq_ignore_ascii_case(b"strict-transport-security") {
+        if !name
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"strict-transport-security")
+        {
             kept.extend_from_slice(line);
         }
     }

@@ -1019,7 +1019,10 @@ async fn the_corpus_is_answered_the_same_over_tls_as_over_plain_http() {
     config.workers = 2;
     config.https = Some("127.0.0.1:0".parse().unwrap());
     let ingress = IngressHandle::start(config).await.unwrap();
-    let mut routes = table(vec![("web", app(Policy::RoundRobin, vec![backend.route()]))]);
+    let mut routes = table(vec![(
+        "web",
+        app(Policy::RoundRobin, vec![backend.route()]),
+    )]);
     routes.certificates = vec![twelve_ingress::Certificate {
         cert_pem: std::fs::read_to_string(cert).unwrap(),
         key_pem: std::fs::read_to_string(key).unwrap(),
@@ -1045,7 +1048,10 @@ async fn the_corpus_is_answered_the_same_over_tls_as_over_plain_http() {
         let parsed_plain = since(from);
         let from = backend.targets().len();
         let Some(over_tls) = try_exchange_tls(&tls, https, &bytes).await else {
-            panic!("{}: over TLS the ingress neither answered nor closed", vector.name);
+            panic!(
+                "{}: over TLS the ingress neither answered nor closed",
+                vector.name
+            );
         };
         let parsed_tls = since(from);
         let (over_plain, over_tls) = (parse_answers(&over_plain), parse_answers(&over_tls));
@@ -1074,6 +1080,9 @@ async fn the_corpus_is_answered_the_same_over_tls_as_over_plain_http() {
         }
     }
     let garbage = backend.garbage();
-    assert!(garbage.is_empty(), "the backend could not parse {garbage:?}");
+    assert!(
+        garbage.is_empty(),
+        "the backend could not parse {garbage:?}"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
