@@ -6,7 +6,12 @@
 //! ways: a request body is read from the client socket while it is sent (chunked or with
 //! its length), and a response body while the client takes it.
 //!
-//! A connection that opens with HTTP/2's preface (h2c with prior knowledge) is handed to
+//! The same code serves plain connections and TLS ones whose ALPN is `http/1.1` (or none):
+//! it is generic over the stream; every response is flushed once written (a TLS stream
+//! may hold the last record back until then). A TLS connection's requests get
+//! `X-Forwarded-Proto: https` and, for a domain with `--hsts`, `Strict-Transport-Security`.
+//!
+//! A plain connection that opens with HTTP/2's preface (h2c with prior knowledge) is handed to
 //! hyper ([`Outcome::H2`]). An accepted WebSocket (or other) upgrade becomes a tunnel
 //! between the two sockets ([`Outcome::Tunnel`]).
 //!
@@ -34,7 +39,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use http_body::Body as _;
 use hyper::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 
 use crate::body::{ConnState, Guard};
 use crate::proxy::{self, Exchange, RequestHead};
@@ -52,13 +56,23 @@ const WRITE_BATCH: usize = 64 * 1024;
 const COPY_LIMIT: usize = 8 * 1024;
 
 /// How a client connection ended.
-pub(crate) enum Outcome {
+pub(crate) enum Outcome<S> {
     Closed,
     /// It speaks HTTP/2 with prior knowledge: hyper serves it, replaying these bytes.
-    H2(TcpStream, Bytes),
+    H2(S, Bytes),
     /// A backend accepted an upgrade: the client's bytes after the request head and the
     /// backend connection (with the bytes it sent after its `101`).
-    Tunnel(TcpStream, Bytes, UpConn),
+    Tunnel(S, Bytes, UpConn),
+}
+
+/// A client connection: plain TCP, or TLS.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for S {}
+
+/// Writes all of `bytes` and flushes them.
+async fn send<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 /// What a request head asks for, parsed and checked; the backend head is written.
@@ -88,6 +102,8 @@ struct Forward<'s> {
     idempotent: bool,
     upgrade: bool,
     expect_continue: bool,
+    /// Over TLS to a domain with `--hsts`: the response gets `Strict-Transport-Security`.
+    hsts: bool,
 }
 
 /// A request head the ingress refuses; the connection closes after the answer.
@@ -95,11 +111,12 @@ struct Reject(StatusCode, &'static str);
 
 /// Serves HTTP/1 requests on `stream` until the client closes, a request asks for the
 /// connection to close, an error, or the ingress stopping (after the response in progress).
-pub(crate) async fn serve(mut stream: TcpStream, conn: Arc<ConnState>) -> Outcome {
+/// Only a plain connection may turn out to speak h2c.
+pub(crate) async fn serve<S: Stream + 'static>(mut stream: S, conn: Arc<ConnState>) -> Outcome<S> {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut out: Vec<u8> = Vec::with_capacity(8 * 1024);
     let mut up_head: Vec<u8> = Vec::with_capacity(1024);
-    let mut first = true;
+    let mut first = !conn.https;
     loop {
         // A whole request head.
         let mut snap;
@@ -173,8 +190,7 @@ pub(crate) async fn serve(mut stream: TcpStream, conn: Arc<ConnState>) -> Outcom
                 let has_body = framing != Framing::Done;
                 if f.expect_continue
                     && has_body
-                    && stream
-                        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    && send(&mut stream, b"HTTP/1.1 100 Continue\r\n\r\n")
                         .await
                         .is_err()
                 {
@@ -221,7 +237,7 @@ pub(crate) async fn serve(mut stream: TcpStream, conn: Arc<ConnState>) -> Outcom
                                 guard.status = status.as_u16();
                                 out.clear();
                                 write_head(&mut out, status, &response.fields, Framed::Upgrade);
-                                if stream.write_all(&out).await.is_err() {
+                                if send(&mut stream, &out).await.is_err() {
                                     return Outcome::Closed;
                                 }
                                 drop(guard);
@@ -231,7 +247,7 @@ pub(crate) async fn serve(mut stream: TcpStream, conn: Arc<ConnState>) -> Outcom
                                 };
                             }
                         } else {
-                            (status, Ok(response))
+                            (status, Ok((response, f.hsts)))
                         }
                     }
                 }
@@ -248,9 +264,9 @@ pub(crate) async fn serve(mut stream: TcpStream, conn: Arc<ConnState>) -> Outcom
                     // The length of the page a GET would get, and no page.
                     out.truncate(out.len() - page.len());
                 }
-                stream.write_all(&out).await.map(|()| true)
+                send(&mut stream, &out).await.map(|()| true)
             }
-            Ok(response) => {
+            Ok((response, hsts)) => {
                 let UpResponse {
                     fields, mut body, ..
                 } = response;
@@ -268,7 +284,14 @@ pub(crate) async fn serve(mut stream: TcpStream, conn: Arc<ConnState>) -> Outcom
                 } else {
                     Framed::Chunked
                 };
-                write_head(&mut out, status, &fields, framed);
+                if hsts {
+                    write_head(&mut out, status, &without_hsts(&fields), framed);
+                    out.extend_from_slice(b"strict-transport-security: ");
+                    out.extend_from_slice(proxy::HSTS.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                } else {
+                    write_head(&mut out, status, &fields, framed);
+                }
                 write_connection(&mut out, keep_alive, http10);
                 out.extend_from_slice(b"\r\n");
                 write_body(&mut stream, &mut out, &mut body, framed == Framed::Chunked).await
@@ -441,6 +464,9 @@ fn parse<'s>(
     };
 
     let chunked = body != Framing::Done && transfer_encoding.is_some();
+    let hsts = conn.https
+        && !pool.hsts.is_empty()
+        && route_host.is_some_and(|h| pool.hsts.iter().any(|d| *d == proxy::bare_host(h)));
     // The authority of an absolute-form target is the request's host (RFC 9112 §3.2.2).
     let forwarded_host = authority.map(str::as_bytes).or(host);
     proxy::write_request_head(
@@ -472,6 +498,7 @@ fn parse<'s>(
             idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS"),
             upgrade,
             expect_continue,
+            hsts,
         }),
     }))
 }
@@ -510,7 +537,7 @@ fn parse_length(value: &[u8]) -> Option<u64> {
 /// A request body read from a client connection: its read half, the bytes read and not
 /// consumed yet (what follows the body stays there), and how far the body has come.
 pub(crate) struct ClientBody<'a> {
-    pub rd: &'a mut TcpStream,
+    pub rd: &'a mut (dyn AsyncRead + Send + Sync + Unpin + 'static),
     pub buf: &'a mut BytesMut,
     pub framing: &'a mut Framing,
 }
@@ -605,7 +632,7 @@ fn write_page_with(
     out.extend_from_slice(page);
 }
 
-async fn reject(stream: &mut TcpStream, Reject(status, why): Reject) {
+async fn reject<S: Stream>(stream: &mut S, Reject(status, why): Reject) {
     let mut out = Vec::with_capacity(256);
     write_page(
         &mut out,
@@ -614,16 +641,32 @@ async fn reject(stream: &mut TcpStream, Reject(status, why): Reject) {
         false,
         false,
     );
-    let _ = stream.write_all(&out).await;
+    let _ = send(stream, &out).await;
     let _ = stream.shutdown().await;
+}
+
+/// The backend's response `fields` without its own `Strict-Transport-Security`, which the
+/// ingress's replaces.
+fn without_hsts(fields: &[u8]) -> Vec<u8> {
+    let mut kept = Vec::with_capacity(fields.len());
+    for line in fields.split_inclusive(|&b| b == b'\n') {
+        let name = line.split(|&b| b == b':').next().unwrap_or(b"");
+        if !name
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"strict-transport-security")
+        {
+            kept.extend_from_slice(line);
+        }
+    }
+    kept
 }
 
 /// Writes `out` (the head) and the body after it, gathering what the backend has already
 /// sent into one write and writing whenever the body has nothing more ready. `Ok(false)`
 /// when the backend's body failed midway: the client got a truncated response and the
 /// connection must close.
-async fn write_body(
-    stream: &mut TcpStream,
+async fn write_body<S: Stream>(
+    stream: &mut S,
     out: &mut Vec<u8>,
     body: &mut UpstreamBody,
     chunked: bool,
@@ -636,6 +679,8 @@ async fn write_body(
                     stream.write_all(out).await?;
                     out.clear();
                 }
+                // What is written reaches the client while the backend is slow.
+                stream.flush().await?;
                 poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
             }
         };
@@ -644,12 +689,12 @@ async fn write_body(
                 if chunked {
                     out.extend_from_slice(b"0\r\n\r\n");
                 }
-                stream.write_all(out).await?;
+                send(stream, out).await?;
                 out.clear();
                 return Ok(true);
             }
             Some(Err(_)) => {
-                stream.write_all(out).await?;
+                send(stream, out).await?;
                 out.clear();
                 return Ok(false);
             }
@@ -686,7 +731,7 @@ pub(crate) async fn tunnel<C: AsyncRead + AsyncWrite + Unpin>(
     mut backend: UpConn,
 ) {
     backend.set_nodelay();
-    if !backend.buf.is_empty() && client.write_all(&backend.buf).await.is_err() {
+    if !backend.buf.is_empty() && send(&mut client, &backend.buf).await.is_err() {
         return;
     }
     if !from_client.is_empty() && backend.stream.write_all(&from_client).await.is_err() {
@@ -696,18 +741,18 @@ pub(crate) async fn tunnel<C: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// A connection whose first bytes were already read: they are read again first.
-pub(crate) struct Rewind {
+pub(crate) struct Rewind<S> {
     prefix: Bytes,
-    stream: TcpStream,
+    stream: S,
 }
 
-impl Rewind {
-    pub(crate) fn new(stream: TcpStream, prefix: Bytes) -> Rewind {
+impl<S> Rewind<S> {
+    pub(crate) fn new(stream: S, prefix: Bytes) -> Rewind<S> {
         Rewind { prefix, stream }
     }
 }
 
-impl AsyncRead for Rewind {
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -723,7 +768,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -741,7 +786,7 @@ impl AsyncWrite for Rewind {
     }
 
     fn is_write_vectored(&self) -> bool {
-        true
+        self.stream.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -750,5 +795,21 @@ impl AsyncWrite for Rewind {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_hsts;
+
+    #[test]
+    fn the_backend_hsts_field_goes_and_the_others_stay() {
+        let fields = b"content-type: text/plain\r\nStrict-Transport-Security: max-age=1\r\n\
+                       x-strict-transport-security: kept\r\ncontent-length: 2\r\n";
+        assert_eq!(
+            String::from_utf8(without_hsts(fields)).unwrap(),
+            "content-type: text/plain\r\nx-strict-transport-security: kept\r\n\
+             content-length: 2\r\n"
+        );
     }
 }

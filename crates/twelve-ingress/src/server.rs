@@ -654,13 +654,29 @@ async fn serve_connection(
     stop: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    let snap = shared.table.load_full();
+    let conn = Arc::new(ConnState::new(shared, peer_ip(peer), pool));
+    serve_http1(stream, conn, watcher, stop).await;
+}
+
+/// The `X-Forwarded-For` value of a client.
+pub(crate) fn peer_ip(peer: SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.ip().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Serves an HTTP/1 client connection, plain or TLS, with [`crate::h1`] (and a plain one
+/// that turns out to speak h2c with hyper) until it closes, times out (idle, or slow to
+/// send a head) or the ingress stops.
+pub(crate) async fn serve_http1<S: crate::h1::Stream + 'static>(
+    stream: S,
+    conn: Arc<ConnState>,
+    watcher: Watcher,
+    stop: CancellationToken,
+) {
+    let snap = conn.shared.table.load_full();
     let server = snap.server.clone();
     let (idle, header_read) = (snap.idle_timeout, snap.header_read_timeout);
     drop(snap);
-    let conn = Arc::new(ConnState::new(shared, peer_ip, pool));
 
     let outcome = tokio::select! {
         outcome = crate::h1::serve(stream, conn.clone()) => outcome,

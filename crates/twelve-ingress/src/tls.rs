@@ -1,13 +1,13 @@
 //! HTTPS: the certificates of the route table, picked by SNI at each handshake from the
 //! table of now (a new certificate serves without a restart), and the TLS listener's
-//! connections: TLS 1.2 and 1.3 (rustls, ring), ALPN `h2` (hyper's HTTP/2 server) and
-//! `http/1.1` (hyper's HTTP/1 server), both through [`crate::proxy::handle`].
+//! connections: TLS 1.2 and 1.3 (rustls, ring), ALPN `h2` (hyper's HTTP/2 server, through
+//! [`crate::proxy::handle`]) and `http/1.1` or none (the ingress's own HTTP/1 code,
+//! [`crate::h1`], as on plain HTTP).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hyper::header::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
@@ -156,6 +156,15 @@ pub(crate) fn server_config(shared: Arc<Shared>) -> Arc<rustls::ServerConfig> {
     Arc::new(config)
 }
 
+/// `TWELVE_INGRESS_TLS_H1=hyper`: HTTP/1 over TLS through hyper's server, as before the
+/// ingress's own code served it (to compare the two in a benchmark).
+fn hyper_h1() -> bool {
+    static HYPER: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+        std::env::var("TWELVE_INGRESS_TLS_H1").is_ok_and(|v| v == "hyper")
+    });
+    *HYPER
+}
+
 pub(crate) async fn serve(
     acceptor: tokio_rustls::TlsAcceptor,
     stream: TcpStream,
@@ -175,16 +184,17 @@ pub(crate) async fn serve(
         return;
     }
     let h2 = alpn == Some(b"h2");
-    let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    let snap = shared.table.load_full();
+    let conn = Arc::new(ConnState::new(shared, crate::server::peer_ip(peer), pool).with_https());
+    if !h2 && !hyper_h1() {
+        return crate::server::serve_http1(tls, conn, watcher, stop).await;
+    }
+    let snap = conn.shared.table.load_full();
     let (server, idle, header_read) = (
         snap.server.clone(),
         snap.idle_timeout,
         snap.header_read_timeout,
     );
     drop(snap);
-    let conn = Arc::new(ConnState::new(shared, peer_ip, pool).with_https());
     let service = {
         let conn = conn.clone();
         service_fn(move |req| crate::proxy::handle(conn.clone(), req))

@@ -953,3 +953,136 @@ async fn mutated_requests_never_desync_the_backend_nor_panic() {
     eprintln!("fuzz: {inputs} mutated inputs in {secs} s, seed {seed}, no desync, no panic");
     assert!(inputs > 50, "only {inputs} inputs in {secs} s");
 }
+
+// ---------------------------------------------------------------------------------------
+// The same corpus over TLS: HTTP/1 over TLS is served by the same code as plain HTTP
+// (`h1.rs`), so it must parse, answer and forward every vector as plain HTTP does.
+
+/// A client for the HTTPS listener: SNI `web.localhost`, ALPN http/1.1, trusting `ca`.
+fn tls_connector(ca: &std::path::Path) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// [`try_exchange`] over TLS: sends `bytes`, closes the sending side (close_notify), reads
+/// until the server closes.
+async fn try_exchange_tls(
+    tls: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    bytes: &[u8],
+) -> Option<Vec<u8>> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("web.localhost").unwrap();
+    let mut stream = tls.connect(name, tcp).await.unwrap();
+    assert_eq!(
+        stream.get_ref().1.alpn_protocol(),
+        Some(&b"http/1.1"[..]),
+        "ALPN"
+    );
+    let _ = stream.write_all(bytes).await;
+    let _ = stream.shutdown().await;
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        // A server closing without close_notify is an error here, not a different answer.
+        while let Ok(n @ 1..) = stream.read(&mut buf).await {
+            got.extend_from_slice(&buf[..n]);
+        }
+    };
+    match tokio::time::timeout(ANSWER_DEADLINE, read).await {
+        Err(_) => None,
+        Ok(()) => Some(got),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_corpus_is_answered_the_same_over_tls_as_over_plain_http() {
+    let corpus = corpus();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let ca = common::pki::make_ca(pki.path());
+    let (cert, key) = common::pki::make_leaf_files(pki.path(), "web", &["web.localhost"], 30);
+    let backend = RawBackend::start().await;
+    let mut config = IngressConfig::new(dir.path());
+    config.port = 0;
+    config.workers = 2;
+    config.https = Some("127.0.0.1:0".parse().unwrap());
+    let ingress = IngressHandle::start(config).await.unwrap();
+    let mut routes = table(vec![(
+        "web",
+        app(Policy::RoundRobin, vec![backend.route()]),
+    )]);
+    routes.certificates = vec![twelve_ingress::Certificate {
+        cert_pem: std::fs::read_to_string(cert).unwrap(),
+        key_pem: std::fs::read_to_string(key).unwrap(),
+    }];
+    ingress.set_routes(routes).unwrap();
+    let (plain, https) = (ingress.addr(), ingress.https_addr().unwrap());
+    let tls = tls_connector(&ca);
+
+    // What the backend parsed since `from`, sorted.
+    let since = |from: usize| -> Vec<String> {
+        let mut list = backend.targets()[from..].to_vec();
+        list.sort();
+        list
+    };
+    let mut failures = Vec::new();
+    for (i, vector) in corpus.iter().enumerate() {
+        // The same tag both ways: the same targets reach the backend.
+        let bytes = vector.bytes_for(&tag(i as u64));
+        let from = backend.targets().len();
+        let Some(over_plain) = try_exchange(plain, &bytes).await else {
+            panic!("{}: the ingress neither answered nor closed", vector.name);
+        };
+        let parsed_plain = since(from);
+        let from = backend.targets().len();
+        let Some(over_tls) = try_exchange_tls(&tls, https, &bytes).await else {
+            panic!(
+                "{}: over TLS the ingress neither answered nor closed",
+                vector.name
+            );
+        };
+        let parsed_tls = since(from);
+        let (over_plain, over_tls) = (parse_answers(&over_plain), parse_answers(&over_tls));
+        let foreign = foreign_methods(&over_tls, &bytes);
+        if !foreign.is_empty() {
+            failures.push(format!(
+                "{}: over TLS, answers for requests the client never sent: {foreign:?}",
+                vector.name
+            ));
+        }
+        if statuses(&over_plain) != statuses(&over_tls) {
+            failures.push(format!(
+                "{}: plain HTTP answered {:?}, TLS {:?}",
+                vector.name,
+                statuses(&over_plain),
+                statuses(&over_tls)
+            ));
+        }
+        if parsed_plain != parsed_tls || answered_for(&over_tls) != parsed_tls {
+            failures.push(format!(
+                "{}: the backend parsed {parsed_plain:?} from plain HTTP, {parsed_tls:?} from \
+                 TLS, whose client was answered for {:?}",
+                vector.name,
+                answered_for(&over_tls)
+            ));
+        }
+    }
+    let garbage = backend.garbage();
+    assert!(
+        garbage.is_empty(),
+        "the backend could not parse {garbage:?}"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
