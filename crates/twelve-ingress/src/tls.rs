@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -156,15 +156,6 @@ pub(crate) fn server_config(shared: Arc<Shared>) -> Arc<rustls::ServerConfig> {
     Arc::new(config)
 }
 
-/// `TWELVE_INGRESS_TLS_H1=hyper`: HTTP/1 over TLS through hyper's server, as before the
-/// ingress's own code served it (to compare the two in a benchmark).
-fn hyper_h1() -> bool {
-    static HYPER: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
-        std::env::var("TWELVE_INGRESS_TLS_H1").is_ok_and(|v| v == "hyper")
-    });
-    *HYPER
-}
-
 pub(crate) async fn serve(
     acceptor: tokio_rustls::TlsAcceptor,
     stream: TcpStream,
@@ -185,15 +176,11 @@ pub(crate) async fn serve(
     }
     let h2 = alpn == Some(b"h2");
     let conn = Arc::new(ConnState::new(shared, crate::server::peer_ip(peer), pool).with_https());
-    if !h2 && !hyper_h1() {
+    if !h2 {
         return crate::server::serve_http1(tls, conn, watcher, stop).await;
     }
     let snap = conn.shared.table.load_full();
-    let (server, idle, header_read) = (
-        snap.server.clone(),
-        snap.idle_timeout,
-        snap.header_read_timeout,
-    );
+    let (server, idle) = (snap.server.clone(), snap.idle_timeout);
     drop(snap);
     let service = {
         let conn = conn.clone();
@@ -201,31 +188,10 @@ pub(crate) async fn serve(
     };
     let io = TokioIo::new(tls);
     let never = CancellationToken::new();
-    if h2 {
-        conn.set_h2();
-        let connection = watcher.watch(server.serve_connection(io, service));
-        tokio::select! {
-            _ = connection => {}
-            _ = crate::server::watch(&conn, idle, idle, &never) => {}
-        }
-    } else {
-        let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read)
-            .max_buf_size(crate::table::MAX_REQUEST_HEAD.max(8192));
-        // With upgrades (WebSockets), which hyper-util's graceful watcher does not take:
-        // the ingress stopping shuts it down gracefully here instead.
-        drop(watcher);
-        let connection = http1.serve_connection(io, service).with_upgrades();
-        tokio::pin!(connection);
-        tokio::select! {
-            _ = connection.as_mut() => {}
-            _ = crate::server::watch(&conn, idle, idle, &never) => {}
-            _ = stop.cancelled() => {
-                connection.as_mut().graceful_shutdown();
-                let _ = connection.await;
-            }
-        }
+    conn.set_h2();
+    let connection = watcher.watch(server.serve_connection(io, service));
+    tokio::select! {
+        _ = connection => {}
+        _ = crate::server::watch(&conn, idle, idle, &never) => {}
     }
 }
