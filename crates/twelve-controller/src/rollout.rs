@@ -788,7 +788,12 @@ pub(crate) async fn unit_health(pebble: &Pebble, host: &HostUnit) -> (Health, Ve
             continue;
         }
         match s.current.as_str() {
-            "active" => pids.push((s.name.clone(), s.pid.map(i64::from).unwrap_or(0))),
+            // The pid and how many times it was started: a restart changes the count even
+            // when it is quick enough to be missed between two looks (or reuses the pid).
+            "active" => pids.push((
+                format!("{}#{}", s.name, s.start_count),
+                s.pid.map(i64::from).unwrap_or(0),
+            )),
             "backoff" => {
                 return (
                     Health::Restarting(format!("service {} is restarting (backoff)", s.name)),
