@@ -212,7 +212,7 @@ fn chaos_three_units_under_load_fail_no_request() {
 
     // Five kinds of broken release: each rolled back, `deploy` failing and saying why.
     let crash_later = "import os, signal, threading, time\n\
-        def _crash():\n    time.sleep(2)\n    os.kill(os.getppid(), signal.SIGKILL)\n\
+        def _crash():\n    time.sleep(2)\n    print(f'crash: {os.getpid()} kills {os.getppid()}', flush=True)\n    os.kill(os.getppid(), signal.SIGKILL)\n\
         threading.Thread(target=_crash, daemon=True).start()\n";
     let broken: [(&str, String, Option<&str>, &str); 5] = [
         (
@@ -256,7 +256,14 @@ fn chaos_three_units_under_load_fail_no_request() {
         let started = Instant::now();
         let out = t.cmd(&["deploy", s, "chaos", "--timeout", "10s"]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{what}: deploy succeeded: {err}");
+        if out.status.success() {
+            // What the units printed, to tell why the broken release looked stable.
+            let logs = t.cmd(&["logs", "chaos", "--since", "1m"]);
+            panic!(
+                "{what}: deploy succeeded: {err}\nlogs:\n{}",
+                String::from_utf8_lossy(&logs.stdout)
+            );
+        }
         assert!(
             err.contains("rolled back to release 1") && err.contains(cause),
             "{what}: {err}"
