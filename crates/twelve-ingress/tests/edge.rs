@@ -359,26 +359,6 @@ async fn tls_connect(
     connector.connect(name, tcp).await.unwrap()
 }
 
-/// Reads until `until` appears or the peer closes (at most [`DEADLINE`]).
-async fn read_until_io<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, until: &str) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let _ = tokio::time::timeout(DEADLINE, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-            if String::from_utf8_lossy(&got).contains(until) {
-                break;
-            }
-        }
-    })
-    .await;
-    String::from_utf8_lossy(&got).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websockets_upgrade_over_tls() {
     use tokio::io::AsyncWriteExt;
@@ -402,7 +382,7 @@ async fn websockets_upgrade_over_tls() {
     )
     .await
     .unwrap();
-    let head = read_until_io(&mut tls, "\r\n\r\n").await;
+    let head = read_until(&mut tls, "\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(
         head.to_ascii_lowercase().contains("upgrade: websocket"),
@@ -410,7 +390,7 @@ async fn websockets_upgrade_over_tls() {
     );
     for message in ["hello", "world, over TLS"] {
         tls.write_all(message.as_bytes()).await.unwrap();
-        let echoed = read_until_io(&mut tls, message).await;
+        let echoed = read_until(&mut tls, message).await;
         assert_eq!(echoed, message);
     }
 }

@@ -303,7 +303,9 @@ pub async fn raw(stream: &mut TcpStream, bytes: &[u8], until: &str) -> String {
     read_until(stream, until).await
 }
 
-pub async fn read_until(stream: &mut TcpStream, until: &str) -> String {
+/// Reads until `until` appears or the peer closes (at most [`DEADLINE`]), from any stream
+/// (plain TCP or TLS).
+pub async fn read_until<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, until: &str) -> String {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     let _ = tokio::time::timeout(DEADLINE, async {
