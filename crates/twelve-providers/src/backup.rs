@@ -331,6 +331,33 @@ fn short_mysql_version(v: &str) -> String {
     }
 }
 
+/// Reads the child's stderr on a thread of its own (so a chatty tool never blocks on it).
+fn collect_stderr(
+    child: &mut std::process::Child,
+) -> std::result::Result<std::thread::JoinHandle<String>, String> {
+    let mut stderr = child.stderr.take().ok_or("no stderr")?;
+    Ok(std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    }))
+}
+
+/// Waits for the child; on failure, its stderr with the secrets scrubbed is the reason.
+fn wait_scrubbed(
+    mut child: std::process::Child,
+    errs: std::thread::JoinHandle<String>,
+    secrets: &[String],
+) -> std::result::Result<(), String> {
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let err = errs.join().unwrap_or_default();
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    if !status.success() {
+        return Err(scrub(err.trim(), &secrets));
+    }
+    Ok(())
+}
+
 /// Runs `cmd`, its stdout into `out`; on failure, its stderr (scrubbed) as the reason.
 fn run_into(
     mut cmd: Command,
@@ -342,20 +369,10 @@ fn run_into(
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| e.to_string())?;
     let mut stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut stderr = child.stderr.take().ok_or("no stderr")?;
-    let errs = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let errs = collect_stderr(&mut child)?;
     let copied = std::io::copy(&mut stdout, out);
     drop(stdout);
-    let status = child.wait().map_err(|e| e.to_string())?;
-    let err = errs.join().unwrap_or_default();
-    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-    if !status.success() {
-        return Err(scrub(err.trim(), &secrets));
-    }
+    wait_scrubbed(child, errs, secrets)?;
     copied
         .map(|_| ())
         .map_err(|e| format!("writing the backup: {e}"))
@@ -372,20 +389,10 @@ fn run_from(
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| e.to_string())?;
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
-    let mut stderr = child.stderr.take().ok_or("no stderr")?;
-    let errs = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let errs = collect_stderr(&mut child)?;
     let copied = std::io::copy(&mut input, &mut stdin);
     drop(stdin);
-    let status = child.wait().map_err(|e| e.to_string())?;
-    let err = errs.join().unwrap_or_default();
-    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-    if !status.success() {
-        return Err(scrub(err.trim(), &secrets));
-    }
+    wait_scrubbed(child, errs, secrets)?;
     // A tool that stopped reading early and still succeeded is fine; a read error is not.
     match copied {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
