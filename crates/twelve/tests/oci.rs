@@ -244,25 +244,8 @@ fn pack_oci_builds_a_reproducible_image_that_runs_with_runc_and_pushes() {
     env.push(format!("GUNICORN_CMD_ARGS=--bind 0.0.0.0:{app_port}").into());
     std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
     let id = format!("twelve-test-{}", std::process::id());
-    let _container = Container(id.clone());
-    let log = std::fs::File::create(dir.path().join("runc.log")).unwrap();
-    let run = Command::new("runc")
-        .args(["run", "-d", &id])
-        .current_dir(&bundle)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .status()
-        .unwrap();
-    assert!(run.success(), "runc run failed");
-    let start = Instant::now();
-    let (code, body) = loop {
-        let r = status(app_port, "/");
-        if r.0 == 200 || start.elapsed() > Duration::from_secs(30) {
-            break r;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let _container = run_container(&bundle, dir.path(), &id);
+    let (code, body) = wait_for_200(app_port, "/");
     let logs = std::fs::read_to_string(dir.path().join("runc.log")).unwrap_or_default();
     assert_eq!(code, 200, "{body}\n{logs}");
     assert!(
@@ -407,26 +390,12 @@ fn pack_oci_go_runs_the_static_binary_with_runc() {
     env.push(format!("APP_PORT={app_port}").into());
     env.push("APP_GREETING=hallo from runc".into());
     std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
-    let id = format!("twelve-test-go-{}", std::process::id());
-    let _container = Container(id.clone());
-    let log = std::fs::File::create(dir.path().join("runc.log")).unwrap();
-    let run = Command::new("runc")
-        .args(["run", "-d", &id])
-        .current_dir(&bundle)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .status()
-        .unwrap();
-    assert!(run.success(), "runc run failed");
-    let start = Instant::now();
-    let (code, body) = loop {
-        let r = status(app_port, "/env");
-        if r.0 == 200 || start.elapsed() > Duration::from_secs(30) {
-            break r;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let _container = run_container(
+        &bundle,
+        dir.path(),
+        &format!("twelve-test-go-{}", std::process::id()),
+    );
+    let (code, body) = wait_for_200(app_port, "/env");
     let logs = std::fs::read_to_string(dir.path().join("runc.log")).unwrap_or_default();
     assert_eq!(code, 200, "{body}\n{logs}");
     assert!(
@@ -454,4 +423,33 @@ fn pack_oci_go_runs_the_static_binary_with_runc() {
         !uids.is_empty() && uids.iter().all(|u| u == "584792"),
         "{uids:?}"
     );
+}
+
+/// Runs the bundle detached with runc as container `id` (its output in `dir/runc.log`); the
+/// guard deletes the container.
+fn run_container(bundle: &Path, dir: &Path, id: &str) -> Container {
+    let container = Container(id.to_string());
+    let log = std::fs::File::create(dir.join("runc.log")).unwrap();
+    let run = Command::new("runc")
+        .args(["run", "-d", id])
+        .current_dir(bundle)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .status()
+        .unwrap();
+    assert!(run.success(), "runc run failed");
+    container
+}
+
+/// Requests `path` until it answers 200 (at most 30 s); the last answer.
+fn wait_for_200(port: u16, path: &str) -> (u16, String) {
+    let start = Instant::now();
+    loop {
+        let r = status(port, path);
+        if r.0 == 200 || start.elapsed() > Duration::from_secs(30) {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
