@@ -119,10 +119,8 @@ impl Controller {
                 let dir = self.home.root.join("services").join(&name);
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| ApiError::new(format!("cannot create {}: {e}", dir.display())))?;
-                let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-                    .and_then(|l| l.local_addr())
-                    .map_err(|e| ApiError::new(format!("cannot find a free port: {e}")))?
-                    .port();
+                let port = twelve_providers::ports::free_tcp_port(&[])
+                    .map_err(|e| ApiError::new(format!("cannot find a free port: {e}")))?;
                 let server = Server::managed(k, dir.clone(), port);
                 let started = self
                     .providers_for(&name, &server)?

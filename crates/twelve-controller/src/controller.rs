@@ -596,31 +596,21 @@ impl Controller {
             .collect()
     }
 
-    /// A port nothing listens on, asked of the kernel (so that several twelve homes on
-    /// one machine do not hand out the same ports), and not given to another unit.
+    /// A port nothing listens on, outside the kernel's ephemeral range (see
+    /// `twelve_providers::ports`), and not given to another unit.
     pub(crate) fn allocate_port(used: &mut Vec<u16>) -> Result<u16, ApiError> {
-        for _ in 0..100 {
-            let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-                .and_then(|l| l.local_addr())
-                .map_err(|e| ApiError::new(format!("cannot find a free TCP port: {e}")))?
-                .port();
-            if !used.contains(&port) {
-                used.push(port);
-                return Ok(port);
-            }
-        }
-        Err(ApiError::new("no free TCP port left for a new unit"))
+        let port = twelve_providers::ports::free_tcp_port(used)
+            .map_err(|e| ApiError::new(format!("cannot find a free TCP port: {e}")))?;
+        used.push(port);
+        Ok(port)
     }
 
     /// A port free for TCP and for UDP too (a statsd exporter listens on both).
     pub(crate) fn allocate_udp_port(used: &mut Vec<u16>) -> Result<u16, ApiError> {
-        for _ in 0..100 {
-            let port = Self::allocate_port(used)?;
-            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-                return Ok(port);
-            }
-        }
-        Err(ApiError::new("no free UDP port left for a new unit"))
+        let port = twelve_providers::ports::free_tcp_udp_port(used)
+            .map_err(|e| ApiError::new(format!("cannot find a free port for TCP and UDP: {e}")))?;
+        used.push(port);
+        Ok(port)
     }
 
     fn new_unit(

@@ -17,6 +17,7 @@ mod backup_redis;
 mod binaries;
 mod error;
 mod mysql;
+pub mod ports;
 mod postgres;
 mod rabbitmq;
 mod redis;

@@ -577,10 +577,7 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
     // older twelve made (owned by the machine's `rabbitmq`) is taken over.
     let user = util::server_user(p.service_user.as_deref(), &desc)?;
     util::hand_over(dir, user.as_ref())?;
-    let dist_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| ProviderError::io(dir, e))?;
+    let dist_port = crate::ports::free_tcp_port(&[port]).map_err(|e| ProviderError::io(dir, e))?;
     let node = node_name(port);
     let d = |name: &str| dir.join(name);
     let mut cmd = util::detached(&rabbitmq_server, user.as_ref());

@@ -188,10 +188,7 @@ fn app_port(dir: &Path) -> Result<u16> {
             return Ok(p);
         }
     }
-    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| ProviderError::io(dir, e))?;
+    let port = crate::ports::free_tcp_port(&[]).map_err(|e| ProviderError::io(dir, e))?;
     util::write_private(&dir.join("port"), &port.to_string())?;
     Ok(port)
 }
