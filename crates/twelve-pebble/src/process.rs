@@ -374,6 +374,28 @@ pub fn group_alive(pgid: u32) -> bool {
     nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid as i32), None).is_ok()
 }
 
+/// SIGKILLs what is left of a process group whose leader exited and was reaped, waiting
+/// (briefly) until it is gone; whether anything was left. A group whose number was
+/// reused by a new leader (a process `pgid` that leads its own group) is not touched.
+pub fn kill_orphaned_group(pgid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pgid}/stat")).unwrap_or_default();
+    let leads_a_group = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+        .is_some_and(|g| g == pgid.to_string());
+    if leads_a_group || !group_alive(pgid) {
+        return false;
+    }
+    signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+    // Gone in microseconds unless a process sleeps in the kernel; its sockets and files
+    // are released when it is.
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(300);
+    while group_alive(pgid) && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    true
+}
+
 /// Sends a signal to one process.
 pub fn signal_pid(pid: u32, sig: nix::sys::signal::Signal) -> Result<(), String> {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).map_err(|e| e.to_string())

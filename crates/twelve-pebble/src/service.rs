@@ -123,6 +123,8 @@ pub fn spawn_driver(
         start_waiters: Vec::new(),
         stop_waiters: Vec::new(),
         draining: None,
+        orphans: None,
+        exited_group: None,
     };
     tokio::spawn(driver.run(rx));
     Handle { tx, info }
@@ -145,6 +147,13 @@ struct Driver {
     /// The leader exited during a stop but its process group has not: its exit, held
     /// back until the group is empty.
     draining: Option<Exit>,
+    /// The process group a leader left behind when it exited by itself (a SIGKILLed
+    /// gunicorn master's workers) and the service restarts: sent SIGTERM then,
+    /// SIGKILLed before the next start so that they cannot hold the service's port or
+    /// files against it.
+    orphans: Option<u32>,
+    /// The group of a leader that just exited by itself, until its fate is known.
+    exited_group: Option<u32>,
 }
 
 /// How often a stopping service's process group is checked for emptiness.
@@ -199,6 +208,10 @@ impl Driver {
                         self.draining = Some(exit);
                         continue;
                     }
+                    if !stopping {
+                        // Acted on below once the exit is known to lead to a restart.
+                        self.exited_group = self.pid.filter(|&p| process::group_alive(p));
+                    }
                     Event::Exited(exit)
                 }
                 _ = tokio::time::sleep(DRAIN_POLL), if self.draining.is_some() => {
@@ -220,6 +233,15 @@ impl Driver {
                 }
             };
             self.feed(event);
+            if let Some(pgid) = self.exited_group.take() {
+                // What a leader that exited by itself left running stops now when the
+                // service restarts (it would hold its port or files against the new
+                // process); otherwise it is left alone, as in Pebble.
+                if self.machine.state == State::Backoff {
+                    process::signal_group(pgid, Signal::SIGTERM);
+                    self.orphans = Some(pgid);
+                }
+            }
         }
     }
 
@@ -311,6 +333,13 @@ impl Driver {
 
     fn spawn(&mut self) -> Event {
         let name = self.machine.name.clone();
+        if let Some(pgid) = self.orphans.take() {
+            if process::kill_orphaned_group(pgid) {
+                crate::log(&format!(
+                    "Service \"{name}\": killed what its last process left running"
+                ));
+            }
+        }
         let Some(spec) = &self.spec else {
             return Event::SpawnFailed("no command".into());
         };

@@ -464,6 +464,51 @@ fn stop_kills_the_whole_process_group_and_orphans_are_reaped() {
     });
 }
 
+/// A leader that dies by itself (a gunicorn master SIGKILLed) leaves its children holding
+/// the service's listening socket; unless they go, every restart fails to bind. The
+/// supervisor sends them SIGTERM at once and SIGKILLs what is left before the restart.
+#[test]
+fn what_a_dead_leader_leaves_behind_does_not_keep_its_port_from_the_restart() {
+    let port = free_port();
+    let script = format!(
+        "import os, signal, socket, sys, time\n\
+         s = socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         try:\n    s.bind(('127.0.0.1', {port})); s.listen()\n\
+         except OSError as e:\n    print('cannot bind', e, flush=True); sys.exit(1)\n\
+         if os.fork() == 0:\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n    while True: time.sleep(1)\n\
+         print('serving', os.getpid(), flush=True)\n\
+         while True: time.sleep(1)\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("server.py");
+    std::fs::write(&file, script).unwrap();
+    let d = Daemon::start(&[(
+        "001-base.yaml",
+        &format!(
+            "services:\n  web:\n    override: replace\n    command: python3 {}\n    startup: enabled\n",
+            file.display()
+        ),
+    )]);
+    let first = d.pid("web");
+    d.wait_log("web", &format!("serving {first}"));
+    kill(first, "KILL");
+    d.wait_for("the service to run again", || {
+        let s = d.service("web");
+        s.is_active() && s.pid.is_some_and(|p| p != first)
+    });
+    let second = d.pid("web");
+    d.wait_log("web", &format!("serving {second}"));
+    let logs = d.logs("web").join("\n");
+    assert!(!logs.contains("cannot bind"), "{logs}");
+    assert!(
+        d.log()
+            .contains("killed what its last process left running"),
+        "{}",
+        d.log()
+    );
+}
+
 #[test]
 fn stop_lets_the_rest_of_the_group_shut_down_gracefully() {
     // The leader (outer sh) dies on SIGTERM at once; its child traps it and takes 0.5 s.
