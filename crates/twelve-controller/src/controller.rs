@@ -1451,7 +1451,9 @@ impl Controller {
             let dir = self
                 .home
                 .unit_dir_at(&app.name, u.number, current.incarnation);
-            let (health, _) = crate::rollout::unit_health(&Pebble::for_dir(&dir), host).await;
+            let (health, _) =
+                crate::rollout::unit_health(&Pebble::for_dir(&dir), host, Some(current.app_port))
+                    .await;
             let st = crate::planner::unit_state(&plan.status, &health, held.as_deref());
             if st.rank > crate::planner::Rank::Active
                 && worst.as_ref().is_none_or(|w| st.rank > w.0)

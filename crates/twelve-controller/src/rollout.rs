@@ -153,7 +153,12 @@ impl Controller {
                     .iter()
                     .any(|b| b.unit == key && b.state == twelve_ingress::BackendState::Ready)
             });
-        let (health, _) = unit_health(&Pebble::for_dir(&dir), host).await;
+        let port = app
+            .units
+            .iter()
+            .find(|u| u.number == unit)
+            .map(|u| u.app_port);
+        let (health, _) = unit_health(&Pebble::for_dir(&dir), host, port).await;
         UnitView {
             number: unit,
             stale: previous.as_ref().map(|p| &p.full) != Some(&wanted.full),
@@ -428,15 +433,33 @@ impl Controller {
         // Wait until every one is ready and stable, or the deadline.
         let mut stability: Vec<Stability> = vec![Stability::default(); new.len()];
         let decision = loop {
-            let now_ms = started.elapsed().as_millis() as u64;
+            // Every new incarnation looked at together (a check may take seconds to answer
+            // on a loaded machine: one after the other, the first look would be stale by
+            // the time of the decision), each look timed when its answer came. Timing them
+            // all at the start of the round made a unit that turned ready late in a slow
+            // round look ready for longer than it was, and a release that crashed every
+            // 4 s passed a 3 s window.
+            let looks = futures_util::future::join_all(new.iter().map(|inc| {
+                let port = next
+                    .units
+                    .iter()
+                    .find(|u| u.number == inc.unit)
+                    .map(|u| u.app_port);
+                async move {
+                    let (health, fingerprint) = unit_health(&inc.pebble, &inc.host, port).await;
+                    (health, fingerprint, started.elapsed().as_millis() as u64)
+                }
+            }))
+            .await;
             let mut seen = vec![];
-            for (inc, stab) in new.iter().zip(stability.iter_mut()) {
-                let (health, fingerprint) = unit_health(&inc.pebble, &inc.host).await;
-                stab.observe(now_ms, &health, fingerprint);
+            for ((inc, stab), (health, fingerprint, at_ms)) in
+                new.iter().zip(stability.iter_mut()).zip(looks)
+            {
+                stab.observe(at_ms, &health, fingerprint);
                 seen.push(NewIncarnation {
                     unit: inc.unit,
                     health,
-                    ready_for: stab.ready_for(now_ms),
+                    ready_for: stab.ready_for(at_ms),
                 });
             }
             self.show_progress(app, &seen);
@@ -770,9 +793,14 @@ fn stop_now(new: &[NewInc]) {
     }
 }
 
-/// What a unit's supervisor reports now: every enabled service running and every check
-/// passing when run now, with the services' pids (a restart changes them).
-pub(crate) async fn unit_health(pebble: &Pebble, host: &HostUnit) -> (Health, Vec<(String, i64)>) {
+/// What a unit's supervisor reports now: every enabled service running, every check
+/// passing when run now, and the socket listening on the unit's `port` its app user's;
+/// with the services' pids (a restart changes them).
+pub(crate) async fn unit_health(
+    pebble: &Pebble,
+    host: &HostUnit,
+    port: Option<u16>,
+) -> (Health, Vec<(String, i64)>) {
     let services = match pebble.services(&[]).await {
         Ok(s) => s,
         Err(e) => {
@@ -834,7 +862,32 @@ pub(crate) async fn unit_health(pebble: &Pebble, host: &HostUnit) -> (Health, Ve
             }
         }
     }
+    // A check that connects to the port says only that *something* answers there: another
+    // app, or another twelve's unit, may hold the port while this unit's server cannot
+    // bind it. Ready means the unit's own server answers (the ingress checks the same
+    // before it connects).
+    if let (Some(port), Some(user)) = (port, &host.app_user) {
+        if let Some(other) = foreign_listener(port, user.uid) {
+            return (
+                Health::Starting(format!(
+                    "port {port} is held by a process of uid {other}, not by the app's user {} (uid {}): the app cannot listen there",
+                    user.name, user.uid
+                )),
+                vec![],
+            );
+        }
+    }
     (Health::Ready, pids)
+}
+
+/// The uid of a socket listening on 127.0.0.1:`port` (or a wildcard covering it) that is
+/// not `uid`'s, if any.
+fn foreign_listener(port: u16, uid: u32) -> Option<u32> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    twelve_ingress::listener_uids(addr)
+        .ok()?
+        .into_iter()
+        .find(|&owner| owner != uid)
 }
 
 /// The service that is not running (else the one the ready check watches, else the
@@ -937,4 +990,22 @@ fn tree_rss(root: i32) -> Option<u64> {
         }
     }
     Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::foreign_listener;
+
+    #[test]
+    fn a_port_another_user_listens_on_is_foreign() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // SAFETY: geteuid cannot fail.
+        let me = unsafe { libc::geteuid() };
+        assert_eq!(foreign_listener(port, me), None);
+        assert_eq!(foreign_listener(port, me + 1), Some(me));
+        drop(listener);
+        // Nothing listening: nothing foreign (the check says what there is).
+        assert_eq!(foreign_listener(port, me + 1), None);
+    }
 }

@@ -57,3 +57,4 @@ pub use server::{
     PID_FILE, ROUTES_FILE, SOCKET_FILE,
 };
 pub use table::{BackendInflight, MAX_REQUEST_HEAD, POOL_IDLE_TIMEOUT};
+pub use trust::listener_uids;

@@ -190,7 +190,7 @@ impl TcpBackend {
 
 /// The uids of the TCP sockets listening where a connection to `addr` could land: the same
 /// port on its address or on a wildcard address (IPv4 and IPv6, dual-stack included).
-pub(crate) fn listener_uids(addr: std::net::SocketAddr) -> std::io::Result<Vec<u32>> {
+pub fn listener_uids(addr: std::net::SocketAddr) -> std::io::Result<Vec<u32>> {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     let mut uids = Vec::new();
     for family in [libc::AF_INET, libc::AF_INET6] {
