@@ -9,9 +9,10 @@
 #
 # The database is the app database twelve provisioned for the Flask example on the
 # machine's PostgreSQL (adopted with --external, as postgres), filled by `pgbench -i`.
-# twelve's restore includes the backup of the state before the restore (docs/backups.md),
-# made while the backup is restored beside the live database; the replaced database is
-# dropped after the action returns, so the time until it is gone is given too.
+# twelve's restore returns once the restored database is swapped in and the app is back;
+# the backup of the state before the restore (docs/backups.md) is then made from the
+# replaced database, which is dropped after it: the time until that backup is stored and
+# the copy gone is given too.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -99,8 +100,8 @@ PostgreSQL $(psql -tA "$PG" -c 'show server_version'), database $(mb "$dbsize") 
 | --- | --- | --- |
 | twelve create-backup (pg_dump -Fc -Z0 + zstd -3) | $b | $(mb "$size_twelve") |
 | pg_dump -Fc (zlib -6 by default) | $d | $(mb "$size_hand") |
-| twelve restore (pre-restore backup beside the restore, swap) | $r | |
-| twelve restore until the replaced database is dropped | $rd | |
+| twelve restore (until the app is back: restore beside, swap) | $r | |
+| twelve restore until its pre-restore backup is stored and the copy dropped | $rd | |
 | pg_restore into a new database | $p | |
 runs: backup ${tb[*]}; restore ${tr[*]}; restore+drop ${trd[*]}; pg_dump ${td[*]}; pg_restore ${tpr[*]}
 load average: $(cut -d' ' -f1-3 /proc/loadavg) (2 cores shared with other work)

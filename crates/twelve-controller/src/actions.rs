@@ -133,7 +133,7 @@ impl Controller {
     }
 
     pub(crate) async fn run_action(
-        &self,
+        self: &std::sync::Arc<Self>,
         name: &str,
         unit: u32,
         action: &str,

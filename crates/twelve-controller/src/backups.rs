@@ -874,8 +874,37 @@ impl Drop for BusyGuard {
     }
 }
 
-/// Per service: held while the databases a restore replaced are dropped (in the
-/// background, after the restore); what would race with that waits for it (removing an
+/// A new backup id: the time it was made, unique in `storage`.
+fn new_backup_id(storage: &Storage, existing: &HashSet<String>, created: &str) -> String {
+    let mut id = created.to_string();
+    let mut n = 2;
+    while existing.contains(&id)
+        || matches!(storage, Storage::Local { dir } if dir.join(&id).exists())
+    {
+        id = format!("{created}-{n}");
+        n += 1;
+    }
+    id
+}
+
+/// The backup of what a PostgreSQL restore replaced, made after the restore from the
+/// databases it kept (`<db>$old`) so that the apps are back as soon as the restored data
+/// is in place. Written (`TWELVE_HOME/backups/.pending/<service>.json`) before the swap,
+/// removed once the backup is stored; until then the kept databases are never dropped,
+/// and a controller that stopped meanwhile makes the backup when it starts again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PendingPreRestore {
+    /// The pre-restore backup's id (given in the restore's result).
+    id: String,
+    created: String,
+    /// The backup that was restored.
+    restored: String,
+    apps: Vec<String>,
+    replaced: twelve_providers::Replaced,
+}
+
+/// Per service: held while the databases a restore replaced are backed up and dropped (in
+/// the background, after the restore); what would race with that waits for it (removing an
 /// app's data: its role owns them; the next restore).
 pub(crate) async fn replaced_dropped(service: &str) -> tokio::sync::OwnedMutexGuard<()> {
     static LOCKS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
@@ -909,7 +938,7 @@ pub fn service_actions(kind: Kind) -> Value {
             "required": [],
         },
         "restore": {
-            "description": "Restore a backup (the current data is backed up first; integrated apps are out of the ingress meanwhile).",
+            "description": "Restore a backup (the current data is backed up too, never lost; integrated apps are out of the ingress meanwhile).",
             "params": {"backup-id": {"type": "string", "description": "The id create-backup gave."}},
             "required": ["backup-id"],
         },
@@ -987,7 +1016,9 @@ impl Controller {
         trigger: &str,
     ) -> Result<BackupMeta, ApiError> {
         let _busy = BusyGuard::take(service)?;
-        let res = self.create_backup_locked(service, trigger, None).await;
+        let res = self
+            .create_backup_locked(service, trigger, None, None)
+            .await;
         if let Err(e) = &res {
             self.record_backup(
                 service,
@@ -1003,28 +1034,34 @@ impl Controller {
     }
 
     /// Makes a backup, then deletes the oldest past the retention, never `protect` (the
-    /// backup a restore is about to read).
+    /// backup a restore is about to read). `replaced`: a backup of the data a restore
+    /// replaced, made from the copies it kept, with the id and time chosen at the restore
+    /// (made already, it is not made again).
     async fn create_backup_locked(
         &self,
         service: &str,
         trigger: &str,
         protect: Option<&str>,
+        replaced: Option<&PendingPreRestore>,
     ) -> Result<BackupMeta, ApiError> {
         let rec = self.service_rec(service)?;
         let server = self.open_server(&rec)?;
         let kind = server.kind();
         let providers = self.providers_for(service, &server)?;
         let storage = self.backup_storage(&rec)?;
-        let existing: HashSet<String> = storage.list().await?.into_iter().map(|m| m.id).collect();
-        let created = now_rfc3339();
-        let mut id = created.clone();
-        let mut n = 2;
-        while existing.contains(&id)
-            || matches!(&storage, Storage::Local { dir } if dir.join(&id).exists())
-        {
-            id = format!("{created}-{n}");
-            n += 1;
+        let listed = storage.list().await?;
+        if let Some(done) = replaced.and_then(|p| listed.iter().find(|m| m.id == p.id)) {
+            return Ok(done.clone());
         }
+        let existing: HashSet<String> = listed.into_iter().map(|m| m.id).collect();
+        let (created, id) = match replaced {
+            Some(p) => (p.created.clone(), p.id.clone()),
+            None => {
+                let created = now_rfc3339();
+                let id = new_backup_id(&storage, &existing, &created);
+                (created, id)
+            }
+        };
         let staged = storage.staging(&id);
         let _ = std::fs::remove_dir_all(&staged);
         create_dir_private(&staged)?;
@@ -1033,8 +1070,19 @@ impl Controller {
             dir: staged.clone(),
             cipher: encrypted.then(|| self.vault.cipher().clone()),
         };
-        let apps = self.service_users(service);
-        let dump = match providers.dump(&server, &apps, &mut sink).await {
+        let apps = match replaced {
+            Some(p) => p.apps.clone(),
+            None => self.service_users(service),
+        };
+        let dumped = match replaced {
+            Some(p) => {
+                providers
+                    .dump_replaced(&server, &p.replaced, &mut sink)
+                    .await
+            }
+            None => providers.dump(&server, &apps, &mut sink).await,
+        };
+        let dump = match dumped {
             Ok(d) => d,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&staged);
@@ -1126,13 +1174,143 @@ impl Controller {
                 })
             })
             .collect();
+        let mut rows = rows;
+        if let Some(p) = self.read_pending(service) {
+            if !list.iter().any(|m| m.id == p.id) {
+                rows.push(json!({
+                    "id": p.id,
+                    "time": p.created,
+                    "size": 0,
+                    "kind": "pre-restore",
+                    "where": storage.location(),
+                    "status": "in progress",
+                    "apps": p.apps,
+                }));
+            }
+        }
         Ok(json!({"backups": rows}))
     }
 
+    fn pending_path(&self, service: &str) -> PathBuf {
+        self.home
+            .root
+            .join("backups")
+            .join(".pending")
+            .join(format!("{service}.json"))
+    }
+
+    /// The backup of what the last restore of `service` replaced, if it is not made yet.
+    pub(crate) fn read_pending(&self, service: &str) -> Option<PendingPreRestore> {
+        let text = std::fs::read_to_string(self.pending_path(service)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn write_pending(&self, service: &str, p: &PendingPreRestore) -> Result<(), ApiError> {
+        let path = self.pending_path(service);
+        if let Some(dir) = path.parent() {
+            create_dir_private(dir)?;
+        }
+        let text = serde_json::to_string(p).unwrap_or_default();
+        crate::vault::write_private(&path, &text).map_err(|e| {
+            io_err(
+                format!("cannot record the restore in {}", path.display()),
+                e,
+            )
+        })
+    }
+
+    /// Makes the backup of what a restore replaced (unless made already), then drops the
+    /// replaced databases; a failure keeps them (and the record) for the next try, and
+    /// shows as the service's last backup.
+    pub(crate) async fn finish_pre_restore(
+        &self,
+        service: &str,
+        pending: &PendingPreRestore,
+    ) -> Result<(), ApiError> {
+        match self
+            .create_backup_locked(
+                service,
+                "pre-restore",
+                Some(&pending.restored),
+                Some(pending),
+            )
+            .await
+        {
+            Ok(_) => {
+                let _ = std::fs::remove_file(self.pending_path(service));
+                let rec = self.service_rec(service)?;
+                let server = self.open_server(&rec)?;
+                let providers = self.providers_for(service, &server)?;
+                providers
+                    .drop_replaced(&server, pending.replaced.clone())
+                    .await;
+                Ok(())
+            }
+            Err(e) => {
+                let message = format!(
+                    "the backup of the data restore {} replaced failed ({}); that data is kept in {} and is backed up again at the next restore or controller start",
+                    pending.restored,
+                    e.message,
+                    pending.replaced.databases().join(", ")
+                );
+                self.record_backup(
+                    service,
+                    LastBackup {
+                        time: now_rfc3339(),
+                        ok: false,
+                        error: message.clone(),
+                        ..Default::default()
+                    },
+                );
+                Err(ApiError::new(message))
+            }
+        }
+    }
+
+    /// At start: the backups of what restores replaced that a stopped controller did not
+    /// make.
+    pub(crate) fn resume_pending_pre_restores(self: &Arc<Self>) {
+        let dir = self.home.root.join("backups").join(".pending");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let Some(service) = name.strip_suffix(".json").map(str::to_string) else {
+                continue;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let _cleanup = replaced_dropped(&service).await;
+                if let Some(pending) = me.read_pending(&service) {
+                    match me.finish_pre_restore(&service, &pending).await {
+                        Ok(()) => crate::controller::log(format!(
+                            "{service}: backed up what restore {} replaced (backup {})",
+                            pending.restored, pending.id
+                        )),
+                        Err(e) => crate::controller::log(format!("{service}: {}", e.message)),
+                    }
+                }
+            });
+        }
+    }
+
     /// `restore backup-id=ID`.
-    pub(crate) async fn restore_backup(&self, service: &str, id: &str) -> ApiResult {
+    pub(crate) async fn restore_backup(self: &Arc<Self>, service: &str, id: &str) -> ApiResult {
         let _busy = BusyGuard::take(service)?;
         let cleanup = replaced_dropped(service).await;
+        // What the last restore replaced is backed up before anything else is restored
+        // (normally done already, in the background; after a controller restart, maybe not).
+        if let Some(pending) = self.read_pending(service) {
+            self.finish_pre_restore(service, &pending)
+                .await
+                .map_err(|e| {
+                    ApiError::new(format!(
+                        "the data the last restore of {service} replaced is not backed up yet, so nothing was restored: {}",
+                        e.message
+                    ))
+                })?;
+        }
         let rec = self.service_rec(service)?;
         let server = self.open_server(&rec)?;
         let storage = self.backup_storage(&rec)?;
@@ -1196,6 +1374,7 @@ impl Controller {
                 self.drain_unit(a, u.number, &all).await;
             }
         }
+        let mut deferred: Option<PendingPreRestore> = None;
         let result = {
             let _guard = self.reconcile_lock.lock().await;
             {
@@ -1208,37 +1387,82 @@ impl Controller {
                 }
             }
             self.push_routes(&all).await;
-            // Never destroy the only copy: the current state is backed up while the backup
-            // is restored beside it (PostgreSQL and MySQL restore into new databases), and
-            // nothing is swapped in unless both succeeded.
-            let (pre, staged) = tokio::join!(
-                self.create_backup_locked(service, "pre-restore", Some(id)),
-                providers.restore_stage(&server, &meta.dump, &source)
-            );
-            match (pre, staged) {
-                (Err(e), staged) => {
-                    if let Ok(s) = staged {
-                        providers.restore_abort(&server, s).await;
+            if providers.backs_up_replaced(&server) {
+                // PostgreSQL: the backup is restored beside the live databases and swapped
+                // in; the replaced databases are kept, and backed up once the apps are back
+                // (recorded before the swap, so that nothing drops them unsaved).
+                match providers.restore_stage(&server, &meta.dump, &source).await {
+                    Err(e) => Err(ApiError::new(format!("{e} (nothing was changed)"))),
+                    Ok(staged) => {
+                        let listed: HashSet<String> = storage
+                            .list()
+                            .await
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|m| m.id)
+                            .collect();
+                        let created = now_rfc3339();
+                        let pending = PendingPreRestore {
+                            id: new_backup_id(&storage, &listed, &created),
+                            created,
+                            restored: id.to_string(),
+                            apps: self.service_users(service),
+                            replaced: twelve_providers::Replaced::of_staged(&staged),
+                        };
+                        if let Err(e) = self.write_pending(service, &pending) {
+                            providers.restore_abort(&server, staged).await;
+                            Err(ApiError::new(format!(
+                                "{} (nothing was changed)",
+                                e.message
+                            )))
+                        } else {
+                            let committed = providers
+                                .restore_commit(&server, &meta.dump, &source, staged)
+                                .await;
+                            deferred = Some(pending.clone());
+                            match committed {
+                                Ok(_) => Ok((pending.id, twelve_providers::Replaced::default())),
+                                Err(e) => Err(ApiError::new(format!(
+                                    "{e} (what was replaced is kept and backed up as {})",
+                                    pending.id
+                                ))),
+                            }
+                        }
                     }
-                    Err(ApiError::new(format!(
+                }
+            } else {
+                // Never destroy the only copy: the current state is backed up while the backup
+                // is restored beside it (MySQL restores into a new database), and nothing is
+                // swapped in unless both succeeded.
+                let (pre, staged) = tokio::join!(
+                    self.create_backup_locked(service, "pre-restore", Some(id), None),
+                    providers.restore_stage(&server, &meta.dump, &source)
+                );
+                match (pre, staged) {
+                    (Err(e), staged) => {
+                        if let Ok(s) = staged {
+                            providers.restore_abort(&server, s).await;
+                        }
+                        Err(ApiError::new(format!(
                         "the current data could not be backed up before the restore, so nothing was restored: {}",
                         e.message
                     )))
-                }
-                (Ok(pre), Err(e)) => Err(ApiError::new(format!(
+                    }
+                    (Ok(pre), Err(e)) => Err(ApiError::new(format!(
                     "{e} (nothing was changed; the data from before the restore is also backup {})",
                     pre.id
                 ))),
-                (Ok(pre), Ok(staged)) => providers
-                    .restore_commit(&server, &meta.dump, &source, staged)
-                    .await
-                    .map(|replaced| (pre.id.clone(), replaced))
-                    .map_err(|e| {
-                        ApiError::new(format!(
-                            "{e} (the data from before the restore is backup {})",
-                            pre.id
-                        ))
-                    }),
+                    (Ok(pre), Ok(staged)) => providers
+                        .restore_commit(&server, &meta.dump, &source, staged)
+                        .await
+                        .map(|replaced| (pre.id.clone(), replaced))
+                        .map_err(|e| {
+                            ApiError::new(format!(
+                                "{e} (the data from before the restore is backup {})",
+                                pre.id
+                            ))
+                        }),
+                }
             }
         };
         for a in &apps {
@@ -1248,6 +1472,25 @@ impl Controller {
         }
         self.wake.notify_one();
         storage.fetched_done(&dir);
+        if let Some(pending) = deferred {
+            // The apps are back: what the restore replaced is backed up now, then dropped.
+            let me = self.clone();
+            let service = service.to_string();
+            tokio::spawn(async move {
+                if let Err(e) = me.finish_pre_restore(&service, &pending).await {
+                    crate::controller::log(format!("{service}: {}", e.message));
+                }
+                drop(cleanup);
+            });
+            let pre_id = result?.0;
+            return Ok(json!({
+                "backup-id": id,
+                "pre-restore-backup-id": pre_id,
+                "pre-restore-backup": "being made from the replaced data (list-backups shows it in progress until it is stored)",
+                "restored": meta.dump.parts.iter().map(|p| p.database.clone()).collect::<Vec<_>>(),
+                "apps": apps.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+            }));
+        }
         let (pre_id, replaced) = result?;
         // The replaced copies are dropped once the apps are back (PostgreSQL's DROP
         // DATABASE waits for a checkpoint).
@@ -1265,7 +1508,7 @@ impl Controller {
 
     /// `twelve run SERVICE[/leader] ACTION`.
     pub(crate) async fn run_service_action(
-        &self,
+        self: &Arc<Self>,
         service: &str,
         action: &str,
         params: IndexMap<String, String>,

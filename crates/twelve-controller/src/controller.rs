@@ -218,6 +218,7 @@ impl Controller {
         self.start_web().await;
         let me = self.clone();
         tokio::spawn(async move { me.reconcile_loop().await });
+        self.resume_pending_pre_restores();
         tokio::spawn(self.clone().backup_scheduler());
         tokio::spawn(self.clone().acme_loop());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -118,7 +118,13 @@ impl Providers {
         }
         let (server_version, version_num) = self.server_version(server).await?;
         let parts = match server.kind() {
-            Kind::Postgresql => pg_dump(self, server, apps, sink).await?,
+            Kind::Postgresql => {
+                let dbs: Vec<(String, String)> = apps
+                    .iter()
+                    .map(|a| (util::sql_name(a), util::sql_name(a)))
+                    .collect();
+                pg_dump(self, server, &dbs, sink).await?
+            }
             Kind::Mysql => mysql_dump(self, server, apps, sink).await?,
             Kind::Redis => crate::backup_redis::dump(server, sink).await?,
             Kind::Rabbitmq => crate::backup_rabbitmq::dump(self, server, sink).await?,
@@ -244,6 +250,73 @@ impl Providers {
     pub async fn drop_replaced(&self, server: &Server, replaced: Replaced) {
         drop_databases(server, &replaced.databases).await;
     }
+
+    /// Whether the data a restore replaced can be backed up after the restore, from the
+    /// copies it kept ([`Providers::dump_replaced`]): PostgreSQL, whose replaced databases
+    /// are whole databases (`<db>$old`).
+    pub fn backs_up_replaced(&self, server: &Server) -> bool {
+        server.kind() == Kind::Postgresql
+    }
+
+    /// A backup of the data a restore replaced, made from the copies it kept: each
+    /// `<db>$old` still there, as the part of `<db>` (restoring it puts `<db>` back as it
+    /// was before the restore). PostgreSQL only ([`Providers::backs_up_replaced`]).
+    pub async fn dump_replaced(
+        &self,
+        server: &Server,
+        replaced: &Replaced,
+        sink: &mut dyn PartSink,
+    ) -> Result<DumpInfo> {
+        if !self.backs_up_replaced(server) {
+            return Err(ProviderError::Failed {
+                server: server.describe(),
+                action: "backing up the replaced data".into(),
+                reason: format!("not supported for {}", server.kind().name()),
+            });
+        }
+        let (server_version, version_num) = self.server_version(server).await?;
+        // The swap closed the replaced databases to connections (the apps' sessions were
+        // ended there); pg_dump needs one.
+        let admin = postgres::Admin::of(server)?;
+        let c = admin.connect().await?;
+        for old in &replaced.databases {
+            let exists = c
+                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[old])
+                .await
+                .map_err(|e| failed(&admin.server, "lookup", e, &admin.secrets()))?
+                .is_some();
+            if exists {
+                c.batch_execute(&format!(
+                    "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
+                    ident(old)
+                ))
+                .await
+                .map_err(|e| {
+                    failed(
+                        &admin.server,
+                        &format!("opening {old} to back it up"),
+                        e,
+                        &admin.secrets(),
+                    )
+                })?;
+            }
+        }
+        drop(c);
+        let dbs: Vec<(String, String)> = replaced
+            .databases
+            .iter()
+            .filter_map(|old| {
+                old.strip_suffix(OLD)
+                    .map(|db| (old.clone(), db.to_string()))
+            })
+            .collect();
+        let parts = pg_dump(self, server, &dbs, sink).await?;
+        Ok(DumpInfo {
+            server_version,
+            version_num,
+            parts,
+        })
+    }
 }
 
 /// The suffix of the database a restore is loaded into, beside the live one.
@@ -259,7 +332,7 @@ pub struct StagedRestore {
 }
 
 /// The copies of the databases a restore replaced, until they are dropped.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replaced {
     databases: Vec<String>,
 }
@@ -267,6 +340,23 @@ pub struct Replaced {
 impl Replaced {
     pub fn is_empty(&self) -> bool {
         self.databases.is_empty()
+    }
+
+    /// What a commit of `staged` will replace: `<db>$old` for each staged database (the
+    /// names are known before the swap, to be recorded first).
+    pub fn of_staged(staged: &StagedRestore) -> Replaced {
+        Replaced {
+            databases: staged
+                .databases
+                .iter()
+                .map(|db| format!("{db}{OLD}"))
+                .collect(),
+        }
+    }
+
+    /// The databases' names (`<db>$old`).
+    pub fn databases(&self) -> &[String] {
+        &self.databases
     }
 }
 
@@ -423,19 +513,19 @@ fn pg_command(p: &Providers, binary: &str, admin: &postgres::Admin) -> Result<Co
     Ok(cmd)
 }
 
+/// Dumps each `(source, as_db)`: database `source`, as the part of database `as_db`.
 async fn pg_dump(
     p: &Providers,
     server: &Server,
-    apps: &[String],
+    dbs: &[(String, String)],
     sink: &mut dyn PartSink,
 ) -> Result<Vec<DumpPart>> {
     let admin = postgres::Admin::of(server)?;
     let c = admin.connect().await?;
     let mut parts = vec![];
-    for app in apps {
-        let db = util::sql_name(app);
+    for (db, as_db) in dbs {
         let exists = c
-            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[db])
             .await
             .map_err(|e| failed(&admin.server, "lookup", e, &admin.secrets()))?
             .is_some();
@@ -461,21 +551,24 @@ async fn pg_dump(
                 ),
             });
         }
-        let name = format!("{db}.pgdump");
+        let name = format!("{as_db}.pgdump");
         let mut w = sink
             .create(&name)
             .map_err(|e| failed(&admin.server, "writing the backup", e, &[]))?;
         let mut cmd = pg_command(p, "pg_dump", &admin)?;
         // Custom format without compression: the backup is compressed with zstd as a whole.
-        cmd.args(["-Fc", "-Z0", "-d", &db]);
+        cmd.args(["-Fc", "-Z0", "-d", db]);
         let secrets: Vec<String> = admin.password.iter().cloned().collect();
         let res = blocking(move || {
             run_into(cmd, &mut w, &secrets)?;
             w.finish().map_err(|e| format!("writing the backup: {e}"))
         })
         .await;
-        res.map_err(|reason| dump_error(&admin.server, &db, &admin.user, reason))?;
-        parts.push(DumpPart { name, database: db });
+        res.map_err(|reason| dump_error(&admin.server, db, &admin.user, reason))?;
+        parts.push(DumpPart {
+            name,
+            database: as_db.clone(),
+        });
     }
     Ok(parts)
 }

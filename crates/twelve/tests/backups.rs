@@ -764,3 +764,118 @@ fn rabbitmq_definitions_backup_brings_back_a_deleted_vhost_user_and_queue() {
 
     t.ok(&["remove-relation", &app, "mq", "--destroy-data"]);
 }
+
+/// PostgreSQL: a restore swaps the restored databases in and backs up the replaced ones
+/// after the apps are back. A controller killed before that backup is made keeps the
+/// replaced database and makes the backup when it starts again; nothing is lost.
+#[test]
+fn a_pre_restore_backup_cut_short_by_a_killed_controller_is_made_at_the_next_start() {
+    let t = Twelve::new();
+    let app = uniq("bkpx");
+    t.ok(&[
+        "deploy",
+        "postgresql",
+        "pgx",
+        "--external",
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+    ]);
+    let unit = app_with(&t, &app, "pgx", "POSTGRESQL_DB_CONNECT_STRING");
+    let db = sh(
+        &t,
+        &unit,
+        &format!(r#"{PSQL} -c "select current_database()""#),
+    );
+    // Big enough (about 150 MB) that its dump takes longer than killing the controller.
+    sh(
+        &t,
+        &unit,
+        &format!(
+            r#"{PSQL} -c "create table big as select i, repeat(md5(i::text), 16) as pad from generate_series(1, 300000) i; create table state(v text); insert into state values ('backed up')""#
+        ),
+    );
+    let id = run_json(&t, &["pgx", "create-backup"])["backup-id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sh(
+        &t,
+        &unit,
+        &format!(r#"{PSQL} -c "update state set v = 'before the restore'""#),
+    );
+    let r = run_json(&t, &["pgx", "restore", &format!("backup-id={id}")]);
+    let pid: i32 = std::fs::read_to_string(t.home.path().join("controller.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let pre = r["pre-restore-backup-id"].as_str().unwrap().to_string();
+    let admin = |sql: &str| {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-tAc",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let old = format!("{db}$old");
+    assert_eq!(
+        admin(&format!("select 1 from pg_database where datname = '{old}'")),
+        "1",
+        "the replaced database is kept until its backup is made (a dump this size should outlast the kill)"
+    );
+    // The restored data is in place already.
+    assert_eq!(
+        sh(&t, &unit, &format!(r#"{PSQL} -c "select v from state""#)),
+        "backed up"
+    );
+
+    // Any command starts the controller again; it makes the backup, then drops the copy.
+    let finished = eventually(
+        "the pre-restore backup made after the restart",
+        LONG,
+        || {
+            let list = run_json(&t, &["pgx", "list-backups"]);
+            list["backups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|b| b["id"] == pre.as_str() && b["status"] == "finished")
+                .then_some(list)
+        },
+    );
+    eventually("the replaced database dropped", LONG, || {
+        admin(&format!(
+            "select count(*) from pg_database where datname = '{old}'"
+        ))
+        .eq("0")
+        .then_some(())
+    });
+    // And it holds the data from before the restore.
+    run_json(&t, &["pgx", "restore", &format!("backup-id={pre}")]);
+    assert_eq!(
+        sh(&t, &unit, &format!(r#"{PSQL} -c "select v from state""#)),
+        "before the restore",
+        "{finished}"
+    );
+    assert_eq!(
+        sh(
+            &t,
+            &unit,
+            &format!(r#"{PSQL} -c "select count(*) from big""#)
+        ),
+        "300000"
+    );
+    t.ok(&["remove-relation", &app, "pgx", "--destroy-data"]);
+}
