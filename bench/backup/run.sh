@@ -53,8 +53,12 @@ pgbench -q -i -s "$SCALE" "${PG%/*}/$db" >/dev/null 2>&1
 dbsize=$(psql -tA "$PG" -c "select pg_database_size('$db')")
 
 secs() { python3 -c 'import sys,time; print(f"{time.time():.3f}")'; }
+# Each timed step starts after a checkpoint, so that none pays for the WAL the one before
+# it wrote (a 1 GB restore writes about as much WAL, and max_wal_size is 1 GB by default).
+checkpoint() { psql -q "$PG" -c CHECKPOINT >/dev/null; }
 measure() { # label command...: prints the seconds the command took
   local t0 t1
+  checkpoint
   t0=$(secs); "$@" >/dev/null; t1=$(secs)
   python3 -c "print(f'{$t1-$t0:.2f}')"
 }
@@ -69,13 +73,15 @@ gone() { # seconds until the database the restore replaced is dropped, from $1
 
 declare -a tb tr trd td tpr
 for i in $(seq 1 "$RUNS"); do
-  # twelve: backup, then restore (which backs the current state up first).
+  # twelve: backup, then restore (whose backup of the state it replaces follows it).
+  checkpoint
   t0=$(secs)
   out=$("$bin" run pg create-backup --format json)
   t1=$(secs)
   id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["backup-id"])' <<<"$out")
   tb+=($(python3 -c "print(f'{$t1-$t0:.2f}')"))
   size_twelve=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["size"])' <<<"$out")
+  checkpoint
   t0=$(secs)
   "$bin" run pg restore "backup-id=$id" >/dev/null
   t1=$(secs)
