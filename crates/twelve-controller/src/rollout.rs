@@ -432,6 +432,11 @@ impl Controller {
         }
         // Wait until every one is ready and stable, or the deadline.
         let mut stability: Vec<Stability> = vec![Stability::default(); new.len()];
+        // For the incarnations whose ready checks only connect: the processes (fingerprint)
+        // whose app has answered HTTP on its port (see `answers_http`). Until they have,
+        // and again after any restart, the check proves nothing.
+        let probe: Vec<bool> = new.iter().map(|inc| connect_only(&inc.host)).collect();
+        let mut answered: Vec<Option<Vec<(String, i64)>>> = vec![None; new.len()];
         let decision = loop {
             // Every new incarnation looked at together (a check may take seconds to answer
             // on a loaded machine: one after the other, the first look would be stale by
@@ -439,22 +444,46 @@ impl Controller {
             // all at the start of the round made a unit that turned ready late in a slow
             // round look ready for longer than it was, and a release that crashed every
             // 4 s passed a 3 s window.
-            let looks = futures_util::future::join_all(new.iter().map(|inc| {
-                let port = next
-                    .units
-                    .iter()
-                    .find(|u| u.number == inc.unit)
-                    .map(|u| u.app_port);
-                async move {
-                    let (health, fingerprint) = unit_health(&inc.pebble, &inc.host, port).await;
-                    (health, fingerprint, started.elapsed().as_millis() as u64)
-                }
-            }))
+            let looks = futures_util::future::join_all(new.iter().zip(&probe).zip(&answered).map(
+                |((inc, &probe), answered)| {
+                    let port = next
+                        .units
+                        .iter()
+                        .find(|u| u.number == inc.unit)
+                        .map(|u| u.app_port);
+                    async move {
+                        let (mut health, fingerprint) =
+                            unit_health(&inc.pebble, &inc.host, port).await;
+                        let mut answered = answered.clone();
+                        let unproven = probe && answered.as_ref() != Some(&fingerprint);
+                        if let (Health::Ready, true, Some(port)) = (&health, unproven, port) {
+                            match answers_http(port).await {
+                                Ok(()) => answered = Some(fingerprint.clone()),
+                                Err(e) => {
+                                    health = Health::Starting(format!(
+                                        "port {port} accepts connections, but the app does not answer HTTP yet ({e})"
+                                    ))
+                                }
+                            }
+                        }
+                        (
+                            health,
+                            fingerprint,
+                            started.elapsed().as_millis() as u64,
+                            answered,
+                        )
+                    }
+                },
+            ))
             .await;
             let mut seen = vec![];
-            for ((inc, stab), (health, fingerprint, at_ms)) in
-                new.iter().zip(stability.iter_mut()).zip(looks)
+            for (((inc, stab), (health, fingerprint, at_ms, now_answered)), answered) in new
+                .iter()
+                .zip(stability.iter_mut())
+                .zip(looks)
+                .zip(answered.iter_mut())
             {
+                *answered = now_answered;
                 stab.observe(at_ms, &health, fingerprint);
                 seen.push(NewIncarnation {
                     unit: inc.unit,
@@ -880,6 +909,54 @@ pub(crate) async fn unit_health(
     (Health::Ready, pids)
 }
 
+/// Whether the unit's ready checks only connect (TCP, no HTTP check): then a gunicorn or
+/// uvicorn master that has bound the port passes them before its workers have imported
+/// the app, and the stability window would start before the app can serve.
+fn connect_only(host: &HostUnit) -> bool {
+    !host.layer.checks.values().any(|c| c.http.is_some())
+}
+
+/// One `GET /` on the app's port: any HTTP answer (even 404 or 500) means the app itself
+/// serves there.
+async fn answers_http(port: u16) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| e.to_string())?;
+        s.write_all(
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: twelve-rollout\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut head = Vec::with_capacity(32);
+        let mut buf = [0u8; 64];
+        while head.len() < 12 {
+            let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        if is_status_line(&head) {
+            Ok(())
+        } else {
+            Err("no HTTP status line in its answer".to_string())
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(3), probe)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 3 s".to_string()))
+}
+
+/// `HTTP/1.x NNN` at the start of `head`.
+fn is_status_line(head: &[u8]) -> bool {
+    head.len() >= 12
+        && head.starts_with(b"HTTP/1.")
+        && head[8] == b' '
+        && head[9..12].iter().all(u8::is_ascii_digit)
+}
+
 /// The uid of a socket listening on 127.0.0.1:`port` (or a wildcard covering it) that is
 /// not `uid`'s, if any.
 fn foreign_listener(port: u16, uid: u32) -> Option<u32> {
@@ -995,6 +1072,36 @@ fn tree_rss(root: i32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::foreign_listener;
+
+    #[test]
+    fn an_http_answer_starts_with_a_status_line() {
+        assert!(super::is_status_line(b"HTTP/1.1 404 NOT FOUND\r\n"));
+        assert!(super::is_status_line(b"HTTP/1.0 200 OK"));
+        assert!(!super::is_status_line(b"SSH-2.0-OpenSSH"));
+        assert!(!super::is_status_line(b"HTTP/1.1 2"));
+        assert!(!super::is_status_line(b""));
+    }
+
+    #[tokio::test]
+    async fn a_port_that_accepts_but_does_not_answer_http_is_not_serving() {
+        // A bound, listening socket nobody accepts on: what a gunicorn master is until a
+        // worker has imported the app.
+        let quiet = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = quiet.local_addr().unwrap().port();
+        assert!(super::answers_http(port).await.is_err());
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = server.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut c, _) = server.accept().await.unwrap();
+            let mut buf = [0u8; 512];
+            let _ = c.read(&mut buf).await;
+            c.write_all(b"HTTP/1.1 500 INTERNAL SERVER ERROR\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+        });
+        assert_eq!(super::answers_http(port).await, Ok(()));
+    }
 
     #[test]
     fn a_port_another_user_listens_on_is_foreign() {

@@ -210,6 +210,43 @@ fn sigkill(pid: i32) {
     assert!(ok.success(), "kill -KILL {pid}");
 }
 
+/// Without a healthcheck path the ready check only connects, which a gunicorn master
+/// passes before its worker has imported the app. The stability window starts at the
+/// app's first HTTP answer, so a release that crashes 2 s after a slow (2 s) import is
+/// rolled back instead of going live between its start and its crash.
+#[test]
+fn a_release_crashing_after_a_slow_start_is_rolled_back_without_a_healthcheck_path() {
+    let t = Twelve::new();
+    let src = t.example("flask");
+    std::fs::remove_file(src.join("charm/paas-config.yaml")).unwrap();
+    let s = src.to_str().unwrap();
+    let good_app = std::fs::read_to_string(src.join("app.py")).unwrap();
+    t.ok(&["deploy", s, "slowstart"]);
+    eventually("serving", LONG, || {
+        every_unit_serves(&t, "slowstart", 1, "hello")
+    });
+    std::fs::write(
+        src.join("app.py"),
+        format!(
+            "import os, signal, threading, time\n\
+             time.sleep(2)\n\
+             {good_app}\n\
+             def _crash():\n    time.sleep(2)\n    os.kill(os.getppid(), signal.SIGKILL)\n\
+             threading.Thread(target=_crash, daemon=True).start()\n"
+        ),
+    )
+    .unwrap();
+    let out = t.cmd(&["deploy", s, "slowstart", "--timeout", "15s"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the crashing release went live: {err}"
+    );
+    assert!(err.contains("rolled back to release 1"), "{err}");
+    assert_eq!(t.status("slowstart")["release"], 1);
+    assert_eq!(via_ingress(&t, "slowstart", "/").unwrap().0, 200);
+}
+
 /// The issue's "done when": a Flask app with 3 units under a client loop through the
 /// ingress, and everything that can go wrong with a change. Not one request fails.
 #[test]
