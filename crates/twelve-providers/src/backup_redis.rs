@@ -276,7 +276,10 @@ async fn stage(server: &Server, part: &str, source: &dyn PartSource) -> Result<(
     .expect("restore worker panicked")
     .map_err(|e| ProviderError::io(&staged, e))?;
     let mut magic = [0u8; 5];
-    let ok = std::fs::File::open(&staged)
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(&staged)
         .and_then(|mut f| f.read_exact(&mut magic))
         .is_ok()
         && &magic == b"REDIS";

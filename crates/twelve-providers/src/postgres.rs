@@ -458,7 +458,7 @@ pub(crate) async fn start(p: &Providers, dir: &Path, port: u16) -> Result<Manage
             (e, _) => e,
         })?;
         let conf = data.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf).map_err(|e| ProviderError::io(&conf, e))?;
+        let mut text = util::read_nofollow(&conf).map_err(|e| ProviderError::io(&conf, e))?;
         text.push_str("\n# Added by twelve: listen address, port and socket directory.\ninclude_if_exists = 'twelve.conf'\n");
         util::write_private(&conf, &text)?;
         if let Some(u) = &user {

@@ -173,14 +173,14 @@ const ACTIVE: &str = "active";
 
 /// The port an app's own server listens on, once it has one.
 pub(crate) fn recorded_port(app_dir: &Path) -> Option<u16> {
-    std::fs::read_to_string(app_dir.join("port"))
+    util::read_nofollow(&app_dir.join("port"))
         .ok()
         .and_then(|s| s.trim().parse().ok())
 }
 
 /// The port of an app's own server: the one it had, else a free one.
 fn app_port(dir: &Path) -> Result<u16> {
-    if let Some(p) = std::fs::read_to_string(dir.join("port"))
+    if let Some(p) = util::read_nofollow(&dir.join("port"))
         .ok()
         .and_then(|s| s.trim().parse::<u16>().ok())
     {

@@ -64,10 +64,32 @@ pub(crate) fn percent_decode(s: &str) -> String {
         .into_owned()
 }
 
+/// Reads a small regular file in a directory a server's user may write (its own): never
+/// through a symbolic link (which could point root at a file of its own, whose content
+/// would then reach the server as a password, or an error message), never blocking on a
+/// FIFO, at most 1 MiB.
+pub(crate) fn read_nofollow(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    let mut text = String::new();
+    f.take(1 << 20).read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// Read `dir/admin.secret`, or create it (0600) with a fresh password.
 pub(crate) fn admin_secret(dir: &Path) -> Result<String> {
     let path = dir.join("admin.secret");
-    match std::fs::read_to_string(&path) {
+    match read_nofollow(&path) {
         Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -80,7 +102,7 @@ pub(crate) fn admin_secret(dir: &Path) -> Result<String> {
 
 /// Read `dir/admin.secret` if it exists.
 pub(crate) fn read_admin_secret(dir: &Path) -> Option<String> {
-    std::fs::read_to_string(dir.join("admin.secret"))
+    read_nofollow(&dir.join("admin.secret"))
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
@@ -149,18 +171,38 @@ pub(crate) fn pid_alive(pid: u32) -> bool {
 
 /// The first line of a pid file, if that process is alive.
 pub(crate) fn pid_from_file(path: &Path) -> Option<u32> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = read_nofollow(path).ok()?;
     let pid: u32 = text.lines().next()?.trim().parse().ok()?;
     pid_alive(pid).then_some(pid)
 }
 
 /// The last `n` non-empty lines of a log file, joined with ` | `.
 pub(crate) fn tail(path: &Path, n: usize) -> String {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Ok(text) = read_nofollow_tail(path) else {
         return String::new();
     };
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+/// The last 64 KiB of a log file, read as [`read_nofollow`] reads.
+fn read_nofollow_tail(path: &Path) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    f.seek(SeekFrom::Start(meta.len().saturating_sub(64 << 10)))?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Send SIGTERM, wait up to `grace` for the process to go, then SIGKILL.
@@ -430,6 +472,32 @@ pub(crate) fn endpoint(host: &str, port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_in_a_servers_directory_are_read_only_when_they_are_plain_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("roots-secret");
+        std::fs::write(&secret, "root's own").unwrap();
+        let plain = dir.path().join("admin.secret");
+        std::fs::write(&plain, "pw\n").unwrap();
+        assert_eq!(read_nofollow(&plain).unwrap(), "pw\n");
+        // A link planted where twelve reads: refused, not followed.
+        let planted = dir.path().join("port");
+        std::os::unix::fs::symlink(&secret, &planted).unwrap();
+        assert!(read_nofollow(&planted).is_err());
+        assert_eq!(read_admin_secret(dir.path()).as_deref(), Some("pw"));
+        std::fs::remove_file(&plain).unwrap();
+        std::os::unix::fs::symlink(&secret, &plain).unwrap();
+        assert_eq!(read_admin_secret(dir.path()), None);
+        assert!(admin_secret(dir.path()).is_err());
+        assert!(tail(&planted, 5).is_empty());
+        // A FIFO would block a plain read forever.
+        let fifo = dir.path().join("server.pid");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(read_nofollow(&fifo).is_err());
+        assert_eq!(pid_from_file(&fifo), None);
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root's own");
+    }
 
     #[test]
     fn passwords_are_alphanumeric_and_long() {
