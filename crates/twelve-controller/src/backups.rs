@@ -1472,38 +1472,41 @@ impl Controller {
         }
         self.wake.notify_one();
         storage.fetched_done(&dir);
-        if let Some(pending) = deferred {
-            // The apps are back: what the restore replaced is backed up now, then dropped.
-            let me = self.clone();
-            let service = service.to_string();
-            tokio::spawn(async move {
-                if let Err(e) = me.finish_pre_restore(&service, &pending).await {
-                    crate::controller::log(format!("{service}: {}", e.message));
-                }
-                drop(cleanup);
-            });
-            let pre_id = result?.0;
-            return Ok(json!({
-                "backup-id": id,
-                "pre-restore-backup-id": pre_id,
-                "pre-restore-backup": "being made from the replaced data (list-backups shows it in progress until it is stored)",
-                "restored": meta.dump.parts.iter().map(|p| p.database.clone()).collect::<Vec<_>>(),
-                "apps": apps.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
-            }));
-        }
-        let (pre_id, replaced) = result?;
-        // The replaced copies are dropped once the apps are back (PostgreSQL's DROP
-        // DATABASE waits for a checkpoint).
+        let background = deferred.is_some();
+        let replaced = match &result {
+            Ok((_, replaced)) => replaced.clone(),
+            Err(_) => Default::default(),
+        };
+        // Once the apps are back, in the background: PostgreSQL backs up what the restore
+        // replaced (also after a failed swap: what it replaced is kept), then drops it; the
+        // others drop the replaced copies (PostgreSQL's DROP DATABASE waits for a
+        // checkpoint).
+        let me = self.clone();
+        let name = service.to_string();
         tokio::spawn(async move {
-            providers.drop_replaced(&server, replaced).await;
+            match deferred {
+                Some(pending) => {
+                    if let Err(e) = me.finish_pre_restore(&name, &pending).await {
+                        crate::controller::log(format!("{name}: {}", e.message));
+                    }
+                }
+                None => providers.drop_replaced(&server, replaced).await,
+            }
             drop(cleanup);
         });
-        Ok(json!({
+        let (pre_id, _) = result?;
+        let mut out = json!({
             "backup-id": id,
             "pre-restore-backup-id": pre_id,
             "restored": meta.dump.parts.iter().map(|p| p.database.clone()).collect::<Vec<_>>(),
             "apps": apps.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
-        }))
+        });
+        if background {
+            out["pre-restore-backup"] = json!(
+                "being made from the replaced data (list-backups shows it in progress until it is stored)"
+            );
+        }
+        Ok(out)
     }
 
     /// `twelve run SERVICE[/leader] ACTION`.

@@ -897,59 +897,43 @@ async fn mysql_objects(
     schema: &str,
 ) -> mysql_async::Result<SchemaObjects> {
     use mysql_async::prelude::Queryable;
+    // Each kind of object: how to list (kind, name), and the column of `SHOW CREATE` that
+    // holds its statement.
+    const KINDS: [(&str, usize); 4] = [
+        (
+            "SELECT 'VIEW', TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ?",
+            1,
+        ),
+        (
+            "SELECT 'TRIGGER', TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER",
+            2,
+        ),
+        (
+            "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ?",
+            2,
+        ),
+        (
+            "SELECT 'EVENT', EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ?",
+            3,
+        ),
+    ];
     let q = mysql_ident(schema);
     let mut o = SchemaObjects::default();
-    let show = |row: Option<mysql_async::Row>, col: usize| -> String {
-        row.and_then(|r| r.get::<Option<String>, usize>(col).flatten())
-            .unwrap_or_default()
-    };
-    let views: Vec<String> = c
-        .exec(
-            "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ?",
-            (schema,),
-        )
-        .await?;
-    for v in views {
-        let row = c
-            .query_first(format!("SHOW CREATE VIEW {q}.{}", mysql_ident(&v)))
-            .await?;
-        o.views.push((v, show(row, 1)));
-    }
-    let triggers: Vec<String> = c
-        .exec(
-            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER",
-            (schema,),
-        )
-        .await?;
-    for t in triggers {
-        let row = c
-            .query_first(format!("SHOW CREATE TRIGGER {q}.{}", mysql_ident(&t)))
-            .await?;
-        o.triggers.push((t, show(row, 2)));
-    }
-    let routines: Vec<(String, String)> = c
-        .exec(
-            "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ?",
-            (schema,),
-        )
-        .await?;
-    for (kind, name) in routines {
-        let row = c
-            .query_first(format!("SHOW CREATE {kind} {q}.{}", mysql_ident(&name)))
-            .await?;
-        o.routines.push((kind, name, show(row, 2)));
-    }
-    let events: Vec<String> = c
-        .exec(
-            "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ?",
-            (schema,),
-        )
-        .await?;
-    for e in events {
-        let row = c
-            .query_first(format!("SHOW CREATE EVENT {q}.{}", mysql_ident(&e)))
-            .await?;
-        o.routines.push(("EVENT".into(), e, show(row, 3)));
+    for (list, col) in KINDS {
+        let found: Vec<(String, String)> = c.exec(list, (schema,)).await?;
+        for (kind, name) in found {
+            let row: Option<mysql_async::Row> = c
+                .query_first(format!("SHOW CREATE {kind} {q}.{}", mysql_ident(&name)))
+                .await?;
+            let sql = row
+                .and_then(|r| r.get::<Option<String>, usize>(col).flatten())
+                .unwrap_or_default();
+            match kind.as_str() {
+                "VIEW" => o.views.push((name, sql)),
+                "TRIGGER" => o.triggers.push((name, sql)),
+                _ => o.routines.push((kind, name, sql)),
+            }
+        }
     }
     Ok(o)
 }

@@ -175,11 +175,8 @@ async fn save_one(
         });
     }
     let file = rdb_file(server)?;
-    let mut input = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&file)
-        .map_err(|e| ProviderError::io(&file, e))?;
+    let (mut input, _) =
+        util::open_regular_nofollow(&file).map_err(|e| ProviderError::io(&file, e))?;
     let mut w = sink.create(name).map_err(|e| ProviderError::io(&file, e))?;
     let path = file.clone();
     tokio::task::spawn_blocking(move || {
@@ -276,11 +273,8 @@ async fn stage(server: &Server, part: &str, source: &dyn PartSource) -> Result<(
     .expect("restore worker panicked")
     .map_err(|e| ProviderError::io(&staged, e))?;
     let mut magic = [0u8; 5];
-    let ok = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(&staged)
-        .and_then(|mut f| f.read_exact(&mut magic))
+    let ok = util::open_regular_nofollow(&staged)
+        .and_then(|(mut f, _)| f.read_exact(&mut magic))
         .is_ok()
         && &magic == b"REDIS";
     if !ok {

@@ -70,6 +70,15 @@ pub(crate) fn percent_decode(s: &str) -> String {
 /// FIFO, at most 1 MiB.
 pub(crate) fn read_nofollow(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
+    let (f, _) = open_regular_nofollow(path)?;
+    let mut text = String::new();
+    f.take(1 << 20).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Opens a regular file for reading, never through a symbolic link, never blocking on a
+/// FIFO; with its length.
+pub(crate) fn open_regular_nofollow(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
@@ -81,9 +90,7 @@ pub(crate) fn read_nofollow(path: &Path) -> std::io::Result<String> {
             "not a regular file",
         ));
     }
-    let mut text = String::new();
-    f.take(1 << 20).read_to_string(&mut text)?;
-    Ok(text)
+    Ok((f, meta.len()))
 }
 
 /// Read `dir/admin.secret`, or create it (0600) with a fresh password.
@@ -188,18 +195,8 @@ pub(crate) fn tail(path: &Path, n: usize) -> String {
 /// The last 64 KiB of a log file, read as [`read_nofollow`] reads.
 fn read_nofollow_tail(path: &Path) -> std::io::Result<String> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = f.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "not a regular file",
-        ));
-    }
-    f.seek(SeekFrom::Start(meta.len().saturating_sub(64 << 10)))?;
+    let (mut f, len) = open_regular_nofollow(path)?;
+    f.seek(SeekFrom::Start(len.saturating_sub(64 << 10)))?;
     let mut bytes = Vec::new();
     f.read_to_end(&mut bytes)?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())

@@ -62,6 +62,15 @@ fn serves(t: &Twelve, app: &str) {
     });
 }
 
+/// What a Redis command line run in the unit prints, once the restarted server answers it.
+fn restored_keys(t: &Twelve, unit: &str, line: &str) -> String {
+    eventually(&format!("{line} after the restore"), LONG, || {
+        let out = t.cmd(&["exec", unit, "--", "bash", "-c", line]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (out.status.success() && !text.contains("ERR") && !text.trim().is_empty()).then_some(text)
+    })
+}
+
 const PSQL: &str = r#"psql -q -v ON_ERROR_STOP=1 "$POSTGRESQL_DB_CONNECT_STRING" -tA"#;
 
 #[test]
@@ -580,18 +589,7 @@ fn redis_backup_on_a_schedule_restores_the_keys() {
         .map(|b| b["id"].as_str().unwrap().to_string())
         .collect();
     assert!(ids.contains(&id) && ids.contains(&pre), "{ids:?}");
-    let keys = eventually("the restored keys", LONG, || {
-        let out = t.cmd(&[
-            "exec",
-            &unit,
-            "--",
-            "bash",
-            "-c",
-            &format!(r#"{cli} mget {app}:a {app}:b {app}:c"#),
-        ]);
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        (out.status.success() && !text.contains("ERR") && !text.trim().is_empty()).then_some(text)
-    });
+    let keys = restored_keys(&t, &unit, &format!("{cli} mget {app}:a {app}:b {app}:c"));
     assert_eq!(
         keys.split_whitespace().collect::<Vec<_>>(),
         vec!["1", "2"],
@@ -666,18 +664,11 @@ fn redis_backup_on_a_schedule_restores_the_keys() {
         &format!(r#"{cli} set {app}:s changed >/dev/null && {cli} set {app}:later 1 >/dev/null"#),
     );
     run_json(&t, &["cache", "restore", &format!("backup-id={id}")]);
-    let keys = eventually("the keys restored from S3", LONG, || {
-        let out = t.cmd(&[
-            "exec",
-            &unit,
-            "--",
-            "bash",
-            "-c",
-            &format!(r#"{cli} mget {app}:s {app}:later {app}:a"#),
-        ]);
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        (out.status.success() && !text.contains("ERR") && !text.trim().is_empty()).then_some(text)
-    });
+    let keys = restored_keys(
+        &t,
+        &unit,
+        &format!("{cli} mget {app}:s {app}:later {app}:a"),
+    );
     assert_eq!(
         keys.lines().map(str::trim).collect::<Vec<_>>(),
         vec!["plaintext-marker-redis", "", "1"],
@@ -803,15 +794,7 @@ fn a_pre_restore_backup_cut_short_by_a_killed_controller_is_made_at_the_next_sta
         &format!(r#"{PSQL} -c "update state set v = 'before the restore'""#),
     );
     let r = run_json(&t, &["pgx", "restore", &format!("backup-id={id}")]);
-    let pid: i32 = std::fs::read_to_string(t.home.path().join("controller.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
+    t.kill_controller();
     let pre = r["pre-restore-backup-id"].as_str().unwrap().to_string();
     let admin = |sql: &str| {
         let out = Command::new("psql")

@@ -145,15 +145,7 @@ fn flask_lifecycle_config_scale_schedulers_and_controller_crash() {
 
     // kill -9 the controller: apps keep serving, and it comes back with nothing lost.
     let port1 = t.port("web/1");
-    let pid: i32 = std::fs::read_to_string(t.home.path().join("controller.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
+    t.kill_controller();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         http_get(port1, "/").map(|r| r.0),

@@ -711,11 +711,7 @@ fn a_managed_server_that_dies_is_restarted_with_its_data() {
             .ok()
     };
     let before = pid_of().expect("the managed server's postmaster.pid");
-    let killed = Command::new("kill")
-        .args(["-KILL", &before.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    sigkill(before);
     eventually("a new server process", LONG, || {
         pid_of().filter(|p| *p != before && std::path::Path::new(&format!("/proc/{p}")).exists())
     });

@@ -202,14 +202,6 @@ fn listeners_of(t: &Twelve, app: &str) -> String {
     out
 }
 
-fn sigkill(pid: i32) {
-    let ok = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success(), "kill -KILL {pid}");
-}
-
 /// Without a healthcheck path the ready check only connects, which a gunicorn master
 /// passes before its worker has imported the app. The stability window starts at the
 /// app's first HTTP answer, so a release that crashes 2 s after a slow (2 s) import is
@@ -397,12 +389,7 @@ fn chaos_three_units_under_load_fail_no_request() {
             })
             .then_some(())
     });
-    let pid: i32 = std::fs::read_to_string(t.home.path().join("controller.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    sigkill(pid);
+    t.kill_controller();
     eventually("the change live after the restart", LONG, || {
         every_unit_serves(&t, "chaos", 3, "after-kill")
     });

@@ -279,6 +279,29 @@ pub fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// `kill -KILL pid`, which must succeed.
+#[allow(dead_code)]
+pub fn sigkill(pid: i32) {
+    let ok = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill -KILL {pid}");
+}
+
+impl Twelve {
+    /// SIGKILLs the controller (the next command starts it again).
+    #[allow(dead_code)]
+    pub fn kill_controller(&self) {
+        let pid: i32 = std::fs::read_to_string(self.home.path().join("controller.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        sigkill(pid);
+    }
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe extern "C" {
